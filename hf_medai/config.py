@@ -1,0 +1,134 @@
+"""One way to configure every recipe: dataclass defaults < recipe defaults < YAML (`--config`) < CLI flags.
+
+`parse_args(DataArguments, ModelArguments, TrainingArguments)` returns one instance per dataclass.
+An unknown YAML key is an error that names the key and the closest valid one: a misspelled option
+must never pass silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+# TrainingArguments fields that never belong in a saved config (secrets, or derived at run time).
+_NOT_SAVED = {"hub_token", "push_to_hub_token", "push_to_hub_model_id", "push_to_hub_organization", "local_rank"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _fields(dataclass_types: Sequence[type]) -> dict[str, type]:
+    names: dict[str, type] = {}
+    for dc in dataclass_types:
+        for f in dataclasses.fields(dc):
+            if f.init:
+                names[f.name] = dc
+    return names
+
+
+def load_yaml_config(path: str | Path, dataclass_types: Sequence[type]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config {path}: not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option: value, got {type(values).__name__}")
+    valid = _fields(dataclass_types)
+    for key in values:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"--config {path}: unknown key '{key}'{hint}")
+    return values
+
+
+def parse_args(
+    *dataclass_types: type,
+    args: Sequence[str] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> tuple:
+    """Parse `args` (default: sys.argv[1:]) into one instance of each dataclass.
+
+    `defaults` are the recipe's own defaults (e.g. its num_train_epochs) which YAML and flags override.
+    """
+    from transformers import HfArgumentParser
+
+    args = list(sys.argv[1:] if args is None else args)
+    config_path = None
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--config":
+            if i + 1 >= len(args):
+                raise ConfigError("--config needs a file path")
+            config_path = args[i + 1]
+            i += 2
+            continue
+        if a.startswith("--config="):
+            config_path = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+
+    merged: dict[str, Any] = {}
+    valid = _fields(dataclass_types)
+    for key, value in (defaults or {}).items():
+        if key not in valid:  # a recipe bug, not a user error
+            raise ConfigError(f"recipe default '{key}' is not a field of {[d.__name__ for d in dataclass_types]}")
+        merged[key] = value
+    if config_path:
+        merged.update(load_yaml_config(config_path, dataclass_types))
+
+    parser = HfArgumentParser(dataclass_types)
+    # argparse stores the default unconverted, so YAML lists/dicts reach the dataclass as they are.
+    parser.set_defaults(**merged)
+    # Required fields satisfied by YAML must not be demanded again on the command line.
+    for action in parser._actions:
+        if action.dest in merged:
+            action.required = False
+    parsed = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
+    *instances, remaining = parsed
+    if remaining:
+        unknown = [r for r in remaining if r.startswith("--")]
+        msg = f"unknown option(s): {' '.join(remaining)}"
+        if unknown:
+            close = difflib.get_close_matches(unknown[0].lstrip("-").split("=")[0], list(valid), n=1, cutoff=0.5)
+            if close:
+                msg += f"; did you mean '--{close[0]}'?"
+        raise ConfigError(msg)
+    return tuple(instances)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "value") and value.__class__.__module__ != "builtins":  # enums
+        return value.value
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def resolved_config(*instances: Any) -> dict[str, Any]:
+    """A flat {option: value} of every init field: what the run really used, loadable again by --config."""
+    out: dict[str, Any] = {}
+    for inst in instances:
+        for f in dataclasses.fields(inst):
+            if not f.init or f.name in _NOT_SAVED:
+                continue
+            out[f.name] = _plain(getattr(inst, f.name))
+    return out

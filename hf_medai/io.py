@@ -1,0 +1,100 @@
+"""Atomic outputs and the run folder's guard: nothing half-written, nothing overwritten unasked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_yaml(path: str | Path, obj: Any) -> Path:
+    return write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+
+
+def write_csv(path: str | Path, frame) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def _json_default(o: Any):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_pretrained_atomic(obj: Any, output_dir: str | Path, **kwargs: Any) -> None:
+    """`obj.save_pretrained` into a staging folder, then move each file into place by rename."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=output_dir))
+    try:
+        obj.save_pretrained(staging, **kwargs)
+        for src in sorted(staging.rglob("*")):
+            if src.is_file():
+                dst = output_dir / src.relative_to(staging)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class RunFolderExists(FileExistsError):
+    pass
+
+
+def prepare_run_folder(output_dir: str | Path, resume: bool, overwrite: bool) -> Path:
+    """Refuse to write into a run folder that already holds results unless asked to.
+
+    `resume`: the user asked to continue from a checkpoint in it. `overwrite`: start afresh and replace it.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not resume:
+        if overwrite:
+            shutil.rmtree(output_dir)
+        else:
+            has_ckpt = any(p.name.startswith("checkpoint-") for p in output_dir.iterdir())
+            hint = " or --resume_from_checkpoint last to continue it" if has_ckpt else ""
+            raise RunFolderExists(
+                f"output_dir {output_dir} already holds a run; pass a new --output_dir, "
+                f"--overwrite_output_dir true to replace it{hint}"
+            )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
