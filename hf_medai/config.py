@@ -132,3 +132,32 @@ def resolved_config(*instances: Any) -> dict[str, Any]:
                 continue
             out[f.name] = _plain(getattr(inst, f.name))
     return out
+
+
+@dataclasses.dataclass
+class RunArguments:
+    """Options every recipe shares that `TrainingArguments` does not have."""
+
+    overwrite_output_dir: bool = dataclasses.field(
+        default=False, metadata={"help": "Replace an existing run folder (default: refuse to touch it)."}
+    )
+
+
+@dataclasses.dataclass
+class EvalArguments:
+    """How predictive models are scored (shared by every classifier recipe)."""
+
+    n_bootstrap: int = dataclasses.field(default=1000, metadata={"help": "Bootstrap resamples for 95% CIs (0: none)."})
+    threshold_method: str = dataclasses.field(
+        default="youden", metadata={"help": "How the decision threshold is chosen on validation: youden | fixed."}
+    )
+    threshold: float = dataclasses.field(default=0.5, metadata={"help": "Threshold used with threshold_method=fixed."})
+    min_group_size: int = dataclasses.field(
+        default=30, metadata={"help": "Subgroups smaller than this are flagged as too small to judge."}
+    )
+
+    def __post_init__(self):
+        if self.threshold_method not in ("youden", "fixed"):
+            raise ConfigError(f"threshold_method must be youden or fixed, got {self.threshold_method!r}")
+        if self.n_bootstrap < 0:
+            raise ConfigError("n_bootstrap must be >= 0")
