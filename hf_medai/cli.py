@@ -1,0 +1,91 @@
+"""`hf-medai data|evaluate|card|push|demo ...`. Heavy libraries are imported only by the command that needs them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _data(args):
+    if args.kind == "lesions":
+        from hf_medai.data.synthetic.lesions import write_ham10000
+
+        out = write_ham10000(args.out, n=args.n, seed=args.seed)
+        print(f"wrote a synthetic HAM10000-format sample of {args.n} images to {out}")
+    elif args.kind == "ehr":
+        from hf_medai.data.synthetic.ehr import write_mimic
+
+        out = write_mimic(args.out, format=args.format, n_patients=args.n, seed=args.seed)
+        print(f"wrote synthetic {args.format} tables to {out}")
+    else:
+        raise SystemExit(f"unknown data kind {args.kind!r}")
+
+
+def _evaluate(args):
+    from hf_medai.external_eval import evaluate_image_classifier
+
+    m = evaluate_image_classifier(args.run_dir, args.data, args.out, data_format=args.data_format,
+                                  skip_bad_rows=args.skip_bad_rows, overwrite=args.overwrite)
+    auroc = m.get("auroc")
+    print(f"AUROC {auroc:.3f} on {m['n']} images; report and card in {args.out}" if auroc is not None else f"report in {args.out}")
+
+
+def _card(args):
+    from hf_medai.cards import write_card
+
+    print(f"wrote {write_card(args.run_dir)}")
+
+
+def _push(args):
+    from hf_medai.hub import push_run_folder
+
+    print(push_run_folder(args.run_dir, args.repo_id, private=not args.public))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hf-medai", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="write synthetic sample data in the real formats")
+    d.add_argument("kind", choices=["lesions", "ehr"])
+    d.add_argument("--out", required=True, help="folder to write")
+    d.add_argument("--n", type=int, default=2000, help="images (lesions) or patients (ehr)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--format", default="mimic-iii", choices=["mimic-iii", "mimic-iv"], help="ehr layout")
+    d.set_defaults(func=_data)
+
+    e = sub.add_parser("evaluate", help="score a saved run on other data, writing the same report to a new folder")
+    e.add_argument("run_dir")
+    e.add_argument("--data", required=True, help="dataset folder or CSV")
+    e.add_argument("--data_format", default="auto")
+    e.add_argument("--out", required=True, help="new folder for the report")
+    e.add_argument("--skip_bad_rows", action="store_true")
+    e.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    e.set_defaults(func=_evaluate)
+
+    c = sub.add_parser("card", help="(re)write README.md, the model card, from a run folder")
+    c.add_argument("run_dir")
+    c.set_defaults(func=_card)
+
+    u = sub.add_parser("push", help="push a run folder to the Hub (private by default)")
+    u.add_argument("run_dir")
+    u.add_argument("--repo_id", required=True)
+    u.add_argument("--public", action="store_true", help="make the repo public (default: private)")
+    u.set_defaults(func=_push)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from hf_medai.data.report import DataError
+
+    try:
+        args.func(args)
+    except (DataError, FileNotFoundError, FileExistsError) as e:
+        print(f"hf-medai {args.command}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Generators of the bundled sample data, written in the real formats (offline defaults of the recipes)."""
+
+from hf_medai.data.synthetic.lesions import write_ham10000
+
+__all__ = ["write_ham10000"]

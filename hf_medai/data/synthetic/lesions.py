@@ -1,0 +1,539 @@
+"""Synthetic dermoscopy images in the exact HAM10000 layout: the offline sample data of the lesion recipe.
+
+The classes differ by the ABCD signs a model can learn (Asymmetry, Border, Colour, Diameter): melanoma is
+large, asymmetric, irregular and has 2-4 colours; a nevus is small, round and one brown; and so on for the
+other five HAM10000 diagnoses. Lesion contrast falls as the Fitzpatrick type rises (colours are darkened with
+the skin and blended toward it), so a classifier is truly weaker on dark skin and the subgroup report of the
+recipe has something real to show. Everything is drawn from one seeded generator and rendered with numpy,
+a batch of images at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hf_medai.io import write_text
+
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]  # = hf_medai.data.lesions.HAM10000_CLASSES
+# Share of images per class, as in HAM10000.
+CLASS_FRACTIONS = {"nv": 0.67, "mel": 0.11, "bkl": 0.11, "bcc": 0.05, "akiec": 0.03, "vasc": 0.015, "df": 0.015}
+MIN_LESIONS_PER_CLASS = 3
+FITZPATRICK_FRACTIONS = [0.25, 0.25, 0.20, 0.15, 0.10, 0.05]  # types I..VI
+IMAGES_PER_LESION = ([1, 2, 3, 4], [0.55, 0.25, 0.12, 0.08])
+IMAGES_PER_FOLDER = 5000  # the real release splits its images into HAM10000_images_part_1 and _part_2
+FIRST_IMAGE_NUMBER = 24306  # ISIC_0024306 is HAM10000's first image id
+LOCALIZATIONS = {
+    "back": 0.22, "lower extremity": 0.21, "trunk": 0.14, "upper extremity": 0.11, "abdomen": 0.10,
+    "face": 0.07, "chest": 0.04, "foot": 0.03, "unknown": 0.02, "neck": 0.02, "scalp": 0.013, "hand": 0.009,
+    "ear": 0.006, "genital": 0.005, "acral": 0.001,
+}
+SUN_EXPOSED_BOOST = {"face": 5.0, "scalp": 3.0, "ear": 3.0, "neck": 2.0, "hand": 2.0}  # akiec, bcc
+DX_TYPES = ["histo", "follow_up", "consensus", "confocal"]
+DX_TYPE_P = {
+    "mel": [0.95, 0.0, 0.05, 0.0], "nv": [0.35, 0.55, 0.10, 0.0], "bkl": [0.50, 0.0, 0.30, 0.20],
+    "bcc": [1.0, 0.0, 0.0, 0.0], "akiec": [1.0, 0.0, 0.0, 0.0], "df": [0.5, 0.0, 0.5, 0.0],
+    "vasc": [0.5, 0.0, 0.5, 0.0],
+}
+AGE_MEAN = {"akiec": 67, "bcc": 67, "bkl": 64, "df": 53, "mel": 63, "nv": 45, "vasc": 50}
+MALE_P = {"akiec": 0.67, "bcc": 0.62, "bkl": 0.58, "df": 0.50, "mel": 0.62, "nv": 0.52, "vasc": 0.45}
+
+# Skin under a dermoscope, types I..VI (RGB), and how lesions look on it: pigment darkens with the skin
+# (DARKEN) and the lesion blends toward the skin (BLEND), i.e. less contrast as the type rises.
+SKIN_RGB = np.array([[245, 214, 198], [232, 190, 165], [210, 160, 125], [172, 122, 88], [122, 84, 60],
+                     [80, 54, 40]], np.float32)
+DARKEN = np.array([1.0, 0.95, 0.85, 0.70, 0.52, 0.38], np.float32)
+HAZE_LEVELS = (3.0, 9.0)  # amplitude range of the additive glare, grey levels
+BLEND = np.array([0.0, 0.08, 0.20, 0.38, 0.60, 0.75], np.float32)
+
+PALETTE = {
+    "dark_brown": (88, 52, 32), "mid_brown": (125, 80, 50), "light_brown": (165, 115, 75),
+    "black": (35, 28, 28), "blue_grey": (100, 110, 130), "red": (170, 75, 70), "waxy": (172, 132, 92),
+    "pink": (215, 145, 145), "scaly_red": (195, 105, 90), "df_ring": (140, 95, 65), "white": (238, 226, 216),
+    "vessel": (150, 22, 34), "vasc_red": (175, 35, 55), "vasc_purple": (115, 40, 90), "hair": (32, 24, 20),
+}
+N_HARMONICS = 12  # border = radius(angle) as a short Fourier series: low orders asymmetry, high orders ragged
+N_COLOURS = 4
+N_WAVES = 6  # skin texture = a sum of random plane waves
+COLOUR_GRID, TEXTURE_GRID = 7, 20  # lesion fields = value noise on a grid in lesion coordinates (moves with it)
+FIELD_EXTENT = 1.4  # the grids span +-1.4 lesion radii
+N_SEGMENTS = 6  # vessels of bcc, hairs
+N_LOBULES = 6
+CHUNK = 64  # images rendered at once: bounds memory, and fixes the order of random draws
+
+
+# Written beside the data so that every run trained on it says so in its card.
+SYNTHETIC_MARKER = "SYNTHETIC_DATA.md"
+SYNTHETIC_CARD = """# Synthetic HAM10000-format sample (hf-medai)
+
+{n} generated dermoscopy-like images (seed {seed}), written by `hf-medai data lesions`. No patient data.
+Classes differ by the ABCD signs; lesion contrast falls with Fitzpatrick type. For testing pipelines only:
+numbers measured on it say nothing about performance on real patients.
+"""
+
+
+def is_synthetic(folder) -> bool:
+    """True for a folder written by `write_ham10000`."""
+    return (Path(folder) / SYNTHETIC_MARKER).is_file()
+
+
+def write_ham10000(out_dir: str | os.PathLike, n: int = 2000, seed: int = 0,
+                   image_size: tuple[int, int] = (128, 96)) -> Path:
+    """Write n synthetic images as HAM10000 (metadata CSV + a `fitzpatrick` column, JPEGs); returns out_dir.
+
+    image_size is (width, height), 4:3 like the real 600x450 images. Deterministic for a seed.
+    """
+    if n < len(CLASSES) * MIN_LESIONS_PER_CLASS:
+        raise ValueError(f"n must be at least {len(CLASSES) * MIN_LESIONS_PER_CLASS} (3 lesions per class), got {n}")
+    width, height = image_size
+    if width < 16 or height < 16:
+        raise ValueError(f"image_size must be at least 16x16, got {image_size}")
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    lesions = _plan_lesions(n, rng)
+    images = _plan_images(lesions, rng)
+
+    names = [f"ISIC_{FIRST_IMAGE_NUMBER + k:07d}" for k in rng.permutation(n)]
+    folders = [out_dir / f"HAM10000_images_part_{1 + i // IMAGES_PER_FOLDER}" for i in range(n)]
+    for folder in sorted(set(folders)):
+        folder.mkdir(parents=True, exist_ok=True)
+    for start in range(0, n, CHUNK):
+        pixels = _render(lesions, images, np.arange(start, min(start + CHUNK, n)), height, width, rng)
+        for offset, array in enumerate(pixels):
+            i = start + offset
+            Image.fromarray(array).save(folders[i] / f"{names[i]}.jpg", quality=92)
+
+    # The CSV last, in one rename: a crash never leaves metadata pointing at images not yet written.
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization", "fitzpatrick"])
+    for i in range(n):
+        les = images.lesion[i]
+        age = lesions.age[les]
+        writer.writerow([
+            f"HAM_{lesions.number[les]:07d}", names[i], CLASSES[lesions.cls[les]], lesions.dx_type[les],
+            "" if np.isnan(age) else f"{age:.1f}", lesions.sex[les], lesions.site[les],
+            int(lesions.fitzpatrick[les]),
+        ])
+    write_text(out_dir / "HAM10000_metadata.csv", buffer.getvalue())
+    write_text(out_dir / SYNTHETIC_MARKER, SYNTHETIC_CARD.format(n=n, seed=seed))
+    return out_dir
+
+
+# ----------------------------------------------------------------------------------------------- planning
+
+
+@dataclass
+class _Lesions:
+    """One entry per lesion: who it is and how it looks (shape, colours, texture)."""
+
+    cls: np.ndarray          # index into CLASSES
+    n_images: np.ndarray
+    number: np.ndarray       # HAM_<number>
+    fitzpatrick: np.ndarray  # 1..6
+    age: np.ndarray          # float, NaN = missing
+    sex: list[str]
+    site: list[str]
+    dx_type: list[str]
+    skin: np.ndarray         # (L, 3) RGB
+    radius: np.ndarray       # in units of half the image's shorter side
+    harm_amp: np.ndarray     # (L, K)
+    harm_phase: np.ndarray   # (L, K)
+    softness: np.ndarray     # edge width, fraction of the radius
+    opacity: np.ndarray
+    colours: np.ndarray      # (L, C, 3), already darkened for the skin type
+    n_colours: np.ndarray
+    centre_shade: np.ndarray  # darker (>0) centre
+    texture: np.ndarray      # amplitude of the pigment-network-like texture
+    colour_field: np.ndarray  # (L, C, G, G) value noise deciding which colour is where
+    texture_field: np.ndarray  # (L, G, G) value noise, pigment-network-like mottling
+    segments: np.ndarray     # (L, S, 4) bcc vessels, lesion coordinates relative to the radius
+    n_segments: np.ndarray
+    lobules: np.ndarray      # (L, B, 3) vasc: x, y, radius relative to the lesion radius
+    lobule_purple: np.ndarray  # (L, B) bool
+    n_lobules: np.ndarray
+    rotation: np.ndarray
+
+
+@dataclass
+class _Images:
+    """One entry per image: which lesion, and this view's pose, lighting and hairs."""
+
+    lesion: np.ndarray
+    rotation: np.ndarray
+    shift: np.ndarray        # (N, 2)
+    light: np.ndarray        # (N, 3) per-channel gain
+    gradient: np.ndarray     # (N, 2) illumination slope
+    vignette: np.ndarray     # (N, 2) radius, strength
+    hairs: np.ndarray        # (N, S, 4) segments in image coordinates
+    n_hairs: np.ndarray
+    hair_width: np.ndarray
+    bg_k: np.ndarray         # (N, W, 2) skin texture waves
+    bg_phase: np.ndarray     # (N, W)
+    haze_k: np.ndarray       # (N, W, 2) additive glare / uneven light waves
+    haze_phase: np.ndarray   # (N, W)
+    haze: np.ndarray         # (N,) its amplitude in grey levels
+
+
+def _shares(fractions: list[float], total: int, minimum: int) -> np.ndarray:
+    """One index per item, `total` in all, split by `fractions` (largest remainder), at least `minimum` each."""
+    raw = np.array(fractions) * total
+    counts = np.floor(raw).astype(int)
+    counts[np.argsort(raw - counts)[::-1][: total - counts.sum()]] += 1
+    for i in range(len(counts)):
+        short = minimum - counts[i]
+        if short > 0:
+            counts[i] += short
+            counts[np.argmax(counts)] -= short
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def _class_counts(n: int) -> np.ndarray:
+    """Images per class: HAM10000's mix, at least 3 per class (taken from nv, the largest)."""
+    shares = _shares([CLASS_FRACTIONS[c] for c in CLASSES], n, minimum=MIN_LESIONS_PER_CLASS)
+    return np.bincount(shares, minlength=len(CLASSES))
+
+
+def _plan_lesions(n: int, rng: np.random.Generator) -> _Lesions:
+    sizes_of, cls_of = [], []
+    values, probs = IMAGES_PER_LESION
+    for c, count in enumerate(_class_counts(n)):
+        draws = rng.choice(values, size=count, p=probs)
+        total = np.cumsum(draws)
+        k = int(np.searchsorted(total, count)) + 1
+        sizes = draws[:k].copy()
+        sizes[-1] -= total[k - 1] - count  # the last lesion takes what is left
+        sizes = list(sizes)
+        while len(sizes) < MIN_LESIONS_PER_CLASS:  # split the largest lesion until there are three
+            big = int(np.argmax(sizes))
+            sizes[big] -= 1
+            sizes.append(1)
+        sizes_of += sizes
+        cls_of += [c] * len(sizes)
+    order = rng.permutation(len(sizes_of))
+    cls = np.array(cls_of)[order]
+    n_images = np.array(sizes_of)[order]
+    L = len(cls)
+    names = [CLASSES[c] for c in cls]
+
+    fitz = rng.permutation(_shares(FITZPATRICK_FRACTIONS, L, minimum=1)) + 1  # every type present
+    age = np.clip(np.round((np.array([AGE_MEAN[c] for c in names]) + rng.normal(0, 14, L)) / 5) * 5, 5, 85)
+    age[rng.random(L) < 0.01] = np.nan
+    u = rng.random(L)
+    male = np.array([MALE_P[c] for c in names])
+    sex = np.where(u < 0.005, "unknown", np.where(u < male, "male", "female")).tolist()
+    sites = list(LOCALIZATIONS)
+    base = np.array([LOCALIZATIONS[s] for s in sites])
+    sunny = base * np.array([SUN_EXPOSED_BOOST.get(s, 1.0) for s in sites])
+    site_p = {"usual": base / base.sum(), "sunny": sunny / sunny.sum()}  # akiec and bcc favour sun-exposed skin
+    site = [sites[rng.choice(len(sites), p=site_p["sunny" if c in ("akiec", "bcc") else "usual"])] for c in names]
+    dx_type = [DX_TYPES[rng.choice(4, p=DX_TYPE_P[c])] for c in names]
+
+    skin = SKIN_RGB[fitz - 1] * rng.uniform(0.95, 1.05, (L, 3)).astype(np.float32)
+    is_ = {c: np.array([x == c for x in names]) for c in CLASSES}
+    mel, nv = is_["mel"], is_["nv"]
+    dysplastic = nv & (rng.random(L) < 0.15)  # atypical nevi: the overlap that keeps the task honest
+    featureless = mel & (rng.random(L) < 0.15)  # early melanoma that looks like a nevus
+
+    def by_class(spec: dict[str, tuple[float, float]]) -> np.ndarray:
+        lo = np.array([spec[c][0] for c in names])
+        hi = np.array([spec[c][1] for c in names])
+        return rng.uniform(lo, hi).astype(np.float32)
+
+    radius = by_class({"nv": (0.22, 0.55), "mel": (0.42, 0.80), "bkl": (0.35, 0.65), "bcc": (0.30, 0.60),
+                       "akiec": (0.30, 0.60), "df": (0.20, 0.36), "vasc": (0.22, 0.45)})
+    radius[dysplastic] = rng.uniform(0.35, 0.62, dysplastic.sum())
+    radius[featureless] = rng.uniform(0.28, 0.50, featureless.sum())
+    asym = by_class({"nv": (0.0, 0.04), "mel": (0.06, 0.18), "bkl": (0.02, 0.08), "bcc": (0.02, 0.10),
+                     "akiec": (0.04, 0.12), "df": (0.0, 0.04), "vasc": (0.0, 0.05)})
+    ragged = by_class({"nv": (0.02, 0.15), "mel": (0.5, 1.0), "bkl": (0.1, 0.3), "bcc": (0.1, 0.4),
+                       "akiec": (0.3, 0.6), "df": (0.05, 0.2), "vasc": (0.05, 0.2)})
+    asym[dysplastic] = rng.uniform(0.03, 0.09, dysplastic.sum())
+    ragged[dysplastic] = rng.uniform(0.2, 0.5, dysplastic.sum())
+    asym[featureless] = rng.uniform(0.02, 0.07, featureless.sum())
+    ragged[featureless] = rng.uniform(0.1, 0.4, featureless.sum())
+    k = np.arange(1, N_HARMONICS + 1, dtype=np.float32)
+    harm_amp = np.where(k <= 3, asym[:, None], ragged[:, None] * 0.10 / (k / 4) ** 1.2)
+    harm_amp = harm_amp * rng.uniform(0.4, 1.0, (L, N_HARMONICS))
+    harm_amp[:, 1] += by_class({c: (0.0, 0.12) for c in CLASSES})  # k=2: an oval is still symmetric
+    harm_phase = rng.uniform(0, 2 * np.pi, (L, N_HARMONICS))
+
+    softness = by_class({"nv": (0.06, 0.12), "mel": (0.03, 0.10), "bkl": (0.01, 0.025), "bcc": (0.10, 0.18),
+                         "akiec": (0.10, 0.18), "df": (0.12, 0.2), "vasc": (0.03, 0.06)})
+    opacity = by_class({"nv": (0.8, 0.95), "mel": (0.85, 0.97), "bkl": (0.7, 0.85), "bcc": (0.45, 0.65),
+                        "akiec": (0.55, 0.75), "df": (0.75, 0.9), "vasc": (0.85, 0.97)})
+    centre_shade = by_class({"nv": (0.05, 0.2), "mel": (-0.1, 0.25), "bkl": (-0.05, 0.05), "bcc": (0.0, 0.1),
+                             "akiec": (0.0, 0.1), "df": (0.0, 0.0), "vasc": (0.0, 0.0)})
+    texture = by_class({"nv": (0.03, 0.08), "mel": (0.08, 0.18), "bkl": (0.10, 0.18), "bcc": (0.02, 0.05),
+                        "akiec": (0.12, 0.2), "df": (0.03, 0.06), "vasc": (0.02, 0.04)})
+
+    colours, n_colours = _lesion_colours(names, dysplastic, featureless, rng)
+    colours *= DARKEN[fitz - 1][:, None, None]
+    colours[np.array([x == "df" for x in names]), 1] = PALETTE["white"]  # the df scar stays pale
+
+    colour_field = rng.standard_normal((L, N_COLOURS, COLOUR_GRID, COLOUR_GRID), dtype=np.float32)
+    texture_field = rng.standard_normal((L, TEXTURE_GRID, TEXTURE_GRID), dtype=np.float32)
+
+    # bcc: a few thin arborising vessels from near the centre outward
+    start = rng.uniform(-0.4, 0.4, (L, N_SEGMENTS, 2))
+    direction = rng.uniform(0, 2 * np.pi, (L, N_SEGMENTS))
+    length = rng.uniform(0.3, 0.7, (L, N_SEGMENTS))
+    end = start + length[..., None] * np.stack([np.cos(direction), np.sin(direction)], -1)
+    segments = np.concatenate([start, end], -1).astype(np.float32)
+    n_segments = np.where(is_["bcc"], rng.integers(2, N_SEGMENTS + 1, L), 0)
+
+    # vasc: a cluster of round red/purple lobules
+    lob_r = rng.uniform(0.25, 0.5, (L, N_LOBULES))
+    lob_at = rng.uniform(-0.55, 0.55, (L, N_LOBULES, 2))
+    lobules = np.concatenate([lob_at, lob_r[..., None]], -1).astype(np.float32)
+    lobule_purple = rng.random((L, N_LOBULES)) < 0.4
+    n_lobules = np.where(is_["vasc"], rng.integers(3, N_LOBULES + 1, L), 0)
+
+    return _Lesions(
+        cls=cls, n_images=n_images, number=rng.permutation(L), fitzpatrick=fitz, age=age, sex=sex, site=site,
+        dx_type=dx_type, skin=skin, radius=radius, harm_amp=harm_amp.astype(np.float32),
+        harm_phase=harm_phase.astype(np.float32), softness=softness, opacity=opacity, colours=colours,
+        n_colours=n_colours, centre_shade=centre_shade, texture=texture, colour_field=colour_field,
+        texture_field=texture_field,
+        segments=segments, n_segments=n_segments, lobules=lobules, lobule_purple=lobule_purple,
+        n_lobules=n_lobules, rotation=rng.uniform(0, 2 * np.pi, L).astype(np.float32),
+    )
+
+
+def _lesion_colours(names: list[str], dysplastic: np.ndarray, featureless: np.ndarray,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Up to N_COLOURS colours per lesion (slot 0 dominant) and how many are used."""
+    L = len(names)
+    p = {k: np.array(v, np.float32) for k, v in PALETTE.items()}
+    browns = ["dark_brown", "mid_brown", "light_brown"]
+    mel_extra = ["dark_brown", "black", "blue_grey", "red", "light_brown"]
+    colours = np.zeros((L, N_COLOURS, 3), np.float32)
+    n_colours = np.ones(L, int)
+    for i, c in enumerate(names):
+        if c == "mel":
+            n_colours[i] = 2 if featureless[i] else rng.integers(2, 5)
+            chosen = [browns[rng.integers(3)]]
+            chosen += [x for x in rng.permutation(mel_extra) if x != chosen[0]][: n_colours[i] - 1]
+        elif c == "nv":
+            first = browns[rng.choice(3, p=[0.3, 0.5, 0.2])]
+            chosen = [first, "light_brown" if first != "light_brown" else "mid_brown"]
+            n_colours[i] = 2 if dysplastic[i] else 1
+        elif c == "bkl":
+            chosen = ["waxy" if rng.random() < 0.75 else "mid_brown", "light_brown"]
+        elif c == "bcc":
+            chosen = ["pink", "white"]
+        elif c == "akiec":
+            chosen = ["scaly_red", "white"]
+        elif c == "df":
+            chosen = ["df_ring", "white"]  # slot 1 is the central patch, drawn separately
+        else:  # vasc
+            chosen = ["vasc_red", "vasc_purple"]
+        for j, name in enumerate(chosen[:N_COLOURS]):
+            colours[i, j] = p[name]
+    colours *= rng.uniform(0.9, 1.1, (L, N_COLOURS, 1)).astype(np.float32)
+    colours += rng.normal(0, 6, (L, N_COLOURS, 3)).astype(np.float32)
+    return colours, n_colours
+
+
+def _plan_images(lesions: _Lesions, rng: np.random.Generator) -> _Images:
+    lesion = np.repeat(np.arange(len(lesions.cls)), lesions.n_images)
+    N = len(lesion)
+    n_hairs = np.where(rng.random(N) < 0.3, rng.integers(1, N_SEGMENTS + 1, N), 0)
+    hair_start = rng.uniform(-1.4, 1.4, (N, N_SEGMENTS, 2))
+    hair_dir = rng.uniform(0, 2 * np.pi, (N, N_SEGMENTS))
+    hair_len = rng.uniform(0.6, 2.0, (N, N_SEGMENTS))
+    hair_end = hair_start + hair_len[..., None] * np.stack([np.cos(hair_dir), np.sin(hair_dir)], -1)
+    freq = rng.uniform(2.0, 10.0, (N, N_WAVES))
+    angle = rng.uniform(0, 2 * np.pi, (N, N_WAVES))
+    haze_freq = rng.uniform(1.0, 4.0, (N, N_WAVES))
+    haze_angle = rng.uniform(0, 2 * np.pi, (N, N_WAVES))
+    return _Images(
+        lesion=lesion,
+        rotation=(lesions.rotation[lesion] + rng.normal(0, 0.3, N)).astype(np.float32),
+        shift=np.clip(rng.normal(0, 0.07, (N, 2)), -0.2, 0.2).astype(np.float32),
+        light=(rng.uniform(0.88, 1.08, (N, 1)) * rng.uniform(0.96, 1.04, (N, 3))).astype(np.float32),
+        gradient=rng.normal(0, 0.05, (N, 2)).astype(np.float32),
+        vignette=np.stack([rng.uniform(1.2, 1.45, N), rng.uniform(0.85, 0.97, N)], 1).astype(np.float32),
+        hairs=np.concatenate([hair_start, hair_end], -1).astype(np.float32),
+        n_hairs=n_hairs,
+        hair_width=rng.uniform(0.35, 0.8, N).astype(np.float32),
+        bg_k=(np.stack([np.cos(angle), np.sin(angle)], -1) * freq[..., None]).astype(np.float32),
+        bg_phase=rng.uniform(0, 2 * np.pi, (N, N_WAVES)).astype(np.float32),
+        haze_k=(np.stack([np.cos(haze_angle), np.sin(haze_angle)], -1) * haze_freq[..., None]).astype(np.float32),
+        haze_phase=rng.uniform(0, 2 * np.pi, (N, N_WAVES)).astype(np.float32),
+        haze=rng.uniform(*HAZE_LEVELS, N).astype(np.float32),
+    )
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _waves(k: np.ndarray, phase: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Smooth noise: plane waves. k (B, W, 2), phase (B, W), u/v broadcastable to (B, H, W) -> ~[-1, 1]."""
+    total = np.zeros(np.broadcast_shapes((k.shape[0], 1, 1), u.shape), np.float32)
+    for w in range(k.shape[1]):
+        total += np.cos(k[:, w, 0, None, None] * u + k[:, w, 1, None, None] * v + phase[:, w, None, None])
+    return total * np.float32(np.sqrt(2.0 / k.shape[1]))
+
+
+def _value_noise(grid: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Smooth-stepped bilinear value noise; grid (B, G, G) spans +-FIELD_EXTENT; u/v (B, H, W) -> (B, H, W)."""
+    G = grid.shape[-1]
+    scale = (G - 1) / (2 * FIELD_EXTENT)
+    gx = np.clip((u + FIELD_EXTENT) * scale, 0, G - 1.001)
+    gy = np.clip((v + FIELD_EXTENT) * scale, 0, G - 1.001)
+    ix, iy = gx.astype(np.intp), gy.astype(np.intp)
+    fx, fy = gx - ix, gy - iy
+    fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)
+    b = np.arange(len(grid))[:, None, None]
+    top = grid[b, iy, ix] * (1 - fx) + grid[b, iy, ix + 1] * fx
+    bottom = grid[b, iy + 1, ix] * (1 - fx) + grid[b, iy + 1, ix + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _segment_distance(seg: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Distance from each pixel to a segment; seg (B, 4) as x0, y0, x1, y1; u/v (B, H, W)."""
+    x0, y0, x1, y1 = (seg[:, i, None, None] for i in range(4))
+    dx, dy = x1 - x0, y1 - y0
+    t = np.clip(((u - x0) * dx + (v - y0) * dy) / np.maximum(dx * dx + dy * dy, 1e-6), 0, 1)
+    return np.hypot(u - x0 - t * dx, v - y0 - t * dy)
+
+
+def _per(a: np.ndarray) -> np.ndarray:
+    """(B,) -> (B, 1, 1): one value per image, broadcast over its pixels."""
+    return np.asarray(a, np.float32)[:, None, None]
+
+
+def _render(les: _Lesions, img: _Images, ids: np.ndarray, H: int, W: int, rng: np.random.Generator) -> np.ndarray:
+    """Render images `ids` -> uint8 (B, H, W, 3). Coordinates are in units of half the shorter side.
+
+    Class-specific layers (colour regions, vessels, lobules, hairs, ...) are computed only for the images
+    that have them, so the cost follows the class mix.
+    """
+    unit = min(H, W) / 2.0
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    x = ((xs - (W - 1) / 2) / unit)[None]
+    y = ((ys - (H - 1) / 2) / unit)[None]
+    li = img.lesion[ids]
+    B = len(ids)
+    name = np.array(CLASSES)[les.cls[li]]
+    skin = les.skin[li]
+    radius = les.radius[li]
+
+    # Skin: base colour, smooth texture, pixel noise.
+    bg = skin[:, None, None, :] * (1 + 0.04 * _waves(img.bg_k[ids], img.bg_phase[ids], x, y))[..., None]
+    bg += 3.0 * rng.standard_normal((B, H, W, 3), dtype=np.float32)
+
+    # Lesion-local coordinates: rotate and shift the view; un/vn in lesion radii, so patterns move with it.
+    rot = img.rotation[ids]
+    dx, dy = x - _per(img.shift[ids, 0]), y - _per(img.shift[ids, 1])
+    c, s = _per(np.cos(rot)), _per(np.sin(rot))
+    u, v = c * dx + s * dy, -s * dx + c * dy
+    rho = np.hypot(u, v)
+    un, vn = u / _per(radius), v / _per(radius)
+
+    # Border (A and B of ABCD): radius(angle) = R (1 + sum_k a_k cos(k angle + phase_k)), by the angle-addition
+    # recurrence rather than one cos per harmonic.
+    cos1, sin1 = u / np.maximum(rho, 1e-6), v / np.maximum(rho, 1e-6)
+    ck, sk = cos1, sin1
+    edge = np.ones_like(rho)
+    amp, phase = les.harm_amp[li], les.harm_phase[li]
+    for k in range(N_HARMONICS):
+        edge += _per(amp[:, k] * np.cos(phase[:, k])) * ck - _per(amp[:, k] * np.sin(phase[:, k])) * sk
+        ck, sk = ck * cos1 - sk * sin1, sk * cos1 + ck * sin1
+    edge *= _per(radius)
+    mask = _sigmoid((edge - rho) / _per(les.softness[li] * radius))
+
+    # Colour (C of ABCD): slot 0 everywhere, or soft regions of 2-4 colours from smooth random fields.
+    colours = les.colours[li]
+    colour = np.broadcast_to(colours[:, None, None, 0], (B, H, W, 3)).copy()
+    multi = np.nonzero(les.n_colours[li] > 1)[0]
+    if len(multi):
+        fields = les.colour_field[li[multi]]
+        logits = np.stack([_value_noise(fields[:, j], un[multi], vn[multi]) for j in range(N_COLOURS)], -1)
+        logits += np.array([0.8, 0.0, -0.1, -0.2], np.float32)  # slot 0 dominates
+        used = np.arange(N_COLOURS) < les.n_colours[li[multi], None]
+        logits = np.where(used[:, None, None, :], logits, np.float32(-1e4))
+        weight = np.exp((logits - logits.max(-1, keepdims=True)) * 3.0)
+        weight /= weight.sum(-1, keepdims=True)
+        colour[multi] = np.einsum("bhwc,bcr->bhwr", weight, colours[multi])
+    texture = _value_noise(les.texture_field[li], un, vn)
+    inside = np.clip(rho / np.maximum(edge, 1e-3), 0, 1)
+    colour *= (1 + _per(les.texture[li]) * texture - _per(les.centre_shade[li]) * (1 - inside))[..., None]
+
+    white = np.array(PALETTE["white"], np.float32)
+    # akiec: rough, with pale scales; bkl: pale "milia-like" dots
+    for cls_name, rough, threshold in (("akiec", 0.12, 1.7), ("bkl", 0.0, 2.4)):
+        sel = np.nonzero(name == cls_name)[0]
+        if len(sel):
+            grain = rng.standard_normal((len(sel), H, W), dtype=np.float32)
+            patch = colour[sel] * (1 + rough * grain)[..., None]
+            colour[sel] = np.where((grain > threshold)[..., None], 0.5 * patch + 0.5 * white, patch)
+    # df: a pale central patch inside a brown ring
+    sel = np.nonzero(name == "df")[0]
+    if len(sel):
+        patch = 0.85 * _sigmoid((0.45 * edge[sel] - rho[sel]) / _per(0.1 * radius[sel]))[..., None]
+        colour[sel] = colour[sel] * (1 - patch) + patch * colours[sel, None, None, 1]
+    # vasc: the lesion is a cluster of red / purple lobules
+    sel = np.nonzero(name == "vasc")[0]
+    if len(sel):
+        lob, n_lob, purple_of = les.lobules[li[sel]], les.n_lobules[li[sel]], les.lobule_purple[li[sel]]
+        lob_mask = np.zeros_like(rho[sel])
+        purple = np.zeros_like(lob_mask)
+        for j in range(N_LOBULES):
+            d = np.hypot(un[sel] - _per(lob[:, j, 0]), vn[sel] - _per(lob[:, j, 1]))
+            m = _per(j < n_lob) * _sigmoid((_per(lob[:, j, 2]) - d) / np.float32(0.06))
+            purple = np.where(m > lob_mask, _per(purple_of[:, j]), purple)
+            lob_mask = np.maximum(lob_mask, m)
+        mask[sel] = lob_mask
+        colour[sel] = (colours[sel, None, None, 0] * (1 - purple[..., None])
+                       + colours[sel, None, None, 1] * purple[..., None])
+
+    # Darker skin: the lesion blends toward the skin (less contrast).
+    blend = BLEND[les.fitzpatrick[li] - 1][:, None]
+    colour = (1 - blend[:, None, None]) * colour + blend[:, None, None] * skin[:, None, None, :]
+    alpha = (mask * _per(les.opacity[li]))[..., None]
+    out = bg * (1 - alpha) + colour * alpha
+
+    # bcc: thin red vessels inside the lesion
+    sel = np.nonzero(les.n_segments[li] > 0)[0]
+    if len(sel):
+        vessel = np.zeros_like(rho[sel])
+        for j in range(N_SEGMENTS):
+            d = _segment_distance(les.segments[li[sel], j], un[sel], vn[sel]) * _per(radius[sel]) * unit  # pixels
+            vessel = np.maximum(vessel, _per(j < les.n_segments[li[sel]]) * np.exp(-((d / 0.8) ** 2)))
+        rgb = np.array(PALETTE["vessel"], np.float32) * DARKEN[les.fitzpatrick[li[sel]] - 1][:, None]
+        rgb = (1 - blend[sel]) * rgb + blend[sel] * skin[sel]
+        a = (0.8 * vessel * mask[sel])[..., None]
+        out[sel] = out[sel] * (1 - a) + a * rgb[:, None, None, :]
+
+    # Hairs, in image coordinates.
+    sel = np.nonzero(img.n_hairs[ids] > 0)[0]
+    if len(sel):
+        hair = np.zeros((len(sel), H, W), np.float32)
+        for j in range(N_SEGMENTS):
+            d = _segment_distance(img.hairs[ids[sel], j], x, y) * unit
+            on = _per(j < img.n_hairs[ids[sel]])
+            hair = np.maximum(hair, on * np.exp(-((d / _per(img.hair_width[ids[sel]])) ** 2)))
+        a = (0.9 * hair)[..., None]
+        out[sel] = out[sel] * (1 - a) + a * np.array(PALETTE["hair"], np.float32)
+
+    # Lighting, glare (additive, so it hides more of a dark lesion on dark skin), the dermoscope's dark circular
+    # vignette, sensor noise.
+    gx, gy = _per(img.gradient[ids, 0]), _per(img.gradient[ids, 1])
+    out *= img.light[ids][:, None, None, :] * (1 + gx * x + gy * y)[..., None]
+    out += (_per(img.haze[ids]) * _waves(img.haze_k[ids], img.haze_phase[ids], x, y))[..., None]
+    ring = _sigmoid((np.hypot(x, y) - _per(img.vignette[ids, 0])) / np.float32(0.06))
+    out *= (1 - _per(img.vignette[ids, 1]) * ring)[..., None]
+    out += 2.0 * rng.standard_normal(out.shape, dtype=np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

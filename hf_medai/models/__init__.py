@@ -1,0 +1,1 @@
+"""Model builders: hub id | local folder | tiny config -> model (+ processor / tokenizer)."""

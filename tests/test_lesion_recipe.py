@@ -1,0 +1,161 @@
+"""End to end: the lesion recipe on a small synthetic HAM10000 sample, then the run folder's promises."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, confusion_matrix, roc_auc_score
+
+from helpers import load_recipe
+
+recipe = load_recipe("lesion_classification")
+
+TINY = ["--image_size", "32", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "64",
+        "--n_bootstrap", "50", "--min_group_size", "5", "--save_strategy", "steps", "--eval_strategy", "steps",
+        "--logging_steps", "1", "--learning_rate", "0.002"]
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    from hf_medai.data.synthetic.lesions import write_ham10000
+
+    return write_ham10000(tmp_path_factory.mktemp("ham") / "ham", n=240, seed=3)
+
+
+@pytest.fixture(scope="module")
+def run(sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "lesions"
+    recipe.main(["--data_dir", str(sample), "--output_dir", str(out), "--max_steps", "8", "--save_steps", "4",
+                 "--eval_steps", "4", *TINY])
+    return out
+
+
+def test_run_folder_follows_the_contract(run):
+    for name in ["model.safetensors", "config.json", "preprocessor_config.json", "README.md", "metrics.json",
+                 "predictions.csv", "run_config.yaml", "reliability_diagram.png", "roc_pr_curves.png"]:
+        assert (run / name).is_file(), name
+    assert not list(run.glob("*.bin")), "weights must be safetensors only"
+    m = json.loads((run / "metrics.json").read_text())
+    for key in ["auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "balanced_accuracy", "sensitivity", "specificity",
+                "ece", "specificity_at_sensitivity_0.741"]:
+        assert key in m, key
+    assert m["auroc_ci_low"] <= m["auroc"] <= m["auroc_ci_high"]
+    assert {"fitzpatrick", "sex", "age_band"} <= set(m["subgroups"])
+    assert m["throughput"]["train_samples_per_second"] > 0 and m["throughput"]["peak_rss_mb"] > 0
+    assert m["throughput"]["world_size"] == 1
+    assert m["data_report"]["rows_read"] == 240 and m["data_report"]["rows_skipped"] == 0
+    assert m["training"]["global_step"] == 8
+    pred = pd.read_csv(run / "predictions.csv")
+    assert list(pred.columns[:3]) == ["id", "label", "pred"]
+    assert {"score_not_melanoma", "score_melanoma", "sex", "age_band", "fitzpatrick"} <= set(pred.columns)
+    assert len(pred) == m["n"]
+
+
+def test_metrics_equal_sklearn_on_predictions_csv(run):
+    m = json.loads((run / "metrics.json").read_text())
+    pred = pd.read_csv(run / "predictions.csv")
+    y = (pred["label"] == "melanoma").to_numpy().astype(int)
+    s = pred["score_melanoma"].to_numpy()
+    yhat = (s >= m["threshold"]).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y, yhat, labels=[0, 1]).ravel()
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-9)
+    assert m["auprc"] == pytest.approx(average_precision_score(y, s), abs=1e-9)
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, yhat), abs=1e-9)
+    assert m["sensitivity"] == pytest.approx(tp / (tp + fn), abs=1e-9)
+    assert m["specificity"] == pytest.approx(tn / (tn + fp), abs=1e-9)
+    assert (pred["pred_at_threshold"] == np.where(yhat == 1, "melanoma", "not_melanoma")).all()
+    # Per-group numbers too: the Fitzpatrick table equals sklearn on that group's rows.
+    for group, g in m["subgroups"]["fitzpatrick"]["groups"].items():
+        rows = pred["fitzpatrick"].astype(str) == str(group)
+        assert g["n"] == int(rows.sum())
+
+
+def test_card_parses_and_shows_the_same_numbers(run):
+    from huggingface_hub import ModelCard
+
+    m = json.loads((run / "metrics.json").read_text())
+    card = ModelCard.load(run / "README.md")
+    assert card.data.to_dict()["model-index"][0]["results"]
+    text = card.text
+    assert f"| AUROC | {m['auroc']:.3f} ({m['auroc_ci_low']:.3f}–{m['auroc_ci_high']:.3f}) |" in text
+    for section in ["## Intended use", "## Out-of-scope use", "## Training data", "## Subgroup performance",
+                    "## Calibration", "## Bias, risks and limitations", "## Safety and regulatory notes",
+                    "## How to use", "## Training details"]:
+        assert section in text, section
+    for column in ["fitzpatrick", "sex", "age_band"]:
+        assert re.search(column, text, re.I), column
+    assert "trained and tested on synthetic images" in text  # the sample writer marks its folder
+
+
+def test_pipeline_reload_predicts_the_same(run, sample):
+    from transformers import pipeline
+
+    from hf_medai.data.lesions import load_lesions
+
+    pred = pd.read_csv(run / "predictions.csv").head(12)
+    ds, _, _ = load_lesions(sample, "ham10000", "binary")
+    paths = dict(zip(ds["id"], ds["image_path"]))
+    clf = pipeline("image-classification", model=str(run))
+    for _, row in pred.iterrows():
+        out = clf(paths[row["id"]], top_k=2)
+        top = max(out, key=lambda d: d["score"])
+        assert top["label"] == row["pred"]
+        score = {d["label"]: d["score"] for d in out}["melanoma"]
+        assert score == pytest.approx(row["score_melanoma"], abs=2e-3)
+
+
+def test_existing_run_folder_is_not_overwritten(run, sample):
+    from hf_medai.io import RunFolderExists
+
+    with pytest.raises(RunFolderExists, match="already holds a run"):
+        recipe.main(["--data_dir", str(sample), "--output_dir", str(run), "--max_steps", "1", *TINY])
+
+
+def test_interrupted_run_resumes_to_the_same_total_steps(sample, tmp_path):
+    from transformers import TrainerCallback
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 5:
+                raise RuntimeError("simulated crash")
+
+    out = tmp_path / "run"
+    flags = ["--data_dir", str(sample), "--output_dir", str(out), "--max_steps", "8", "--save_steps", "4",
+             "--eval_steps", "4", *TINY]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        recipe.main(flags, callbacks=[Crash()])
+    assert (out / "checkpoint-4").is_dir() and not (out / "metrics.json").exists()
+    recipe.main([*flags, "--resume_from_checkpoint", "last"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["training"]["global_step"] == 8
+    assert m["training"]["resumed_from"].endswith("checkpoint-4")
+    assert m["throughput"]["optimizer_steps"] == 4  # only the steps this process ran
+
+
+def test_training_changes_every_parameter_and_loss_falls(sample, tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    from hf_medai.models.vision import build_image_classifier
+
+    # Start from a saved local folder: the path real users take with a hub id or their own checkpoint.
+    start = tmp_path / "start"
+    before, processor = build_image_classifier(None, ["not_melanoma", "melanoma"], 32)
+    before.save_pretrained(start)
+    processor.save_pretrained(start)
+    out = tmp_path / "run"
+    recipe.main(["--data_dir", str(sample), "--output_dir", str(out), "--model_name_or_path", str(start),
+                 "--max_steps", "16", "--save_steps", "100", "--augment", "false", "--class_balance", "none",
+                 "--load_best_model_at_end", "false", *TINY, "--eval_steps", "16", "--eval_on_start", "true"])
+    after = AutoModelForImageClassification.from_pretrained(out)
+    b, a = dict(before.named_parameters()), dict(after.named_parameters())
+    unchanged = [n for n in b if np.allclose(b[n].detach().numpy(), a[n].detach().numpy())]
+    assert not unchanged, unchanged
+    training = json.loads((out / "metrics.json").read_text())["training"]
+    assert len(training["loss_curve"]) == 16
+    (step0, loss0), (step16, loss16) = training["eval_loss_curve"]
+    assert (step0, step16) == (0, 16)
+    assert loss16 < loss0  # validation loss, same images before and after training
