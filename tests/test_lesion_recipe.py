@@ -159,3 +159,23 @@ def test_training_changes_every_parameter_and_loss_falls(sample, tmp_path):
     (step0, loss0), (step16, loss16) = training["eval_loss_curve"]
     assert (step0, step16) == (0, 16)
     assert loss16 < loss0  # validation loss, same images before and after training
+
+
+def test_multiclass_task_seven_diagnoses(sample, tmp_path):
+    from sklearn.metrics import accuracy_score
+
+    out = tmp_path / "seven"
+    recipe.main(["--data_dir", str(sample), "--output_dir", str(out), "--task", "multiclass", "--max_steps", "4",
+                 "--save_steps", "4", "--eval_steps", "4", *TINY])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["class_names"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"] and m["positive_class"] is None
+    pred = pd.read_csv(out / "predictions.csv")
+    scores = pred[[f"score_{c}" for c in m["class_names"]]].to_numpy()
+    y = pred["label"].map({c: i for i, c in enumerate(m["class_names"])}).to_numpy()
+    assert np.allclose(scores.sum(1), 1, atol=1e-5)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, scores.argmax(1)))
+    present = sorted(set(y))
+    if len(present) == len(m["class_names"]):
+        assert m["auroc"] == pytest.approx(roc_auc_score(y, scores, multi_class="ovr", average="macro"))
+    card = (out / "README.md").read_text()
+    assert "(7 classes)" in card and f"| Accuracy | {m['accuracy']:.3f}" in card
