@@ -179,3 +179,29 @@ def test_multiclass_task_seven_diagnoses(sample, tmp_path):
         assert m["auroc"] == pytest.approx(roc_auc_score(y, scores, multi_class="ovr", average="macro"))
     card = (out / "README.md").read_text()
     assert "(7 classes)" in card and f"| Accuracy | {m['accuracy']:.3f}" in card
+
+
+def test_balanced_sampler_draws_classes_evenly(sample, tmp_path):
+    import torch
+
+    seen = []
+    out = tmp_path / "balanced"
+    original = recipe.LesionTrainer._get_train_sampler
+
+    def spy(self, train_dataset=None):
+        sampler = original(self, train_dataset)
+        seen.append(sampler)
+        return sampler
+
+    recipe.LesionTrainer._get_train_sampler = spy
+    try:
+        recipe.main(["--data_dir", str(sample), "--output_dir", str(out), "--class_balance", "balanced_sampler",
+                     "--max_steps", "2", "--save_strategy", "no", "--eval_strategy", "no",
+                     "--load_best_model_at_end", "false", *TINY[:6]])
+    finally:
+        recipe.LesionTrainer._get_train_sampler = original
+    sampler = seen[0]
+    assert isinstance(sampler, torch.utils.data.WeightedRandomSampler)
+    labels = np.asarray(sampler.weights)  # weight 1/count per row: each class carries the same total weight
+    totals = {round(float(w) * (labels == w).sum(), 6) for w in np.unique(labels)}
+    assert len(totals) == 1
