@@ -28,6 +28,7 @@ from hf_medai.data.synthetic.lesions import is_synthetic, write_ham10000
 from hf_medai.evaluation import binary_metrics, multiclass_metrics
 from hf_medai.hub import push_run_folder
 from hf_medai.io import prepare_run_folder, save_pretrained_atomic, write_yaml
+from hf_medai.models.heads import fold_into_head, prior_correction
 from hf_medai.models.vision import build_image_classifier
 from hf_medai.paths import cache_root
 from hf_medai.run_outputs import write_classifier_report
@@ -183,6 +184,9 @@ def main(args=None, callbacks=None):
     # Train!
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.data_collator = eval_collator
+    if model_args.class_balance != "none":
+        # Balanced training inflates rare classes' probabilities; give the saved model the data's prevalence back.
+        fold_into_head(trainer.model, shift=prior_correction(counts))
     val_out = trainer.predict(splits["validation"], metric_key_prefix="val")
     test_out = trainer.predict(splits["test"], metric_key_prefix="test")
 
@@ -219,6 +223,8 @@ def main(args=None, callbacks=None):
                     "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
                     "eval_loss_curve": [(e["step"], e["eval_loss"]) for e in trainer.state.log_history if "eval_loss" in e],
                     "num_parameters": sum(p.numel() for p in trainer.model.parameters()),
+                    "prior_correction": (dict(zip(class_names, prior_correction(counts).round(4).tolist()))
+                                         if model_args.class_balance != "none" else None),
                 },
                 "throughput": {**throughput.summary(training_args.world_size), **peak_memory_mb(),
                                "device": str(training_args.device)},
