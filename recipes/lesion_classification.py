@@ -168,8 +168,9 @@ def main(args=None, callbacks=None):
     trainer = LesionTrainer(
         model=model,
         args=training_args,
-        train_dataset=splits["train"],
-        eval_dataset=splits["validation"],
+        # Only what the collator reads: decoding the metadata columns for every batch would cost throughput.
+        train_dataset=splits["train"].select_columns(["pixels", "label"]),
+        eval_dataset=splits["validation"].select_columns(["pixels", "label"]),
         data_collator=ImageCollator(processor, DermoscopyAugment() if model_args.augment else None),
         processing_class=processor,
         compute_loss_func=weighted_loss if model_args.class_balance == "weighted_loss" else None,
@@ -187,8 +188,8 @@ def main(args=None, callbacks=None):
     if model_args.class_balance != "none":
         # Balanced training inflates rare classes' probabilities; give the saved model the data's prevalence back.
         fold_into_head(trainer.model, shift=prior_correction(counts))
-    val_out = trainer.predict(splits["validation"], metric_key_prefix="val")
-    test_out = trainer.predict(splits["test"], metric_key_prefix="test")
+    val_out = trainer.predict(splits["validation"].select_columns(["pixels", "label"]), metric_key_prefix="val")
+    test_out = trainer.predict(splits["test"].select_columns(["pixels", "label"]), metric_key_prefix="test")
 
     if trainer.is_world_process_zero():
         out = training_args.output_dir

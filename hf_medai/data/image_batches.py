@@ -18,7 +18,17 @@ import torch.nn.functional as F
 
 
 def add_pixel_values(dataset, processor, batch_size: int = 64, num_proc: int | None = None):
-    """Add a uint8 `pixels` column [3, H, W] made by `processor` (resize/crop only) from `image`."""
+    """Add a uint8 `pixels` column [3, H, W] made by `processor` (resize/crop only) from `image`.
+
+    Stored as a fixed-shape `Array3D`, which reads back as one numpy block per row: a nested-list
+    column would cost more per row to decode than the model's forward pass on it.
+    """
+    import datasets
+
+    h, w = _output_size(processor, dataset[0]["image"])
+    features = dataset.features.copy()
+    del features["image"]
+    features["pixels"] = datasets.Array3D(shape=(3, h, w), dtype="uint8")
 
     def _process(batch):
         out = processor(
@@ -26,9 +36,14 @@ def add_pixel_values(dataset, processor, batch_size: int = 64, num_proc: int | N
         )["pixel_values"]
         return {"pixels": np.clip(np.rint(out), 0, 255).astype(np.uint8)}
 
-    ds = dataset.map(_process, batched=True, batch_size=batch_size, num_proc=num_proc,
+    ds = dataset.map(_process, batched=True, batch_size=batch_size, num_proc=num_proc, features=features,
                      remove_columns=["image"], desc="resizing images (cached)")
     return ds.with_format("torch", columns=["pixels", "label"], output_all_columns=True)
+
+
+def _output_size(processor, image) -> tuple[int, int]:
+    out = processor([image.convert("RGB")], do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"]
+    return int(out.shape[-2]), int(out.shape[-1])
 
 
 @dataclass
@@ -46,47 +61,49 @@ class DermoscopyAugment:
         b, _, h, w = x.shape
         g = generator
         x = x.float()
-        # random resized crop, per image, back to (h, w)
-        scales = torch.empty(b).uniform_(*self.crop_scale, generator=g)
-        log_r = torch.empty(b).uniform_(math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]), generator=g)
-        ratios = torch.exp(log_r)
-        crops = []
-        for i in range(b):
-            area = scales[i].item() * h * w
-            cw = int(round(min(w, math.sqrt(area * ratios[i].item()))))
-            ch = int(round(min(h, math.sqrt(area / ratios[i].item()))))
-            top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
-            left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
-            patch = x[i : i + 1, :, top : top + ch, left : left + cw]
-            crops.append(F.interpolate(patch, size=(h, w), mode="bilinear", align_corners=False, antialias=True))
-        x = torch.cat(crops)
-        # flips and 90-degree rotations (rotations only when square)
-        flip_h = torch.rand(b, generator=g) < 0.5
-        flip_v = torch.rand(b, generator=g) < 0.5
-        x[flip_h] = x[flip_h].flip(-1)
-        x[flip_v] = x[flip_v].flip(-2)
-        if h == w:
-            k = torch.randint(0, 4, (b,), generator=g)
-            for r in (1, 2, 3):
-                sel = k == r
-                if sel.any():
-                    x[sel] = torch.rot90(x[sel], r, dims=(-2, -1))
-        # colour jitter, batched
-        def factor(amount):
-            return 1 + torch.empty(b, 1, 1, 1).uniform_(-amount, amount, generator=g)
+        # Random resized crop, flips and 90-degree turns as ONE affine resampling of the whole batch:
+        # for each image, output coordinates -> (turn, flip) -> scale to the crop box -> move to its centre.
+        area = torch.empty(b).uniform_(*self.crop_scale, generator=g)
+        ratio = torch.exp(torch.empty(b).uniform_(math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]), generator=g))
+        sw = torch.sqrt(area * ratio).clamp(max=1.0)  # crop width / image width
+        sh = torch.sqrt(area / ratio).clamp(max=1.0)
+        cx = (torch.rand(b, generator=g) * 2 - 1) * (1 - sw)  # crop centre, normalised to [-1, 1]
+        cy = (torch.rand(b, generator=g) * 2 - 1) * (1 - sh)
+        flip_x = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
+        flip_y = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
+        turns = torch.randint(0, 4, (b,), generator=g) if h == w else torch.zeros(b, dtype=torch.long)
+        cos = torch.tensor([1.0, 0.0, -1.0, 0.0])[turns]
+        sin = torch.tensor([0.0, 1.0, 0.0, -1.0])[turns]
+        theta = torch.zeros(b, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 1] = sw * cos * flip_x, -sw * sin * flip_y
+        theta[:, 1, 0], theta[:, 1, 1] = sh * sin * flip_x, sh * cos * flip_y
+        theta[:, 0, 2], theta[:, 1, 2] = cx, cy
+        grid = F.affine_grid(theta, [b, 3, h, w], align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
-        x = x * factor(self.brightness)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * factor(self.contrast) + mean
-        gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-        x = (x - gray) * factor(self.saturation) + gray
+        # Colour jitter: brightness, contrast, saturation and hue are all affine in RGB, so they compose into
+        # one 3x3 matrix and offset per image, applied in a single pass.
+        def factor(amount):
+            return 1 + torch.empty(b).uniform_(-amount, amount, generator=g)
+
+        eye = torch.eye(3).expand(b, 3, 3)
+        luma = torch.tensor([0.299, 0.587, 0.114])
+        bright, contrast, sat = factor(self.brightness), factor(self.contrast), factor(self.saturation)
+        m = eye * bright.view(b, 1, 1)  # brightness
+        offset = (1 - contrast).view(b, 1) * (bright * x.mean(dim=(1, 2, 3))).view(b, 1).expand(b, 3)
+        m = m * contrast.view(b, 1, 1)  # contrast about the (brightened) image mean
+        grey = luma.view(1, 1, 3).expand(b, 3, 3)
+        to_sat = eye * sat.view(b, 1, 1) + (1 - sat).view(b, 1, 1) * grey  # saturation about the luma
+        m, offset = to_sat @ m, (to_sat @ offset.unsqueeze(-1)).squeeze(-1)
         if self.hue_shift:
-            x = _rotate_hue(x, torch.empty(b).uniform_(-self.hue_shift, self.hue_shift, generator=g))
+            hue = _hue_matrix(torch.empty(b).uniform_(-self.hue_shift, self.hue_shift, generator=g))
+            m, offset = hue @ m, (hue @ offset.unsqueeze(-1)).squeeze(-1)
+        x = torch.einsum("bij,bjhw->bihw", m, x) + offset.view(b, 3, 1, 1)
         return x.clamp_(0, 255)
 
 
-def _rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
-    """Rotate hue by `turns` (fraction of 360 degrees) about the grey axis in RGB space."""
+def _hue_matrix(turns: torch.Tensor) -> torch.Tensor:
+    """Per-image 3x3 matrices rotating hue by `turns` (fraction of 360 degrees) about the grey axis."""
     theta = turns * 2 * math.pi
     cos, sin = torch.cos(theta), torch.sin(theta)
     k = 1 / 3
@@ -102,7 +119,7 @@ def _rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     m[:, 2, 0] = k * (1 - cos) - sq * sin
     m[:, 2, 1] = k * (1 - cos) + sq * sin
     m[:, 2, 2] = cos + k * (1 - cos)
-    return torch.einsum("bij,bjhw->bihw", m, x)
+    return m
 
 
 class ImageCollator:
