@@ -48,7 +48,7 @@ class DataArguments:
     split_seed: int = field(default=0, metadata={"help": "Seed of the lesion-grouped, label-stratified split."})
     skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad rows/images instead of stopping at the first."})
     max_image_side: int = field(default=512, metadata={"help": "Images are decoded once and cached with the longer side at most this."})
-    synthetic_n: int = field(default=2000, metadata={"help": "Images in the synthetic sample (offline default only)."})
+    synthetic_n: int = field(default=4000, metadata={"help": "Images in the synthetic sample (offline default only)."})
     subgroup_columns: list[str] = field(default_factory=lambda: ["sex", "age_band", "fitzpatrick", "site"], metadata={"help": "Metadata columns reported per subgroup."})
 
     def __post_init__(self):
@@ -74,7 +74,7 @@ GROUP = "patient_id"
 # The recipe's own defaults; YAML and flags override them.
 DEFAULTS = dict(
     output_dir="runs/lesion_classification",
-    num_train_epochs=12,
+    num_train_epochs=15,
     learning_rate=1e-3,
     weight_decay=0.05,
     warmup_steps=0.05,

