@@ -101,3 +101,27 @@ def prepare_run_folder(output_dir: str | Path, resume: bool, overwrite: bool) ->
             )
     output_dir.mkdir(parents=True, exist_ok=True)
     return output_dir
+
+
+def begin_run(training_args, run_args) -> tuple[str | None, bool]:
+    """What every recipe does first: resolve `--resume_from_checkpoint`, guard the run folder, seed.
+
+    Returns (checkpoint to resume from or None, whether the user asked to push). The push request is taken
+    off `training_args` because `Trainer` would push on every save, past the Hub gates; recipes push the
+    finished folder through `hf_medai.hub` instead.
+    """
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    resume = training_args.resume_from_checkpoint
+    if resume in ("last", "true", "True"):
+        resume = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+        if resume is None:
+            raise SystemExit(f"--resume_from_checkpoint last: no checkpoint-* folder in {training_args.output_dir}")
+    elif resume and not Path(resume).is_dir():
+        raise SystemExit(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
+    if training_args.process_index == 0:
+        prepare_run_folder(training_args.output_dir, resume=bool(resume), overwrite=run_args.overwrite_output_dir)
+    set_seed(training_args.seed)
+    return resume, push

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainingArguments
 
 from hf_medai.cards import write_card
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
@@ -27,7 +26,7 @@ from hf_medai.data.splits import group_split, split_report
 from hf_medai.data.synthetic.lesions import is_synthetic, write_ham10000
 from hf_medai.evaluation import binary_metrics, multiclass_metrics
 from hf_medai.hub import push_run_folder
-from hf_medai.io import prepare_run_folder, save_pretrained_atomic, write_yaml
+from hf_medai.io import begin_run, save_pretrained_atomic, write_yaml
 from hf_medai.models.heads import fold_into_head, prior_correction
 from hf_medai.models.vision import build_image_classifier
 from hf_medai.paths import cache_root
@@ -110,16 +109,7 @@ CONFIG_DATACLASSES = (DataArguments, ModelArguments, EvalArguments, RunArguments
 
 def main(args=None, callbacks=None):
     data_args, model_args, eval_args, run_args, training_args = parse_args(*CONFIG_DATACLASSES, args=args, defaults=DEFAULTS)
-    # Trainer would push on every save, past our gates: hold the request and push the finished folder.
-    push, training_args.push_to_hub = training_args.push_to_hub, False
-    resume = training_args.resume_from_checkpoint
-    if resume in ("last", "true", "True"):
-        resume = get_last_checkpoint(training_args.output_dir)
-        if resume is None:
-            raise SystemExit(f"--resume_from_checkpoint last: no checkpoint-* folder in {training_args.output_dir}")
-    if training_args.process_index == 0:
-        prepare_run_folder(training_args.output_dir, resume=bool(resume), overwrite=run_args.overwrite_output_dir)
-    set_seed(training_args.seed)
+    resume, push = begin_run(training_args, run_args)
 
     # Data: load -> decode once (cached) -> lesion-grouped split
     with training_args.main_process_first(desc="data"):
