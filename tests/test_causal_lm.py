@@ -98,10 +98,10 @@ def test_default_path_converts_once_atomically(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(causal_lm, "_convert_gguf", _fake_conversion(calls))
     path = causal_lm.default_causal_lm_path()
-    assert path == tmp_path / "models" / "smollm2-135m-instruct" and causal_lm._is_complete(path)
+    assert path == tmp_path / "models" / "smollm2-135m-instruct-fp32" and causal_lm._is_complete(path)
     assert calls[0] != path and calls[0].parent == path.parent  # written beside the target, then renamed
     assert causal_lm.default_causal_lm_path() == path and len(calls) == 1  # cached: no second conversion
-    assert sorted(os.listdir(path.parent)) == ["smollm2-135m-instruct"]  # no temporary folder left
+    assert sorted(os.listdir(path.parent)) == ["smollm2-135m-instruct-fp32"]  # no temporary folder left
     model, tokenizer = load_causal_lm()  # None -> the default folder
     assert model.config.hidden_size == 16 and tokenizer.pad_token is not None
 

