@@ -39,7 +39,10 @@ MULTICLASS_METRICS = [
 ]
 # Hub model-index metric types for the main numbers.
 INDEX_METRICS = {"auroc": "roc_auc", "auprc": "average_precision", "balanced_accuracy": "balanced_accuracy",
-                 "sensitivity": "recall", "specificity": "specificity", "accuracy": "accuracy", "ece": "ece"}
+                 "sensitivity": "recall", "specificity": "specificity", "accuracy": "accuracy", "ece": "ece",
+                 "mae": "mae", "rmse": "rmse", "perplexity": "perplexity"}
+# Multiple-choice QA adapters (medqa_lora) report accuracy read two ways.
+INDEX_METRICS.update({"accuracy_loglik": "accuracy", "accuracy_generate": "accuracy"})
 HYPERPARAMETERS = ["learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                    "gradient_accumulation_steps", "weight_decay", "warmup_steps", "lr_scheduler_type", "seed",
                    "bf16", "class_balance", "augment", "metric_for_best_model"]
@@ -77,7 +80,8 @@ def card_data(m: dict, config: dict):
     from huggingface_hub import EvalResult, ModelCardData
 
     task = m.get("task", "image-classification")
-    dataset_name = "synthetic HAM10000-format sample" if m.get("synthetic_data") else str(m.get("dataset"))
+    dataset_name = m.get("dataset_label") or (
+        "synthetic HAM10000-format sample" if m.get("synthetic_data") else str(m.get("dataset")))
     results = [
         EvalResult(task_type=task, dataset_type="custom", dataset_name=dataset_name, dataset_split="test",
                    metric_type=INDEX_METRICS[k], metric_name=k, metric_value=round(float(m[k]), 4))
@@ -85,10 +89,12 @@ def card_data(m: dict, config: dict):
         if isinstance(m.get(k), (int, float))
     ]
     base = m.get("base_model") if config.get("model_name_or_path") else None
+    if "hub_base_model" in m:  # the recipe knows its base's hub id (None for a local folder)
+        base = m["hub_base_model"]
     return ModelCardData(
         model_name=Path(config.get("output_dir", "model")).name,
         license="apache-2.0",
-        library_name="transformers",
+        library_name=m.get("library_name", "transformers"),
         pipeline_tag=task,
         base_model=base,
         tags=["medical", "hf-medai", m.get("recipe", "")] + (["synthetic-data"] if m.get("synthetic_data") else []),
@@ -114,9 +120,157 @@ def _image_classifier_context(m: dict, config: dict, run_dir: Path) -> dict:
     )
 
 
+REGRESSION_METRICS = [("mae", "MAE (days)"), ("rmse", "RMSE (days)"), ("r2", "R²")]
+OUTCOME_LABELS = {
+    "mortality": ("in-hospital mortality", "binary classifier"),
+    "readmission": ("30-day unplanned readmission", "binary classifier, predicted at discharge"),
+    "los": ("length of stay", "classifier of length-of-stay bins"),
+    "los_days": ("length of stay in days", "regression"),
+    "comorbidity": ("the Charlson comorbidity group", "classifier of Charlson index bins"),
+}
+TEXT_SETTINGS = ["model_name_or_path", "max_length", "long_notes", "pooling", "stride", "head_tokens", "max_chunks",
+                 "note_sections", "class_balance", "temperature_scaling", "learning_rate", "num_train_epochs",
+                 "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay",
+                 "warmup_steps", "train_sampling_strategy", "metric_for_best_model", "seed", "bf16"]
+
+
+def _counts(counts: dict | None) -> str:
+    if not counts:
+        return "n/a"
+    total = sum(counts.values()) or 1
+    return ", ".join(f"{k} {v} ({100 * v / total:.0f}%)" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _text_classifier_context(m: dict, config: dict, run_dir: Path) -> dict:
+    """Template variables of clinical-note classifiers and regressors (recipes/clinical_outcomes.py)."""
+    model_config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+    regression = m.get("class_names") is None
+    binary = m.get("positive_class") is not None
+    outcome = m.get("outcome", "")
+    outcome_label, kind_label = OUTCOME_LABELS.get(outcome, (outcome, "classifier"))
+    window = model_config.get("hf_medai_note_windows") or {"strategy": "head", "pooling": "mean"}
+    max_length = window.get("max_length", config.get("max_length", "?"))
+    window_text = {
+        "head": f"the first {max_length} tokens of each note",
+        "head_tail": f"the first {window.get('head_tokens') or 'quarter of the'} and last tokens of each note "
+                     f"({max_length} in all)",
+        "chunks": f"every {max_length}-token chunk of each note (stride {window.get('stride', 0)}), chunk logits "
+                  f"pooled by {window.get('pooling')}",
+    }.get(window.get("strategy"), "?")
+    report = m.get("data_report", {})
+    sections = (report.get("note_sections") or {}).get("used", "full")
+    splits = report.get("splits", {})
+    split_how = ("by patient (no patient in two splits), stratified by the label" if splits.get("how") == "patient"
+                 else f"temporal: test years {splits.get('test_years')}, validation years {splits.get('validation_years')}")
+    leakage = [
+        f"Note text: {sections} sections ({(report.get('note_sections') or {}).get('why', '')}).",
+        "Splits are by patient: no patient's admissions are in two splits.",
+        "Addenda, written after the summary, are dropped.",
+        "The decision threshold, the temperature and the baseline's regularisation are chosen on validation, never on test.",
+    ]
+    if outcome == "readmission":
+        leakage.append("Admissions ending in in-hospital death are excluded (their summary states how the stay ended).")
+    overlap = report.get("pretraining_overlap")
+    if overlap:
+        leakage.append("The encoder was pretrained by clinical_pretraining: " + (
+            f"{overlap.get('overlap', 0)} validation/test patients' notes were in its pretraining data." if overlap.get("checked")
+            else overlap.get("why", "")))
+    label_limits = {
+        "mortality": "In-hospital death only: deaths after discharge (e.g. to hospice) count as survival.",
+        "readmission": "Readmissions to other hospitals are invisible in a single-centre database and count as "
+                       "negatives; planned (elective) readmissions do not count.",
+        "los": "Length of stay reflects discharge practice and bed availability as much as illness.",
+        "los_days": "Length of stay reflects discharge practice and bed availability as much as illness; long stays are rare and poorly predicted.",
+        "comorbidity": "Charlson groups come from billing codes, which under-code some conditions.",
+    }.get(outcome, "")
+    phi = report.get("phi") or {}
+    phi_text = (f"The notes were screened for identifiers left in the text (policy `{phi.get('policy')}`): "
+                f"{phi.get('texts_flagged', 0)} of {phi.get('texts_scanned', 0)} notes flagged"
+                f"{' and redacted' if phi.get('redacted') else ''}. A language model can memorise rare strings of "
+                "its training notes: do not share weights trained on real notes outside the data use agreement.")
+    base = m.get("baseline_tfidf")
+    verdict = ""
+    if base and base.get("difference"):
+        d = base["difference"]
+        lo, hi = d.get("difference_ci_low"), d.get("difference_ci_high")
+        better = d["difference"] < 0 if d["metric"] == "mae" else d["difference"] > 0
+        if lo is not None and (lo > 0 or hi < 0):
+            verdict = f"The {'transformer' if better else 'TF-IDF baseline'} is better: the interval excludes zero."
+        else:
+            verdict = ("The interval includes zero: on this test set the two cannot be told apart, and the simpler "
+                       "baseline deserves consideration.")
+    worst = ((m.get("subgroups") or {}).items())
+    worst_auroc = "; ".join(f"{col}={sec['worst']['auroc']['group']} {fmt(sec['worst']['auroc']['value'])}"
+                            for col, sec in worst if (sec.get("worst") or {}).get("auroc", {}).get("group"))
+    return dict(
+        architecture=(model_config.get("architectures") or ["?"])[0],
+        outcome_label=outcome_label, kind_label=kind_label, regression=regression,
+        metric_labels=REGRESSION_METRICS if regression else BINARY_METRICS if binary else MULTICLASS_METRICS,
+        operating_points=[(k, k.replace("_", " ")) for k in m
+                          if k.startswith(("specificity_at_", "sensitivity_at_")) and not k.endswith(("_ci_low", "_ci_high"))],
+        window=window, window_text=window_text, max_length=max_length, sections_used=sections,
+        pop=m.get("population") or {}, counts=_counts, split_how=split_how,
+        baseline=base, baseline_verdict=verdict, worst_auroc=worst_auroc, leakage=leakage,
+        label_limits=label_limits, phi_text=phi_text,
+        settings=[(k, config[k]) for k in TEXT_SETTINGS if k in config],
+        model_path=str(run_dir),
+    )
+
+
+MLM_SETTINGS = ["model_name_or_path", "max_length", "stride", "mlm_probability", "note_sections", "task",
+                "learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size",
+                "gradient_accumulation_steps", "weight_decay", "warmup_steps", "train_sampling_strategy", "seed", "bf16"]
+
+
+def _masked_lm_context(m: dict, config: dict, run_dir: Path) -> dict:
+    """Template variables of continued-pretraining encoders (recipes/clinical_pretraining.py)."""
+    model_config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+    phi = (m.get("data_report") or {}).get("phi") or {}
+    return dict(
+        architecture=(model_config.get("architectures") or ["?"])[0],
+        pop=m.get("population") or {},
+        head_new=bool(m.get("mlm_head_newly_initialised")),
+        phi_text=(f"The notes were screened for identifiers (policy `{phi.get('policy')}`): {phi.get('texts_flagged', 0)} "
+                  f"of {phi.get('texts_scanned', 0)} flagged{' and redacted' if phi.get('redacted') else ''}. Do not share "
+                  "weights pretrained on real notes outside the data use agreement."),
+        settings=[(k, config[k]) for k in MLM_SETTINGS if k in config],
+        min_group_size_int=int(config.get("min_group_size", 30)),
+    )
+
+
 # metrics.json "task" -> (template in model_cards/, function giving that template's own variables).
 # A new kind of model adds one entry here and one template; the shared variables come from render_card.
-TEMPLATES = {"image-classification": ("image_classifier.md", _image_classifier_context)}
+TEMPLATES = {"image-classification": ("image_classifier.md", _image_classifier_context),
+             "text-classification": ("text_classifier.md", _text_classifier_context),
+             "fill-mask": ("masked_lm.md", _masked_lm_context)}
+
+
+def _qa_adapter_context(m: dict, config: dict, run_dir: Path) -> dict:
+    """Template variables of LoRA adapters for multiple-choice QA (recipes/medqa_lora.py)."""
+    conversion = {}
+    base_path = Path(m.get("base_model_path") or "")
+    if (base_path / "hf_medai_conversion.json").is_file():
+        conversion = json.loads((base_path / "hf_medai_conversion.json").read_text())
+    try:
+        peft_version = metadata.version("peft")
+    except metadata.PackageNotFoundError:
+        peft_version = "n/a"
+    safety = m.get("safety") or {}
+    base_pass = {p["id"]: p["passed"] for p in ((safety.get("base") or {}).get("probes") or [])}
+    keys = ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "batching", "target",
+            "max_length", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+            "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "seed", "bf16"]
+    return dict(
+        conversion=conversion,
+        peft_version=peft_version,
+        letters=[k.rsplit("_", 1)[1] for k in m if k.startswith("position_bias_pred_fraction_")],
+        safety_rows=[(p, base_pass.get(p["id"])) for p in ((safety.get("tuned") or {}).get("probes") or [])],
+        qa_hyperparameters=[(k, config[k]) for k in keys if k in config],
+        model_path=str(run_dir),
+    )
+
+
+TEMPLATES["text-generation"] = ("qa_adapter.md", _qa_adapter_context)
 
 
 def render_card(run_dir: str | Path):

@@ -15,8 +15,8 @@ def _data(args):
     elif args.kind == "ehr":
         from hf_medai.data.synthetic.ehr import write_mimic
 
-        out = write_mimic(args.out, format=args.format, n_patients=args.n, seed=args.seed)
-        print(f"wrote synthetic {args.format} tables to {out}")
+        out = write_mimic(args.out, format=args.format, n_patients=args.n, seed=args.seed, gzip=args.gzip)
+        print(f"wrote synthetic {args.format} tables{' (csv.gz)' if args.gzip else ''} to {out}")
     else:
         raise SystemExit(f"unknown data kind {args.kind!r}")
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, default=2000, help="images (lesions) or patients (ehr)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--format", default="mimic-iii", choices=["mimic-iii", "mimic-iv"], help="ehr layout")
+    d.add_argument("--gzip", action="store_true", help="ehr: write .csv.gz tables, as PhysioNet ships them")
     d.set_defaults(func=_data)
 
     e = sub.add_parser("evaluate", help="score a saved run on other data, writing the same report to a new folder")

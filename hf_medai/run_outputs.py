@@ -18,6 +18,7 @@ from hf_medai.evaluation import (
     binary_metrics,
     choose_threshold,
     multiclass_metrics,
+    regression_metrics,
     reliability_diagram,
     roc_pr_plot,
     subgroup_report,
@@ -129,3 +130,160 @@ def write_classifier_report(
     json.dumps(metrics, allow_nan=False, default=str)
     write_json(output_dir / "metrics.json", metrics)
     return metrics
+
+
+# --- additions for the clinical-outcome recipes: baselines, calibration summaries, regression ----------------
+
+PLOTS["observed_vs_predicted"] = "observed_vs_predicted.png"
+
+
+def headline_metrics(y_true, scores, class_names: Sequence[str] | None, eval_args, val_true=None, val_scores=None,
+                     threshold: float | None = None) -> dict[str, Any]:
+    """Flat test metrics with CIs (no subgroups) scored exactly like the main model's, e.g. for a baseline.
+
+    Classification: `scores` are (n, K) probabilities; a binary threshold comes from `threshold`, else from
+    the validation scores by `eval_args.threshold_method`. Regression (`class_names=None`): `scores` are the
+    predicted values.
+    """
+    if class_names is None:
+        return regression_metrics(np.asarray(y_true, dtype=np.float64), np.asarray(scores, dtype=np.float64),
+                                  n_bootstrap=eval_args.n_bootstrap, seed=0)
+    probs = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(y_true, dtype=int)
+    if len(class_names) != 2:
+        return multiclass_metrics(y, probs, list(class_names), n_bootstrap=eval_args.n_bootstrap, seed=0)
+    if threshold is None:
+        if eval_args.threshold_method == "fixed" or val_scores is None:
+            threshold = float(eval_args.threshold)
+        else:
+            threshold = choose_threshold(np.asarray(val_true, dtype=int), np.asarray(val_scores)[:, 1],
+                                         method=eval_args.threshold_method)
+    return binary_metrics(y, probs[:, 1], threshold=threshold, n_bootstrap=eval_args.n_bootstrap, seed=0)
+
+
+def calibration_summary(y_true, probs) -> dict[str, float]:
+    """ECE (15 bins; top-label for K > 2), Brier score (binary) and negative log-likelihood of probabilities."""
+    from hf_medai.evaluation import expected_calibration_error
+
+    y = np.asarray(y_true, dtype=int)
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+    out = {"nll": float(-np.mean(np.log(p[np.arange(len(y)), y])))}
+    if p.shape[1] == 2:
+        out["ece"] = expected_calibration_error(y, p[:, 1])
+        out["brier"] = float(np.mean((p[:, 1] - y) ** 2))
+    else:
+        out["ece"] = expected_calibration_error(y, p)
+    return out
+
+
+def write_regression_report(
+    output_dir: str | Path,
+    ids: Sequence,
+    y_true,
+    y_pred,
+    subgroups: pd.DataFrame | None,
+    eval_args,
+    val_true=None,
+    val_pred=None,
+    subgroup_columns: Sequence[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Regression counterpart of `write_classifier_report`: predictions.csv (id, label, pred, subgroups),
+    metrics.json (mae, rmse, r2 with CIs, `subgroups`, `validation`) and an observed-vs-predicted plot."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    y = np.asarray(y_true, dtype=np.float64)
+    pred = np.asarray(y_pred, dtype=np.float64)
+    frame = pd.DataFrame({"id": list(ids), "label": y, "pred": pred})
+    if subgroups is not None:
+        for col in subgroups.columns:
+            frame[col] = subgroups[col].to_numpy()
+    if subgroup_columns is None:
+        subgroup_columns = [c for c in (subgroups.columns if subgroups is not None else [])
+                            if c not in ("lesion_id", "patient_id", "subject_id")]
+    metrics: dict[str, Any] = {"class_names": None, "positive_class": None, "threshold": None}
+    metrics.update(regression_metrics(y, pred, n_bootstrap=eval_args.n_bootstrap, seed=0))
+    cols = [c for c in subgroup_columns if subgroups is not None and c in subgroups]
+    metrics["subgroups"] = subgroup_report(y, None, pred, subgroups[cols].reset_index(drop=True), task="regression",
+                                           min_group_size=eval_args.min_group_size) if cols else {}
+    if val_pred is not None:
+        val = regression_metrics(np.asarray(val_true, dtype=np.float64), np.asarray(val_pred, dtype=np.float64),
+                                 n_bootstrap=0)
+        metrics["validation"] = {k: v for k, v in val.items() if not k.endswith(("_ci_low", "_ci_high"))}
+    _observed_vs_predicted(y, pred, output_dir / PLOTS["observed_vs_predicted"])
+    metrics["plots"] = {"observed_vs_predicted": PLOTS["observed_vs_predicted"]}
+    metrics.update(extra or {})
+    write_csv(output_dir / "predictions.csv", frame)
+    json.dumps(metrics, allow_nan=False, default=str)
+    write_json(output_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _observed_vs_predicted(y, pred, path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from hf_medai.io import atomic_path
+
+    fig = Figure(figsize=(5.0, 5.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.scatter(pred, y, s=8, alpha=0.5)
+    hi = float(max(np.max(y), np.max(pred), 1.0))
+    ax.plot([0, hi], [0, hi], "k--", linewidth=1, label="perfect prediction")
+    ax.set(xlabel="predicted", ylabel="observed", title=f"Observed vs predicted (MAE {np.mean(np.abs(y - pred)):.2f})")
+    ax.legend(loc="upper left", fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return path
+
+
+def paired_difference(y_true, scores_a, scores_b, class_names: Sequence[str] | None, n_bootstrap: int = 1000,
+                      seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
+    """Model A minus model B on the same test rows, with a paired bootstrap interval (both scored on each resample).
+
+    Classification: AUROC (macro one-vs-rest for K > 2) from (n, K) probabilities; regression: MAE from
+    predictions. Resamples are drawn within each class (classification), as for the metrics' own intervals.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y_true)
+    a, b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    if class_names is None:
+        name, metric = "mae", lambda idx, s: float(np.mean(np.abs(y[idx] - s[idx])))
+    elif len(class_names) == 2:
+        name, metric = "auroc", lambda idx, s: roc_auc_score(y[idx], s[idx, 1])
+    else:
+        labels = list(range(len(class_names)))
+        name, metric = "auroc", lambda idx, s: roc_auc_score(y[idx], s[idx], multi_class="ovr", average="macro",
+                                                             labels=labels)
+    every = np.arange(len(y))
+    out: dict[str, Any] = {"metric": name, "difference": metric(every, a) - metric(every, b),
+                           "difference_ci_low": None, "difference_ci_high": None, "n_bootstrap": int(n_bootstrap)}
+    if n_bootstrap:
+        rng = np.random.default_rng(seed)
+        groups = [every] if class_names is None else [np.flatnonzero(y == c) for c in np.unique(y)]
+        draws = []
+        for _ in range(n_bootstrap):
+            idx = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups])
+            try:
+                draws.append(metric(idx, a) - metric(idx, b))
+            except ValueError:  # a class missing from a regression-free resample: skip it
+                continue
+        if draws:
+            lo, hi = np.percentile(draws, [100 * (1 - ci) / 2, 100 * (1 + ci) / 2])
+            out.update(difference_ci_low=float(lo), difference_ci_high=float(hi))
+    return out
+
+
+def calibration_report(output_dir: str | Path, y_true: dict, raw_probs: dict, probs: dict, temperature: float,
+                       shift, method: str) -> dict[str, Any]:
+    """Calibration before and after, per split ({split: labels / (n, K) probabilities}), and a reliability diagram
+    of the test predictions before calibration (the report's main diagram shows them after)."""
+    test = np.asarray(raw_probs["test"], dtype=np.float64)
+    reliability_diagram(y_true["test"], test[:, 1] if test.shape[1] == 2 else test,
+                        Path(output_dir) / "reliability_diagram_before.png", title="Reliability before calibration (test)")
+    return {"method": method, "temperature": float(temperature), "prior_correction": [float(v) for v in shift],
+            "before": {s: calibration_summary(y_true[s], raw_probs[s]) for s in raw_probs},
+            "after": {s: calibration_summary(y_true[s], probs[s]) for s in probs},
+            "plot_before": "reliability_diagram_before.png"}

@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, TrainingArguments
-from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from hf_medai.cards import write_card
 from hf_medai.clinical_tasks import SplitSpec, is_synthetic, load_task, synthetic_mimic
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.clinical_notes import TASKS
 from hf_medai.hub import push_run_folder
-from hf_medai.io import prepare_run_folder, save_pretrained_atomic, write_json, write_yaml
+from hf_medai.io import begin_run, save_pretrained_atomic, write_json, write_yaml
 from hf_medai.models.text import default_encoder_path, fixed_masks, masked_lm_nll, perplexity, window_dataset
 from hf_medai.throughput import ThroughputCallback, peak_memory_mb
 from hf_medai.trainer import MedTrainer
@@ -47,6 +45,7 @@ class DataArguments:
     phi_policy: str = field(default="warn", metadata={"help": "Identifiers found in notes: error | redact | warn."})
     synthetic_patients: int = field(default=600, metadata={"help": "Patients in the synthetic sample (offline default only)."})
     eval_windows: int = field(default=256, metadata={"help": "Held-out windows scored for perplexity (0: all)."})
+    subgroup_columns: list[str] = field(default_factory=lambda: ["sex", "age_band", "race", "insurance"], metadata={"help": "Columns whose groups get their own held-out perplexity."})
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -64,16 +63,16 @@ class ModelArguments:
 
 DEFAULTS = dict(
     output_dir="runs/clinical_pretraining",
-    max_steps=80,
+    max_steps=60,
     learning_rate=1e-4,
     weight_decay=0.01,
     warmup_steps=0.1,
     per_device_train_batch_size=16,
-    per_device_eval_batch_size=64,
+    per_device_eval_batch_size=16,  # the masked-LM logits of a batch are batch x length x vocabulary floats
     train_sampling_strategy="group_by_length",
     eval_strategy="no",  # perplexity is measured before and after, on fixed masks
     save_strategy="steps",
-    save_steps=40,
+    save_steps=30,
     save_total_limit=1,
     logging_steps=10,
     report_to="none",
@@ -81,19 +80,12 @@ DEFAULTS = dict(
 )
 
 
+CONFIG_DATACLASSES = (DataArguments, ModelArguments, RunArguments, TrainingArguments)
+
+
 def main(args=None, callbacks=None):
-    data_args, model_args, run_args, training_args = parse_args(
-        DataArguments, ModelArguments, RunArguments, TrainingArguments, args=args, defaults=DEFAULTS
-    )
-    push, training_args.push_to_hub = training_args.push_to_hub, False
-    resume = training_args.resume_from_checkpoint
-    if resume in ("last", "true", "True"):
-        resume = get_last_checkpoint(training_args.output_dir)
-        if resume is None:
-            raise SystemExit(f"--resume_from_checkpoint last: no checkpoint-* folder in {training_args.output_dir}")
-    if training_args.process_index == 0:
-        prepare_run_folder(training_args.output_dir, resume=bool(resume), overwrite=run_args.overwrite_output_dir)
-    set_seed(training_args.seed)
+    data_args, model_args, run_args, training_args = parse_args(*CONFIG_DATACLASSES, args=args, defaults=DEFAULTS)
+    resume, push = begin_run(training_args, run_args)
 
     # Data: the training patients' notes -> token windows; validation patients' notes -> fixed masks
     with training_args.main_process_first(desc="data"):
@@ -114,9 +106,14 @@ def main(args=None, callbacks=None):
             heldout = heldout.select(keep)
         heldout = fixed_masks(heldout, tokenizer, model_args.mlm_probability, seed=0)
 
+    note_of_window = np.asarray(heldout["example_index"])
+
     def heldout_perplexity():
         nll, count = masked_lm_nll(model, tokenizer, heldout, training_args.per_device_eval_batch_size)
-        return perplexity(nll, count, heldout["example_index"], model_args.n_bootstrap, seed=0)
+        out = perplexity(nll, count, note_of_window, model_args.n_bootstrap, seed=0)
+        out["subgroups"] = subgroup_perplexity(nll, count, note_of_window, data.splits["validation"],
+                                               data_args.subgroup_columns)
+        return out
 
     before = heldout_perplexity() if training_args.process_index == 0 else None
     throughput = ThroughputCallback(tokens_per_sample=float(np.mean(train["length"])))
@@ -147,6 +144,7 @@ def main(args=None, callbacks=None):
             "perplexity_ci_low": after["perplexity_ci_low"],
             "perplexity_ci_high": after["perplexity_ci_high"],
             "mlm_head_newly_initialised": bool(loading["missing_keys"]),  # e.g. a sentence-embedding checkpoint
+            "subgroups": {"before": before["subgroups"], "after": after["subgroups"]},
             "heldout": {"split": "validation", "notes": after.get("notes"), "windows": after["windows"],
                         "masked_tokens": after["masked_tokens"], "mlm_probability": model_args.mlm_probability,
                         "masks": "fixed (seed 0): the same masked tokens before and after", "n_bootstrap": model_args.n_bootstrap},
@@ -177,6 +175,17 @@ def main(args=None, callbacks=None):
             push_run_folder(out, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
+
+
+def subgroup_perplexity(nll, count, note_of_window, notes, columns) -> dict:
+    """Held-out perplexity per subgroup (no interval): does the encoder model some patients' notes worse?"""
+    out = {}
+    for column in [c for c in columns if c in notes.column_names]:
+        group_of_window = np.asarray([str(v) for v in notes.with_format(None)[column]])[note_of_window]
+        out[column] = {g: {"perplexity": perplexity(nll[w], count[w], n_bootstrap=0)["perplexity"],
+                           "notes": int(len(set(note_of_window[w]))), "masked_tokens": int(count[w].sum())}
+                       for g in sorted(set(group_of_window)) if (w := group_of_window == g).any()}
+    return out
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainingArguments
 
 from hf_medai.cards import write_card
 from hf_medai.config import ConfigError, RunArguments, parse_args, resolved_config
@@ -30,7 +29,7 @@ from hf_medai.data.medqa import LETTERS, load_qa, load_safety_probes, sample_pat
 from hf_medai.data.report import DataError
 from hf_medai.evaluation import qa
 from hf_medai.hub import push_run_folder
-from hf_medai.io import prepare_run_folder, save_pretrained_atomic, write_csv, write_json, write_yaml
+from hf_medai.io import begin_run, save_pretrained_atomic, write_csv, write_json, write_yaml
 from hf_medai.models.causal_lm import SMOLLM2_BASE_MODEL, default_causal_lm_path, default_dtype, ensure_pad_token
 from hf_medai.throughput import ThroughputCallback, peak_memory_mb
 from hf_medai.trainer import MedTrainer
@@ -177,15 +176,7 @@ def main(args=None, callbacks=None):
         raise SystemExit("--load_in_4bit true (QLoRA) needs a CUDA GPU with bitsandbytes, and none is visible here. "
                          "Drop the flag to train plain LoRA in full precision (fine on CPU for small models).")
     started = time.perf_counter()
-    push, training_args.push_to_hub = training_args.push_to_hub, False  # push the finished folder, past our gates
-    resume = training_args.resume_from_checkpoint
-    if resume in ("last", "true", "True"):
-        resume = get_last_checkpoint(training_args.output_dir)
-        if resume is None:
-            raise SystemExit(f"--resume_from_checkpoint last: no checkpoint-* folder in {training_args.output_dir}")
-    if training_args.process_index == 0:
-        prepare_run_folder(training_args.output_dir, resume=bool(resume), overwrite=run_args.overwrite_output_dir)
-    set_seed(training_args.seed)
+    resume, push = begin_run(training_args, run_args)
 
     # Data: load -> question-level split (stratified by gold letter) -> chat-tokenized, loss on the answer only
     source = data_args.data_dir or sample_path("medqa")
