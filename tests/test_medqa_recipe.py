@@ -271,3 +271,17 @@ def test_offline_default_smollm2_short_run(tmp_path):
                  "--position_bias_rotations", "1", "--safety_max_new_tokens", "16"])
     m = json.loads((out / "metrics.json").read_text())
     assert m["hub_base_model"] == causal_lm.SMOLLM2_BASE_MODEL and m["n"] == 4
+    # A bare reload, no dtype argument, reproduces the recipe's option scores (the cached base is float32).
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    from hf_medai.data.medqa import load_qa, sample_path
+    from hf_medai.evaluation.qa import option_logliks
+
+    pred = pd.read_csv(out / "predictions.csv")
+    model = AutoPeftModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    by_id = {row["id"]: row for row in load_qa(sample_path("medqa"))[0]}
+    logliks = option_logliks(model, tokenizer, [by_id[i] for i in pred["id"]], "letter", 8)
+    columns = sorted(c for c in pred.columns if c.startswith("score_"))
+    assert np.allclose(np.asarray(logliks)[:, : len(columns)], pred[columns].to_numpy(), atol=1e-3)
