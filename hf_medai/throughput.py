@@ -53,7 +53,12 @@ class ThroughputCallback(TrainerCallback):
 
     # Trainer calls on_step_end, then evaluates / saves, then on_evaluate / on_save.
     def on_step_end(self, args, state, control, **kw):
-        if control.should_evaluate or control.should_save:
+        if (control.should_evaluate or control.should_save) and self._paused_at is None:
+            self._pause()
+
+    # ... and at an epoch's end the same (epoch-strategy evaluation and saving).
+    def on_epoch_end(self, args, state, control, **kw):
+        if (control.should_evaluate or control.should_save) and self._paused_at is None:
             self._pause()
 
     def on_evaluate(self, args, state, control, **kw):

@@ -1,9 +1,9 @@
 """Predict a hospital outcome from the clinical note: in-hospital mortality, 30-day readmission, length of stay
 (binned, or days by regression) or the Charlson comorbidity group, with any text encoder.
 
-Offline default (synthetic MIMIC-III tables, pretrained all-MiniLM-L6-v2, CPU, about 5 minutes):
+Offline default (synthetic MIMIC-III tables, pretrained all-MiniLM-L6-v2, CPU, about 5 minutes; readmission 15):
     accelerate launch recipes/clinical_outcomes.py --output_dir runs/mortality
-    accelerate launch recipes/clinical_outcomes.py --config recipes/configs/clinical_outcomes/readmission.yaml
+    accelerate launch recipes/clinical_outcomes.py --config recipes/configs/clinical_outcomes/offline_readmission.yaml
 Real MIMIC with Bio_ClinicalBERT on a GPU: recipes/configs/clinical_outcomes/mimic3_bioclinicalbert_mortality.yaml.
 
 `--task mortality,readmission` trains one shared encoder with a head per task and writes a run folder per task.
