@@ -35,7 +35,7 @@ def evaluate_image_classifier(run_dir, data, out_dir, data_format="auto", skip_b
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from hf_medai.data.image_batches import ImageCollator, add_pixel_values
-    from hf_medai.data.lesions import load_lesions, with_images
+    from hf_medai.data.lesions import load_lesions, subgroup_frame, with_images
     from hf_medai.data.synthetic.lesions import is_synthetic
     from hf_medai.paths import cache_root
     from hf_medai.run_outputs import write_classifier_report
@@ -54,17 +54,12 @@ def evaluate_image_classifier(run_dir, data, out_dir, data_format="auto", skip_b
     dataset = add_pixel_values(dataset, processor)
     probs = predict_probs(model, dataset, ImageCollator(processor), batch_size)
 
-    from hf_medai.evaluation.fairness import age_band
-    import pandas as pd
-
-    sub = pd.DataFrame({c: dataset[c] for c in ["lesion_id", "age", "sex", "site", "fitzpatrick"]})
-    sub["age_band"] = age_band(sub["age"])
     columns = config.get("subgroup_columns", ["sex", "age_band", "fitzpatrick", "site"])
     eval_args = SimpleNamespace(n_bootstrap=config.get("n_bootstrap", 1000), min_group_size=config.get("min_group_size", 30),
                                 threshold_method="fixed", threshold=trained.get("threshold") or 0.5)
     metrics = write_classifier_report(
         out_dir, ids=dataset["id"], y_true=np.asarray(dataset["label"]), probs=probs, class_names=class_names,
-        subgroups=sub[["lesion_id", *[c for c in columns if c in sub]]], eval_args=eval_args,
+        subgroups=subgroup_frame(dataset, columns), eval_args=eval_args,
         threshold=trained.get("threshold"),
         extra={
             **{k: trained[k] for k in ("recipe", "task", "base_model", "training", "throughput", "splits") if k in trained},

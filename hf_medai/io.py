@@ -38,7 +38,8 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Strict JSON: an undefined number must be null, never NaN, so any JSON reader can load the file."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=False) + "\n")
 
 
 def write_yaml(path: str | Path, obj: Any) -> Path:

@@ -7,7 +7,6 @@ tests check them against scikit-learn.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -126,8 +125,6 @@ def write_classifier_report(
     metrics["plots"] = plots
     metrics.update(extra or {})
     write_csv(output_dir / "predictions.csv", frame)
-    # allow_nan=False: an undefined metric must be null, never NaN, so any JSON reader can load it.
-    json.dumps(metrics, allow_nan=False, default=str)
     write_json(output_dir / "metrics.json", metrics)
     return metrics
 
@@ -214,7 +211,6 @@ def write_regression_report(
     metrics["plots"] = {"observed_vs_predicted": PLOTS["observed_vs_predicted"]}
     metrics.update(extra or {})
     write_csv(output_dir / "predictions.csv", frame)
-    json.dumps(metrics, allow_nan=False, default=str)
     write_json(output_dir / "metrics.json", metrics)
     return metrics
 

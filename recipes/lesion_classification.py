@@ -21,7 +21,7 @@ from transformers import TrainingArguments
 from hf_medai.cards import write_card
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import DermoscopyAugment, ImageCollator, add_pixel_values
-from hf_medai.data.lesions import load_lesions, with_images
+from hf_medai.data.lesions import load_lesions, subgroup_frame, with_images
 from hf_medai.data.splits import group_split, split_report
 from hf_medai.data.synthetic.lesions import is_synthetic, write_ham10000
 from hf_medai.evaluation import binary_metrics, multiclass_metrics
@@ -193,7 +193,7 @@ def main(args=None, callbacks=None):
             y_true=test_out.label_ids,
             probs=to_probs(test_out),
             class_names=class_names,
-            subgroups=_subgroup_frame(test_ds, data_args.subgroup_columns),
+            subgroups=subgroup_frame(test_ds, data_args.subgroup_columns),
             val_true=val_out.label_ids,
             val_probs=to_probs(val_out),
             eval_args=eval_args,
@@ -227,17 +227,6 @@ def main(args=None, callbacks=None):
             push_run_folder(out, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
-
-
-def _subgroup_frame(ds, columns):
-    import pandas as pd
-
-    from hf_medai.evaluation.fairness import age_band
-
-    frame = pd.DataFrame({c: ds[c] for c in ["lesion_id", "age", "sex", "site", "fitzpatrick"] if c in ds.column_names})
-    if "age" in frame:
-        frame["age_band"] = age_band(frame["age"])
-    return frame[[c for c in ["lesion_id", *columns] if c in frame]]
 
 
 if __name__ == "__main__":

@@ -776,3 +776,16 @@ def _save_cache(result: datasets.Dataset, bad_rows: list[dict], target: Path) ->
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return datasets.load_from_disk(str(target))  # memory-mapped: the decoded images need not stay in RAM
+
+
+SUBGROUP_SOURCE_COLUMNS = ("lesion_id", "age", "sex", "site", "fitzpatrick")
+
+
+def subgroup_frame(dataset, columns: Sequence[str]) -> pd.DataFrame:
+    """`lesion_id` + the requested subgroup columns (`age_band` derived from `age`) for predictions.csv."""
+    from hf_medai.evaluation.fairness import age_band
+
+    frame = pd.DataFrame({c: dataset[c] for c in SUBGROUP_SOURCE_COLUMNS if c in dataset.column_names})
+    if "age" in frame:
+        frame["age_band"] = age_band(frame["age"])
+    return frame[[c for c in ["lesion_id", *columns] if c in frame]]

@@ -278,12 +278,19 @@ def _row(id_: str, question: str, options: list[str], answer_index: int, answer_
             "context": _text(context) or "", "source_format": fmt}
 
 
-def _medqa_row(rec: dict, default_id: str, file: Any, number: int, report: DataReport) -> dict | None:
+def _id_and_question(rec: dict, default_id: str, file: Any, number: int, report: DataReport):
+    """(id, where-string for messages, question or None after reporting it missing): every row format starts so."""
     id_ = _text(rec.get("id")) or default_id
     where = f"{number} (id {id_})"
     question = _text(rec.get("question"))
     if question is None:
         report.bad(MISSING_QUESTION, file, where, "missing question: empty 'question'")
+    return id_, where, question
+
+
+def _medqa_row(rec: dict, default_id: str, file: Any, number: int, report: DataReport) -> dict | None:
+    id_, where, question = _id_and_question(rec, default_id, file, number, report)
+    if question is None:
         return None
     raw = rec.get("options")
     if isinstance(raw, Mapping):
@@ -354,11 +361,8 @@ def _cop_number(value: Any) -> int | None:
 
 def _medmcqa_row(rec: dict, default_id: str, cop_base: int, file: Any, number: int,
                  report: DataReport) -> dict | None:
-    id_ = _text(rec.get("id")) or default_id
-    where = f"{number} (id {id_})"
-    question = _text(rec.get("question"))
+    id_, where, question = _id_and_question(rec, default_id, file, number, report)
     if question is None:
-        report.bad(MISSING_QUESTION, file, where, "missing question: empty 'question'")
         return None
     texts = [_text(rec.get(name)) for name in MEDMCQA_OPTION_FIELDS]
     if not _options_ok(texts, file, where, report, names=MEDMCQA_OPTION_FIELDS):
@@ -415,11 +419,8 @@ def _pubmedqa_row(rec: dict, key: str, file: Any, number: int, report: DataRepor
 
 
 def _freetext_row(rec: dict, default_id: str, file: Any, number: int, report: DataReport) -> dict | None:
-    id_ = _text(rec.get("id")) or default_id
-    where = f"{number} (id {id_})"
-    question = _text(rec.get("question"))
+    id_, where, question = _id_and_question(rec, default_id, file, number, report)
     if question is None:
-        report.bad(MISSING_QUESTION, file, where, "missing question: empty 'question'")
         return None
     answer = _text(rec.get("answer"))
     if answer is None:
