@@ -59,7 +59,7 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def _versions() -> dict[str, str]:
     out = {}
-    for pkg in ("transformers", "torch", "datasets", "accelerate", "evaluate", "fairlearn", "scikit-learn"):
+    for pkg in ("transformers", "diffusers", "torch", "datasets", "accelerate", "evaluate", "fairlearn", "scikit-learn", "rdkit"):
         try:
             out[pkg.replace("-", "_")] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -95,7 +95,7 @@ def card_data(m: dict, config: dict):
         model_name=Path(config.get("output_dir", "model")).name,
         license="apache-2.0",
         library_name=m.get("library_name", "transformers"),
-        pipeline_tag=task,
+        pipeline_tag=m.get("pipeline_tag", task),
         base_model=base,
         tags=["medical", "hf-medai", m.get("recipe", "")] + (["synthetic-data"] if m.get("synthetic_data") else []),
         metrics=sorted({INDEX_METRICS[k] for k in INDEX_METRICS if k in m}),
@@ -271,6 +271,18 @@ def _qa_adapter_context(m: dict, config: dict, run_dir: Path) -> dict:
 
 
 TEMPLATES["text-generation"] = ("qa_adapter.md", _qa_adapter_context)
+
+DIFFUSION_SETTINGS = ["resolution", "block_out_channels", "layers_per_block", "attention_levels", "learning_rate",
+                      "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type",
+                      "warmup_steps", "ema_decay", "augment", "bf16", "seed"]
+
+
+def _image_diffusion_context(m: dict, config: dict, run_dir: Path) -> dict:
+    """Template variables of lesion-image diffusion pipelines (recipes/image_diffusion.py)."""
+    return dict(memo=m["memorisation"], feat=m["memorisation"].get("feature"), settings=[(k, config[k]) for k in DIFFUSION_SETTINGS if k in config])
+
+
+TEMPLATES["image-generation"] = ("image_diffusion.md", _image_diffusion_context)
 
 
 def render_card(run_dir: str | Path):

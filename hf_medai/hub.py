@@ -6,7 +6,8 @@ from pathlib import Path
 
 # What may leave with a push; everything else in the folder (predictions.csv, checkpoints, data) stays.
 PUSHED = ["*.safetensors", "*.json", "README.md", "*.png", "*.txt", "*.model", "run_config.yaml"]
-NEVER = ["predictions.csv", "checkpoint-*/**", "*.bin", "*.pt", "*.pth", "*.pkl", "*.csv", "*.parquet", "*.arrow"]
+# memorisation/ holds training images next to their nearest generated ones: patient data.
+NEVER = ["predictions.csv", "checkpoint-*/**", "memorisation/**", "*.bin", "*.pt", "*.pth", "*.pkl", "*.csv", "*.parquet", "*.arrow"]
 
 
 class PushRefused(RuntimeError):

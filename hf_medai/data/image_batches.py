@@ -41,6 +41,27 @@ def add_pixel_values(dataset, processor, batch_size: int = 64, num_proc: int | N
     return ds.with_format("torch", columns=["pixels", "label"], output_all_columns=True)
 
 
+def add_square_pixels(dataset, size: int, batch_size: int = 64, num_proc: int | None = None):
+    """Add a uint8 `pixels` column [3, size, size]: the centre square of each image, resized (Lanczos).
+
+    For generative models, which must not learn a stretched aspect ratio. Cached like `add_pixel_values`.
+    """
+    import datasets
+    from PIL import Image, ImageOps
+
+    features = dataset.features.copy()
+    del features["image"]
+    features["pixels"] = datasets.Array3D(shape=(3, size, size), dtype="uint8")
+
+    def _process(batch):
+        squares = [np.asarray(ImageOps.fit(im.convert("RGB"), (size, size), Image.Resampling.LANCZOS)) for im in batch["image"]]
+        return {"pixels": np.stack(squares).transpose(0, 3, 1, 2)}
+
+    ds = dataset.map(_process, batched=True, batch_size=batch_size, num_proc=num_proc, features=features,
+                     remove_columns=["image"], desc=f"centre-cropping images to {size}px (cached)")
+    return ds.with_format("torch", columns=["pixels", "label"], output_all_columns=True)
+
+
 def _output_size(processor, image) -> tuple[int, int]:
     out = processor([image.convert("RGB")], do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"]
     return int(out.shape[-2]), int(out.shape[-1])

@@ -1,0 +1,208 @@
+"""Train a class-conditional diffusion model of skin-lesion images and measure what it produces.
+
+Offline default (synthetic HAM10000-format sample, 32 px, small UNet, CPU, a few minutes); the
+evaluation uses a lesion-classifier run folder (from recipes/lesion_classification.py) when one is given:
+    accelerate launch recipes/image_diffusion.py --config recipes/configs/image_diffusion/synthetic_32px.yaml
+Real HAM10000 at 64 px on a GPU, or latent diffusion with a pretrained AutoencoderKL:
+    accelerate launch recipes/image_diffusion.py --config recipes/configs/image_diffusion/ham10000_64px_gpu.yaml
+
+The diffusion model sees only the TRAINING split of the lesion recipe's patient-grouped split (same data,
+fractions and seed), so its images never contain the classifier's validation or test patients and can be
+added to that recipe's training data (recipes/augmentation_experiment.py). The run folder loads with
+`LesionDiffusionPipeline.from_pretrained(DIR)`; it also holds the card, metrics.json (fidelity, FID/KID,
+memorisation, diversity, throughput), samples/ and run_config.yaml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import TrainingArguments
+
+from hf_medai.cards import write_card
+from hf_medai.config import RunArguments, parse_args, resolved_config
+from hf_medai.data.image_batches import add_square_pixels
+from hf_medai.data.lesions import load_lesions, with_images
+from hf_medai.data.splits import group_split, split_report
+from hf_medai.data.synthetic.lesions import is_synthetic, write_ham10000
+from hf_medai.evaluation.image_generation import GenerationEvalArguments, evaluate_generator, save_grid
+from hf_medai.hub import push_run_folder
+from hf_medai.io import begin_run, save_pretrained_atomic, write_json, write_yaml
+from hf_medai.models.diffusion import build_lesion_unet, build_noise_scheduler, dihedral_augment, encode_latents
+from hf_medai.paths import cache_root
+from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
+from hf_medai.training import train_loop
+
+
+@dataclass
+class DataArguments:
+    data_dir: str | None = field(default=None, metadata={"help": "Dataset folder or CSV (any lesion format). Default: the synthetic HAM10000-format sample."})
+    data_format: str = field(default="auto", metadata={"help": "auto | imagefolder | ham10000 | isic2019 | isic2020 | csv."})
+    task: str = field(default="binary", metadata={"help": "binary (melanoma vs rest) | multiclass: the classes the model is conditioned on."})
+    val_fraction: float = field(default=0.15, metadata={"help": "As the lesion recipe: these patients are held out (real reference images)."})
+    test_fraction: float = field(default=0.15, metadata={"help": "As the lesion recipe: these patients are held out (real reference images)."})
+    split_seed: int = field(default=0, metadata={"help": "As the lesion recipe, so both recipes train on the same patients."})
+    skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad rows/images instead of stopping at the first."})
+    max_image_side: int = field(default=512, metadata={"help": "Images are decoded once and cached with the longer side at most this."})
+    synthetic_n: int = field(default=4000, metadata={"help": "Images in the synthetic sample (offline default only)."})
+
+
+@dataclass
+class ModelArguments:
+    resolution: int = field(default=32, metadata={"help": "Image side in pixels (centre square, resized)."})
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64], metadata={"help": "UNet channels per resolution level."})
+    layers_per_block: int = field(default=1, metadata={"help": "ResNet layers per UNet block."})
+    attention_levels: int = field(default=1, metadata={"help": "Self-attention in this many of the lowest-resolution levels."})
+    class_dropout: float = field(default=0.1, metadata={"help": "Probability of training a batch row unconditionally (classifier-free guidance)."})
+    num_train_timesteps: int = field(default=1000, metadata={"help": "Diffusion steps of the training noise schedule."})
+    beta_schedule: str = field(default="squaredcos_cap_v2", metadata={"help": "diffusers beta schedule (squaredcos_cap_v2 | linear | scaled_linear)."})
+    prediction_type: str = field(default="epsilon", metadata={"help": "epsilon | v_prediction."})
+    ema_decay: float = field(default=0.999, metadata={"help": "EMA of the weights (0 = off); the saved pipeline holds the EMA weights."})
+    augment: bool = field(default=True, metadata={"help": "Random flips and quarter turns (dermoscopy has no up or down)."})
+    vae_name_or_path: str | None = field(default=None, metadata={"help": "A pretrained AutoencoderKL (hub id or folder): latent diffusion. Default: pixel space."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Start from the UNet of a saved LesionDiffusionPipeline folder."})
+    sample_every: int = field(default=200, metadata={"help": "Write a per-class sample grid (samples/step-N.png) every N optimizer steps (0 = never)."})
+
+    def __post_init__(self):
+        if not 0 <= self.class_dropout < 1:
+            raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout}")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type must be epsilon or v_prediction, got {self.prediction_type!r}")
+
+
+GROUP = "patient_id"  # same grouping as the lesion recipe: no patient in two splits
+
+DEFAULTS = dict(
+    output_dir="runs/image_diffusion",
+    max_steps=800,
+    learning_rate=5e-4,
+    weight_decay=0.0,
+    warmup_steps=100,
+    lr_scheduler_type="cosine",
+    per_device_train_batch_size=32,
+    save_strategy="steps",
+    save_steps=200,
+    save_total_limit=2,
+    logging_steps=25,
+    max_grad_norm=1.0,
+    report_to="none",
+    dataloader_num_workers=0,
+)
+
+CONFIG_DATACLASSES = (DataArguments, ModelArguments, GenerationEvalArguments, RunArguments, TrainingArguments)
+
+
+def main(args=None):
+    data_args, model_args, gen_args, run_args, training_args = parse_args(*CONFIG_DATACLASSES, args=args, defaults=DEFAULTS)
+    resume, push = begin_run(training_args, run_args)
+
+    # Data: load -> decode once (cached) -> the lesion recipe's patient-grouped split -> centre squares
+    with training_args.main_process_first(desc="data"):
+        source = data_args.data_dir
+        if source is None:
+            source = cache_root() / f"synthetic-ham10000-n{data_args.synthetic_n}-seed0"
+            if not (source / "HAM10000_metadata.csv").exists():
+                write_ham10000(source, n=data_args.synthetic_n, seed=0)
+        dataset, class_names, report = load_lesions(source, data_args.data_format, data_args.task, data_args.skip_bad_rows)
+        dataset = with_images(dataset, report, max_side=data_args.max_image_side, cache_dir=cache_root() / "images")
+        fractions = (1 - data_args.val_fraction - data_args.test_fraction, data_args.val_fraction, data_args.test_fraction)
+        splits = group_split(dataset, GROUP, fractions=fractions, seed=data_args.split_seed)
+        # Each split as two in-memory tensors: uint8 pixels [N,3,H,W] and int64 labels [N] (small at these sizes).
+        squares = {name: add_square_pixels(ds, model_args.resolution).select_columns(["pixels", "label"])[:]
+                   for name, ds in splits.items()}
+        for split in squares.values():
+            split["pixels"] = split["pixels"].to(torch.uint8)  # the torch formatter widens uint8 to int64
+    train_pixels, train_labels = squares["train"]["pixels"], squares["train"]["label"]
+
+    # Model: a class-conditional UNet (+1 "no class" embedding), a DDPM noise schedule, optionally a VAE
+    noise_scheduler = build_noise_scheduler(model_args.num_train_timesteps, model_args.beta_schedule, model_args.prediction_type)
+    vae = None
+    if model_args.vae_name_or_path:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(model_args.vae_name_or_path, use_safetensors=True).to(training_args.device).eval()
+        inputs = encode_latents(vae, train_pixels, batch_size=training_args.per_device_eval_batch_size)  # once, not per step
+    else:
+        inputs = train_pixels  # scaled to [-1, 1] per batch
+    unet = build_lesion_unet(len(class_names), sample_size=inputs.shape[-1], in_channels=inputs.shape[1],
+                             block_out_channels=model_args.block_out_channels, layers_per_block=model_args.layers_per_block,
+                             attention_levels=model_args.attention_levels, init_from=model_args.model_name_or_path)
+    null_class = len(class_names)
+
+    def collate(rows):
+        x = torch.stack([r[0] for r in rows])
+        x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x
+        return {"x": x, "labels": torch.stack([r[1] for r in rows])}
+
+    def diffusion_loss(model, batch):
+        x, labels = batch["x"], batch["labels"]
+        if model_args.augment:
+            x = dihedral_augment(x)
+        noise = torch.randn_like(x)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(x),), device=x.device)
+        drop = torch.rand(len(x), device=x.device) < model_args.class_dropout
+        labels = torch.where(drop, torch.full_like(labels, null_class), labels)
+        pred = model(noise_scheduler.add_noise(x, noise, t), t, class_labels=labels).sample
+        target = noise if model_args.prediction_type == "epsilon" else noise_scheduler.get_velocity(x, noise, t)
+        return F.mse_loss(pred.float(), target.float())
+
+    def pipeline_of(model) -> LesionDiffusionPipeline:
+        pipe = LesionDiffusionPipeline(unet=model, scheduler=noise_scheduler, vae=vae, class_names=class_names)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def sample_grid(step, model):
+        images = pipeline_of(model)(class_names, num_images_per_label=gen_args.grid_images_per_class, num_inference_steps=25,
+                                    guidance_scale=gen_args.guidance_scale, generator=torch.Generator().manual_seed(0), output_type="np").images
+        save_grid(images, rows=len(class_names), path=Path(training_args.output_dir) / "samples" / f"step-{step}.png")
+
+    # Train!
+    result = train_loop(
+        unet, training_args, torch.utils.data.TensorDataset(inputs, train_labels), collate, diffusion_loss,
+        resume_from_checkpoint=resume, ema_decay=model_args.ema_decay or None,
+        on_step=sample_grid, on_step_every=model_args.sample_every,
+    )
+
+    if result.accelerator.is_main_process:
+        out = Path(training_args.output_dir)
+        pipe = pipeline_of(result.model)
+        save_pretrained_atomic(pipe, out)
+        heldout = {"pixels": torch.cat([squares["validation"]["pixels"], squares["test"]["pixels"]]),
+                   "labels": torch.cat([squares["validation"]["label"], squares["test"]["label"]])}
+        evaluation = evaluate_generator(pipe, gen_args, out, train={"pixels": train_pixels, "labels": train_labels},
+                                        heldout=heldout, device=training_args.device)
+        headline, sampling = evaluation.pop("headline"), evaluation.pop("sampling_throughput")
+        metrics = {
+            **headline,
+            "recipe": "image_diffusion",
+            "task": "image-generation",
+            "pipeline_tag": "unconditional-image-generation",  # the Hub has no class-conditional tag
+            "library_name": "diffusers",
+            "class_names": class_names,
+            "dataset": str(data_args.data_dir or "synthetic HAM10000-format sample (hf-medai data lesions)"),
+            "synthetic_data": is_synthetic(source),
+            "data_report": report.to_dict(),
+            "splits": split_report(splits, group_column=GROUP),
+            **evaluation,
+            "model": {"space": "latent" if vae is not None else "pixel", "vae": model_args.vae_name_or_path,
+                      "resolution": model_args.resolution, "unet_sample_size": inputs.shape[-1],
+                      "num_parameters": sum(p.numel() for p in result.model.parameters()),
+                      "init_from": model_args.model_name_or_path},
+            "training": {"global_step": result.global_step, "loss_curve": result.loss_curve, "resumed_from": result.resumed_from,
+                         "ema_decay": result.ema_decay, "train_images": len(train_labels)},
+            "throughput": {**result.throughput, **sampling},
+        }
+        write_json(out / "metrics.json", metrics)
+        write_yaml(out / "run_config.yaml", resolved_config(data_args, model_args, gen_args, run_args, training_args))
+        write_card(out)
+        if push:
+            push_run_folder(out, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
+    result.accelerator.wait_for_everyone()
+    return training_args.output_dir
+
+
+if __name__ == "__main__":
+    main()
