@@ -21,7 +21,7 @@ from transformers import TrainingArguments
 from hf_medai.cards import write_card
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import DermoscopyAugment, ImageCollator, add_pixel_values
-from hf_medai.data.lesions import load_lesions, subgroup_frame, with_images
+from hf_medai.data.lesions import add_extra_training_images, load_lesions, subgroup_frame, with_images
 from hf_medai.data.splits import group_split, split_report
 from hf_medai.data.synthetic.lesions import is_synthetic, write_ham10000
 from hf_medai.evaluation import binary_metrics, multiclass_metrics
@@ -48,6 +48,7 @@ class DataArguments:
     skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad rows/images instead of stopping at the first."})
     max_image_side: int = field(default=512, metadata={"help": "Images are decoded once and cached with the longer side at most this."})
     synthetic_n: int = field(default=4000, metadata={"help": "Images in the synthetic sample (offline default only)."})
+    extra_train_dir: str | None = field(default=None, metadata={"help": "An image folder (<class>/*.png) added to the TRAINING split only, e.g. generated images (recipes/augmentation_experiment.py)."})
     subgroup_columns: list[str] = field(default_factory=lambda: ["sex", "age_band", "fitzpatrick", "site"], metadata={"help": "Metadata columns reported per subgroup."})
 
     def __post_init__(self):
@@ -129,6 +130,10 @@ def main(args=None, callbacks=None):
             report.notes["external_test_set"] = test_report.to_dict()
         else:
             splits = group_split(dataset, GROUP, fractions=(1 - data_args.val_fraction - data_args.test_fraction, data_args.val_fraction, data_args.test_fraction), seed=data_args.split_seed)
+
+        if data_args.extra_train_dir:
+            splits["train"] = add_extra_training_images(splits["train"], data_args.extra_train_dir, data_args.task, class_names,
+                                                        report, data_args.skip_bad_rows, data_args.max_image_side)
 
         model, processor = build_image_classifier(model_args.model_name_or_path, class_names, model_args.image_size)
         splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}

@@ -171,6 +171,31 @@ def load_lesions(
     return dataset, list(class_names), report
 
 
+def add_extra_training_images(train: datasets.Dataset, folder: str | os.PathLike, task: str, class_names: Sequence[str],
+                              report: DataReport, skip_bad_rows: bool = False, max_side: int | None = None) -> datasets.Dataset:
+    """Append an image folder (<class>/*.png, e.g. generated images) to a TRAINING split, never to a test split.
+
+    Labels are matched to `class_names` by name. The rows get ids "extra/<path>", patient "extra", and
+    source "extra:<folder name>"; `report.notes["extra_train_images"]` counts them per class.
+    """
+    from hf_medai.paths import cache_root
+
+    extra, extra_classes, extra_report = load_lesions(folder, "imagefolder", task, skip_bad_rows)
+    unknown = sorted(set(extra_classes) - set(class_names))
+    if unknown:
+        raise DataError(Path(folder), None, f"class folders {unknown} are not classes of the training data {list(class_names)}")
+    extra = with_images(extra, extra_report, max_side=max_side, cache_dir=cache_root() / "images")
+    index = [list(class_names).index(name) for name in extra_classes]
+    tag = Path(folder).name
+    extra = extra.map(lambda r: {"label": index[r["label"]], "id": f"extra/{r['id']}", "patient_id": "extra",
+                                 "lesion_id": f"extra/{r['id']}", "source": f"extra:{tag}"},
+                      features=lesion_features(class_names, with_image=True), desc="adding extra training images")
+    counts = Counter(class_names[i] for i in extra["label"])
+    report.notes["extra_train_images"] = {"folder": str(folder), "images": len(extra), "per_class": dict(counts),
+                                          "report": extra_report.to_dict()}
+    return datasets.concatenate_datasets([train, extra.cast(train.features)])
+
+
 def detect_format(source: str | os.PathLike) -> str:
     """Name the format of `source` (a folder or a CSV file) from the files present."""
     source = Path(source)

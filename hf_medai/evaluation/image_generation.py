@@ -63,12 +63,12 @@ def make_scheduler(name: str, config):
     raise ValueError(f"unknown scheduler {name!r}; choose from {SCHEDULERS}")
 
 
-def generate(pipe, class_names, per_class: int, scheduler: str, steps: int, guidance_scale: float,
-             batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """`per_class` images of every class, in batches; returns (uint8 [N,H,W,3], labels [N], images/s)."""
+def generate(pipe, labels, scheduler: str, steps: int, guidance_scale: float, batch_size: int,
+             seed: int) -> tuple[np.ndarray, float]:
+    """One image per class index in `labels`, in batches; returns (uint8 [N,H,W,3], images/s)."""
     pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    labels = np.repeat(np.arange(len(class_names)), per_class)
+    labels = np.asarray(labels)
     images = []
     start = time.perf_counter()
     for i in range(0, len(labels), batch_size):
@@ -77,7 +77,7 @@ def generate(pipe, class_names, per_class: int, scheduler: str, steps: int, guid
     if pipe.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return np.concatenate(images), labels, len(labels) / seconds
+    return np.concatenate(images), len(labels) / seconds
 
 
 def save_grid(images: np.ndarray, rows: int, path: str | Path, scale: int | None = None) -> Path:
@@ -124,9 +124,9 @@ def evaluate_generator(pipe, args: GenerationEvalArguments, out_dir: str | Path,
     """
     out_dir = Path(out_dir)
     class_names = list(pipe.config.class_names)
-    images, labels, images_per_second = generate(pipe, class_names, args.eval_images_per_class, args.eval_scheduler,
-                                                 args.eval_inference_steps, args.guidance_scale, args.eval_batch_size,
-                                                 args.eval_seed)
+    labels = np.repeat(np.arange(len(class_names)), args.eval_images_per_class)
+    images, images_per_second = generate(pipe, labels, args.eval_scheduler, args.eval_inference_steps,
+                                         args.guidance_scale, args.eval_batch_size, args.eval_seed)
     save_samples(images, labels, class_names, out_dir / "samples")
     per = args.grid_images_per_class
     grid_idx = np.concatenate([np.flatnonzero(labels == c)[:per] for c in range(len(class_names))])
