@@ -51,12 +51,14 @@ class ExperimentArguments:
     n_bootstrap: int = field(default=1000, metadata={"help": "Paired bootstrap resamples of the AUROC difference."})
 
 
+CONFIG_DATACLASSES = (ExperimentArguments, RunArguments)
+
 # Settings that decide which patients the generator saw: the classifier runs must use the same ones.
 SPLIT_KEYS = ("data_dir", "data_format", "task", "val_fraction", "test_fraction", "split_seed", "synthetic_n", "max_image_side")
 
 
 def main(args=None):
-    (exp, run_args) = parse_args(ExperimentArguments, RunArguments, args=args)
+    exp, run_args = parse_args(*CONFIG_DATACLASSES, args=args)
     out = prepare_run_folder(exp.output_dir, resume=False, overwrite=run_args.overwrite_output_dir)
     diffusion_run = Path(exp.diffusion_run)
     diff_metrics = json.loads((diffusion_run / "metrics.json").read_text())
