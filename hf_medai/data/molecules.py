@@ -1,0 +1,673 @@
+"""Small molecules with 3D conformers (SMILES, CSV, SDF, QM9-style XYZ) as one `datasets.Dataset`.
+
+Every format gives the same columns, so the molecule-diffusion recipe never cares where data came from:
+
+    smiles           str, canonical SMILES of the heavy-atom molecule as parsed (stereo kept)
+    atom_types       list[int], index into `elements_vocab`, one per atom, hydrogens explicit (heavy atoms first)
+    charges          list[int], formal charge per atom
+    positions        list[[x, y, z]] in Angstrom, centred at the centre of mass
+    num_atoms        int, hydrogens included          num_heavy_atoms  int
+    qed, logp, mw, sa  float: RDKit QED, Crippen logP, molecular weight, synthetic accessibility (Ertl & Schuffenhauer)
+
+Conformers: SMILES and CSV rows (and SDF blocks without 3D coordinates) are embedded with RDKit ETKDGv3
+(`randomSeed=seed`) and then relaxed with MMFF94; when MMFF lacks parameters UFF is used, and when UFF lacks them
+too the ETKDG geometry is kept (the report counts each). SDF blocks with 3D coordinates and XYZ files keep the file's
+coordinates (hydrogens missing from a 3D SDF block are added at computed positions). Embedding the default
+~430 molecules takes about 3 s on one core, so it runs in-process: worker processes would cost more to start.
+
+What is filtered and what is an error:
+- Filters (counted in the report, never errors): more than `max_heavy_atoms` heavy atoms; an element outside
+  `elements`; a charged atom when `neutral_only=True`.
+- Bad input (a `DataError` naming file, line and problem; with `skip_bad_rows=True` a counted skip with examples):
+  `invalid_smiles`, `invalid_molecule` (an SDF/XYZ molecule RDKit rejects), `several_fragments` (salts, mixtures;
+  pass `largest_fragment=True` to keep the largest fragment instead), `unsupported_element` (a symbol that is no
+  element, or - with `elements=None`, i.e. no element filter - one that RDKit's force fields cannot place),
+  `embedding_failed`, `malformed_sdf`, `malformed_xyz`, `bond_perception_failed` (XYZ without a valid bond graph).
+- Always an error: a missing file, an empty file, a CSV without a SMILES column, no molecule left at the end.
+
+`source=None` reads the real NCI compounds shipped in RDKit's wheel (`RDConfig.RDDataDir/NCI/first_5K.smi`). That
+file is known to hold unparsable SMILES and salts, so for it bad rows are always counted, never raised. With the
+default filter (<= 9 heavy atoms of H, C, N, O, F: QM9's limits) about 430 of the 5,000 survive.
+
+The report (`DataReport`) counts filtered molecules under `filtered_<why>` in `skipped`, so `rows_kept` equals the
+dataset length, and `notes["survival"]` lists how many molecules are left after each step in order:
+read, parsed, single_fragment, elements, heavy_atoms, (neutral,) conformer.
+
+The processed dataset is cached with `save_to_disk` under `cache_dir` (default `cache_root()/"molecules"`), keyed by
+a hash of the source's contents, the filter settings and the seed; the next identical call reloads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pandas as pd
+
+from hf_medai.data.report import DataError, DataReport
+
+FORMATS = ("auto", "smiles", "csv", "sdf", "xyz")
+DEFAULT_ELEMENTS = ("H", "C", "N", "O", "F")
+PROPERTY_COLUMNS = ("qed", "logp", "mw", "sa")
+SMILES_SUFFIXES = frozenset({".smi", ".smiles", ".ism", ".can", ".txt"})
+CSV_SUFFIXES = frozenset({".csv", ".tsv"})
+SDF_SUFFIXES = frozenset({".sdf", ".sd", ".mol"})
+SMILES_ALIASES = ("smiles", "canonical_smiles", "smi", "isomeric_smiles")
+NAME_ALIASES = ("zinc_id", "name", "id", "mol_id", "chembl_id")
+
+# Reasons a row is skipped (keys of DataReport.skipped); filters are prefixed "filtered_".
+INVALID_SMILES = "invalid_smiles"
+INVALID_MOLECULE = "invalid_molecule"
+SEVERAL_FRAGMENTS = "several_fragments"
+UNSUPPORTED_ELEMENT = "unsupported_element"
+EMBEDDING_FAILED = "embedding_failed"
+MALFORMED_SDF = "malformed_sdf"
+MALFORMED_XYZ = "malformed_xyz"
+BOND_PERCEPTION_FAILED = "bond_perception_failed"
+FILTERED_ELEMENTS = "filtered_elements"
+FILTERED_HEAVY_ATOMS = "filtered_heavy_atoms"
+FILTERED_CHARGED = "filtered_charged"
+
+_CACHE_VERSION = "1"
+_META_JSON = "hf_medai_molecules.json"
+_FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:(?:[eE]|\*\^)[-+]?\d+)?"
+
+
+def default_source() -> Path:
+    """The NCI compounds shipped in RDKit's wheel (5,000 SMILES with an id)."""
+    from rdkit import RDConfig
+
+    return Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
+
+
+def molecule_features() -> datasets.Features:
+    """The schema `load_molecules` returns."""
+    return datasets.Features({
+        "smiles": datasets.Value("string"),
+        "atom_types": datasets.Sequence(datasets.Value("int32")),
+        "charges": datasets.Sequence(datasets.Value("int32")),
+        "positions": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=3)),
+        "num_atoms": datasets.Value("int32"),
+        "num_heavy_atoms": datasets.Value("int32"),
+        "qed": datasets.Value("float64"),
+        "logp": datasets.Value("float64"),
+        "mw": datasets.Value("float64"),
+        "sa": datasets.Value("float64"),
+    })
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def load_molecules(
+    source: str | os.PathLike | None = None,
+    format: str = "auto",
+    *,
+    max_heavy_atoms: int | None = 9,
+    elements: Sequence[str] | None = DEFAULT_ELEMENTS,
+    skip_bad_rows: bool = False,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    neutral_only: bool = False,
+    largest_fragment: bool = False,
+) -> tuple[datasets.Dataset, list[str], DataReport]:
+    """Read molecules, filter them, give each a 3D conformer; returns (dataset, elements_vocab, report).
+
+    source: a .smi file (SMILES, then an optional name), a .csv/.tsv with a SMILES column (MOSES `SMILES`, ZINC
+        `smiles`,`zinc_id`), an .sdf file, an .xyz file (one or several molecules, QM9's `*^` exponents and trailing
+        frequency/SMILES/InChI lines accepted) or a folder of .xyz files. None: RDKit's NCI first_5K.smi.
+    format: "auto" (from the suffix) or one of "smiles", "csv", "sdf", "xyz".
+    max_heavy_atoms: keep molecules with at most this many heavy atoms (None: no limit).
+    elements: keep molecules made only of these elements (must include "H"); None: no element filter, and an
+        element the force fields cannot handle is then an error (`unsupported_element`).
+    skip_bad_rows: count bad rows instead of raising (always on for the bundled NCI file).
+    seed: ETKDG's random seed; the same seed gives the same conformers.
+    cache_dir: where processed datasets are cached (default `hf_medai.paths.cache_root()/"molecules"`).
+    limit: stop once this many molecules are kept (the cheap filters still see every row, so their counts are
+        complete; later rows are not embedded).
+    neutral_only: also drop molecules with a formal charge on any atom (EDM's stability rule has no charges).
+    largest_fragment: keep the largest fragment of a salt or mixture instead of treating it as bad input.
+
+    elements_vocab: the elements present in the kept molecules, sorted by atomic number.
+    """
+    start = time.perf_counter()
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if elements is not None:
+        elements = _check_elements(elements)
+    if max_heavy_atoms is not None and max_heavy_atoms < 1:
+        raise ValueError(f"max_heavy_atoms must be >= 1 or None, got {max_heavy_atoms}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    bundled = source is None
+    source = default_source() if bundled else Path(source).expanduser().resolve()
+    if not source.exists():
+        raise DataError(source, None, "no such file or directory")
+    fmt = detect_format(source) if format == "auto" else format
+    skip_bad_rows = skip_bad_rows or bundled
+
+    settings = {
+        "version": _CACHE_VERSION, "format": fmt, "max_heavy_atoms": max_heavy_atoms,
+        "elements": list(elements) if elements is not None else None, "skip_bad_rows": skip_bad_rows, "seed": seed,
+        "limit": limit, "neutral_only": neutral_only, "largest_fragment": largest_fragment,
+        "rdkit": _rdkit_version(),
+    }
+    target = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    target = target / f"molecules-{_cache_key(source, settings)}"
+    cached = _load_cache(target)
+    if cached is not None:
+        dataset, vocab, report = cached
+        report.notes["cache"] = {"hit": True, "path": str(target), "load_seconds": time.perf_counter() - start}
+        return dataset, vocab, report
+
+    report = DataReport(skip_bad_rows=skip_bad_rows)
+    rows = _process(source, fmt, report, settings, elements)
+    if not rows:
+        reasons = dict(sorted(report.skipped.items()))
+        raise DataError(source, None, f"no molecule left: {report.rows_read} read, removed by reason {reasons}")
+    vocab = _vocabulary(rows, elements)
+    index = {symbol: i for i, symbol in enumerate(vocab)}
+    columns: dict[str, list] = {name: [] for name in molecule_features()}
+    for row in rows:
+        row["atom_types"] = [index[s] for s in row.pop("symbols")]
+        for name in columns:
+            columns[name].append(row[name])
+    dataset = datasets.Dataset.from_dict(columns, features=molecule_features())
+    report.notes.update({"source": str(source), "format": fmt, "settings": settings, "elements_vocab": vocab})
+    dataset = _save_cache(dataset, vocab, report, target)
+    report.notes["cache"] = {"hit": False, "path": str(target), "load_seconds": time.perf_counter() - start}
+    return dataset, vocab, report
+
+
+def detect_format(source: str | os.PathLike) -> str:
+    """Name the format of `source` from its suffix (a folder means a folder of .xyz files)."""
+    source = Path(source)
+    if source.is_dir():
+        return "xyz"
+    suffixes = [s.lower() for s in source.suffixes if s.lower() != ".gz"]
+    suffix = suffixes[-1] if suffixes else ""
+    if suffix in SMILES_SUFFIXES:
+        return "smiles"
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    if suffix in SDF_SUFFIXES:
+        return "sdf"
+    if suffix == ".xyz":
+        return "xyz"
+    raise DataError(source, None, "cannot detect the format from the suffix: expected .smi, .csv, .tsv, .sdf, .xyz "
+                                  "or a folder of .xyz files (or pass format=...)")
+
+
+def atom_count_distribution(dataset: datasets.Dataset) -> dict[int, float]:
+    """Fraction of molecules per atom count (hydrogens included), ascending; the sampler draws sizes from it."""
+    counts = Counter(int(n) for n in dataset["num_atoms"])
+    total = sum(counts.values())
+    return {n: counts[n] / total for n in sorted(counts)}
+
+
+def property_table(dataset: datasets.Dataset) -> pd.DataFrame:
+    """One row per molecule: smiles, sizes and the properties (qed, logp, mw, sa)."""
+    names = ["smiles", "num_atoms", "num_heavy_atoms", *PROPERTY_COLUMNS]
+    return pd.DataFrame({name: dataset[name] for name in names})
+
+
+def molecule_properties(mol) -> dict[str, float]:
+    """QED, Crippen logP, molecular weight and SA score of a sanitised molecule (hydrogens implicit or explicit)."""
+    from rdkit import Chem
+    from rdkit.Chem import QED, Crippen, Descriptors
+
+    heavy = Chem.RemoveHs(mol)
+    return {
+        "qed": float(QED.qed(heavy)),
+        "logp": float(Crippen.MolLogP(heavy)),
+        "mw": float(Descriptors.MolWt(heavy)),
+        "sa": float(_sascorer().calculateScore(heavy)),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- readers
+# Each reader yields (line, mol or None, coordinates or None); line is the 1-based line where the record starts.
+# A reader reports unparsable records itself (it knows why) and yields None for them.
+
+
+def _read_smiles_file(path: Path, report: DataReport) -> Iterator[tuple[int, Any, Any]]:
+    text = _read_text(path)
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#") or (line_no == 1 and fields[0].lower() in SMILES_ALIASES):
+            continue  # blank, comment, or a header line
+        report.rows_read += 1
+        yield line_no, _parse_smiles(fields[0], path, line_no, report), None
+
+
+def _read_csv(path: Path, report: DataReport) -> Iterator[tuple[int, Any, Any]]:
+    if not _read_text(path).strip():
+        raise DataError(path, None, "empty file: no molecules")
+    sep = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
+    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    lower = {c.strip().lower(): c for c in frame.columns}
+    column = next((lower[a] for a in SMILES_ALIASES if a in lower), None)
+    if column is None:
+        raise DataError(path, None, f"no SMILES column (looked for {list(SMILES_ALIASES)}, any case); "
+                                    f"columns are {list(frame.columns)}")
+    for i, smiles in enumerate(frame[column]):
+        line_no = i + 2  # line 1 is the header
+        report.rows_read += 1
+        yield line_no, _parse_smiles(smiles.strip(), path, line_no, report), None
+
+
+def _read_sdf(path: Path, report: DataReport) -> Iterator[tuple[int, Any, Any]]:
+    from rdkit import Chem
+
+    text = _read_text(path)
+    if not text.strip():
+        raise DataError(path, None, "empty file: no molecules")
+    lines = text.splitlines()
+    start = 0
+    blocks = []
+    for i, line in enumerate(lines):
+        if line.strip() == "$$$$":
+            blocks.append((start, lines[start:i]))
+            start = i + 1
+    if any(line.strip() for line in lines[start:]):
+        blocks.append((start, lines[start:]))  # a last block without its "$$$$"
+    for start, block in blocks:
+        line_no = start + 1
+        report.rows_read += 1
+        if not any("M  END" in line for line in block):
+            report.bad(MALFORMED_SDF, path, line_no, "malformed SDF block: no 'M  END' line")
+            yield line_no, None, None
+            continue
+        raw = Chem.MolFromMolBlock("\n".join(block), sanitize=False, removeHs=False)
+        if raw is None:
+            report.bad(MALFORMED_SDF, path, line_no, "malformed SDF block: RDKit cannot read the counts/atom/bond lines")
+            yield line_no, None, None
+            continue
+        try:
+            Chem.SanitizeMol(raw)
+        except Exception as err:  # RDKit raises several exception types for chemistry problems
+            report.bad(INVALID_MOLECULE, path, line_no, f"invalid molecule: {_first_line(err)}")
+            yield line_no, None, None
+            continue
+        conf = raw.GetConformer() if raw.GetNumConformers() else None
+        has_3d = conf is not None and conf.Is3D() and np.abs(conf.GetPositions()[:, 2]).max() > 1e-4
+        if has_3d and any(a.GetTotalNumHs() for a in raw.GetAtoms()):
+            raw = Chem.AddHs(raw, addCoords=True)
+        yield line_no, raw, raw.GetConformer().GetPositions() if has_3d else None
+
+
+def _read_xyz(source: Path, report: DataReport) -> Iterator[tuple[int, Any, Any]]:
+    files = sorted(source.glob("*.xyz")) if source.is_dir() else [source]
+    if not files:
+        raise DataError(source, None, "no .xyz files in this folder")
+    for path in files:
+        text = _read_text(path)
+        if not text.strip():
+            raise DataError(path, None, "empty file: no molecules")
+        for line_no, record in _xyz_records(path, text.splitlines(), report):
+            if record is None:
+                yield line_no, None, None
+                continue
+            symbols, coords = record
+            yield line_no, _mol_from_xyz(symbols, coords, path, line_no, report), coords
+
+
+def _xyz_records(path: Path, lines: list[str], report: DataReport):
+    """Split an XYZ file into (line, (symbols, coords) | None); stops at the first malformed record."""
+    i = 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        line_no = i + 1
+        report.rows_read += 1
+        fields = lines[i].split()
+        if len(fields) != 1 or not fields[0].isdigit() or int(fields[0]) < 1:
+            report.bad(MALFORMED_XYZ, path, line_no, f"malformed XYZ: expected the atom count, got {lines[i]!r}")
+            yield line_no, None
+            return  # without a count the rest of the file cannot be split into molecules
+        n = int(fields[0])
+        symbols, coords = [], []
+        for j in range(i + 2, i + 2 + n):
+            atom = _parse_xyz_atom(lines[j]) if j < len(lines) else None
+            if atom is None:
+                got = repr(lines[j]) if j < len(lines) else "the end of the file"
+                report.bad(MALFORMED_XYZ, path, j + 1,
+                           f"malformed XYZ: atom line {j - i - 1} of {n} (molecule at line {line_no}) should be "
+                           f"'Element x y z [charge]', got {got}")
+                yield line_no, None
+                return
+            symbols.append(atom[0])
+            coords.append(atom[1])
+        i += 2 + n
+        # QM9 appends harmonic frequencies, SMILES and InChI; skip anything up to the next atom count line.
+        while i < len(lines) and not re.fullmatch(r"\s*\d+\s*", lines[i]):
+            if _parse_xyz_atom(lines[i]) is not None:
+                report.bad(MALFORMED_XYZ, path, i + 1,
+                           f"malformed XYZ: more atom lines than the count {n} given on line {line_no}")
+                yield line_no, None
+                return
+            i += 1
+        yield line_no, (symbols, np.asarray(coords, dtype=np.float64))
+
+
+def _parse_xyz_atom(line: str):
+    fields = line.split()
+    if len(fields) not in (4, 5) or not re.fullmatch(r"[A-Za-z]{1,3}", fields[0]):
+        return None
+    if not all(re.fullmatch(_FLOAT, f) for f in fields[1:]):
+        return None
+    # The 5th column (QM9: Mulliken partial charge) is not a formal charge and is ignored.
+    return fields[0].capitalize(), [float(f.replace("*^", "e")) for f in fields[1:4]]
+
+
+def _mol_from_xyz(symbols, coords, path, line_no, report):
+    from rdkit import Chem
+    from rdkit.Chem import rdDetermineBonds
+
+    table = Chem.GetPeriodicTable()
+    rw = Chem.RWMol()
+    for symbol in symbols:
+        try:
+            number = table.GetAtomicNumber(symbol)
+        except RuntimeError:
+            number = -1
+        if number < 1:
+            report.bad(UNSUPPORTED_ELEMENT, path, line_no, f"unsupported element {symbol!r}: not an element symbol")
+            return None
+        rw.AddAtom(Chem.Atom(number))
+    conf = Chem.Conformer(len(symbols))
+    for k, xyz in enumerate(coords):
+        conf.SetAtomPosition(k, xyz.tolist())
+    rw.AddConformer(conf, assignId=True)
+    mol = rw.GetMol()
+    try:
+        rdDetermineBonds.DetermineBonds(mol, charge=0)
+        Chem.SanitizeMol(mol)
+    except Exception as err:
+        report.bad(BOND_PERCEPTION_FAILED, path, line_no,
+                   f"no valid bond graph for this neutral molecule from its coordinates: {_first_line(err)}")
+        return None
+    return mol
+
+
+def _parse_smiles(smiles: str, path, line_no, report):
+    from rdkit import Chem
+
+    if not smiles:
+        report.bad(INVALID_SMILES, path, line_no, "invalid SMILES: empty")
+        return None
+    mol = Chem.MolFromSmiles(smiles, sanitize=False)
+    if mol is None:
+        report.bad(INVALID_SMILES, path, line_no, f"invalid SMILES {smiles!r}: cannot be parsed")
+        return None
+    try:
+        Chem.SanitizeMol(mol)
+    except Exception as err:
+        report.bad(INVALID_SMILES, path, line_no, f"invalid SMILES {smiles!r}: {_first_line(err)}")
+        return None
+    return mol
+
+
+# ----------------------------------------------------------------------------------------------- processing
+
+
+def _process(source: Path, fmt: str, report: DataReport, settings: dict, elements) -> list[dict]:
+    """Parse, filter (cheap steps on every row), then give conformers in file order up to `limit`."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")  # RDKit's own messages would repeat ours on stderr
+    try:
+        reader = {"smiles": _read_smiles_file, "csv": _read_csv, "sdf": _read_sdf, "xyz": _read_xyz}[fmt]
+        survival = Counter()
+        candidates = []
+        allowed = set(elements) if elements is not None else None
+        for line_no, mol, coords in reader(source, report):
+            survival["read"] += 1
+            if mol is None:
+                continue
+            survival["parsed"] += 1
+            fragments = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
+            if len(fragments) > 1:
+                if not settings["largest_fragment"]:
+                    report.bad(SEVERAL_FRAGMENTS, source, line_no,
+                               f"{len(fragments)} fragments (a salt or mixture: {Chem.MolToSmiles(mol)}); pass "
+                               "largest_fragment=True to keep the largest")
+                    continue
+                mol = max(fragments, key=lambda m: (m.GetNumHeavyAtoms(), m.GetNumAtoms()))
+                coords = mol.GetConformer().GetPositions() if coords is not None else None
+            survival["single_fragment"] += 1
+            present = {a.GetSymbol() for a in mol.GetAtoms()} | {"H"}
+            if allowed is not None and not present <= allowed:
+                _filtered(report, FILTERED_ELEMENTS)
+                continue
+            if allowed is None and (bad := [s for s in present if not _force_field_element(s)]):
+                report.bad(UNSUPPORTED_ELEMENT, source, line_no,
+                           f"unsupported element(s) {sorted(bad)}: no force-field parameters")
+                continue
+            survival["elements"] += 1
+            if settings["max_heavy_atoms"] is not None and mol.GetNumHeavyAtoms() > settings["max_heavy_atoms"]:
+                _filtered(report, FILTERED_HEAVY_ATOMS)
+                continue
+            survival["heavy_atoms"] += 1
+            if settings["neutral_only"]:
+                if any(a.GetFormalCharge() for a in mol.GetAtoms()):
+                    _filtered(report, FILTERED_CHARGED)
+                    continue
+                survival["neutral"] += 1
+            candidates.append((line_no, mol, coords))
+
+        rows, methods = [], Counter()
+        for line_no, mol, coords in candidates:
+            if settings["limit"] is not None and len(rows) >= settings["limit"]:
+                report.notes["not_embedded_after_limit"] = len(candidates) - len(rows)
+                break
+            if coords is None:
+                embedded, method = _embed(mol, settings["seed"])
+                if embedded is None:
+                    report.bad(EMBEDDING_FAILED, source, line_no,
+                               f"ETKDG could not embed {Chem.MolToSmiles(mol)!r} in 3D (seed {settings['seed']})")
+                    continue
+                mol = embedded
+            else:
+                method = "from_file"
+            methods[method] += 1
+            survival["conformer"] += 1
+            rows.append(_row(mol))
+        report.notes["survival"] = {step: survival[step] for step in _steps(settings)}
+        report.notes["conformers"] = dict(sorted(methods.items()))
+        report.notes["charged_molecules"] = sum(any(r["charges"]) for r in rows)
+        return rows
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+
+
+def _steps(settings: dict) -> list[str]:
+    steps = ["read", "parsed", "single_fragment", "elements", "heavy_atoms"]
+    return steps + (["neutral"] if settings["neutral_only"] else []) + ["conformer"]
+
+
+def _filtered(report: DataReport, reason: str) -> None:
+    report.skipped[reason] += 1  # not `bad()`: a filter is the user's choice, never an error
+
+
+def _embed(mol, seed: int):
+    """ETKDGv3 (seeded) with explicit H, then MMFF94, else UFF, else the ETKDG geometry. Returns (mol, method)."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    mol = Chem.AddHs(mol)
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    if AllChem.EmbedMolecule(mol, params) != 0:
+        params.useRandomCoords = True  # the usual rescue for cages and strained rings
+        if AllChem.EmbedMolecule(mol, params) != 0:
+            return None, None
+    if AllChem.MMFFHasAllMoleculeParams(mol):
+        AllChem.MMFFOptimizeMolecule(mol, maxIters=2000)
+        return mol, "mmff"
+    if AllChem.UFFHasAllMoleculeParams(mol):
+        AllChem.UFFOptimizeMolecule(mol, maxIters=2000)
+        return mol, "uff"
+    return mol, "etkdg_only"
+
+
+def _row(mol) -> dict:
+    from rdkit import Chem
+
+    positions = mol.GetConformer().GetPositions()
+    masses = np.array([a.GetMass() for a in mol.GetAtoms()])
+    positions = positions - (masses[:, None] * positions).sum(0) / masses.sum()
+    heavy = Chem.RemoveHs(mol)
+    return {
+        "smiles": Chem.MolToSmiles(heavy),
+        "symbols": [a.GetSymbol() for a in mol.GetAtoms()],
+        "charges": [a.GetFormalCharge() for a in mol.GetAtoms()],
+        "positions": positions.astype(np.float32).tolist(),
+        "num_atoms": mol.GetNumAtoms(),
+        "num_heavy_atoms": heavy.GetNumAtoms(),
+        **molecule_properties(heavy),
+    }
+
+
+def _vocabulary(rows: list[dict], elements) -> list[str]:
+    from rdkit import Chem
+
+    table = Chem.GetPeriodicTable()
+    present = {s for r in rows for s in r["symbols"]}
+    if elements is not None:
+        present &= set(elements)
+    return sorted(present, key=table.GetAtomicNumber)
+
+
+def _check_elements(elements: Sequence[str]) -> tuple[str, ...]:
+    from rdkit import Chem
+
+    if isinstance(elements, str):
+        raise ValueError(f"elements must be a list of symbols such as ['H', 'C', 'N', 'O', 'F'], got {elements!r}")
+    table = Chem.GetPeriodicTable()
+    for symbol in elements:
+        try:
+            table.GetAtomicNumber(symbol)
+        except RuntimeError:
+            raise ValueError(f"elements: {symbol!r} is not an element symbol") from None
+    if "H" not in elements:
+        raise ValueError("elements must include 'H': every molecule is stored with explicit hydrogens")
+    return tuple(sorted(set(elements), key=table.GetAtomicNumber))
+
+
+def _force_field_element(symbol: str) -> bool:
+    # Elements MMFF94 or UFF place sensibly in organic molecules; beyond these an embedding is not trustworthy.
+    return symbol in {"H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Se", "Br", "I"}
+
+
+# ----------------------------------------------------------------------------------------------- caching
+
+
+def _default_cache_dir() -> Path:
+    from hf_medai.paths import cache_root
+
+    return cache_root() / "molecules"
+
+
+def _cache_key(source: Path, settings: dict) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    files = sorted(p for p in source.glob("*.xyz")) if source.is_dir() else [source]
+    for path in files:
+        digest.update(f"|{path.name}|".encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:24]
+
+
+def _save_cache(dataset: datasets.Dataset, vocab: list[str], report: DataReport, target: Path) -> datasets.Dataset:
+    """Write into a staging folder, then rename: a crash or a concurrent run never leaves half a cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    if target.exists() and not (target / _META_JSON).is_file():
+        shutil.rmtree(target)  # not written by us (we write it in one rename, json included): replace it
+    meta = {"elements_vocab": vocab, "report": {
+        "skip_bad_rows": report.skip_bad_rows, "rows_read": report.rows_read, "skipped": dict(report.skipped),
+        "examples": report.examples, "notes": report.notes}}
+    try:
+        dataset.save_to_disk(str(staging))
+        (staging / _META_JSON).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / _META_JSON).is_file():  # not a concurrent writer's finished cache
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return datasets.load_from_disk(str(target))
+
+
+def _load_cache(target: Path):
+    meta_path = target / _META_JSON
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        dataset = datasets.load_from_disk(str(target))
+    except (OSError, ValueError):
+        return None  # unreadable cache: rebuild it
+    saved = meta["report"]
+    report = DataReport(skip_bad_rows=saved["skip_bad_rows"], rows_read=saved["rows_read"],
+                        skipped=Counter(saved["skipped"]), examples=list(saved["examples"]), notes=dict(saved["notes"]))
+    return dataset, list(meta["elements_vocab"]), report
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _read_text(path: Path) -> str:
+    if path.suffix.lower() == ".gz":
+        import gzip
+
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _rdkit_version() -> str:
+    import rdkit
+
+    return rdkit.__version__
+
+
+_SASCORER = None
+
+
+def _sascorer():
+    """RDKit's Contrib SA_Score module (with its fpscores.pkl.gz), imported by path once."""
+    global _SASCORER
+    if _SASCORER is None:
+        from rdkit import RDConfig
+
+        path = Path(RDConfig.RDContribDir) / "SA_Score" / "sascorer.py"
+        if not path.is_file() or not (path.parent / "fpscores.pkl.gz").is_file():
+            raise FileNotFoundError(f"RDKit's SA_Score contrib is missing ({path}); reinstall the rdkit wheel")
+        spec = importlib.util.spec_from_file_location("hf_medai_sascorer", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _SASCORER = module
+    return _SASCORER
