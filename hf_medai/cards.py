@@ -284,6 +284,19 @@ def _image_diffusion_context(m: dict, config: dict, run_dir: Path) -> dict:
 
 TEMPLATES["image-generation"] = ("image_diffusion.md", _image_diffusion_context)
 
+MOLECULE_SETTINGS = ["max_heavy_atoms", "elements", "neutral_only", "hidden_size", "num_layers", "num_train_timesteps",
+                     "beta_schedule", "condition_property", "learning_rate", "max_steps", "per_device_train_batch_size",
+                     "lr_scheduler_type", "ema_decay", "bf16", "seed"]
+
+
+def _molecule_diffusion_context(m: dict, config: dict, run_dir: Path) -> dict:
+    """Template variables of 3D molecule diffusion pipelines (recipes/molecule_diffusion.py)."""
+    return dict(settings=[(k, config[k]) for k in MOLECULE_SETTINGS if k in config],
+                survival=(m.get("data_report") or {}).get("survival") or {})
+
+
+TEMPLATES["molecule-generation"] = ("molecule_diffusion.md", _molecule_diffusion_context)
+
 
 def render_card(run_dir: str | Path):
     """Return the `huggingface_hub.ModelCard` for a run folder."""

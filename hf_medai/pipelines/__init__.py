@@ -1,5 +1,6 @@
 """Diffusers pipelines added by hf-medai."""
 
+from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 from hf_medai.pipelines.molecule_diffusion import MoleculeDiffusionOutput, MoleculeDiffusionPipeline
 
-__all__ = ["MoleculeDiffusionOutput", "MoleculeDiffusionPipeline"]
+__all__ = ["LesionDiffusionPipeline", "MoleculeDiffusionOutput", "MoleculeDiffusionPipeline"]
