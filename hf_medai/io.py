@@ -126,3 +126,29 @@ def begin_run(training_args, run_args) -> tuple[str | None, bool]:
         prepare_run_folder(training_args.output_dir, resume=bool(resume), overwrite=run_args.overwrite_output_dir)
     set_seed(training_args.seed)
     return resume, push
+
+
+def save_dataset_cache(dataset, target: str | Path, sidecar_name: str, sidecar: Any):
+    """Save a `datasets.Dataset` cache with a JSON sidecar, in one rename, and return it memory-mapped.
+
+    The staging folder is renamed into place with the sidecar already inside, so a crash or a concurrent run
+    never leaves half a cache, and a folder without the sidecar (not written by us) is replaced.
+    """
+    import datasets
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    if target.exists() and not (target / sidecar_name).is_file():
+        shutil.rmtree(target)
+    try:
+        dataset.save_to_disk(str(staging))
+        (staging / sidecar_name).write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / sidecar_name).is_file():  # not a concurrent writer's finished cache
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return datasets.load_from_disk(str(target))

@@ -25,14 +25,13 @@ from transformers import TrainingArguments
 from hf_medai.cards import write_card
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import add_square_pixels
-from hf_medai.data.lesions import load_lesions, with_images
+from hf_medai.data.lesions import load_lesion_images
 from hf_medai.data.splits import group_split, split_report
-from hf_medai.data.synthetic.lesions import is_synthetic, write_ham10000
+from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.evaluation.image_generation import GenerationEvalArguments, evaluate_generator, save_grid
 from hf_medai.hub import push_run_folder
 from hf_medai.io import begin_run, save_pretrained_atomic, write_json, write_yaml
 from hf_medai.models.diffusion import build_lesion_unet, build_noise_scheduler, dihedral_augment, encode_latents
-from hf_medai.paths import cache_root
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 from hf_medai.training import train_loop
 
@@ -101,13 +100,9 @@ def main(args=None):
 
     # Data: load -> decode once (cached) -> the lesion recipe's patient-grouped split -> centre squares
     with training_args.main_process_first(desc="data"):
-        source = data_args.data_dir
-        if source is None:
-            source = cache_root() / f"synthetic-ham10000-n{data_args.synthetic_n}-seed0"
-            if not (source / "HAM10000_metadata.csv").exists():
-                write_ham10000(source, n=data_args.synthetic_n, seed=0)
-        dataset, class_names, report = load_lesions(source, data_args.data_format, data_args.task, data_args.skip_bad_rows)
-        dataset = with_images(dataset, report, max_side=data_args.max_image_side, cache_dir=cache_root() / "images")
+        dataset, class_names, report, source = load_lesion_images(
+            data_args.data_dir, data_args.data_format, data_args.task, data_args.skip_bad_rows, data_args.max_image_side,
+            data_args.synthetic_n)
         fractions = (1 - data_args.val_fraction - data_args.test_fraction, data_args.val_fraction, data_args.test_fraction)
         splits = group_split(dataset, GROUP, fractions=fractions, seed=data_args.split_seed)
         # Each split as two in-memory tensors: uint8 pixels [N,3,H,W] and int64 labels [N] (small at these sizes).

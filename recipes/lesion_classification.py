@@ -21,9 +21,9 @@ from transformers import TrainingArguments
 from hf_medai.cards import write_card
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import DermoscopyAugment, ImageCollator, add_pixel_values
-from hf_medai.data.lesions import add_extra_training_images, load_lesions, subgroup_frame, with_images
+from hf_medai.data.lesions import add_extra_training_images, load_lesion_images, load_lesions, subgroup_frame, with_images
 from hf_medai.data.splits import group_split, split_report
-from hf_medai.data.synthetic.lesions import is_synthetic, write_ham10000
+from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.evaluation import binary_metrics, multiclass_metrics
 from hf_medai.hub import push_run_folder
 from hf_medai.io import begin_run, save_pretrained_atomic, write_yaml
@@ -114,13 +114,9 @@ def main(args=None, callbacks=None):
 
     # Data: load -> decode once (cached) -> lesion-grouped split
     with training_args.main_process_first(desc="data"):
-        source = data_args.data_dir
-        if source is None:
-            source = cache_root() / f"synthetic-ham10000-n{data_args.synthetic_n}-seed0"
-            if not (source / "HAM10000_metadata.csv").exists():
-                write_ham10000(source, n=data_args.synthetic_n, seed=0)
-        dataset, class_names, report = load_lesions(source, data_args.data_format, data_args.task, data_args.skip_bad_rows)
-        dataset = with_images(dataset, report, max_side=data_args.max_image_side, cache_dir=cache_root() / "images")
+        dataset, class_names, report, source = load_lesion_images(
+            data_args.data_dir, data_args.data_format, data_args.task, data_args.skip_bad_rows, data_args.max_image_side,
+            data_args.synthetic_n)
         if data_args.test_data_dir:
             splits = group_split(dataset, GROUP, fractions=(1 - data_args.val_fraction, data_args.val_fraction, 0.0), seed=data_args.split_seed)
             test, test_classes, test_report = load_lesions(data_args.test_data_dir, data_args.test_data_format, data_args.task, data_args.skip_bad_rows)

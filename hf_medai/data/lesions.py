@@ -25,8 +25,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +38,7 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hf_medai.data.report import DataError, DataReport
+from hf_medai.io import save_dataset_cache
 
 HAM10000_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 # Column order of ISIC_2019_Training_GroundTruth.csv; UNK has no training image in the real release but
@@ -169,6 +168,25 @@ def load_lesions(
     columns["label"] = [index[r["label"]] for r in rows]
     dataset = datasets.Dataset.from_dict(columns, features=lesion_features(class_names))
     return dataset, list(class_names), report
+
+
+def load_lesion_images(data_dir: str | os.PathLike | None, data_format: str = "auto", task: str = "binary",
+                       skip_bad_rows: bool = False, max_image_side: int | None = 512, synthetic_n: int = 4000):
+    """What a lesion recipe loads: `data_dir`, or (None) the synthetic HAM10000-format sample, written once.
+
+    Returns (dataset with decoded `image`s, cached under cache_root()/images; class_names; report; the source path).
+    """
+    from hf_medai.data.synthetic.lesions import write_ham10000
+    from hf_medai.paths import cache_root
+
+    source = data_dir
+    if source is None:
+        source = cache_root() / f"synthetic-ham10000-n{synthetic_n}-seed0"
+        if not (source / HAM10000_CSV).exists():
+            write_ham10000(source, n=synthetic_n, seed=0)
+    dataset, class_names, report = load_lesions(source, data_format, task, skip_bad_rows)
+    dataset = with_images(dataset, report, max_side=max_image_side, cache_dir=cache_root() / "images")
+    return dataset, class_names, report, source
 
 
 def add_extra_training_images(train: datasets.Dataset, folder: str | os.PathLike, task: str, class_names: Sequence[str],
@@ -785,22 +803,7 @@ def _cache_key(dataset: datasets.Dataset, max_side: int | None) -> str:
 
 
 def _save_cache(result: datasets.Dataset, bad_rows: list[dict], target: Path) -> datasets.Dataset:
-    """Write into a staging folder, then rename: a crash or a concurrent run never leaves half a cache."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    if target.exists() and not (target / _BAD_ROWS_JSON).is_file():
-        shutil.rmtree(target)  # not written by us (we write it in one rename, json included): replace it
-    try:
-        result.save_to_disk(str(staging))
-        (staging / _BAD_ROWS_JSON).write_text(json.dumps(bad_rows, indent=1), encoding="utf-8")
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / _BAD_ROWS_JSON).is_file():  # not a concurrent writer's finished cache
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return datasets.load_from_disk(str(target))  # memory-mapped: the decoded images need not stay in RAM
+    return save_dataset_cache(result, target, _BAD_ROWS_JSON, bad_rows)  # memory-mapped: images need not stay in RAM
 
 
 SUBGROUP_SOURCE_COLUMNS = ("lesion_id", "age", "sex", "site", "fitzpatrick")

@@ -44,8 +44,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -57,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from hf_medai.data.report import DataError, DataReport
+from hf_medai.io import save_dataset_cache
 
 FORMATS = ("auto", "smiles", "csv", "sdf", "xyz")
 DEFAULT_ELEMENTS = ("H", "C", "N", "O", "F")
@@ -595,25 +594,10 @@ def _cache_key(source: Path, settings: dict) -> str:
 
 
 def _save_cache(dataset: datasets.Dataset, vocab: list[str], report: DataReport, target: Path) -> datasets.Dataset:
-    """Write into a staging folder, then rename: a crash or a concurrent run never leaves half a cache."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    if target.exists() and not (target / _META_JSON).is_file():
-        shutil.rmtree(target)  # not written by us (we write it in one rename, json included): replace it
     meta = {"elements_vocab": vocab, "report": {
         "skip_bad_rows": report.skip_bad_rows, "rows_read": report.rows_read, "skipped": dict(report.skipped),
         "examples": report.examples, "notes": report.notes}}
-    try:
-        dataset.save_to_disk(str(staging))
-        (staging / _META_JSON).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / _META_JSON).is_file():  # not a concurrent writer's finished cache
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return datasets.load_from_disk(str(target))
+    return save_dataset_cache(dataset, target, _META_JSON, meta)
 
 
 def _load_cache(target: Path):
