@@ -95,3 +95,66 @@ def test_ema_weights_are_returned_and_sampling_hook_sees_them(tmp_path):
 def test_mixed_precision_on_cpu_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="need a GPU"):
         train_loop(_model(), _args(tmp_path, bf16=True), _data(), _collate, _loss)
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
+    def exact_loss(model, batch):  # no noise: the two runs must agree to rounding
+        return torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
+
+    kw = dict(save_strategy="no", max_steps=3, warmup_steps=0, lr_scheduler_type="constant")
+    big = train_loop(_model(), _args(tmp_path / "a", per_device_train_batch_size=8, **kw), _data(), _collate, exact_loss,
+                     ema_decay=None)
+    accumulated = train_loop(_model(), _args(tmp_path / "b", per_device_train_batch_size=4, gradient_accumulation_steps=2, **kw),
+                             _data(), _collate, exact_loss, ema_decay=None)
+    assert accumulated.global_step == 3 and accumulated.throughput["global_batch_size"] == 8
+    for a, b in zip(big.model.parameters(), accumulated.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+TWO_PROCESS_SCRIPT = """
+import json, sys, torch
+from transformers import TrainingArguments
+from hf_medai.training import train_loop
+
+out = sys.argv[1]
+data = [{"x": torch.full((4,), float(i)), "i": torch.tensor(i)} for i in range(32)]
+seen = []
+
+def collate(rows):
+    return {"x": torch.stack([r["x"] for r in rows]), "i": torch.stack([r["i"] for r in rows])}
+
+def loss_fn(model, batch):
+    seen.extend(batch["i"].tolist())
+    return model(batch["x"]).pow(2).mean()
+
+torch.manual_seed(0)
+args = TrainingArguments(output_dir=out, use_cpu=True, report_to="none", per_device_train_batch_size=4, max_steps=4,
+                         save_strategy="no", learning_rate=0.01, seed=0)
+r = train_loop(torch.nn.Linear(4, 1), args, data, collate, loss_fn, ema_decay=None)
+rank = r.accelerator.process_index
+json.dump({"world": r.throughput["world_size"], "seen": seen, "weights": r.model.weight.flatten().tolist()},
+          open(f"{out}/rank{rank}.json", "w"))
+"""
+
+
+def test_two_processes_train_on_different_data_and_stay_in_sync(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from test_accelerate_launch import _free_port
+
+    script = tmp_path / "two.py"
+    script.write_text(TWO_PROCESS_SCRIPT)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script),
+           str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 for r in ranks)
+    assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 16  # 4 steps x batch 4 on each process
+    assert not set(ranks[0]["seen"]) & set(ranks[1]["seen"])  # one epoch of 32: no example on both processes
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # gradients all-reduced: identical models
