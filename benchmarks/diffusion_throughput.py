@@ -50,7 +50,6 @@ def plain_diffusers_loop(dataset, n_classes, a, steps) -> float:
     torch.manual_seed(0)
     unet = build_lesion_unet(n_classes, a.resolution, block_out_channels=a.channels)
     scheduler = build_noise_scheduler()
-    ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True)
     opt = torch.optim.AdamW(unet.parameters(), lr=5e-4, weight_decay=0.0)
     mean = torch.tensor([0.5, 0.5, 0.5]).view(3, 1, 1)
 
@@ -70,6 +69,7 @@ def plain_diffusers_loop(dataset, n_classes, a, steps) -> float:
                                          collate_fn=lambda rows: {"x": torch.stack([r["pixel_values"] for r in rows]),
                                                                   "y": torch.tensor([r["label"] for r in rows])})
     unet, opt, loader = accelerator.prepare(unet, opt, loader)
+    ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True)  # after prepare: on the model's device
     done, start = 0, None
     while done < steps + 2:
         for batch in loader:

@@ -254,6 +254,8 @@ def train_loop(
     }
     if ema is not None:
         ema.copy_to(unwrapped.parameters())
+    # Without the mixed-precision forward wrapper: the returned model is for saving and fp32 inference.
+    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     unwrapped.eval()
     return LoopResult(model=unwrapped, accelerator=accelerator, global_step=global_step, loss_curve=loss_curve,
                       throughput=throughput, resumed_from=str(resume_from_checkpoint) if resume_from_checkpoint else None,

@@ -58,7 +58,7 @@ class ModelArguments:
     class_dropout: float = field(default=0.1, metadata={"help": "Probability of training a batch row unconditionally (classifier-free guidance)."})
     num_train_timesteps: int = field(default=1000, metadata={"help": "Diffusion steps of the training noise schedule."})
     beta_schedule: str = field(default="squaredcos_cap_v2", metadata={"help": "diffusers beta schedule (squaredcos_cap_v2 | linear | scaled_linear)."})
-    prediction_type: str = field(default="epsilon", metadata={"help": "epsilon | v_prediction."})
+    prediction_type: str = field(default="v_prediction", metadata={"help": "v_prediction | epsilon. v keeps few-step samplers (DPM-Solver++, DDIM) stable with the cosine schedule, where epsilon amplifies errors at high noise."})
     ema_decay: float = field(default=0.999, metadata={"help": "EMA of the weights (0 = off); the saved pipeline holds the EMA weights."})
     augment: bool = field(default=True, metadata={"help": "Random flips and quarter turns (dermoscopy has no up or down)."})
     vae_name_or_path: str | None = field(default=None, metadata={"help": "A pretrained AutoencoderKL (hub id or folder): latent diffusion. Default: pixel space."})

@@ -121,3 +121,15 @@ def test_save_and_reload(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(again(positions, features, t, batch, cond).eps_positions,
                                    model(positions, features, t, batch, cond).eps_positions)
+
+
+def test_output_survives_accelerates_mixed_precision_wrapper():
+    """accelerate rebuilds a wrapped model's outputs as Cls({...}) under bf16/fp16 (first seen on a GPU)."""
+    from accelerate.utils import convert_outputs_to_fp32
+
+    from hf_medai.models.egnn import EGNNDenoiser
+
+    model = EGNNDenoiser(num_atom_types=3, hidden_size=16, num_layers=2, include_charges=False)
+    model.forward = convert_outputs_to_fp32(model.forward)
+    out = model(torch.randn(3, 3), torch.randn(3, 3), torch.tensor([0.5]), torch.zeros(3, dtype=torch.long))
+    assert out.eps_positions.shape == (3, 3) and out.eps_features.shape == (3, 3)

@@ -217,7 +217,7 @@ def test_augmentation_experiment_produces_its_table(run, classifier, tmp_path):
 
 def test_training_lowers_the_denoising_loss(sample, tmp_path):
     out = tmp_path / "learn"
-    recipe.main(["--data_dir", str(sample), "--output_dir", str(out), *TINY, "--max_steps", "40", "--logging_steps", "10",
+    recipe.main(["--data_dir", str(sample), "--output_dir", str(out), *TINY, "--max_steps", "60", "--logging_steps", "5",
                  "--save_strategy", "no", "--sample_every", "0", "--eval_images_per_class", "2", "--eval_inference_steps", "2"])
     curve = [loss for _, loss in json.loads((out / "metrics.json").read_text())["training"]["loss_curve"]]
-    assert len(curve) == 4 and curve[-1] < 0.6 * curve[0], curve
+    assert len(curve) == 12 and sum(curve[-3:]) < 0.75 * sum(curve[:3]), curve

@@ -67,7 +67,8 @@ class EGNNOutput(BaseOutput):
     """eps_positions [N, 3]: equivariant, zero mean per molecule. eps_features [N, F]: invariant."""
 
     eps_positions: torch.Tensor
-    eps_features: torch.Tensor
+    # A default, as diffusers outputs have: accelerate's mixed-precision wrapper rebuilds outputs as Cls({...}).
+    eps_features: torch.Tensor | None = None
 
 
 class EquivariantLayer(nn.Module):
