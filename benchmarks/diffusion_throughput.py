@@ -151,7 +151,7 @@ def main(argv=None):
     p.add_argument("--bf16", action="store_true", help="mixed precision (GPU only)")
     p.add_argument("--pipeline_dir", default="runs/image_diffusion", help="a trained run folder for the sampling part ('' to skip)")
     p.add_argument("--classifier_dir", default="runs/lesion_classification", help="lesion classifier for fidelity ('' to skip)")
-    p.add_argument("--sample_per_class", type=int, default=32)
+    p.add_argument("--sample_per_class", type=int, default=64 if DEVICE == "cuda" else 8, help="images per class per sampler (DDPM 1000 steps is slow on CPU)")
     p.add_argument("--guidance_scale", type=float, default=2.0)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "diffusion_throughput.json"))
     a = p.parse_args(argv)
