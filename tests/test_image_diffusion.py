@@ -211,6 +211,8 @@ def test_augmentation_experiment_produces_its_table(run, classifier, tmp_path):
     assert len(list((out / "generated" / "melanoma").glob("*.png"))) == 6
     assert "| baseline |" in (out / "augmentation.md").read_text()
     assert "Augmentation experiment" in (diffusion / "README.md").read_text()
+    assert "added to the TRAINING split only" in (out / "augmented" / "README.md").read_text()
+    assert "added to the TRAINING split only" not in (out / "baseline" / "README.md").read_text()
     # Only training data was augmented: both runs were tested on the same real images.
     assert base["test_images"] == aug["test_images"]
 
