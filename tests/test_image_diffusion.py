@@ -223,3 +223,15 @@ def test_training_lowers_the_denoising_loss(sample, tmp_path):
                  "--save_strategy", "no", "--sample_every", "0", "--eval_images_per_class", "2", "--eval_inference_steps", "2"])
     curve = [loss for _, loss in json.loads((out / "metrics.json").read_text())["training"]["loss_curve"]]
     assert len(curve) == 12 and sum(curve[-3:]) < 0.75 * sum(curve[:3]), curve
+
+
+def test_a_push_takes_the_pipeline_but_never_training_images(run):
+    from huggingface_hub.utils import filter_repo_objects
+
+    from hf_medai.hub import NEVER, PUSHED
+
+    files = [p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()]
+    pushed = set(filter_repo_objects(files, allow_patterns=PUSHED, ignore_patterns=NEVER))
+    assert {"model_index.json", "unet/diffusion_pytorch_model.safetensors", "README.md", "samples/grid.png"} <= pushed
+    assert not [f for f in pushed if f.startswith(("memorisation/", "checkpoint-"))]
+    assert any(f.startswith("memorisation/") for f in files)  # they exist locally, for the user to inspect
