@@ -305,6 +305,7 @@ def render_card(run_dir: str | Path):
 
     from hf_medai import __version__
     from hf_medai.evaluation.fairness import subgroup_table_markdown
+    from hf_medai.tripod import tripod_rows
 
     run_dir = Path(run_dir)
     m, config = load_run(run_dir)
@@ -313,7 +314,7 @@ def render_card(run_dir: str | Path):
     template, task_context = TEMPLATES[m["task"]]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
-    env.globals.update(fmt=fmt, subgroup_markdown=subgroup_table_markdown)
+    env.globals.update(fmt=fmt, subgroup_markdown=subgroup_table_markdown, tripod_rows=tripod_rows)
     body = env.get_template(template).render(
         m=m,
         config=config,
@@ -334,5 +335,10 @@ def render_card(run_dir: str | Path):
 
 
 def write_card(run_dir: str | Path) -> Path:
+    """Write README.md (the Hub card) and, from it and the same run facts, model_card.chai.xml (CHAI)."""
+    from hf_medai.chai import write_chai_card
+
     card = render_card(run_dir)
-    return write_text(Path(run_dir) / "README.md", str(card))
+    path = write_text(Path(run_dir) / "README.md", str(card))
+    write_chai_card(run_dir)
+    return path

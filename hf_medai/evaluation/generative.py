@@ -290,15 +290,20 @@ class _TrainingIndex:
         self.training = as_image_array(training)
         self.pixel_size, self.feature_fn = pixel_size, feature_fn
         self.pixels = pixel_vectors(self.training, pixel_size)
-        self.features = (_normalise(_call_features(feature_fn, self.training), centre=False)
-                         if feature_fn is not None else None)
+        self.features = self.feature_mean = None
+        if feature_fn is not None:
+            # Cosine about the training mean: raw penultimate features share a large common component, which
+            # puts every pair near 1 and hides which training image is really closest.
+            raw = _call_features(feature_fn, self.training)
+            self.feature_mean = raw.mean(0, keepdims=True)
+            self.features = _normalise(raw - self.feature_mean, centre=False)
 
     def query(self, images) -> dict[str, np.ndarray]:
         images = as_image_array(images)
         index, similarity, view = _nearest(_dihedral_vectors(images, self.pixel_size), self.pixels)
         out = {"pixel_index": index, "pixel_similarity": similarity, "pixel_transform": view}
         if self.features is not None:
-            feats = _normalise(_call_features(self.feature_fn, images), centre=False)
+            feats = _normalise(_call_features(self.feature_fn, images) - self.feature_mean, centre=False)
             index, similarity, _ = _nearest(feats[None], self.features)
             out.update(feature_index=index, feature_similarity=similarity)
         return out
@@ -310,7 +315,8 @@ def nearest_neighbours(generated, training, feature_fn: Callable | None = None,
 
     Pixel similarity: Pearson r of the images resized to pixel_size, the max over the 8 flips/quarter turns of
     the generated image (training used them, so a memorised image may come out turned); `pixel_transform`
-    indexes DIHEDRAL_NAMES: the flip/turn of the generated image that matched best. Feature similarity: cosine of `feature_fn` features (e.g. a ClassifierFeatures).
+    indexes DIHEDRAL_NAMES: the flip/turn of the generated image that matched best. Feature similarity: cosine of `feature_fn` features (e.g. a ClassifierFeatures) centred on
+    the training features' mean.
     Returns arrays `pixel_index`, `pixel_similarity`, `pixel_transform` (+ `feature_index`,
     `feature_similarity`).
     """
