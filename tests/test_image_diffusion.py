@@ -226,12 +226,10 @@ def test_training_lowers_the_denoising_loss(sample, tmp_path):
 
 
 def test_a_push_takes_the_pipeline_but_never_training_images(run):
-    from huggingface_hub.utils import filter_repo_objects
-
-    from hf_medai.hub import NEVER, PUSHED
+    from hf_medai.hub import plan_push
 
     files = [p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()]
-    pushed = set(filter_repo_objects(files, allow_patterns=PUSHED, ignore_patterns=NEVER))
+    pushed = set(plan_push(run).upload)
     assert {"model_index.json", "unet/diffusion_pytorch_model.safetensors", "README.md", "samples/grid.png"} <= pushed
     assert not [f for f in pushed if f.startswith(("memorisation/", "checkpoint-"))]
     assert any(f.startswith("memorisation/") for f in files)  # they exist locally, for the user to inspect
