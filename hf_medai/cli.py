@@ -37,9 +37,26 @@ def _card(args):
 
 
 def _push(args):
-    from hf_medai.hub import push_run_folder
+    from hf_medai.hub import PushRefused, plan_push, push_run_folder
 
-    print(push_run_folder(args.run_dir, args.repo_id, private=not args.public))
+    try:
+        plan = plan_push(args.run_dir, args.include)
+        url = push_run_folder(args.run_dir, args.repo_id, private=not args.public, include=args.include)
+    except PushRefused as e:
+        print(f"hf-medai push: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    print(f"pushed {len(plan.upload)} files to a {'public' if args.public else 'private'} repo: {url}")
+    for path, why in plan.left_behind.items():
+        print(f"  left behind: {path} ({why})")
+
+
+def _demo(args):
+    from hf_medai.demos import launch_demo
+
+    try:
+        launch_demo(args.run_dir, host=args.host, port=args.port, share=args.share)
+    except ValueError as e:  # a folder of another kind: say so, no traceback
+        raise SystemExit(f"hf-medai demo: {e}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("run_dir")
     u.add_argument("--repo_id", required=True)
     u.add_argument("--public", action="store_true", help="make the repo public (default: private)")
+    u.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                   help="publish data files matching PATTERN knowingly (repeatable); they still pass the PHI scanner")
     u.set_defaults(func=_push)
+
+    g = sub.add_parser("demo", help="open the Gradio demo that fits a run folder (research use only)")
+    g.add_argument("run_dir")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    g.add_argument("--port", type=int, default=7860)
+    g.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    g.set_defaults(func=_demo)
     return p
 
 

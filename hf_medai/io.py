@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,6 +106,45 @@ def prepare_run_folder(output_dir: str | Path, resume: bool, overwrite: bool) ->
     return output_dir
 
 
+# The file each kind of checkpoint writes last: `Trainer` (MedTrainer makes every process finish first) and our loop.
+CHECKPOINT_STATE_FILES = ("trainer_state.json", "loop_state.json")
+
+
+def checkpoint_incomplete_reason(folder: str | Path) -> str | None:
+    """None if `checkpoint-N` is complete, else why not.
+
+    Complete: its state file (`trainer_state.json` from Trainer, `loop_state.json` from hf_medai.training), written
+    after every other file of the checkpoint, is there, parses and names step N. A process killed while saving leaves
+    the folder without it, or with it cut short.
+    """
+    folder = Path(folder)
+    step = int(folder.name.split("-")[-1])
+    for name in CHECKPOINT_STATE_FILES:
+        if (folder / name).is_file():
+            try:
+                state = json.loads((folder / name).read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                return f"{name} is cut short"
+            if not isinstance(state, dict) or state.get("global_step") != step:
+                return f"{name} does not name step {step}"
+            return None
+    return f"no {' or '.join(CHECKPOINT_STATE_FILES)} (the last file a save writes)"
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> tuple[str | None, list[str]]:
+    """(the newest complete `checkpoint-N` folder or None, the newer incomplete ones with why they were skipped)."""
+    output_dir = Path(output_dir)
+    found = [p for p in output_dir.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)] \
+        if output_dir.is_dir() else []
+    skipped = []
+    for folder in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        reason = checkpoint_incomplete_reason(folder)
+        if reason is None:
+            return str(folder), skipped
+        skipped.append(f"{folder.name} ({reason})")
+    return None, skipped
+
+
 def begin_run(training_args, run_args) -> tuple[str | None, bool]:
     """What every recipe does first: resolve `--resume_from_checkpoint`, guard the run folder, seed.
 
@@ -112,14 +153,17 @@ def begin_run(training_args, run_args) -> tuple[str | None, bool]:
     finished folder through `hf_medai.hub` instead.
     """
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     push, training_args.push_to_hub = training_args.push_to_hub, False
     resume = training_args.resume_from_checkpoint
     if resume in ("last", "true", "True"):
-        resume = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+        resume, skipped = last_complete_checkpoint(training_args.output_dir)
+        if skipped and training_args.process_index == 0:
+            print(f"hf-medai: --resume_from_checkpoint last: skipped incomplete {'; '.join(skipped)}"
+                  f"{f'; resuming from {resume}' if resume else ''}", file=sys.stderr)
         if resume is None:
-            raise SystemExit(f"--resume_from_checkpoint last: no checkpoint-* folder in {training_args.output_dir}")
+            raise SystemExit(f"--resume_from_checkpoint last: no complete checkpoint-* folder in {training_args.output_dir}"
+                             + (f" (incomplete: {'; '.join(skipped)})" if skipped else ""))
     elif resume and not Path(resume).is_dir():
         raise SystemExit(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
     if training_args.process_index == 0:

@@ -88,3 +88,55 @@ class ThroughputCallback(TrainerCallback):
         if self.tokens_per_sample:
             out["train_tokens_per_second"] = round(samples * self.tokens_per_sample / train_time, 1)
         return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What each process trained on: a test hook for data-parallel runs, off unless the environment asks for it.
+#
+# With HF_MEDAI_RECORD_TRAINING_DATA=1, `MedTrainer.train` and `train_loop` make every process write
+# `<output_dir>/training_record/rank-<R>.json`: the indices (into the training dataset) of the examples that process
+# loaded for training, in loading order, and the SHA-256 of its final model's state dict. accelerate's loaders fetch
+# one batch ahead, so the last batch recorded may have been loaded but not trained on. tests/test_scaling.py reads them to check that
+# the processes saw different data and ended with the same weights as the saved model. Nothing else reads them.
+
+RECORD_ENV = "HF_MEDAI_RECORD_TRAINING_DATA"
+RECORD_DIR = "training_record"
+
+
+def record_requested() -> bool:
+    import os
+
+    return os.environ.get(RECORD_ENV, "") not in ("", "0", "false", "False")
+
+
+class IndexRecordingDataset(torch.utils.data.Dataset):
+    """A map-style dataset that appends each index it is asked for to `sink` (the loading process's own list)."""
+
+    def __init__(self, dataset, sink: list[int]):
+        self.dataset, self.sink = dataset, sink
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        self.sink.append(int(index))
+        return self.dataset[index]
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """One hash of every tensor of the state dict (names, dtypes, shapes and values), in name order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def write_training_record(output_dir, rank: int, world_size: int, indices: list[int], model: torch.nn.Module) -> None:
+    from hf_medai.io import write_json
+
+    write_json(f"{output_dir}/{RECORD_DIR}/rank-{rank}.json",
+               {"rank": rank, "world_size": world_size, "indices": indices, "state_dict_sha256": state_dict_sha256(model)})

@@ -14,6 +14,10 @@ What it does that a hand-written diffusers example loop usually leaves out:
   copied into the returned model;
 - throughput that counts only training time (not checkpointing or sampling) and peak memory;
 - the loss is read back to Python only at logging steps, so the accelerator never waits on `.item()`.
+
+Scaling: the global batch is per_device_train_batch_size x processes x gradient_accumulation_steps; max_steps and
+the LR schedule count optimizer steps; samples/s sums every process. Test hook: with HF_MEDAI_RECORD_TRAINING_DATA=1
+each process records the indices it trained on and its final weights' hash (hf_medai/throughput.py).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from hf_medai.throughput import peak_memory_mb
+from hf_medai.throughput import IndexRecordingDataset, peak_memory_mb, record_requested, write_training_record
 
 LOOP_STATE = "loop_state.json"
 EMA_WEIGHTS = "ema_model.safetensors"
@@ -114,6 +118,9 @@ def train_loop(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         cpu=args.use_cpu,
     )
+    seen_indices: list[int] = []  # test hook (HF_MEDAI_RECORD_TRAINING_DATA, see hf_medai/throughput.py)
+    if record_requested():
+        dataset = IndexRecordingDataset(dataset, seen_indices)
     sampler = EpochShuffleSampler(len(dataset), seed=args.seed)
     loader = DataLoader(dataset, batch_size=args.per_device_train_batch_size, sampler=sampler, collate_fn=collate_fn,
                         drop_last=args.dataloader_drop_last, num_workers=args.dataloader_num_workers,
@@ -165,9 +172,14 @@ def train_loop(
                           "ema_optimization_step": ema.optimization_step if ema is not None else None,
                           "max_steps": max_steps, "world_size": accelerator.num_processes}
             (staging / LOOP_STATE).write_text(json.dumps(loop_state))
+            # A same-step folder (a re-save) is moved aside, not deleted in place: a kill mid-delete would leave a
+            # `checkpoint-N` with its loop_state.json but without some weights, and it would pass for complete.
+            old = final.with_name(final.name + ".old")
             if final.exists():
-                shutil.rmtree(final)
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
             os.replace(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
             _rotate_checkpoints(Path(args.output_dir), args.save_total_limit)
         accelerator.wait_for_everyone()
 
@@ -190,8 +202,9 @@ def train_loop(
     running_loss, running_n = torch.zeros((), device=accelerator.device), 0
     model.train()
     start = time.perf_counter()
-    epoch = (global_step * args.gradient_accumulation_steps) // len(loader)
-    skip = (global_step * args.gradient_accumulation_steps) % len(loader)
+    # Where a resumed run picks up. An epoch ends with a short accumulation when len(loader) is not a multiple of
+    # gradient_accumulation_steps (accelerate syncs at the loader's end), so count in optimizer steps per epoch.
+    epoch, skip = global_step // steps_per_epoch, (global_step % steps_per_epoch) * args.gradient_accumulation_steps
     while global_step < max_steps:
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         epoch_loader.set_epoch(epoch)  # accelerate's loaders re-set the sampler's epoch from their own counter
@@ -257,6 +270,8 @@ def train_loop(
     # Without the mixed-precision forward wrapper: the returned model is for saving and fp32 inference.
     unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     unwrapped.eval()
+    if record_requested():
+        write_training_record(args.output_dir, accelerator.process_index, accelerator.num_processes, seen_indices, unwrapped)
     return LoopResult(model=unwrapped, accelerator=accelerator, global_step=global_step, loss_curve=loss_curve,
                       throughput=throughput, resumed_from=str(resume_from_checkpoint) if resume_from_checkpoint else None,
                       ema_decay=ema_decay)
