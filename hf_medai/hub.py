@@ -218,3 +218,15 @@ def push_run_folder(run_dir: str | Path, repo_id: str | None, private: bool = Tr
     commit = api.create_commit(repo_id, operations=operations, commit_message="Upload model and card with hf-medai",
                                commit_description=f"Left behind: {stayed}" if stayed else None)
     return str(getattr(commit, "commit_url", commit))
+
+
+def finish_run(output_dir: str | Path, config: dict, training_args, push: bool, repo_id: str | None = None) -> None:
+    """The last step of every recipe: run_config.yaml, the cards (Hub + CHAI), then the push if one was asked for."""
+    from hf_medai.cards import write_card
+    from hf_medai.io import write_yaml
+
+    write_yaml(Path(output_dir) / "run_config.yaml", config)
+    write_card(output_dir)
+    if push:
+        push_run_folder(output_dir, repo_id or training_args.hub_model_id,
+                        private=training_args.hub_private_repo is not False)

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, TrainingArguments
 
-from hf_medai.cards import write_card
 from hf_medai.clinical_tasks import SplitSpec, is_synthetic, load_task, synthetic_mimic
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.clinical_notes import TASKS
-from hf_medai.hub import push_run_folder
-from hf_medai.io import begin_run, save_pretrained_atomic, write_json, write_yaml
+from hf_medai.hub import finish_run
+from hf_medai.io import begin_run, save_pretrained_atomic, write_json
 from hf_medai.models.text import default_encoder_path, fixed_masks, masked_lm_nll, perplexity, window_dataset
 from hf_medai.throughput import ThroughputCallback, peak_memory_mb
 from hf_medai.trainer import MedTrainer
@@ -169,10 +168,7 @@ def main(args=None, callbacks=None):
             "throughput": {**throughput.summary(training_args.world_size), **peak_memory_mb(),
                            "device": str(training_args.device)},
         })
-        write_yaml(f"{out}/run_config.yaml", resolved_config(data_args, model_args, run_args, training_args))
-        write_card(out)
-        if push:
-            push_run_folder(out, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
+        finish_run(out, resolved_config(data_args, model_args, run_args, training_args), training_args, push)
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
 

@@ -22,15 +22,14 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainingArguments
 
-from hf_medai.cards import write_card
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import add_square_pixels
 from hf_medai.data.lesions import load_lesion_images
 from hf_medai.data.splits import group_split, split_report
 from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.evaluation.image_generation import GenerationEvalArguments, evaluate_generator, save_grid
-from hf_medai.hub import push_run_folder
-from hf_medai.io import begin_run, save_pretrained_atomic, write_json, write_yaml
+from hf_medai.hub import finish_run
+from hf_medai.io import begin_run, save_pretrained_atomic, write_json
 from hf_medai.models.diffusion import build_lesion_unet, build_noise_scheduler, dihedral_augment, encode_latents
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 from hf_medai.training import train_loop
@@ -191,10 +190,7 @@ def main(args=None):
             "throughput": {**result.throughput, **sampling},
         }
         write_json(out / "metrics.json", metrics)
-        write_yaml(out / "run_config.yaml", resolved_config(data_args, model_args, gen_args, run_args, training_args))
-        write_card(out)
-        if push:
-            push_run_folder(out, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
+        finish_run(out, resolved_config(data_args, model_args, gen_args, run_args, training_args), training_args, push)
     result.accelerator.wait_for_everyone()
     return training_args.output_dir
 

@@ -18,15 +18,14 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainingArguments
 
-from hf_medai.cards import write_card
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import DermoscopyAugment, ImageCollator, add_pixel_values
 from hf_medai.data.lesions import add_extra_training_images, load_lesion_images, load_lesions, subgroup_frame, with_images
 from hf_medai.data.splits import group_split, split_report
 from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.evaluation import binary_metrics, multiclass_metrics
-from hf_medai.hub import push_run_folder
-from hf_medai.io import begin_run, save_pretrained_atomic, write_yaml
+from hf_medai.hub import finish_run
+from hf_medai.io import begin_run, save_pretrained_atomic
 from hf_medai.models.heads import fold_into_head, prior_correction
 from hf_medai.models.vision import build_image_classifier
 from hf_medai.paths import cache_root
@@ -222,10 +221,7 @@ def main(args=None, callbacks=None):
                                "device": str(training_args.device)},
             },
         )
-        write_yaml(f"{out}/run_config.yaml", resolved_config(data_args, model_args, eval_args, run_args, training_args))
-        write_card(out)
-        if push:
-            push_run_folder(out, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
+        finish_run(out, resolved_config(data_args, model_args, eval_args, run_args, training_args), training_args, push)
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
 

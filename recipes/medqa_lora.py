@@ -23,13 +23,12 @@ import pandas as pd
 import torch
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainingArguments
 
-from hf_medai.cards import write_card
 from hf_medai.config import ConfigError, RunArguments, parse_args, resolved_config
 from hf_medai.data.medqa import LETTERS, load_qa, load_safety_probes, sample_path, tokenize_dataset
 from hf_medai.data.report import DataError
 from hf_medai.evaluation import qa
-from hf_medai.hub import push_run_folder
-from hf_medai.io import begin_run, save_pretrained_atomic, write_csv, write_json, write_yaml
+from hf_medai.hub import finish_run
+from hf_medai.io import begin_run, save_pretrained_atomic, write_csv, write_json
 from hf_medai.models.causal_lm import SMOLLM2_BASE_MODEL, default_causal_lm_path, default_dtype, ensure_pad_token
 from hf_medai.throughput import ThroughputCallback, peak_memory_mb
 from hf_medai.trainer import MedTrainer
@@ -284,10 +283,7 @@ def main(args=None, callbacks=None):
         })
         write_csv(f"{out}/predictions.csv", predictions)
         write_json(f"{out}/metrics.json", metrics)
-        write_yaml(f"{out}/run_config.yaml", resolved_config(data_args, model_args, eval_args, run_args, training_args))
-        write_card(out)
-        if push:
-            push_run_folder(out, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
+        finish_run(out, resolved_config(data_args, model_args, eval_args, run_args, training_args), training_args, push)
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
 

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
-from hf_medai.cards import write_card
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.molecules import atom_count_distribution, load_molecules
 from hf_medai.evaluation.molecules import (
@@ -35,8 +34,8 @@ from hf_medai.evaluation.molecules import (
     training_smiles_for_novelty,
 )
 from hf_medai.evaluation.image_generation import make_scheduler
-from hf_medai.hub import push_run_folder
-from hf_medai.io import begin_run, save_pretrained_atomic, write_json, write_yaml
+from hf_medai.hub import finish_run
+from hf_medai.io import begin_run, save_pretrained_atomic, write_json
 from hf_medai.models.egnn import EGNNDenoiser
 from hf_medai.pipelines.molecule_diffusion import EDM_FEATURE_SCALE, MoleculeDiffusionPipeline, collate_molecules, edm_loss
 from hf_medai.training import train_loop
@@ -177,10 +176,7 @@ def main(args=None):
                            **evaluation.pop("sampling_throughput")},
         }
         write_json(out / "metrics.json", metrics)
-        write_yaml(out / "run_config.yaml", resolved_config(data_args, model_args, sample_args, run_args, training_args))
-        write_card(out)
-        if push:
-            push_run_folder(out, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
+        finish_run(out, resolved_config(data_args, model_args, sample_args, run_args, training_args), training_args, push)
     result.accelerator.wait_for_everyone()
     return training_args.output_dir
 
