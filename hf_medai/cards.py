@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,21 @@ INDEX_METRICS.update({"accuracy_loglik": "accuracy", "accuracy_generate": "accur
 HYPERPARAMETERS = ["learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                    "gradient_accumulation_steps", "weight_decay", "warmup_steps", "lr_scheduler_type", "seed",
                    "bf16", "class_balance", "augment", "metric_for_best_model"]
+
+
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*$", re.MULTILINE)
+
+
+def card_sections(markdown: str) -> dict[str, str]:
+    """Lower-cased heading -> text under it (down to the next heading of the same or a higher level)."""
+    heads = list(_HEADING.finditer(markdown))
+    out = {}
+    for i, h in enumerate(heads):
+        level = len(h.group(1))
+        end = next((n.start() for n in heads[i + 1:] if len(n.group(1)) <= level), len(markdown))
+        out.setdefault(h.group(2).strip().lower(), markdown[h.end():end].strip())
+    return out
+
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -22,7 +22,6 @@ NS = "https://mc.chai.org/v0.2/schema.xsd"
 FILENAME = "model_card.chai.xml"
 DEPLOYER = "To be supplied by the deployer"
 DEVELOPER = "To be supplied by the developer (not known to the training run)"
-_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*$", re.MULTILINE)
 
 # What each kind of run is, in CHAI's terms. Keys are metrics.json "task".
 TASK_FACTS = {
@@ -119,17 +118,6 @@ def _dumps(obj) -> str:
     return json.dumps(_clean(obj), sort_keys=False, allow_nan=False)
 
 
-def card_sections(markdown: str) -> dict[str, str]:
-    """Lower-cased heading -> text under it (down to the next heading of the same or a higher level)."""
-    heads = list(_HEADING.finditer(markdown))
-    out = {}
-    for i, h in enumerate(heads):
-        level = len(h.group(1))
-        end = next((n.start() for n in heads[i + 1:] if len(n.group(1)) <= level), len(markdown))
-        out.setdefault(h.group(2).strip().lower(), markdown[h.end():end].strip())
-    return out
-
-
 def _section(sections: dict[str, str], *starts: str, default: str = "") -> str:
     for start in starts:
         for title, body in sections.items():
@@ -220,7 +208,7 @@ def _key_metric(parent, tag, goal, results, interpretation, test_type, data, val
 def build_chai_card(run_dir: str | Path) -> ET.ElementTree:
     """The CHAI Applied Model Card of a run folder that already has README.md, metrics.json and run_config.yaml."""
     from hf_medai import __version__
-    from hf_medai.cards import _versions, load_run
+    from hf_medai.cards import _versions, card_sections, load_run
 
     run_dir = Path(run_dir)
     m, config = load_run(run_dir)

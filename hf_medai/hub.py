@@ -23,13 +23,7 @@ from pathlib import Path, PurePosixPath
 
 # Never leave, even when a pattern includes them (top-level folders).
 NEVER_DIRS = {"checkpoint-*": "a training checkpoint (optimizer state, intermediate weights)",
-         "memorisation": "training images next to their nearest generated ones (patient data)"}
-# The same rules as glob patterns, for code that filters file lists (`huggingface_hub.filter_repo_objects`);
-# `plan_push` is the gate and adds the PHI scan, the card check and the refusals.
-PUSHED = ["*.safetensors", "*.json", "README.md", "*.png", "*.txt", "*.model", "*.jinja", "run_config.yaml",
-          "model_card.chai.xml", "samples/generated.sdf"]
-NEVER = ["predictions.csv", "checkpoint-*/**", "memorisation/**", "*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "*.csv",
-         "*.parquet", "*.arrow", "*.jsonl"]
+              "memorisation": "training images next to their nearest generated ones (patient data)"}
 # Written by the recipes, stay behind unless included (then they pass the PHI scanner like any text).
 LEFT_BEHIND = {"predictions.csv": "per-example test predictions with ids and subgroup columns"}
 # Weight formats that are not safetensors: refused outright.
@@ -38,9 +32,6 @@ UNSAFE_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", 
 MODEL_FILE_NAMES = {"README.md", "run_config.yaml", "vocab.txt", "merges.txt", "spiece.model", "tokenizer.model",
                     "sentencepiece.bpe.model", "chat_template.jinja", "model_card.chai.xml", "vocab.json"}
 MODEL_SUFFIXES = (".safetensors", ".json")
-# Data, refused unless included: tables, notes, records, images, volumes, arrays.
-DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet", ".arrow", ".feather", ".jsonl", ".jsonl.gz", ".ndjson",
-                 ".txt", ".xlsx", ".xls", ".sqlite", ".db", ".dcm", ".nii", ".nii.gz", ".npy", ".npz", ".sdf", ".xml")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 # Generated outputs the card shows (samples/grid.png, samples/generated.sdf): pushed with the model.
 SAMPLES_DIR = "samples"
@@ -48,7 +39,6 @@ SAMPLES_DIR = "samples"
 TEXT_SUFFIXES = (".md", ".txt", ".json", ".yaml", ".yml", ".jinja", ".xml", ".csv", ".tsv", ".jsonl", ".ndjson", ".sdf")
 # The card's own date line is not PHI; every other date in a card is checked like any note.
 _CARD_DATE = re.compile(r"^- \*\*Date:\*\* \d{4}-\d{2}-\d{2}[ \t]*$", re.MULTILINE)
-_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
 
 
 class PushRefused(RuntimeError):
@@ -73,17 +63,11 @@ def _matches(rel: str, patterns) -> bool:
 
 def _card_sections(text: str) -> tuple[bool, bool]:
     """(has an intended-use section with text, has a bias/limitations section with text)."""
-    heads = list(_HEADING.finditer(text))
-    intended = limits = False
-    for i, h in enumerate(heads):
-        end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
-        body = text[h.end():end].strip()
-        if not body:
-            continue
-        title = h.group(1).lower()
-        intended |= "intended use" in title
-        limits |= "limitation" in title or "bias" in title
-    return intended, limits
+    from hf_medai.cards import card_sections
+
+    titles = [title for title, body in card_sections(text).items() if body]
+    return (any("intended use" in t for t in titles),
+            any("limitation" in t or "bias" in t for t in titles))
 
 
 def _strings(obj) -> list[str]:
@@ -142,7 +126,7 @@ def _classify(rel: str) -> str:
         return "model"  # generated samples, shown by the card
     if low.endswith(IMAGE_SUFFIXES) and "/" not in rel:
         return "model"  # plots written by the recipe (reliability diagram, ROC curves)
-    return "data"  # DATA_SUFFIXES, images in folders, and anything unrecognised
+    return "data"  # tables, notes, arrays, volumes, images in folders, and anything unrecognised
 
 
 def plan_push(run_dir: str | Path, include: list[str] | tuple[str, ...] = ()) -> PushPlan:
@@ -220,7 +204,7 @@ def push_run_folder(run_dir: str | Path, repo_id: str | None, private: bool = Tr
     return str(getattr(commit, "commit_url", commit))
 
 
-def finish_run(output_dir: str | Path, config: dict, training_args, push: bool, repo_id: str | None = None) -> None:
+def finish_run(output_dir: str | Path, config: dict, training_args, push: bool) -> None:
     """The last step of every recipe: run_config.yaml, the cards (Hub + CHAI), then the push if one was asked for."""
     from hf_medai.cards import write_card
     from hf_medai.io import write_yaml
@@ -228,5 +212,4 @@ def finish_run(output_dir: str | Path, config: dict, training_args, push: bool, 
     write_yaml(Path(output_dir) / "run_config.yaml", config)
     write_card(output_dir)
     if push:
-        push_run_folder(output_dir, repo_id or training_args.hub_model_id,
-                        private=training_args.hub_private_repo is not False)
+        push_run_folder(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo is not False)

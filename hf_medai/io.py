@@ -131,13 +131,18 @@ def checkpoint_incomplete_reason(folder: str | Path) -> str | None:
     return f"no {' or '.join(CHECKPOINT_STATE_FILES)} (the last file a save writes)"
 
 
-def last_complete_checkpoint(output_dir: str | Path) -> tuple[str | None, list[str]]:
-    """(the newest complete `checkpoint-N` folder or None, the newer incomplete ones with why they were skipped)."""
+def checkpoint_folders(output_dir: str | Path) -> list[Path]:
+    """The `checkpoint-N` folders of a run (not `.partial` staging ones), oldest step first."""
     output_dir = Path(output_dir)
     found = [p for p in output_dir.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)] \
         if output_dir.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> tuple[str | None, list[str]]:
+    """(the newest complete `checkpoint-N` folder or None, the newer incomplete ones with why they were skipped)."""
     skipped = []
-    for folder in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+    for folder in reversed(checkpoint_folders(output_dir)):
         reason = checkpoint_incomplete_reason(folder)
         if reason is None:
             return str(folder), skipped

@@ -25,16 +25,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from hf_medai.io import checkpoint_folders
 from hf_medai.throughput import IndexRecordingDataset, peak_memory_mb, record_requested, write_training_record
 
 LOOP_STATE = "loop_state.json"
@@ -69,7 +69,6 @@ class LoopResult:
     throughput: dict[str, Any]
     resumed_from: str | None = None
     ema_decay: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _every(value: float, max_steps: int) -> int:
@@ -287,7 +286,5 @@ def _leading_dim(batch) -> int:
 def _rotate_checkpoints(output_dir: Path, limit: int | None) -> None:
     if not limit:
         return
-    ckpts = sorted((p for p in output_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)),
-                   key=lambda p: int(p.name.split("-")[1]))
-    for old in ckpts[:-limit]:
+    for old in checkpoint_folders(output_dir)[:-limit]:
         shutil.rmtree(old, ignore_errors=True)

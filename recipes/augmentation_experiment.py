@@ -78,7 +78,6 @@ def main(args=None):
     save_samples(images, np.full(len(images), c), pipe.config.class_names, out / "generated")
 
     # 2. Two classifier runs: same data, split, seed and optimizer steps.
-    lesion = lesion_classification
     common = []
     if exp.lesion_config:
         common += ["--config", exp.lesion_config]
@@ -86,9 +85,9 @@ def main(args=None):
         if diff_config.get(key) is not None:
             common += [f"--{key}", str(diff_config[key])]
     common += ["--seed", str(exp.seed), "--overwrite_output_dir", "true", *shlex.split(exp.lesion_args)]
-    lesion.main(common + ["--output_dir", str(out / "baseline")])
+    lesion_classification.main(common + ["--output_dir", str(out / "baseline")])
     steps = json.loads((out / "baseline" / "metrics.json").read_text())["training"]["global_step"]
-    lesion.main(common + ["--output_dir", str(out / "augmented"), "--extra_train_dir", str(out / "generated"),
+    lesion_classification.main(common + ["--output_dir", str(out / "augmented"), "--extra_train_dir", str(out / "generated"),
                           "--max_steps", str(steps)])
 
     # 3. One table, whatever the result.

@@ -24,8 +24,8 @@ from transformers import TrainingArguments
 
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import add_square_pixels
-from hf_medai.data.lesions import load_lesion_images
-from hf_medai.data.splits import group_split, split_report
+from hf_medai.data.lesions import LESION_GROUP, lesion_splits, load_lesion_images
+from hf_medai.data.splits import split_report
 from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.evaluation.image_generation import GenerationEvalArguments, evaluate_generator, save_grid
 from hf_medai.hub import finish_run
@@ -71,8 +71,6 @@ class ModelArguments:
             raise ValueError(f"prediction_type must be epsilon or v_prediction, got {self.prediction_type!r}")
 
 
-GROUP = "patient_id"  # same grouping as the lesion recipe: no patient in two splits
-
 DEFAULTS = dict(
     output_dir="runs/image_diffusion",
     max_steps=800,
@@ -102,8 +100,7 @@ def main(args=None):
         dataset, class_names, report, source = load_lesion_images(
             data_args.data_dir, data_args.data_format, data_args.task, data_args.skip_bad_rows, data_args.max_image_side,
             data_args.synthetic_n)
-        fractions = (1 - data_args.val_fraction - data_args.test_fraction, data_args.val_fraction, data_args.test_fraction)
-        splits = group_split(dataset, GROUP, fractions=fractions, seed=data_args.split_seed)
+        splits = lesion_splits(dataset, data_args.val_fraction, data_args.test_fraction, data_args.split_seed)
         # Each split as two in-memory tensors: uint8 pixels [N,3,H,W] and int64 labels [N] (small at these sizes).
         squares = {name: add_square_pixels(ds, model_args.resolution).select_columns(["pixels", "label"])[:]
                    for name, ds in splits.items()}
@@ -179,7 +176,7 @@ def main(args=None):
             "dataset": str(data_args.data_dir or "synthetic HAM10000-format sample (hf-medai data lesions)"),
             "synthetic_data": is_synthetic(source),
             "data_report": report.to_dict(),
-            "splits": split_report(splits, group_column=GROUP),
+            "splits": split_report(splits, group_column=LESION_GROUP),
             **evaluation,
             "model": {"space": "latent" if vae is not None else "pixel", "vae": model_args.vae_name_or_path,
                       "resolution": model_args.resolution, "unet_sample_size": inputs.shape[-1],

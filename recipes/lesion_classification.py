@@ -20,8 +20,9 @@ from transformers import TrainingArguments
 
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import DermoscopyAugment, ImageCollator, add_pixel_values
-from hf_medai.data.lesions import add_extra_training_images, load_lesion_images, load_lesions, subgroup_frame, with_images
-from hf_medai.data.splits import group_split, split_report
+from hf_medai.data.lesions import (LESION_GROUP, add_extra_training_images, lesion_splits, load_lesion_images, load_lesions,
+                                   subgroup_frame, with_images)
+from hf_medai.data.splits import split_report
 from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.evaluation import binary_metrics, multiclass_metrics
 from hf_medai.hub import finish_run
@@ -67,8 +68,6 @@ class ModelArguments:
             raise ValueError(f"class_balance must be weighted_loss, balanced_sampler or none, got {self.class_balance!r}")
 
 
-# No patient (or, where the data has no patient ids, no lesion: HAM10000) may straddle two splits.
-GROUP = "patient_id"
 
 # The recipe's own defaults; YAML and flags override them.
 DEFAULTS = dict(
@@ -117,14 +116,14 @@ def main(args=None, callbacks=None):
             data_args.data_dir, data_args.data_format, data_args.task, data_args.skip_bad_rows, data_args.max_image_side,
             data_args.synthetic_n)
         if data_args.test_data_dir:
-            splits = group_split(dataset, GROUP, fractions=(1 - data_args.val_fraction, data_args.val_fraction, 0.0), seed=data_args.split_seed)
+            splits = lesion_splits(dataset, data_args.val_fraction, 0.0, data_args.split_seed)
             test, test_classes, test_report = load_lesions(data_args.test_data_dir, data_args.test_data_format, data_args.task, data_args.skip_bad_rows)
             if test_classes != class_names:
                 raise SystemExit(f"test set classes {test_classes} differ from training classes {class_names}")
             splits["test"] = with_images(test, test_report, max_side=data_args.max_image_side, cache_dir=cache_root() / "images")
             report.notes["external_test_set"] = test_report.to_dict()
         else:
-            splits = group_split(dataset, GROUP, fractions=(1 - data_args.val_fraction - data_args.test_fraction, data_args.val_fraction, data_args.test_fraction), seed=data_args.split_seed)
+            splits = lesion_splits(dataset, data_args.val_fraction, data_args.test_fraction, data_args.split_seed)
 
         if data_args.extra_train_dir:
             splits["train"] = add_extra_training_images(splits["train"], data_args.extra_train_dir, data_args.task, class_names,
@@ -204,7 +203,7 @@ def main(args=None, callbacks=None):
                 "dataset": str(data_args.data_dir or "synthetic HAM10000-format sample (hf-medai data lesions)"),
                 "synthetic_data": is_synthetic(source),
                 "data_report": report.to_dict(),
-                "splits": split_report(splits, group_column=GROUP),
+                "splits": split_report(splits, group_column=LESION_GROUP),
                 "training": {
                     "global_step": trainer.state.global_step,
                     "train_loss": train_result.training_loss,

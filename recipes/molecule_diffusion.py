@@ -32,6 +32,7 @@ from hf_medai.evaluation.molecules import (
     property_error,
     structural_alerts,
     training_smiles_for_novelty,
+    write_sdf,
 )
 from hf_medai.evaluation.image_generation import make_scheduler
 from hf_medai.hub import finish_run
@@ -127,8 +128,10 @@ def main(args=None):
                             # neutral data: no charge channel, so generated molecules are neutral like EDM's rule assumes
                             include_charges=not data_args.neutral_only, condition_dim=1 if prop else 0)
 
+    atom_counts = atom_count_distribution(dataset)
+
     def pipeline_of(model) -> MoleculeDiffusionPipeline:
-        pipe = MoleculeDiffusionPipeline(model, scheduler, elements=elements, atom_count_distribution=atom_count_distribution(dataset),
+        pipe = MoleculeDiffusionPipeline(model, scheduler, elements=elements, atom_count_distribution=atom_counts,
                                          feature_scale=EDM_FEATURE_SCALE, condition_stats=condition_stats)
         pipe.set_progress_bar_config(disable=True)
         return pipe
@@ -166,7 +169,7 @@ def main(args=None):
             "elements": elements,
             "data_report": report.to_dict(),
             "training_molecules": len(dataset),
-            "atom_count_distribution": {str(k): v for k, v in atom_count_distribution(dataset).items()},
+            "atom_count_distribution": {str(k): v for k, v in atom_counts.items()},
             **evaluation,
             "model": {"num_parameters": sum(p.numel() for p in result.model.parameters()), "condition_property": prop,
                       "condition_stats": condition_stats},
@@ -188,7 +191,7 @@ def evaluate(pipe, dataset, elements, args: SampleArguments, prop, condition_sta
     generator = torch.Generator().manual_seed(args.eval_seed)
     rng = np.random.default_rng(args.eval_seed)
     targets = rng.choice(np.asarray(dataset[prop], dtype=np.float64), size=args.num_eval_molecules) if prop else None
-    atoms, positions, charges, mols = [], [], [], []
+    atoms, positions, mols = [], [], []
     start = time.perf_counter()
     for i in range(0, args.num_eval_molecules, args.eval_batch_size):
         n = min(args.eval_batch_size, args.num_eval_molecules - i)
@@ -196,12 +199,9 @@ def evaluate(pipe, dataset, elements, args: SampleArguments, prop, condition_sta
                  condition=targets[i:i + n].tolist() if prop else None)
         atoms += o.atom_types
         positions += o.positions
-        charges += o.charges
         mols += o.molecules
     seconds = time.perf_counter() - start
-    from hf_medai.pipelines.molecule_diffusion import MoleculeDiffusionOutput
-
-    MoleculeDiffusionOutput(atom_types=atoms, positions=positions, charges=charges, molecules=mols).write_sdf(out / "samples" / "generated.sdf")
+    write_sdf(mols, out / "samples" / "generated.sdf")
 
     train_smiles = training_smiles_for_novelty(dataset, elements)
     generated = molecule_metrics(zip(atoms, positions), train_smiles)

@@ -189,6 +189,22 @@ def load_lesion_images(data_dir: str | os.PathLike | None, data_format: str = "a
     return dataset, class_names, report, source
 
 
+# No patient (or, where the data has no patient ids, no lesion: HAM10000) may straddle two splits.
+LESION_GROUP = "patient_id"
+
+
+def lesion_splits(dataset: datasets.Dataset, val_fraction: float, test_fraction: float, seed: int) -> datasets.DatasetDict:
+    """The patient-grouped, label-stratified split every lesion recipe uses (test_fraction 0: no test split).
+
+    One function, so the diffusion recipe's training patients are exactly the lesion recipe's, which the
+    augmentation experiment relies on.
+    """
+    from hf_medai.data.splits import group_split
+
+    return group_split(dataset, LESION_GROUP, fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
+                       seed=seed)
+
+
 def add_extra_training_images(train: datasets.Dataset, folder: str | os.PathLike, task: str, class_names: Sequence[str],
                               report: DataReport, skip_bad_rows: bool = False, max_side: int | None = None) -> datasets.Dataset:
     """Append an image folder (<class>/*.png, e.g. generated images) to a TRAINING split, never to a test split.

@@ -286,24 +286,27 @@ def _call_features(feature_fn: Callable, images) -> np.ndarray:
 class _TrainingIndex:
     """Training images prepared once (pixel vectors, features), queried by generated and reference sets."""
 
-    def __init__(self, training, feature_fn: Callable | None, pixel_size: int):
+    def __init__(self, training, feature_fn: Callable | None, pixel_size: int, training_features=None):
         self.training = as_image_array(training)
         self.pixel_size, self.feature_fn = pixel_size, feature_fn
         self.pixels = pixel_vectors(self.training, pixel_size)
         self.features = self.feature_mean = None
-        if feature_fn is not None:
+        if feature_fn is not None or training_features is not None:
             # Cosine about the training mean: raw penultimate features share a large common component, which
             # puts every pair near 1 and hides which training image is really closest.
-            raw = _call_features(feature_fn, self.training)
+            raw = (_call_features(feature_fn, self.training) if training_features is None
+                   else _features(training_features, "training features"))
             self.feature_mean = raw.mean(0, keepdims=True)
             self.features = _normalise(raw - self.feature_mean, centre=False)
 
-    def query(self, images) -> dict[str, np.ndarray]:
+    def query(self, images, features=None) -> dict[str, np.ndarray]:
+        """`features`: the images' features if already computed (else `feature_fn` computes them)."""
         images = as_image_array(images)
         index, similarity, view = _nearest(_dihedral_vectors(images, self.pixel_size), self.pixels)
         out = {"pixel_index": index, "pixel_similarity": similarity, "pixel_transform": view}
         if self.features is not None:
-            feats = _normalise(_call_features(self.feature_fn, images) - self.feature_mean, centre=False)
+            raw = _call_features(self.feature_fn, images) if features is None else _features(features, "features")
+            feats = _normalise(raw - self.feature_mean, centre=False)
             index, similarity, _ = _nearest(feats[None], self.features)
             out.update(feature_index=index, feature_similarity=similarity)
         return out
@@ -325,7 +328,8 @@ def nearest_neighbours(generated, training, feature_fn: Callable | None = None,
 
 def memorisation_report(generated, training, out_dir: str | Path | None = None, pixel_threshold: float = 0.98,
                         feature_threshold: float | None = None, top_k: int = 8,
-                        feature_fn: Callable | None = None, reference=None, pixel_size: int = 32) -> dict[str, Any]:
+                        feature_fn: Callable | None = None, reference=None, pixel_size: int = 32,
+                        features: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Flag generated images whose nearest training image is too close, and say what "close" means.
 
     `reference`: real held-out images. Their nearest-training similarities are the same statistic for two
@@ -334,16 +338,18 @@ def memorisation_report(generated, training, out_dir: str | Path | None = None, 
     32 px lesions, fresh images reach r = 0.97-0.98 with the nearest of 300-3000 training images (dark
     vignette corners and a central blob are shared by all), exact or turned copies give 1.0.
     With `out_dir`, the top_k closest pairs are saved as PNGs (generated | nearest training). JSON-ready.
+    `features`: {"generated", "training", "reference"} features already computed, instead of `feature_fn`.
     """
-    index = _TrainingIndex(training, feature_fn, pixel_size)
+    features = features or {}
+    index = _TrainingIndex(training, feature_fn, pixel_size, training_features=features.get("training"))
     generated = as_image_array(generated)
-    found = index.query(generated)
+    found = index.query(generated, features.get("generated"))
     report: dict[str, Any] = {"n_generated": len(generated), "n_training": len(index.training),
                               "pixel_size": pixel_size}
-    ref = index.query(reference) if reference is not None else None
+    ref = index.query(reference, features.get("reference")) if reference is not None else None
     if reference is not None:
         report["n_reference"] = len(as_image_array(reference))
-    spaces = [("pixel", pixel_threshold)] + ([("feature", feature_threshold)] if feature_fn is not None else [])
+    spaces = [("pixel", pixel_threshold)] + ([("feature", feature_threshold)] if index.features is not None else [])
     for space, threshold in spaces:
         similarity = found[f"{space}_similarity"]
         section: dict[str, Any] = {"threshold": threshold, "nearest_similarity": _summary(similarity)}

@@ -148,10 +148,17 @@ def evaluate_generator(pipe, args: GenerationEvalArguments, out_dir: str | Path,
     }
     headline: dict[str, Any] = {}
 
+    # The classifier reads each image set once; memorisation, fidelity, FID/KID and diversity share the result.
+    features = {}
+    if classifier is not None:
+        (gen_feats, gen_probs), (train_feats, _), (held_feats, held_probs) = (
+            classifier(images), classifier(train_images), classifier(heldout_images))
+        features = {"generated": gen_feats, "training": train_feats, "reference": held_feats}
+
     # Memorisation: pixel space always; feature space too when a classifier is given.
     report["memorisation"] = memorisation_report(
         images, train_images, out_dir=out_dir / "memorisation", pixel_threshold=args.memorisation_threshold,
-        feature_threshold=args.feature_memorisation_threshold, feature_fn=classifier, reference=heldout_images)
+        feature_threshold=args.feature_memorisation_threshold, reference=heldout_images, features=features)
     pixel = report["memorisation"]["pixel"]
     headline.update(memorised_images=pixel["n_flagged"], memorised_fraction=pixel["fraction_flagged"],
                     nearest_training_similarity_max=pixel["nearest_similarity"]["max"],
@@ -169,9 +176,6 @@ def evaluate_generator(pipe, args: GenerationEvalArguments, out_dir: str | Path,
         report["evaluation_note"] = ("No classifier_dir given: class fidelity, FID/KID and feature-space checks were "
                                      "not computed. Pass a lesion-recipe run folder.")
     else:
-        gen_feats, gen_probs = classifier(images)
-        train_feats, _ = classifier(train_images)
-        held_feats, held_probs = classifier(heldout_images)
         report["fidelity"] = class_fidelity(gen_probs, labels, class_names, held_probs, heldout_labels)
         report["fidelity"]["classifier"] = str(args.classifier_dir)
         headline["class_fidelity"] = report["fidelity"]["fidelity"]
