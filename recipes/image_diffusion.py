@@ -24,7 +24,7 @@ from transformers import TrainingArguments
 
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import add_square_pixels
-from hf_medai.data.lesions import LESION_GROUP, lesion_splits, load_lesion_images
+from hf_medai.data.lesions import LESION_GROUP, lesion_splits, load_lesion_images, subgroup_frame
 from hf_medai.data.splits import split_report
 from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.evaluation.image_generation import GenerationEvalArguments, evaluate_generator, save_grid
@@ -164,7 +164,8 @@ def main(args=None):
         heldout = {"pixels": torch.cat([squares["validation"]["pixels"], squares["test"]["pixels"]]),
                    "labels": torch.cat([squares["validation"]["label"], squares["test"]["label"]])}
         evaluation = evaluate_generator(pipe, gen_args, out, train={"pixels": train_pixels, "labels": train_labels},
-                                        heldout=heldout, device=training_args.device)
+                                        heldout=heldout, device=training_args.device,
+                                        train_subgroups=subgroup_frame(splits["train"], ["fitzpatrick", "site"]).drop(columns="lesion_id"))
         headline, sampling = evaluation.pop("headline"), evaluation.pop("sampling_throughput")
         metrics = {
             **headline,

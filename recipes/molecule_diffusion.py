@@ -169,6 +169,7 @@ def main(args=None):
             "elements": elements,
             "data_report": report.to_dict(),
             "training_molecules": len(dataset),
+            "subgroups": None,  # generated molecules have no patients, so no subgroups (the CHAI card says so)
             "atom_count_distribution": {str(k): v for k, v in atom_counts.items()},
             **evaluation,
             "model": {"num_parameters": sum(p.numel() for p in result.model.parameters()), "condition_property": prop,

@@ -151,6 +151,9 @@ def test_metrics_hold_every_evaluation_and_match_the_saved_samples(run, classifi
                 "diversity_pixel", "training_diversity_pixel", "classifier_accuracy_on_heldout"]:
         assert key in m, key
     assert m["fid"] >= 0 and m["fid_heldout_reference"] >= 0
+    skin = m["subgroups"]["fitzpatrick"]["groups"]  # skin types of the training images vs of the generated images' nearest
+    assert sum(g["training_fraction"] for g in skin.values()) == pytest.approx(1)
+    assert sum(g["generated_fraction"] for g in skin.values()) == pytest.approx(1)
     assert m["memorisation"]["n_generated"] == 12 and m["memorisation"]["n_training"] == m["training"]["train_images"]
     assert m["throughput"]["train_samples_per_second"] > 0 and m["throughput"]["peak_rss_mb"] > 0
     assert m["throughput"]["sampling_images_per_second_dpmsolver++_4"] > 0
@@ -174,7 +177,7 @@ def test_card_documents_fidelity_memorisation_and_misuse(run):
     text = card.text
     assert card.data.library_name == "diffusers"
     for phrase in ["SYNTHETIC", "Class fidelity", "Memorisation", "What it cannot catch", "Fabricated clinical evidence",
-                   "Diversity", f"{m['fid']:.2f}", "samples/grid.png"]:
+                   "Diversity", f"{m['fid']:.2f}", "samples/grid.png", "Representation of skin types"]:
         assert phrase in text, phrase
 
 

@@ -36,6 +36,7 @@ def test_run_folder_follows_the_contract(run):
     assert not [p for p in run.rglob("*.bin") if "checkpoint-" not in str(p)]
     m = json.loads((run / "metrics.json").read_text())
     assert m["training_molecules"] == 48 and m["data_report"]["survival"]["read"] == 4999
+    assert m["subgroups"] is None  # molecules have no patient subgroups
     assert m["training"]["global_step"] == 6 and m["throughput"]["train_molecules_per_second"] > 0
     assert m["throughput"]["sampling_molecules_per_second"] > 0 and m["throughput"]["peak_rss_mb"] > 0
     # The training molecules under EDM's rule: real molecules, so mostly stable and valid.

@@ -366,6 +366,7 @@ def memorisation_report(generated, training, out_dir: str | Path | None = None, 
         report[space] = section
     if out_dir is not None:
         report["pairs"] = _save_pairs(generated, index.training, found, Path(out_dir), top_k)
+    report["nearest_pixel_index"] = [int(i) for i in found["pixel_index"]]
     return report
 
 

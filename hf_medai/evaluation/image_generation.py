@@ -113,13 +113,31 @@ def _hwc(pixels) -> np.ndarray:
     return np.ascontiguousarray(torch.as_tensor(pixels).permute(0, 2, 3, 1).numpy())
 
 
+def subgroup_representation(nearest_training_index, train_subgroups) -> dict[str, Any]:
+    """Per subgroup column, the share of training images in each group vs the share of generated images whose
+    nearest training image (pixel space) is in it: a proxy for which skin types and sites the generator reproduces
+    (it is not conditioned on them and no label says what a generated image shows)."""
+    nearest = np.asarray(nearest_training_index)
+    out = {}
+    for column in train_subgroups.columns:
+        values = train_subgroups[column].astype("string").fillna("unknown").to_numpy()
+        if (values == "unknown").all():
+            continue
+        groups = sorted(set(values))
+        out[column] = {"method": "nearest training image in pixel space", "groups": {
+            g: {"training_fraction": float((values == g).mean()),
+                "generated_fraction": float((values[nearest] == g).mean())} for g in groups}}
+    return out
+
+
 def evaluate_generator(pipe, args: GenerationEvalArguments, out_dir: str | Path, train: dict, heldout: dict,
-                       device="cpu") -> dict[str, Any]:
+                       device="cpu", train_subgroups=None) -> dict[str, Any]:
     """Generate `args.eval_images_per_class` images per class and score them against the real images.
 
     train / heldout: {"pixels": uint8 [N,3,H,W], "labels": [N]} at the generator's resolution; heldout images
     (patients the generator never saw) are the real reference. Writes samples/ and memorisation pairs.
-    Returns {"headline": flat numbers, "generation", "fidelity", "distance", "memorisation", "diversity",
+    train_subgroups: a frame of subgroup columns aligned with the training images (skin type, site).
+    Returns {"headline": flat numbers, "generation", "fidelity", "distance", "memorisation", "diversity", "subgroups",
     "sampling_throughput"}.
     """
     out_dir = Path(out_dir)
@@ -159,6 +177,8 @@ def evaluate_generator(pipe, args: GenerationEvalArguments, out_dir: str | Path,
     report["memorisation"] = memorisation_report(
         images, train_images, out_dir=out_dir / "memorisation", pixel_threshold=args.memorisation_threshold,
         feature_threshold=args.feature_memorisation_threshold, reference=heldout_images, features=features)
+    nearest = report["memorisation"].pop("nearest_pixel_index")
+    report["subgroups"] = subgroup_representation(nearest, train_subgroups) if train_subgroups is not None else None
     pixel = report["memorisation"]["pixel"]
     headline.update(memorised_images=pixel["n_flagged"], memorised_fraction=pixel["fraction_flagged"],
                     nearest_training_similarity_max=pixel["nearest_similarity"]["max"],
