@@ -136,7 +136,17 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
 
 
 def write_training_record(output_dir, rank: int, world_size: int, indices: list[int], model: torch.nn.Module) -> None:
+    """Under sharding (FSDP's DTensor shards, ZeRO-3's partitions) a process holds part of each weight: then the record
+    says how many weight elements it held, of how many, instead of a hash."""
+    from torch.distributed.tensor import DTensor
+
     from hf_medai.io import write_json
 
-    write_json(f"{output_dir}/{RECORD_DIR}/rank-{rank}.json",
-               {"rank": rank, "world_size": world_size, "indices": indices, "state_dict_sha256": state_dict_sha256(model)})
+    params = list(model.parameters())
+    total = sum(int(getattr(p, "ds_numel", p.numel())) for p in params)
+    held = sum(int(p.to_local().numel() if isinstance(p, DTensor) else
+                   p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()) for p in params)
+    record = {"rank": rank, "world_size": world_size, "indices": indices, "parameter_elements": total,
+              "parameter_elements_held": held,
+              "state_dict_sha256": state_dict_sha256(model) if held == total else None}
+    write_json(f"{output_dir}/{RECORD_DIR}/rank-{rank}.json", record)

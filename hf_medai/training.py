@@ -106,7 +106,7 @@ def train_loop(
     weights swapped in (e.g. to write sample grids); its time is not counted as training time.
     `samples_per_batch(batch)` counts samples for throughput (default: the batch's leading dimension).
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedType
     from diffusers.training_utils import EMAModel
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
@@ -117,6 +117,11 @@ def train_loop(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         cpu=args.use_cpu,
     )
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        # EMA, sampling hooks and the pipeline save all read whole weights; these models fit one GPU.
+        raise SystemExit(f"{accelerator.distributed_type.value} launch: the hf-medai training loop (image_diffusion, "
+                         "molecule_diffusion) runs one process or data-parallel (DDP) only. Launch with "
+                         "recipes/accelerate/single_gpu.yaml or multi_gpu.yaml.")
     seen_indices: list[int] = []  # test hook (HF_MEDAI_RECORD_TRAINING_DATA, see hf_medai/throughput.py)
     if record_requested():
         dataset = IndexRecordingDataset(dataset, seen_indices)

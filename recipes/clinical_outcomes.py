@@ -175,8 +175,16 @@ def main(args=None, callbacks=None):
         callbacks=[throughput, *(callbacks or [])],
     )
 
+    if multi and trainer.is_sharded:
+        # The shared encoder runs once per task present in a batch, so processes would make different numbers of
+        # FSDP / ZeRO-3 gathers and hang. These encoders fit one GPU: DDP (multi_gpu.yaml) is the right tool.
+        raise SystemExit(f"--tasks {' '.join(data_args.tasks)}: several tasks on a shared encoder cannot be trained "
+                         "with FSDP or DeepSpeed ZeRO-3. Launch with recipes/accelerate/multi_gpu.yaml (DDP) or "
+                         "deepspeed_zero2.yaml, or train one task per run.")
+
     # Train!
     train_result = trainer.train(resume_from_checkpoint=resume)
+    model = trainer.whole_model()  # every process: under FSDP / ZeRO-3 this gathers the weights
 
     if trainer.is_world_process_zero():
         root = training_args.output_dir

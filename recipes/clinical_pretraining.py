@@ -107,14 +107,14 @@ def main(args=None, callbacks=None):
 
     note_of_window = np.asarray(heldout["example_index"])
 
-    def heldout_perplexity():
+    def heldout_perplexity(model):
         nll, count = masked_lm_nll(model, tokenizer, heldout, training_args.per_device_eval_batch_size)
         out = perplexity(nll, count, note_of_window, model_args.n_bootstrap, seed=0)
         out["subgroups"] = subgroup_perplexity(nll, count, note_of_window, data.splits["validation"],
                                                data_args.subgroup_columns)
         return out
 
-    before = heldout_perplexity() if training_args.process_index == 0 else None
+    before = heldout_perplexity(model) if training_args.process_index == 0 else None
     throughput = ThroughputCallback(tokens_per_sample=float(np.mean(train["length"])))
     trainer = MedTrainer(
         model=model,
@@ -127,11 +127,12 @@ def main(args=None, callbacks=None):
 
     # Train!
     train_result = trainer.train(resume_from_checkpoint=resume)
+    model = trainer.whole_model()  # every process: under FSDP / ZeRO-3 this gathers the weights
 
     if trainer.is_world_process_zero():
         out = training_args.output_dir
-        after = heldout_perplexity()
-        save_pretrained_atomic(trainer.model, out)
+        after = heldout_perplexity(model)
+        save_pretrained_atomic(model, out)
         save_pretrained_atomic(tokenizer, out)
         write_json(f"{out}/metrics.json", {
             "recipe": "clinical_pretraining",
@@ -163,7 +164,7 @@ def main(args=None, callbacks=None):
                 "epochs": trainer.state.epoch,
                 "resumed_from": str(resume) if resume else None,
                 "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
-                "num_parameters": sum(p.numel() for p in trainer.model.parameters()),
+                "num_parameters": sum(p.numel() for p in model.parameters()),
             },
             "throughput": {**throughput.summary(training_args.world_size), **peak_memory_mb(),
                            "device": str(training_args.device)},

@@ -174,17 +174,21 @@ def main(args=None, callbacks=None):
     # Train!
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.data_collator = eval_collator
-    if model_args.class_balance != "none":
-        # Balanced training inflates rare classes' probabilities; give the saved model the data's prevalence back.
-        fold_into_head(trainer.model, shift=prior_correction(counts))
     val_out = trainer.predict(splits["validation"].select_columns(["pixels", "label"]), metric_key_prefix="val")
     test_out = trainer.predict(splits["test"].select_columns(["pixels", "label"]), metric_key_prefix="test")
+    # Balanced training inflates rare classes' probabilities; give the saved model the data's prevalence back: a
+    # shift of the logits, folded into the head (exactly what it does to the predictions above).
+    shift = prior_correction(counts) if model_args.class_balance != "none" else np.zeros(len(class_names))
+    model = trainer.whole_model()  # every process: under FSDP / ZeRO-3 this gathers the weights
 
     if trainer.is_world_process_zero():
         out = training_args.output_dir
-        save_pretrained_atomic(trainer.model, out)
+        if model_args.class_balance != "none":
+            fold_into_head(model, shift=shift)
+        save_pretrained_atomic(model, out)
         save_pretrained_atomic(processor, out)
-        to_probs = lambda o: torch.softmax(torch.as_tensor(o.predictions, dtype=torch.float32), -1).numpy()
+        to_probs = lambda o: torch.softmax(torch.as_tensor(o.predictions, dtype=torch.float32) + torch.as_tensor(
+            shift, dtype=torch.float32), -1).numpy()
         test_ds = splits["test"]
         write_classifier_report(
             out,
@@ -212,7 +216,7 @@ def main(args=None, callbacks=None):
                     "resumed_from": str(resume) if resume else None,
                     "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
                     "eval_loss_curve": [(e["step"], e["eval_loss"]) for e in trainer.state.log_history if "eval_loss" in e],
-                    "num_parameters": sum(p.numel() for p in trainer.model.parameters()),
+                    "num_parameters": sum(p.numel() for p in model.parameters()),
                     "prior_correction": (dict(zip(class_names, prior_correction(counts).round(4).tolist()))
                                          if model_args.class_balance != "none" else None),
                 },

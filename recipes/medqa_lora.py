@@ -215,10 +215,10 @@ def main(args=None, callbacks=None):
     # Train!
     train_result = trainer.train(resume_from_checkpoint=resume)
     trained_at = time.perf_counter()
-    model = trainer.model
-    model.config.use_cache = True
+    model = trainer.whole_model()  # every process: under FSDP / ZeRO-3 this gathers the weights
 
     if trainer.is_world_process_zero():
+        model.config.use_cache = True
         out = training_args.output_dir
         examples = [dict(ex) for ex in test]
         gold = np.asarray([ex["answer_index"] for ex in examples])
