@@ -143,16 +143,24 @@ def test_clinical_outcomes_fsdp_equals_ddp(env, mimic, tmp_path):
     _assert_same_predictions(ddp, fsdp, "score_")
 
 
-def test_medqa_lora_fsdp_equals_ddp(env, tmp_path):
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    """(a tiny random Llama saved as a folder, 16 MedQA-format questions)."""
     from hf_medai.data.medqa import sample_path
     from hf_medai.models.causal_lm import tiny_llama
 
+    root = tmp_path_factory.mktemp("qa")
     model, tokenizer = tiny_llama(seed=0)
-    model.save_pretrained(tmp_path / "llama")
-    tokenizer.save_pretrained(tmp_path / "llama")
-    questions = tmp_path / "medqa.jsonl"
+    model.save_pretrained(root / "llama")
+    tokenizer.save_pretrained(root / "llama")
+    questions = root / "medqa.jsonl"
     questions.write_text("\n".join(sample_path("medqa").read_text().splitlines()[:16]) + "\n")
-    ddp, fsdp = _both("medqa_lora.py", ["--model_name_or_path", str(tmp_path / "llama"), "--data_dir", str(questions),
+    return root / "llama", questions
+
+
+def test_medqa_lora_fsdp_equals_ddp(env, llama, tmp_path):
+    llama, questions = llama
+    ddp, fsdp = _both("medqa_lora.py", ["--model_name_or_path", str(llama), "--data_dir", str(questions),
                                         "--max_steps", "2", "--per_device_train_batch_size", "2", "--learning_rate",
                                         "0.01", "--n_bootstrap", "20", "--min_group_size", "2",
                                         "--generate_max_new_tokens", "4", "--safety_max_new_tokens", "0",
@@ -227,18 +235,11 @@ def test_fsdp_lesion_run_resumes_and_loads_its_best_checkpoint(env, tmp_path):
     assert m["training"]["best_checkpoint"]  # the best of checkpoint-2/-4 was reloaded into the shards at the end
 
 
-def test_fsdp_lora_run_resumes(env, tmp_path):
-    from hf_medai.data.medqa import sample_path
-    from hf_medai.models.causal_lm import tiny_llama
-
-    model, tokenizer = tiny_llama(seed=0)
-    model.save_pretrained(tmp_path / "llama")
-    tokenizer.save_pretrained(tmp_path / "llama")
-    questions = tmp_path / "medqa.jsonl"
-    questions.write_text("\n".join(sample_path("medqa").read_text().splitlines()[:16]) + "\n")
+def test_fsdp_lora_run_resumes(env, llama, tmp_path):
+    llama, questions = llama
     m = _resume_matches_uninterrupted(
         "medqa_lora.py",
-        ["--model_name_or_path", str(tmp_path / "llama"), "--data_dir", str(questions), "--max_steps", "3",
+        ["--model_name_or_path", str(llama), "--data_dir", str(questions), "--max_steps", "3",
          "--per_device_train_batch_size", "2", "--learning_rate", "0.01", "--warmup_steps", "0", "--save_strategy",
          "steps", "--save_steps", "1", "--save_total_limit", "5", "--n_bootstrap", "20", "--min_group_size", "2", "--generate_max_new_tokens", "4",
          "--safety_max_new_tokens", "0", "--position_bias_rotations", "0"],
