@@ -106,7 +106,30 @@ def parse_args(
             if close:
                 msg += f"; did you mean '--{close[0]}'?"
         raise ConfigError(msg)
+    for inst in instances:
+        if hasattr(inst, "deepspeed_plugin"):
+            _load_models_whole_under_zero3(inst)
     return tuple(instances)
+
+
+def _load_models_whole_under_zero3(training_args) -> None:
+    """Under a DeepSpeed ZeRO-3 launch, TrainingArguments makes transformers build every model inside
+    `deepspeed.zero.Init` (partitioned as it loads, a collective), whatever the config's `zero3_init_flag` says.
+    The recipes load models on the main process alone (data preparation, evaluation before and after training), which
+    would wait forever for the other processes. Honour `zero3_init_flag: false`: models load whole, and DeepSpeed
+    partitions them when training starts; refuse `true`."""
+    plugin = getattr(training_args, "deepspeed_plugin", None)
+    if plugin is None or plugin.zero_stage != 3:
+        return
+    if plugin.zero3_init_flag:
+        raise ConfigError("DeepSpeed zero3_init_flag: true is not supported by the hf-medai recipes: it partitions "
+                          "each model while it loads, which needs every process to load it at the same moment, and "
+                          "the recipes load models on the main process alone for evaluation. Set zero3_init_flag: "
+                          "false (as recipes/accelerate/deepspeed_zero3.yaml does): every process then loads the base "
+                          "model whole into CPU memory, and DeepSpeed partitions it when training starts.")
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
 
 
 def _plain(value: Any) -> Any:

@@ -72,6 +72,12 @@ class MedTrainer(Trainer):
         if self._template is None:
             raise RuntimeError("whole_model() after sharded training needs the copy train() takes: call train() first")
         state_dict = self.accelerator.get_state_dict(self.deepspeed if self.is_deepspeed_enabled else self.model)
+        if self.is_deepspeed_enabled:
+            # Training set transformers' global ZeRO-3 flag again: with it, loading a model partitions it and
+            # `generate` waits for the other processes at every token. What follows runs on one process.
+            from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+            unset_hf_deepspeed_config()
         if not self.is_world_process_zero():
             return None
         model, self._template = self._template, None
@@ -199,7 +205,7 @@ class MedTrainer(Trainer):
         target = model if model is not None else self.model
         if self.is_fsdp_enabled:
             return self._load_into_fsdp_shards(resume_from_checkpoint, target)
-        if isinstance(target, PreTrainedModel) and not hasattr(target, "peft_config") and not self.is_fsdp_enabled \
+        if isinstance(target, PreTrainedModel) and not hasattr(target, "peft_config") and not self.is_sharded \
                 and os.path.isfile(os.path.join(resume_from_checkpoint, "model.safetensors")):
             return self._reload_exactly(resume_from_checkpoint, target)
         return super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -209,7 +215,7 @@ class MedTrainer(Trainer):
         best = self.state.best_model_checkpoint
         if self.is_fsdp_enabled and best:
             return self._load_into_fsdp_shards(best, target)
-        if isinstance(target, PreTrainedModel) and not hasattr(target, "peft_config") and not self.is_fsdp_enabled \
+        if isinstance(target, PreTrainedModel) and not hasattr(target, "peft_config") and not self.is_sharded \
                 and best and os.path.isfile(os.path.join(best, "model.safetensors")):
             return self._reload_exactly(best, target)
         return super()._load_best_model()
