@@ -103,6 +103,23 @@ def test_image_diffusion_recipe_two_processes(sample, env, tmp_path):
     _assert_different_data_same_weights(_records(out), per_rank=16 * 2, batch=16, saved_model=saved)
 
 
+def test_molecule_diffusion_recipe_two_processes(env, tmp_path):
+    """The molecule loss goes through the DDP wrapper: without it the processes' gradients were never averaged and
+    each process ended with its own weights."""
+    from hf_medai.pipelines.molecule_diffusion import MoleculeDiffusionPipeline
+
+    out = tmp_path / "run"
+    _launch_two("molecule_diffusion.py", ["--output_dir", str(out), "--limit", "48", "--hidden_size", "16",
+                                          "--num_layers", "2", "--max_steps", "2", "--save_strategy", "no",
+                                          "--per_device_train_batch_size", "8", "--num_eval_molecules", "4",
+                                          "--eval_batch_size", "4", "--eval_inference_steps", "5", "--warmup_steps", "0",
+                                          "--num_train_timesteps", "100"], env, tmp_path)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["throughput"]["world_size"] == 2 and m["training"]["global_step"] == 2
+    saved = MoleculeDiffusionPipeline.from_pretrained(out).denoiser
+    _assert_different_data_same_weights(_records(out), per_rank=8 * 2, batch=8, saved_model=saved)
+
+
 def _run_until_checkpoint_then_kill(cmd, env, watch, cwd) -> None:
     """Start `cmd`; kill -9 the moment any path in `watch` exists (a checkpoint folder, maybe still being written)."""
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -83,10 +83,11 @@ def edm_loss(model: EGNNDenoiser, batch: dict, scheduler, feature_scale: dict | 
     by (n_atoms * (3 + F)) per molecule, averaged over molecules. Randomness: torch's global generator.
     """
     feature_scale = feature_scale or EDM_FEATURE_SCALE
-    model = getattr(model, "module", model)  # DDP wrapper: reach config through the model
+    # The config sits on the inner model; the forward must go through the DDP wrapper (it all-reduces the gradients).
+    include_charges = getattr(model, "module", model).config.include_charges
     positions, mol = batch["positions"], batch["batch"]
     num_molecules = batch["num_atoms"].numel()
-    features = molecule_features(batch["one_hot"], batch.get("charges"), feature_scale, model.config.include_charges)
+    features = molecule_features(batch["one_hot"], batch.get("charges"), feature_scale, include_charges)
     x0 = torch.cat([positions, features], dim=-1)
     noise = torch.randn_like(x0)
     noise = torch.cat([remove_mean(noise[:, :3], mol, num_molecules), noise[:, 3:]], dim=-1)
