@@ -108,37 +108,24 @@ class MedTrainer(Trainer):
         self._seen_indices.clear()  # a sampler may read the dataset while it is built (lengths); that is not training
         return loader
 
-    def _fsdp2_wrap_outside_input_embeddings(self) -> None:
-        """accelerate 1.15's FSDP2 TRANSFORMER_BASED_WRAP shards each `_no_split_modules` class, then shards the
-        input embeddings as a unit of their own; when they sit inside one of those classes (ViT's and BERT's
-        `*Embeddings`), their weights are already sharded and `fully_shard` fails deep in DeviceMesh. So wrap the
-        block classes that do not contain the input embeddings (the transformer layers); the embeddings get theirs."""
+    def _prepare_fsdp2(self) -> None:
+        """Two things accelerate 1.15's FSDP2 sharding gets wrong, handled before it runs:
+
+        - TRANSFORMER_BASED_WRAP shards each `_no_split_modules` class, then the input embeddings as a unit of their
+          own; when they sit inside one of those classes (ViT's and BERT's `*Embeddings`), their weights are already
+          sharded and `fully_shard` fails deep in DeviceMesh. So wrap only the block classes that do not contain the
+          input embeddings (the transformer layers); the embeddings get their own unit.
+        - The output embedding layer goes into a group with the input embeddings. A parameter of either that another
+          module also registers (BERT's masked-LM head: `decoder.bias` is `cls.predictions.bias`) then sits in two
+          groups, which PyTorch 2.13 refuses deep inside the first forward: say so before training instead.
+        """
         from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
         plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
-        policy = getattr(plugin, "auto_wrap_policy", None)
-        policy = getattr(policy, "func", policy)
-        if plugin is None or plugin.fsdp_version != 2 or policy is not transformer_auto_wrap_policy or \
-                plugin.transformer_cls_names_to_wrap is not None:
-            return
-        embed = getattr(self.model, "get_input_embeddings", lambda: None)()
-        names = list(getattr(self.model, "_no_split_modules", None) or [])
-        if embed is None or not names:
-            return
-        around = {type(m).__name__ for m in self.model.modules() if m is not embed and
-                  any(sub is embed for sub in m.modules())}
-        plugin.transformer_cls_names_to_wrap = [n for n in names if n not in around]
-
-    def _refuse_fsdp2_split_aliases(self) -> None:
-        """accelerate 1.15 puts the output embedding layer in an FSDP2 group of its own (with the input embeddings
-        and the final norm). A parameter of it that another module also registers (BERT's masked-LM head: its
-        `decoder.bias` is `cls.predictions.bias`) then sits in two groups, which PyTorch 2.13 refuses deep inside
-        the first forward. Say so before training instead."""
-        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
         if plugin is None or plugin.fsdp_version != 2:
             return
-        grouped = [m for m in (getattr(self.model, "get_input_embeddings", lambda: None)(),
-                               getattr(self.model, "get_output_embeddings", lambda: None)()) if m is not None]
+        embed = getattr(self.model, "get_input_embeddings", lambda: None)()
+        grouped = [m for m in (embed, getattr(self.model, "get_output_embeddings", lambda: None)()) if m is not None]
         ours = {id(p) for m in grouped for p in m.parameters()}
         inside = {id(sub) for m in grouped for sub in m.modules()}
         for name, module in self.model.named_modules():
@@ -152,10 +139,17 @@ class MedTrainer(Trainer):
                         "own (BERT-style masked-LM heads do this). Models of this kind fit one GPU: launch with "
                         "recipes/accelerate/multi_gpu.yaml (DDP), deepspeed_zero2.yaml or deepspeed_zero3.yaml.")
 
+        policy = getattr(plugin.auto_wrap_policy, "func", plugin.auto_wrap_policy)
+        names = list(getattr(self.model, "_no_split_modules", None) or [])
+        if policy is transformer_auto_wrap_policy and plugin.transformer_cls_names_to_wrap is None and embed is not None \
+                and names:
+            around = {type(m).__name__ for m in self.model.modules() if m is not embed and
+                      any(sub is embed for sub in m.modules())}
+            plugin.transformer_cls_names_to_wrap = [n for n in names if n not in around]
+
     def train(self, *args, **kwargs):
         if self.is_sharded and self._template is None:
-            self._refuse_fsdp2_split_aliases()
-            self._fsdp2_wrap_outside_input_embeddings()
+            self._prepare_fsdp2()
             self._template = meta_copy(self.model)  # before accelerate shards the model in place
         output = super().train(*args, **kwargs)
         if record_requested():

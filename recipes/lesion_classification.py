@@ -217,7 +217,7 @@ def main(args=None, callbacks=None):
                     "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
                     "eval_loss_curve": [(e["step"], e["eval_loss"]) for e in trainer.state.log_history if "eval_loss" in e],
                     "num_parameters": sum(p.numel() for p in model.parameters()),
-                    "prior_correction": (dict(zip(class_names, prior_correction(counts).round(4).tolist()))
+                    "prior_correction": (dict(zip(class_names, shift.round(4).tolist()))
                                          if model_args.class_balance != "none" else None),
                 },
                 "throughput": {**throughput.summary(training_args.world_size), **peak_memory_mb(),
