@@ -314,8 +314,12 @@ def _molecule_diffusion_context(m: dict, config: dict, run_dir: Path) -> dict:
 TEMPLATES["molecule-generation"] = ("molecule_diffusion.md", _molecule_diffusion_context)
 
 
-def render_card(run_dir: str | Path):
-    """Return the `huggingface_hub.ModelCard` for a run folder."""
+def render_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, versions: dict[str, str] | None = None):
+    """Return the `huggingface_hub.ModelCard` for a run folder.
+
+    `run` (`load_run`'s (metrics, config)) and `versions` (`_versions()`), when given, are used instead of
+    computing them again.
+    """
     import jinja2
     from huggingface_hub import ModelCard
 
@@ -324,7 +328,7 @@ def render_card(run_dir: str | Path):
     from hf_medai.tripod import tripod_rows
 
     run_dir = Path(run_dir)
-    m, config = load_run(run_dir)
+    m, config = run if run is not None else load_run(run_dir)
     if m.get("task") not in TEMPLATES:
         raise ValueError(f"{run_dir}/metrics.json: no card template for task {m.get('task')!r}")
     template, task_context = TEMPLATES[m["task"]]
@@ -337,7 +341,7 @@ def render_card(run_dir: str | Path):
         model_name=f"{m.get('recipe', 'model')}: {Path(config.get('output_dir', str(run_dir))).name}",
         synthetic=bool(m.get("synthetic_data")),
         hf_medai_version=__version__,
-        versions=_versions(),
+        versions=versions if versions is not None else _versions(),
         date=_dt.date.today().isoformat(),
         license="apache-2.0",
         n_bootstrap=config.get("n_bootstrap", "?"),
@@ -354,7 +358,8 @@ def write_card(run_dir: str | Path) -> Path:
     """Write README.md (the Hub card) and, from it and the same run facts, model_card.chai.xml (CHAI)."""
     from hf_medai.chai import write_chai_card
 
-    card = render_card(run_dir)
-    path = write_text(Path(run_dir) / "README.md", str(card))
-    write_chai_card(run_dir)
+    run, versions = load_run(run_dir), _versions()
+    text = str(render_card(run_dir, run=run, versions=versions))
+    path = write_text(Path(run_dir) / "README.md", text)
+    write_chai_card(run_dir, run=run, readme=text, versions=versions)
     return path

@@ -18,9 +18,10 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from hf_medai.tripod import DEPLOYER
+
 NS = "https://mc.chai.org/v0.2/schema.xsd"
 FILENAME = "model_card.chai.xml"
-DEPLOYER = "To be supplied by the deployer"
 DEVELOPER = "To be supplied by the developer (not known to the training run)"
 
 # What each kind of run is, in CHAI's terms. Keys are metrics.json "task".
@@ -205,18 +206,26 @@ def _key_metric(parent, tag, goal, results, interpretation, test_type, data, val
         _text(km, tag2, text)
 
 
-def build_chai_card(run_dir: str | Path) -> ET.ElementTree:
-    """The CHAI Applied Model Card of a run folder that already has README.md, metrics.json and run_config.yaml."""
+def build_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, readme: str | None = None,
+                    versions: dict[str, str] | None = None) -> ET.ElementTree:
+    """The CHAI Applied Model Card of a run folder that already has README.md, metrics.json and run_config.yaml.
+
+    `run` (`cards.load_run`'s (metrics, config)), `readme` (README.md's text) and `versions` (`cards._versions()`),
+    when given, are used instead of reading them again; `cards.write_card` passes the ones it has just used.
+    """
     from hf_medai import __version__
     from hf_medai.cards import _versions, card_sections, load_run
 
     run_dir = Path(run_dir)
-    m, config = load_run(run_dir)
+    m, config = run if run is not None else load_run(run_dir)
     task = m.get("task", "image-classification")
     facts = TASK_FACTS.get(task)
     if facts is None:
         raise ValueError(f"{run_dir}/metrics.json: no CHAI card facts for task {task!r}")
-    readme = (run_dir / "README.md").read_text(encoding="utf-8") if (run_dir / "README.md").is_file() else ""
+    if readme is None:
+        readme = (run_dir / "README.md").read_text(encoding="utf-8") if (run_dir / "README.md").is_file() else ""
+    else:  # as read back from the file (universal newlines)
+        readme = readme.replace("\r\n", "\n").replace("\r", "\n")
     body = readme.split("\n---\n", 1)[1] if readme.startswith("---\n") and "\n---\n" in readme else readme
     sections = card_sections(body)
     name = Path(config.get("output_dir") or run_dir).name
@@ -294,7 +303,7 @@ def build_chai_card(run_dir: str | Path) -> ET.ElementTree:
     transparency = ET.SubElement(trust, f"{{{NS}}}TransparencyInformation")
     _text(transparency, "FundingSource", DEVELOPER)
     _text(transparency, "ThirdPartyInformation", "Built with open-source software: hf-medai " + __version__ + ", " +
-          ", ".join(f"{k} {v}" for k, v in _versions().items() if v != "n/a"))
+          ", ".join(f"{k} {v}" for k, v in (versions if versions is not None else _versions()).items() if v != "n/a"))
     _text(transparency, "StakeholdersConsulted", DEVELOPER)
 
     metrics = ET.SubElement(root, f"{{{NS}}}KeyMetrics")
@@ -365,11 +374,15 @@ def _bias_mitigation(m: dict, config: dict, task: str) -> str:
     return " ".join(steps) or "None beyond the evaluation reported in the Hub card."
 
 
-def write_chai_card(run_dir: str | Path) -> Path:
-    """Write `model_card.chai.xml` into the run folder (atomically) and return its path."""
+def write_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, readme: str | None = None,
+                    versions: dict[str, str] | None = None) -> Path:
+    """Write `model_card.chai.xml` into the run folder (atomically) and return its path.
+
+    The optional arguments are `build_chai_card`'s.
+    """
     from hf_medai.io import atomic_path
 
-    tree = build_chai_card(run_dir)
+    tree = build_chai_card(run_dir, run=run, readme=readme, versions=versions)
     path = Path(run_dir) / FILENAME
     with atomic_path(path) as tmp:
         tree.write(tmp, encoding="utf-8", xml_declaration=True, default_namespace=NS)

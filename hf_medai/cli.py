@@ -41,7 +41,7 @@ def _push(args):
 
     try:
         plan = plan_push(args.run_dir, args.include)
-        url = push_run_folder(args.run_dir, args.repo_id, private=not args.public, include=args.include)
+        url = push_run_folder(args.run_dir, args.repo_id, private=not args.public, include=args.include, plan=plan)
     except PushRefused as e:
         print(f"hf-medai push: {e}", file=sys.stderr)
         raise SystemExit(2)

@@ -183,15 +183,18 @@ def plan_push(run_dir: str | Path, include: list[str] | tuple[str, ...] = ()) ->
 
 
 def push_run_folder(run_dir: str | Path, repo_id: str | None, private: bool = True, token: str | None = None,
-                    endpoint: str | None = None, include: list[str] | tuple[str, ...] = ()) -> str:
+                    endpoint: str | None = None, include: list[str] | tuple[str, ...] = (),
+                    plan: PushPlan | None = None) -> str:
     """Check the folder (`plan_push`), then create the repo (private unless told otherwise) and upload the plan.
 
+    `plan`, when given, is the `plan_push(run_dir, include)` the caller already made; it is not recomputed.
     Returns the commit URL. Raises PushRefused, having sent nothing, when a gate fails.
     """
     run_dir = Path(run_dir)
     if not repo_id:
         raise PushRefused("pushing needs a repo id (--hub_model_id or --repo_id ORG/NAME)")
-    plan = plan_push(run_dir, include)
+    if plan is None:
+        plan = plan_push(run_dir, include)
 
     from huggingface_hub import CommitOperationAdd, HfApi
 

@@ -49,7 +49,8 @@ ITEMS: list[tuple[int, str, str, dict[str, str]]] = [
       "text-classification": "Calibration; Training details (class_balance)",
       "text-generation": "Position bias (balance of answer letters)"}),
     (14, "Methods", "Fairness: how it was assessed across groups, and why those groups",
-     {"*": "Subgroup performance"}),
+     {"*": "Subgroup performance",
+      "text-generation": "Per-subject accuracy and position bias; patient subgroups do not apply to exam questions"}),
     (15, "Methods", "Model output: what it returns and any decision threshold",
      {"image-classification": "Evaluation (decision threshold chosen on validation); How to use",
       "text-classification": "Evaluation (decision threshold chosen on validation); How to use",
@@ -92,8 +93,6 @@ def tripod_rows(kind: str, m: dict | None = None) -> list[tuple[int, str, str, s
         text = where.get(kind) or where.get("*")
         if number == 14 and not m.get("subgroups") and kind != "text-generation":
             text = "Not assessed: the data had no subgroup columns. " + DEPLOYER + " on local data"
-        if number == 14 and kind == "text-generation":
-            text = "Per-subject accuracy and position bias; patient subgroups do not apply to exam questions"
         if not text:
             text = DEVELOPER if number in DEVELOPER_ITEMS else DEPLOYER
         rows.append((number, part, title, text))

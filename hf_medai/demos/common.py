@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -36,13 +35,13 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 
 
 def card_section(run_dir: str | Path, heading: str) -> str:
-    """The text under `## heading` in the run folder's model card (README.md), or "" if there is none."""
+    """The text under the heading `heading` in the run folder's model card (README.md), or "" if there is none."""
+    from hf_medai.cards import card_sections
+
     path = Path(run_dir) / "README.md"
     if not path.is_file():
         return ""
-    match = re.search(rf"^##\s+{re.escape(heading)}\s*$(.*?)(?=^##\s|\Z)", path.read_text(encoding="utf-8"),
-                      flags=re.M | re.S)
-    return match.group(1).strip() if match else ""
+    return card_sections(path.read_text(encoding="utf-8")).get(heading.strip().lower(), "")
 
 
 def check_range(name: str, value, low: int, high: int) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hf_medai.demos.common import MAX_IMAGES, MAX_STEPS, check_range, header, read_metrics
+from hf_medai.demos.common import MAX_IMAGES, MAX_STEPS, check_range, header
 
 
 class ImageDiffusionDemo:
@@ -15,7 +15,6 @@ class ImageDiffusionDemo:
 
         self.torch = torch
         self.run_dir = Path(run_dir)
-        self.metrics = read_metrics(run_dir)
         self.pipe = LesionDiffusionPipeline.from_pretrained(run_dir)
         self.pipe.set_progress_bar_config(disable=True)
         self.class_names = list(self.pipe.config.class_names)

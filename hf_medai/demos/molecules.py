@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hf_medai.demos.common import MAX_ATOMS, MAX_MOLECULES, MAX_STEPS, check_range, header, output_folder, read_metrics
+from hf_medai.demos.common import MAX_ATOMS, MAX_MOLECULES, MAX_STEPS, check_range, header, output_folder
 
 
 class MoleculeDemo:
@@ -18,7 +18,6 @@ class MoleculeDemo:
 
         self.torch = torch
         self.run_dir = Path(run_dir)
-        self.metrics = read_metrics(run_dir)
         self.pipe = MoleculeDiffusionPipeline.from_pretrained(run_dir)
         self.pipe.set_progress_bar_config(disable=True)
         self.condition = self.pipe.config.condition_stats

@@ -11,7 +11,7 @@ import json
 import threading
 from pathlib import Path
 
-from hf_medai.demos.common import MAX_MESSAGE_CHARS, MAX_NEW_TOKENS, header, read_metrics
+from hf_medai.demos.common import MAX_MESSAGE_CHARS, MAX_NEW_TOKENS, header
 
 DISCLAIMER = ("This assistant is a research model tuned on exam-style questions. Its answers can be wrong or "
               "out of date and are not medical advice; do not use them to diagnose or treat anyone. In an "
@@ -26,7 +26,6 @@ class QADemo:
         from hf_medai.models.causal_lm import default_dtype, ensure_pad_token
 
         self.run_dir = Path(run_dir)
-        self.metrics = read_metrics(run_dir)
         merged = self.run_dir / "merged"
         if (merged / "config.json").is_file():
             self.model = AutoModelForCausalLM.from_pretrained(merged, dtype=default_dtype(), use_safetensors=True)
