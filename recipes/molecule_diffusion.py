@@ -24,7 +24,7 @@ import torch
 from transformers import TrainingArguments
 
 from hf_medai.config import RunArguments, parse_args, resolved_config
-from hf_medai.data.molecules import atom_count_distribution, load_molecules
+from hf_medai.data.molecules import DEFAULT_ELEMENTS, PROPERTY_COLUMNS, atom_count_distribution, load_molecules
 from hf_medai.evaluation.molecules import (
     dataset_molecules,
     molecule_metrics,
@@ -41,15 +41,13 @@ from hf_medai.models.egnn import EGNNDenoiser
 from hf_medai.pipelines.molecule_diffusion import EDM_FEATURE_SCALE, MoleculeDiffusionPipeline, collate_molecules, edm_loss
 from hf_medai.training import train_loop
 
-PROPERTIES = ("qed", "logp", "mw", "sa")
-
 
 @dataclass
 class DataArguments:
     data_path: str | None = field(default=None, metadata={"help": "SMILES file, CSV (MOSES/ZINC columns), SDF, XYZ file or folder (QM9). Default: RDKit's NCI first_5K.smi."})
     data_format: str = field(default="auto", metadata={"help": "auto | smiles | csv | sdf | xyz."})
     max_heavy_atoms: int = field(default=9, metadata={"help": "Keep molecules with at most this many heavy atoms (QM9's limit: 9)."})
-    elements: list[str] = field(default_factory=lambda: ["H", "C", "N", "O", "F"], metadata={"help": "Keep molecules made only of these elements (EDM's stability table covers H, C, N, O, F)."})
+    elements: list[str] = field(default_factory=lambda: list(DEFAULT_ELEMENTS), metadata={"help": "Keep molecules made only of these elements (EDM's stability table covers H, C, N, O, F)."})
     neutral_only: bool = field(default=True, metadata={"help": "Drop molecules with charged atoms (EDM's valence rule has no charges)."})
     skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad molecules instead of stopping at the first (the bundled NCI file always skips)."})
     limit: int | None = field(default=None, metadata={"help": "Keep at most this many molecules."})
@@ -66,8 +64,8 @@ class ModelArguments:
     condition_property: str | None = field(default=None, metadata={"help": "Condition on a property: qed | logp | mw | sa (default: unconditional)."})
 
     def __post_init__(self):
-        if self.condition_property not in (None, *PROPERTIES):
-            raise ValueError(f"condition_property must be one of {PROPERTIES} or unset, got {self.condition_property!r}")
+        if self.condition_property not in (None, *PROPERTY_COLUMNS):
+            raise ValueError(f"condition_property must be one of {PROPERTY_COLUMNS} or unset, got {self.condition_property!r}")
 
 
 @dataclass
@@ -109,10 +107,8 @@ def main(args=None):
         dataset, elements, report = load_molecules(
             data_args.data_path, data_args.data_format, max_heavy_atoms=data_args.max_heavy_atoms,
             elements=data_args.elements, skip_bad_rows=data_args.skip_bad_rows, seed=data_args.conformer_seed,
-            limit=data_args.limit, neutral_only=data_args.neutral_only)
-    if len(dataset) == 0:
-        raise SystemExit(f"no molecule survived the filters: {report.to_dict().get('survival')}")
-    rows = dataset.select_columns(["atom_types", "charges", "positions", *PROPERTIES]).to_list()
+            limit=data_args.limit, neutral_only=data_args.neutral_only)  # raises DataError when no molecule is left
+    rows = dataset.select_columns(["atom_types", "charges", "positions", *PROPERTY_COLUMNS]).to_list()
 
     # Model: EGNN denoiser (+ property conditioning), DDPM schedule without sample clipping (positions are in Angstrom)
     prop = model_args.condition_property
@@ -159,8 +155,9 @@ def main(args=None):
         pipe = pipeline_of(result.model)
         save_pretrained_atomic(pipe, out)
         evaluation = evaluate(pipe, dataset, elements, sample_args, prop, condition_stats, out)
+        headline, sampling = evaluation.pop("headline"), evaluation.pop("sampling_throughput")
         metrics = {
-            **evaluation.pop("headline"),
+            **headline,
             "recipe": "molecule_diffusion",
             "task": "molecule-generation",
             "pipeline_tag": "other",
@@ -177,7 +174,7 @@ def main(args=None):
             "training": {"global_step": result.global_step, "loss_curve": result.loss_curve, "resumed_from": result.resumed_from,
                          "ema_decay": result.ema_decay, "sampled_during_training": progress},
             "throughput": {**result.throughput, "train_molecules_per_second": result.throughput["train_samples_per_second"],
-                           **evaluation.pop("sampling_throughput")},
+                           **sampling},
         }
         write_json(out / "metrics.json", metrics)
         finish_run(out, resolved_config(data_args, model_args, sample_args, run_args, training_args), training_args, push)

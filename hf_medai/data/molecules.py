@@ -177,7 +177,7 @@ def load_molecules(
     if not rows:
         reasons = dict(sorted(report.skipped.items()))
         raise DataError(source, None, f"no molecule left: {report.rows_read} read, removed by reason {reasons}")
-    vocab = _vocabulary(rows, elements)
+    vocab = _vocabulary(rows)
     index = {symbol: i for i, symbol in enumerate(vocab)}
     columns: dict[str, list] = {name: [] for name in molecule_features()}
     for row in rows:
@@ -542,13 +542,12 @@ def _row(mol) -> dict:
     }
 
 
-def _vocabulary(rows: list[dict], elements) -> list[str]:
+def _vocabulary(rows: list[dict]) -> list[str]:
+    """Elements present in the kept rows, by atomic number (`_process` already dropped molecules outside `elements`)."""
     from rdkit import Chem
 
     table = Chem.GetPeriodicTable()
     present = {s for r in rows for s in r["symbols"]}
-    if elements is not None:
-        present &= set(elements)
     return sorted(present, key=table.GetAtomicNumber)
 
 

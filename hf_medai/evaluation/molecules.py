@@ -46,7 +46,6 @@ DOUBLE = {("C", "C"): 134, ("C", "N"): 129, ("C", "O"): 120, ("N", "N"): 125, ("
 TRIPLE = {("C", "C"): 120, ("C", "N"): 116, ("N", "N"): 110, ("C", "O"): 113}
 MARGIN_SINGLE, MARGIN_DOUBLE, MARGIN_TRIPLE = 10, 5, 3
 ALLOWED_VALENCE = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1}
-PROPERTIES = ("qed", "logp", "mw", "sa")
 ALERT_CATALOGS = ("PAINS", "Brenk")
 
 
@@ -276,10 +275,10 @@ def _valid_fragments(mols: Iterable) -> list:
 
 
 def _property_values(mols: list, prop: str) -> np.ndarray:
-    from hf_medai.data.molecules import molecule_properties
+    from hf_medai.data.molecules import PROPERTY_COLUMNS, molecule_properties
 
-    if prop not in PROPERTIES:
-        raise ValueError(f"unknown property {prop!r}; choose from {PROPERTIES}")
+    if prop not in PROPERTY_COLUMNS:
+        raise ValueError(f"unknown property {prop!r}; choose from {PROPERTY_COLUMNS}")
     values = []
     for mol in mols:
         try:

@@ -3,7 +3,8 @@
 Molecules are batched as ONE graph without padding: the atoms of all molecules are concatenated and a
 `batch` vector [N] says which molecule each atom belongs to (atoms of a molecule contiguous, molecules in
 order). Edges connect every ordered pair of distinct atoms of the same molecule; they are built once per
-forward pass, vectorised from the per-molecule atom counts, and messages are summed with `index_add_`.
+forward pass (or once per sampling run, `molecule_graph` passed as `edges=`), vectorised from the per-molecule
+atom counts, and messages are summed with `index_add_`.
 
 Equivariance comes from the construction: features see only squared distances, coordinates move along
 relative position vectors. EDM's stabilisers are used: relative vectors are normalised by
@@ -30,7 +31,8 @@ def _check_batch(batch: torch.Tensor) -> torch.Tensor:
     """Atom counts per molecule; the batch vector must be sorted (atoms of a molecule contiguous)."""
     if batch.dim() != 1:
         raise ValueError(f"batch must be a 1-D index vector [N], got shape {tuple(batch.shape)}")
-    if batch.numel() and (batch[0] != 0 or (batch[1:] - batch[:-1] < 0).any() or (batch[1:] - batch[:-1] > 1).any()):
+    step = batch[1:] - batch[:-1]
+    if batch.numel() and (batch[0] != 0 or (step < 0).any() or (step > 1).any()):
         raise ValueError("batch must be sorted and contiguous: 0,0,..,1,1,..,B-1 (atoms of a molecule together, no empty molecule)")
     return torch.bincount(batch)
 
@@ -60,6 +62,16 @@ def fully_connected_edges(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     col = first_atom[molecule] + slot % n
     keep = row != col
     return row[keep], col[keep]
+
+
+def molecule_graph(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(row, col, num_molecules) of a sorted batch vector [N]: checks it, then builds the fully connected edges.
+
+    Build it once and pass it as `EGNNDenoiser.forward(..., edges=...)` when the same batch is denoised many times.
+    """
+    counts = _check_batch(batch)
+    row, col = fully_connected_edges(counts)
+    return row, col, counts.numel()
 
 
 @dataclass
@@ -136,11 +148,13 @@ class EGNNDenoiser(ModelMixin, ConfigMixin):
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, self.num_features))
 
     def forward(self, positions: torch.Tensor, features: torch.Tensor, t: torch.Tensor | float, batch: torch.Tensor,
-                condition: torch.Tensor | None = None, return_dict: bool = True):
+                condition: torch.Tensor | None = None, return_dict: bool = True,
+                edges: tuple[torch.Tensor, torch.Tensor, int] | None = None):
         """positions [N, 3]; features [N, F]; t: diffusion time in [0, 1] (timestep / num_train_timesteps),
-        a float or [B]; batch [N] molecule index (sorted); condition [B, condition_dim] or None."""
-        counts = _check_batch(batch)
-        num_molecules = counts.numel()
+        a float or [B]; batch [N] molecule index (sorted); condition [B, condition_dim] or None.
+        edges: `molecule_graph(batch)`, built once by a caller that reuses the batch (sampling); None builds it
+        here, checking `batch`."""
+        row, col, num_molecules = molecule_graph(batch) if edges is None else edges
         if positions.shape != (batch.numel(), 3):
             raise ValueError(f"positions must be [N, 3] with N = len(batch) = {batch.numel()}, got {tuple(positions.shape)}")
         if features.shape != (batch.numel(), self.num_features):
@@ -160,7 +174,6 @@ class EGNNDenoiser(ModelMixin, ConfigMixin):
         elif condition is not None:
             raise ValueError("condition given but the model was built with condition_dim=0")
 
-        row, col = fully_connected_edges(counts)
         diff = positions[row] - positions[col]
         input_dist2 = (diff * diff).sum(-1, keepdim=True)
         h = self.embedding(torch.cat(node_inputs, dim=-1))

@@ -27,7 +27,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from hf_medai.models.egnn import EGNNDenoiser, remove_mean
+from hf_medai.models.egnn import EGNNDenoiser, molecule_graph, remove_mean
 
 EDM_FEATURE_SCALE = {"one_hot": 0.25, "charges": 0.1}
 
@@ -230,6 +230,7 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
         mol = torch.repeat_interleave(torch.arange(num_molecules, device=device), torch.tensor(counts, device=device))
         n_total, n_types = mol.numel(), denoiser.config.num_atom_types
         cond = self._condition(condition, num_molecules, device, dtype)
+        edges = molecule_graph(mol)  # the same graph at every denoising step: built (and checked) once
 
         sample = randn_tensor((n_total, 3 + denoiser.num_features), generator=generator, device=device, dtype=dtype)
         sample = torch.cat([remove_mean(sample[:, :3], mol, num_molecules), sample[:, 3:]], dim=-1)
@@ -240,7 +241,7 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = self.scheduler.scale_model_input(sample, t)
             time = torch.full((num_molecules,), float(t) / num_train, device=device, dtype=dtype)
-            out = denoiser(model_input[:, :3], model_input[:, 3:], time, mol, cond)
+            out = denoiser(model_input[:, :3], model_input[:, 3:], time, mol, cond, edges=edges)
             eps = torch.cat([out.eps_positions, out.eps_features], dim=-1)
             sample = self.scheduler.step(eps, t, sample, generator=generator).prev_sample
             # the step's fresh noise is isotropic: project positions back to the zero-CoM subspace
