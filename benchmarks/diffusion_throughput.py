@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from transformers import TrainingArguments
 
-from hf_medai.data.image_batches import add_square_pixels
+from hf_medai.data.image_batches import square_pixel_tensors
 from hf_medai.data.lesions import load_lesions, with_images
 from hf_medai.data.synthetic.lesions import write_ham10000
 from hf_medai.evaluation.generative import ClassifierFeatures, class_fidelity
 from hf_medai.evaluation.image_generation import generate
-from hf_medai.models.diffusion import build_lesion_unet, build_noise_scheduler, dihedral_augment
+from hf_medai.models.diffusion import build_lesion_unet, build_noise_scheduler, class_conditional_loss
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 from hf_medai.training import train_loop
 
@@ -108,13 +108,9 @@ def recipe_loop(pixels, labels, n_classes, a, steps, work) -> float:
     def collate(rows):
         return {"x": torch.stack([r[0] for r in rows]), "y": torch.stack([r[1] for r in rows])}
 
-    def loss_fn(model, batch):
-        x = dihedral_augment(batch["x"].float() / 127.5 - 1)
-        y = batch["y"]
-        noise = torch.randn_like(x)
-        t = torch.randint(0, 1000, (len(x),), device=x.device)
-        y = torch.where(torch.rand(len(y), device=y.device) < 0.1, torch.full_like(y, n_classes), y)
-        return F.mse_loss(model(scheduler.add_noise(x, noise, t), t, class_labels=y).sample.float(), noise)
+    def loss_fn(model, batch):  # the recipe's loss: flips/turns, class dropout 0.1
+        return class_conditional_loss(model, batch["x"].float() / 127.5 - 1, batch["y"], scheduler, n_classes,
+                                      class_dropout=0.1, augment=True)
 
     result = train_loop(unet, args, torch.utils.data.TensorDataset(pixels, labels), collate, loss_fn, ema_decay=0.999)
     return result.throughput["train_steps_per_second"]
@@ -160,8 +156,7 @@ def main(argv=None):
     write_ham10000(work / "ham", n=a.n, seed=0)
     ds, classes, report = load_lesions(work / "ham", "ham10000", "binary")
     ds = with_images(ds, report, max_side=512, cache_dir=work / "cache")
-    squares = add_square_pixels(ds, a.resolution).select_columns(["pixels", "label"])[:]
-    pixels, labels = squares["pixels"].to(torch.uint8), squares["label"]
+    pixels, labels = square_pixel_tensors(ds, a.resolution)
 
     rates = {"plain_diffusers": [], "hf_medai": []}
     for _ in range(a.rounds):

@@ -44,15 +44,13 @@ EMA_WEIGHTS = "ema_model.safetensors"
 class EpochShuffleSampler(Sampler):
     """A random order that depends only on (seed, epoch): resuming mid-run replays the same order."""
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True):
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        if not self.shuffle:
-            return iter(range(self.n))
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         return iter(torch.randperm(self.n, generator=g).tolist())
 

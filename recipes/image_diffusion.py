@@ -19,18 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from transformers import TrainingArguments
 
 from hf_medai.config import RunArguments, parse_args, resolved_config
-from hf_medai.data.image_batches import add_square_pixels
+from hf_medai.data.image_batches import square_pixel_tensors
 from hf_medai.data.lesions import LESION_GROUP, lesion_splits, load_lesion_images, subgroup_frame
 from hf_medai.data.splits import split_report
 from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.evaluation.image_generation import GenerationEvalArguments, evaluate_generator, save_grid
 from hf_medai.hub import finish_run
 from hf_medai.io import begin_run, save_pretrained_atomic, write_json
-from hf_medai.models.diffusion import build_lesion_unet, build_noise_scheduler, dihedral_augment, encode_latents
+from hf_medai.models.diffusion import build_lesion_unet, build_noise_scheduler, class_conditional_loss, encode_latents
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 from hf_medai.training import train_loop
 
@@ -102,11 +101,8 @@ def main(args=None):
             data_args.synthetic_n)
         splits = lesion_splits(dataset, data_args.val_fraction, data_args.test_fraction, data_args.split_seed)
         # Each split as two in-memory tensors: uint8 pixels [N,3,H,W] and int64 labels [N] (small at these sizes).
-        squares = {name: add_square_pixels(ds, model_args.resolution).select_columns(["pixels", "label"])[:]
-                   for name, ds in splits.items()}
-        for split in squares.values():
-            split["pixels"] = split["pixels"].to(torch.uint8)  # the torch formatter widens uint8 to int64
-    train_pixels, train_labels = squares["train"]["pixels"], squares["train"]["label"]
+        squares = {name: square_pixel_tensors(ds, model_args.resolution) for name, ds in splits.items()}
+    train_pixels, train_labels = squares["train"]
 
     # Model: a class-conditional UNet (+1 "no class" embedding), a DDPM noise schedule, optionally a VAE
     noise_scheduler = build_noise_scheduler(model_args.num_train_timesteps, model_args.beta_schedule, model_args.prediction_type)
@@ -129,16 +125,8 @@ def main(args=None):
         return {"x": x, "labels": torch.stack([r[1] for r in rows])}
 
     def diffusion_loss(model, batch):
-        x, labels = batch["x"], batch["labels"]
-        if model_args.augment:
-            x = dihedral_augment(x)
-        noise = torch.randn_like(x)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(x),), device=x.device)
-        drop = torch.rand(len(x), device=x.device) < model_args.class_dropout
-        labels = torch.where(drop, torch.full_like(labels, null_class), labels)
-        pred = model(noise_scheduler.add_noise(x, noise, t), t, class_labels=labels).sample
-        target = noise if model_args.prediction_type == "epsilon" else noise_scheduler.get_velocity(x, noise, t)
-        return F.mse_loss(pred.float(), target.float())
+        return class_conditional_loss(model, batch["x"], batch["labels"], noise_scheduler, null_class,
+                                      model_args.class_dropout, model_args.augment)
 
     def pipeline_of(model) -> LesionDiffusionPipeline:
         pipe = LesionDiffusionPipeline(unet=model, scheduler=noise_scheduler, vae=vae, class_names=class_names)
@@ -161,8 +149,8 @@ def main(args=None):
         out = Path(training_args.output_dir)
         pipe = pipeline_of(result.model)
         save_pretrained_atomic(pipe, out)
-        heldout = {"pixels": torch.cat([squares["validation"]["pixels"], squares["test"]["pixels"]]),
-                   "labels": torch.cat([squares["validation"]["label"], squares["test"]["label"]])}
+        heldout = {"pixels": torch.cat([squares["validation"][0], squares["test"][0]]),
+                   "labels": torch.cat([squares["validation"][1], squares["test"][1]])}
         evaluation = evaluate_generator(pipe, gen_args, out, train={"pixels": train_pixels, "labels": train_labels},
                                         heldout=heldout, device=training_args.device,
                                         train_subgroups=subgroup_frame(splits["train"], ["fitzpatrick", "site"]).drop(columns="lesion_id"))

@@ -23,12 +23,7 @@ def add_pixel_values(dataset, processor, batch_size: int = 64, num_proc: int | N
     Stored as a fixed-shape `Array3D`, which reads back as one numpy block per row: a nested-list
     column would cost more per row to decode than the model's forward pass on it.
     """
-    import datasets
-
     h, w = _output_size(processor, dataset[0]["image"])
-    features = dataset.features.copy()
-    del features["image"]
-    features["pixels"] = datasets.Array3D(shape=(3, h, w), dtype="uint8")
 
     def _process(batch):
         out = processor(
@@ -36,9 +31,7 @@ def add_pixel_values(dataset, processor, batch_size: int = 64, num_proc: int | N
         )["pixel_values"]
         return {"pixels": np.clip(np.rint(out), 0, 255).astype(np.uint8)}
 
-    ds = dataset.map(_process, batched=True, batch_size=batch_size, num_proc=num_proc, features=features,
-                     remove_columns=["image"], desc="resizing images (cached)")
-    return ds.with_format("torch", columns=["pixels", "label"], output_all_columns=True)
+    return _add_pixels(dataset, _process, (3, h, w), batch_size, num_proc, desc="resizing images (cached)")
 
 
 def add_square_pixels(dataset, size: int, batch_size: int = 64, num_proc: int | None = None):
@@ -46,19 +39,36 @@ def add_square_pixels(dataset, size: int, batch_size: int = 64, num_proc: int | 
 
     For generative models, which must not learn a stretched aspect ratio. Cached like `add_pixel_values`.
     """
-    import datasets
     from PIL import Image, ImageOps
-
-    features = dataset.features.copy()
-    del features["image"]
-    features["pixels"] = datasets.Array3D(shape=(3, size, size), dtype="uint8")
 
     def _process(batch):
         squares = [np.asarray(ImageOps.fit(im.convert("RGB"), (size, size), Image.Resampling.LANCZOS)) for im in batch["image"]]
         return {"pixels": np.stack(squares).transpose(0, 3, 1, 2)}
 
-    ds = dataset.map(_process, batched=True, batch_size=batch_size, num_proc=num_proc, features=features,
-                     remove_columns=["image"], desc=f"centre-cropping images to {size}px (cached)")
+    return _add_pixels(dataset, _process, (3, size, size), batch_size, num_proc,
+                       desc=f"centre-cropping images to {size}px (cached)")
+
+
+def square_pixel_tensors(dataset, size: int, batch_size: int = 64, num_proc: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`add_square_pixels`, read into memory: (uint8 pixels [N, 3, size, size], int64 labels [N]).
+
+    The pixels are read as uint8: the torch formatter's default would widen them to int64 (8x the memory) first.
+    """
+    ds = add_square_pixels(dataset, size, batch_size, num_proc)
+    pixels = ds.with_format("torch", columns=["pixels"], dtype=torch.uint8)[:]["pixels"]
+    labels = ds.with_format("torch", columns=["label"], dtype=torch.int64)[:]["label"]
+    return pixels, labels
+
+
+def _add_pixels(dataset, process, shape: tuple[int, int, int], batch_size: int, num_proc: int | None, desc: str):
+    """Map `process` (a batch -> {"pixels": uint8 [B, *shape]}) over `dataset` in place of its `image` column (cached)."""
+    import datasets
+
+    features = dataset.features.copy()
+    del features["image"]
+    features["pixels"] = datasets.Array3D(shape=shape, dtype="uint8")
+    ds = dataset.map(process, batched=True, batch_size=batch_size, num_proc=num_proc, features=features,
+                     remove_columns=["image"], desc=desc)
     return ds.with_format("torch", columns=["pixels", "label"], output_all_columns=True)
 
 

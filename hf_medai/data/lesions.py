@@ -802,7 +802,7 @@ def with_images(
         raise DataError(Path(bad_rows[0]["file"]).parent, None,
                         f"no usable images: all {len(dataset)} rows were bad {reasons}")
     if target is not None:
-        result = _save_cache(result, bad_rows, target)
+        result = save_dataset_cache(result, target, _BAD_ROWS_JSON, bad_rows)  # memory-mapped: images need not stay in RAM
     return result
 
 
@@ -816,10 +816,6 @@ def _cache_key(dataset: datasets.Dataset, max_side: int | None) -> str:
         except OSError:
             digest.update(f"|{path}|missing".encode())
     return f"lesions-{digest.hexdigest()[:20]}-side{max_side or 'full'}"
-
-
-def _save_cache(result: datasets.Dataset, bad_rows: list[dict], target: Path) -> datasets.Dataset:
-    return save_dataset_cache(result, target, _BAD_ROWS_JSON, bad_rows)  # memory-mapped: images need not stay in RAM
 
 
 SUBGROUP_SOURCE_COLUMNS = ("lesion_id", "age", "sex", "site", "fitzpatrick")

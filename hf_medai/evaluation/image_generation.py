@@ -96,7 +96,6 @@ def save_grid(images: np.ndarray, rows: int, path: str | Path, scale: int | None
 def _save_png(image: Image.Image, path: Path) -> Path:
     info = PngImagePlugin.PngInfo()
     info.add_text("Comment", SYNTHETIC_NOTE)  # the label travels with the file
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
     return path
@@ -205,8 +204,8 @@ def evaluate_generator(pipe, args: GenerationEvalArguments, out_dir: str | Path,
         # A reference set of the same size as the generated one, so the finite-sample bias matches.
         rng = np.random.default_rng(args.eval_seed)
         ref = rng.choice(len(held_feats), size=min(len(held_feats), len(gen_feats)), replace=False)
-        kid, kid_std = kernel_distance(gen_feats, train_feats, subset_size=min(1000, len(gen_feats)))
-        kid_ref, kid_ref_std = kernel_distance(held_feats[ref], train_feats, subset_size=min(1000, len(ref)))
+        kid, kid_std = kernel_distance(gen_feats, train_feats)
+        kid_ref, kid_ref_std = kernel_distance(held_feats[ref], train_feats)
         report["distance"] = {
             "features": f"penultimate layer of the lesion classifier {args.classifier_dir} "
                         f"({gen_feats.shape[1]} dims; not Inception, so not comparable with published FIDs)",

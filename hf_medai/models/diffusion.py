@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 
 def build_lesion_unet(
@@ -70,6 +71,28 @@ def dihedral_augment(x: torch.Tensor) -> torch.Tensor:
     if x.shape[-1] == x.shape[-2]:
         x = torch.where(transpose.view(b, 1, 1, 1), x.transpose(-1, -2), x)
     return x
+
+
+def class_conditional_loss(model, x: torch.Tensor, labels: torch.Tensor, scheduler, null_class: int,
+                           class_dropout: float = 0.0, augment: bool = False) -> torch.Tensor:
+    """The denoising MSE of a class-conditional UNet on a batch `x` in [-1, 1] (pixels or latents).
+
+    Each row's class is replaced by `null_class` with probability `class_dropout` (classifier-free guidance);
+    the target follows `scheduler.config.prediction_type` (epsilon: the noise; v_prediction: the velocity).
+    The random draws come in a fixed order (flips, noise, timesteps, class dropout), which exact resume relies on.
+    """
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be epsilon or v_prediction, got {prediction_type!r}")
+    if augment:
+        x = dihedral_augment(x)
+    noise = torch.randn_like(x)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x),), device=x.device)
+    drop = torch.rand(len(x), device=x.device) < class_dropout
+    labels = torch.where(drop, torch.full_like(labels, null_class), labels)
+    pred = model(scheduler.add_noise(x, noise, t), t, class_labels=labels).sample
+    target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x, noise, t)
+    return F.mse_loss(pred.float(), target.float())
 
 
 @torch.no_grad()
