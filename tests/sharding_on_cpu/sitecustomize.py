@@ -16,10 +16,11 @@ backward) over gloo, and DeepSpeed's CPU accelerator, which uses gloo too. Two s
 
 import os
 
-if os.environ.get("HF_MEDAI_FSDP_ON_CPU") == "1":
+if "1" in (os.environ.get("HF_MEDAI_FSDP_ON_CPU"), os.environ.get("HF_MEDAI_DEEPSPEED_ON_CPU")):
     import accelerate.state as _state
     from accelerate.utils import DistributedType
 
+if os.environ.get("HF_MEDAI_FSDP_ON_CPU") == "1":
     _original_init = _state.AcceleratorState.__init__
 
     def _init(self, *args, **kwargs):
@@ -34,9 +35,6 @@ if os.environ.get("HF_MEDAI_FSDP_ON_CPU") == "1":
     _state.AcceleratorState.__init__ = _init
 
 if os.environ.get("HF_MEDAI_DEEPSPEED_ON_CPU") == "1":
-    import accelerate.state as _state
-    from accelerate.utils import DistributedType
-
     _original_prepare_backend = _state.PartialState._prepare_backend
 
     def _prepare_backend(self, cpu=False, sagemaker_dp=False, backend=None):
