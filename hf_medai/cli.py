@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hf_medai.errors import ConfigError, HfMedaiError, error_message
+
 
 def _data(args):
     if args.kind == "lesions":
@@ -18,7 +20,7 @@ def _data(args):
         out = write_mimic(args.out, format=args.format, n_patients=args.n, seed=args.seed, gzip=args.gzip)
         print(f"wrote synthetic {args.format} tables{' (csv.gz)' if args.gzip else ''} to {out}")
     else:
-        raise SystemExit(f"unknown data kind {args.kind!r}")
+        raise ConfigError(f"unknown data kind {args.kind!r}")
 
 
 def _evaluate(args):
@@ -37,14 +39,10 @@ def _card(args):
 
 
 def _push(args):
-    from hf_medai.hub import PushRefused, plan_push, push_run_folder
+    from hf_medai.hub import plan_push, push_run_folder
 
-    try:
-        plan = plan_push(args.run_dir, args.include)
-        url = push_run_folder(args.run_dir, args.repo_id, private=not args.public, include=args.include, plan=plan)
-    except PushRefused as e:
-        print(f"hf-medai push: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    plan = plan_push(args.run_dir, args.include)
+    url = push_run_folder(args.run_dir, args.repo_id, private=not args.public, include=args.include, plan=plan)
     print(f"pushed {len(plan.upload)} files to a {'public' if args.public else 'private'} repo: {url}")
     for path, why in plan.left_behind.items():
         print(f"  left behind: {path} ({why})")
@@ -56,7 +54,7 @@ def _demo(args):
     try:
         launch_demo(args.run_dir, host=args.host, port=args.port, share=args.share)
     except ValueError as e:  # a folder of another kind: say so, no traceback
-        raise SystemExit(f"hf-medai demo: {e}") from None
+        raise ConfigError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,13 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Expected errors (bad data, a missing or existing folder, a refused push) print one line and return 2."""
     args = build_parser().parse_args(argv)
-    from hf_medai.data.report import DataError
-
     try:
         args.func(args)
-    except (DataError, FileNotFoundError, FileExistsError) as e:
-        print(f"hf-medai {args.command}: {e}", file=sys.stderr)
+    except (HfMedaiError, FileNotFoundError, FileExistsError) as e:
+        print(error_message(e, f"hf-medai {args.command}"), file=sys.stderr)
         return 2
     return 0
 

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from hf_medai.errors import ConfigError
 from hf_medai.data.clinical_notes import load_admissions, split_admissions
 from hf_medai.data.report import DataReport
 from hf_medai.paths import cache_root
@@ -157,7 +158,7 @@ def check_pretraining(model_path: str | None, tasks: Sequence[TaskData], allow_o
     for t in tasks:
         t.report.notes["pretraining_overlap"] = overlap
     if overlap.get("overlap") and not allow_overlap:
-        raise SystemExit(f"{model_path} was pretrained on notes of {overlap['overlap']} of this run's validation/test "
+        raise ConfigError(f"{model_path} was pretrained on notes of {overlap['overlap']} of this run's validation/test "
                          f"patients ({overlap}). Pretrain with the same --task and split arguments, or pass "
                          "--allow_pretraining_overlap true to accept the leak.")
 
@@ -170,7 +171,7 @@ def check_classes(tasks: Sequence[TaskData]) -> None:
         for name, split in t.splits.items():
             missing = sorted(set(t.class_names) - {t.class_names[i] for i in set(split["label"])})
             if missing and (len(t.class_names) == 2 or name == "train"):
-                raise SystemExit(f"{t.name}: the {name} split has no {missing} admissions; use more data or other "
+                raise ConfigError(f"{t.name}: the {name} split has no {missing} admissions; use more data or other "
                                  "fractions")
 
 

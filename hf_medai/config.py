@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
+from hf_medai.errors import ConfigError  # noqa: F401  (re-exported: recipes import it from here)
+
 # TrainingArguments fields that never belong in a saved config (secrets, or derived at run time).
 _NOT_SAVED = {"hub_token", "push_to_hub_token", "push_to_hub_model_id", "push_to_hub_organization", "local_rank"}
 
 
-class ConfigError(ValueError):
-    pass
 
 
 def _fields(dataclass_types: Sequence[type]) -> dict[str, type]:
@@ -89,27 +90,61 @@ def parse_args(
     if config_path:
         merged.update(load_yaml_config(config_path, dataclass_types))
 
-    parser = HfArgumentParser(dataclass_types)
+    # allow_abbrev=False: argparse would otherwise take `--learning_rat 1e-4` as --learning_rate, silently.
+    parser = HfArgumentParser(dataclass_types, allow_abbrev=False)
     # argparse stores the default unconverted, so YAML lists/dicts reach the dataclass as they are.
     parser.set_defaults(**merged)
-    # Required fields satisfied by YAML must not be demanded again on the command line.
+    # Read above, before argparse; declared here so that --help lists it.
+    parser.add_argument("--config", metavar="YAML", help="Config file of option: value lines; flags given here win.")
     for action in parser._actions:
+        # Required fields satisfied by YAML must not be demanded again on the command line.
         if action.dest in merged:
             action.required = False
-    parsed = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
+        # `--help` %-formats every help string: a literal "95%" (ours or a library's) would crash it.
+        if action.help:
+            action.help = _PERCENT.sub(lambda m: m.group() if len(m.group()) == 2 else "%%", action.help)
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
+    except ValueError as e:  # a dataclass's __post_init__ (ours or TrainingArguments') refused a value
+        raise ConfigError(str(e)) from None
     *instances, remaining = parsed
+    instances = instances[:len(dataclass_types)]  # then a Namespace holding the --config declared above
     if remaining:
-        unknown = [r for r in remaining if r.startswith("--")]
-        msg = f"unknown option(s): {' '.join(remaining)}"
-        if unknown:
-            close = difflib.get_close_matches(unknown[0].lstrip("-").split("=")[0], list(valid), n=1, cutoff=0.5)
-            if close:
-                msg += f"; did you mean '--{close[0]}'?"
-        raise ConfigError(msg)
+        raise ConfigError(_unknown_options_message(remaining, parser))
     for inst in instances:
         if hasattr(inst, "deepspeed_plugin"):
             _load_models_whole_under_zero3(inst)
+            _no_pinned_memory_without_accelerator(inst)
     return tuple(instances)
+
+
+# A lone "%" in a help string; "%%" and "%(name)s" are argparse's own and stay.
+_PERCENT = re.compile(r"%%|%\(|%")
+
+
+def _unknown_options_message(remaining: list[str], parser) -> str:
+    """Name every unknown option, each with the closest valid one."""
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    parts = []
+    for i, token in enumerate(remaining):
+        if not token.startswith("-"):
+            before = remaining[i - 1] if i else ""
+            if not (before.startswith("-") and "=" not in before):  # not the value of the unknown option before it
+                parts.append(f"{token!r} (a value without an option)")
+            continue
+        name = token.split("=", 1)[0]
+        close = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+        parts.append(f"{name}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return "unknown option(s): " + "; ".join(parts)
+
+
+def _no_pinned_memory_without_accelerator(training_args) -> None:
+    """Trainer pins DataLoader memory by default; without an accelerator that does nothing but warn at every
+    evaluation ("'pin_memory' argument is set as true but no accelerator is found")."""
+    import torch
+
+    if training_args.dataloader_pin_memory and (training_args.use_cpu or not torch.accelerator.is_available()):
+        training_args.dataloader_pin_memory = False
 
 
 def _load_models_whole_under_zero3(training_args) -> None:

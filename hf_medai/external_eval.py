@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from hf_medai.errors import ConfigError
 from hf_medai.cards import load_run, write_card
 from hf_medai.io import prepare_run_folder, write_yaml
 
@@ -49,7 +50,7 @@ def evaluate_image_classifier(run_dir, data, out_dir, data_format="auto", skip_b
     task = "binary" if trained.get("positive_class") else "multiclass"
     dataset, data_classes, report = load_lesions(data, data_format, task, skip_bad_rows)
     if data_classes != class_names:
-        raise SystemExit(f"{data}: classes {data_classes} differ from the model's {class_names}")
+        raise ConfigError(f"{data}: classes {data_classes} differ from the model's {class_names}")
     dataset = with_images(dataset, report, max_side=config.get("max_image_side", 512), cache_dir=cache_root() / "images")
     dataset = add_pixel_values(dataset, processor)
     probs = predict_probs(model, dataset, ImageCollator(processor), batch_size)

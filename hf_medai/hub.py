@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
+from hf_medai.errors import HfMedaiError
+
 # Never leave, even when a pattern includes them (top-level folders).
 NEVER_DIRS = {"checkpoint-*": "a training checkpoint (optimizer state, intermediate weights)",
               "memorisation": "training images next to their nearest generated ones (patient data)"}
@@ -41,7 +43,7 @@ TEXT_SUFFIXES = (".md", ".txt", ".json", ".yaml", ".yml", ".jinja", ".xml", ".cs
 _CARD_DATE = re.compile(r"^- \*\*Date:\*\* \d{4}-\d{2}-\d{2}[ \t]*$", re.MULTILINE)
 
 
-class PushRefused(RuntimeError):
+class PushRefused(HfMedaiError, RuntimeError):
     """A push stopped before any request: `path` (relative to the run folder, or None) and `reason`."""
 
     def __init__(self, reason: str, path: str | None = None, fix: str = ""):
@@ -211,8 +213,11 @@ def finish_run(output_dir: str | Path, config: dict, training_args, push: bool) 
     """The last step of every recipe: run_config.yaml, the cards (Hub + CHAI), then the push if one was asked for."""
     from hf_medai.cards import write_card
     from hf_medai.io import write_yaml
+    from hf_medai.run_summary import print_run_summary
 
     write_yaml(Path(output_dir) / "run_config.yaml", config)
     write_card(output_dir)
     if push:
-        push_run_folder(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
+        url = push_run_folder(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
+        print(f"hf-medai: pushed to {url}")
+    print_run_summary(output_dir)

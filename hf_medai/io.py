@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from hf_medai.errors import ConfigError, HfMedaiError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -82,8 +84,8 @@ def save_pretrained_atomic(obj: Any, output_dir: str | Path, **kwargs: Any) -> N
         shutil.rmtree(staging, ignore_errors=True)
 
 
-class RunFolderExists(FileExistsError):
-    pass
+class RunFolderExists(HfMedaiError, FileExistsError):
+    exit_code = 2
 
 
 def prepare_run_folder(output_dir: str | Path, resume: bool, overwrite: bool) -> Path:
@@ -167,10 +169,10 @@ def begin_run(training_args, run_args) -> tuple[str | None, bool]:
             print(f"hf-medai: --resume_from_checkpoint last: skipped incomplete {'; '.join(skipped)}"
                   f"{f'; resuming from {resume}' if resume else ''}", file=sys.stderr)
         if resume is None:
-            raise SystemExit(f"--resume_from_checkpoint last: no complete checkpoint-* folder in {training_args.output_dir}"
+            raise ConfigError(f"--resume_from_checkpoint last: no complete checkpoint-* folder in {training_args.output_dir}"
                              + (f" (incomplete: {'; '.join(skipped)})" if skipped else ""))
     elif resume and not Path(resume).is_dir():
-        raise SystemExit(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
+        raise ConfigError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
     if training_args.process_index == 0:
         prepare_run_folder(training_args.output_dir, resume=bool(resume), overwrite=run_args.overwrite_output_dir)
     set_seed(training_args.seed)

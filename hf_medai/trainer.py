@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 
+from hf_medai.errors import SetupError
 from hf_medai.throughput import IndexRecordingDataset, record_requested, write_training_record
 
 
@@ -49,8 +50,28 @@ def meta_copy(model: nn.Module) -> nn.Module:
 
 
 class MedTrainer(Trainer):
+    """`Trainer` plus: a training-only collator, exact checkpoint reloads, sharded-model gathering.
+
+    `train_data_collator` (augmentation, random masking) is used for the training batches only; `data_collator`
+    serves every evaluation, including the per-epoch validation that picks `load_best_model_at_end`'s checkpoint,
+    so that choice is made on the same clean inputs the final scores use.
+    """
+
     _seen_indices: list[int] | None = None
     _template: nn.Module | None = None
+
+    def __init__(self, *args, train_data_collator=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_data_collator = train_data_collator
+
+    def get_train_dataloader(self):
+        if self.train_data_collator is None:
+            return self._train_dataloader()
+        evaluation_collator, self.data_collator = self.data_collator, self.train_data_collator
+        try:
+            return self._train_dataloader()
+        finally:
+            self.data_collator = evaluation_collator
 
     @property
     def is_sharded(self) -> bool:
@@ -91,7 +112,7 @@ class MedTrainer(Trainer):
         # Every process's files are on disk before the main process writes trainer_state.json, the completion mark.
         self.accelerator.wait_for_everyone()
 
-    def get_train_dataloader(self):
+    def _train_dataloader(self):
         if not record_requested():
             return super().get_train_dataloader()
         import datasets
@@ -133,7 +154,7 @@ class MedTrainer(Trainer):
                 continue
             for pname, p in module.named_parameters(recurse=False):
                 if id(p) in ours:
-                    raise SystemExit(
+                    raise SetupError(
                         f"FSDP2 cannot shard {type(self.model).__name__}: its parameter '{name}.{pname}' is also a "
                         "weight of the output or input embedding layer, which accelerate shards as a group of its "
                         "own (BERT-style masked-LM heads do this). Models of this kind fit one GPU: launch with "

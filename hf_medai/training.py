@@ -34,6 +34,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from hf_medai.errors import ConfigError, SetupError
 from hf_medai.io import checkpoint_folders
 from hf_medai.throughput import IndexRecordingDataset, peak_memory_mb, record_requested, write_training_record
 
@@ -81,7 +82,7 @@ def _mixed_precision(args) -> str:
         return "no"
     if args.use_cpu or not torch.cuda.is_available():
         # bf16 matmuls are ~400x slower than fp32 on these CPUs; a silent fallback would hide the flag.
-        raise SystemExit("--bf16/--fp16 need a GPU; on CPU train in fp32 (drop the flag)")
+        raise SetupError("--bf16/--fp16 need a GPU; on CPU train in fp32 (drop the flag)")
     return "bf16" if args.bf16 else "fp16"
 
 
@@ -117,7 +118,7 @@ def train_loop(
     )
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         # EMA, sampling hooks and the pipeline save all read whole weights; these models fit one GPU.
-        raise SystemExit(f"{accelerator.distributed_type.value} launch: the hf-medai training loop (image_diffusion, "
+        raise SetupError(f"{accelerator.distributed_type.value} launch: the hf-medai training loop (image_diffusion, "
                          "molecule_diffusion) runs one process or data-parallel (DDP) only. Launch with "
                          "recipes/accelerate/single_gpu.yaml or multi_gpu.yaml.")
     seen_indices: list[int] = []  # test hook (HF_MEDAI_RECORD_TRAINING_DATA, see hf_medai/throughput.py)
@@ -133,7 +134,7 @@ def train_loop(
                                   betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     if len(loader) == 0:
-        raise SystemExit(f"no training batches: {len(dataset)} examples, batch size {args.per_device_train_batch_size}, "
+        raise ConfigError(f"no training batches: {len(dataset)} examples, batch size {args.per_device_train_batch_size}, "
                          f"{accelerator.num_processes} process(es), drop_last={args.dataloader_drop_last}")
 
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
@@ -155,7 +156,7 @@ def train_loop(
         if ema is not None:
             ema_file = Path(resume_from_checkpoint) / EMA_WEIGHTS
             if not ema_file.is_file():
-                raise SystemExit(f"{resume_from_checkpoint}: no {EMA_WEIGHTS}; it was saved without EMA (set ema_decay to match)")
+                raise ConfigError(f"{resume_from_checkpoint}: no {EMA_WEIGHTS}; it was saved without EMA (set ema_decay to match)")
             shadow = load_file(ema_file)
             ema.shadow_params = [shadow[f"{i}"].to(p.device) for i, p in enumerate(ema.shadow_params)]
             ema.optimization_step = state["ema_optimization_step"]

@@ -25,11 +25,13 @@ import torch
 import yaml
 from sklearn.metrics import recall_score
 
+from hf_medai.errors import ConfigError, run_main
 from hf_medai.cards import write_card
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.evaluation.image_generation import generate, save_samples
 from hf_medai.io import prepare_run_folder, write_json, write_text, write_yaml
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
+from hf_medai.run_summary import print_run_summary, with_ci
 from hf_medai.run_outputs import paired_difference, score_column
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,7 +68,7 @@ def main(args=None):
     train_counts = diff_metrics["splits"]["train"]["label_counts"]
     target = exp.target_class or min(train_counts, key=train_counts.get)
     if target not in diff_metrics["class_names"]:
-        raise SystemExit(f"--target_class {target!r}: the generator knows {diff_metrics['class_names']}")
+        raise ConfigError(f"--target_class {target!r}: the generator knows {diff_metrics['class_names']}")
 
     # 1. Generate the rarest class's images (labelled synthetic in every file).
     pipe = LesionDiffusionPipeline.from_pretrained(diffusion_run)
@@ -103,6 +105,9 @@ def main(args=None):
     write_json(diffusion_run / "metrics.json", diff_metrics)
     write_card(diffusion_run)
     print(result["table"])
+    d = result["auroc_difference"]
+    print_run_summary(out, f"AUROC difference (augmented - baseline) "
+                           f"{with_ci(d['difference'], d['difference_ci_low'], d['difference_ci_high'])}, paired")
     return out
 
 
@@ -128,7 +133,7 @@ def compare(baseline: Path, augmented: Path, target: str, n_bootstrap: int) -> d
         }
     a, b = frames["augmented"], frames["baseline"]
     if list(a["id"]) != list(b["id"]):
-        raise SystemExit("the two runs were tested on different images; they must share data and split settings")
+        raise ConfigError("the two runs were tested on different images; they must share data and split settings")
     y = np.array([class_names.index(v) for v in a["label"]])
     scores = lambda f: f[[score_column(c) for c in class_names]].to_numpy()
     diff = paired_difference(y, scores(a), scores(b), class_names, n_bootstrap=n_bootstrap)
@@ -158,4 +163,4 @@ def table_markdown(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

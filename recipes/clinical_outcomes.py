@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, TrainingArguments
 
+from hf_medai.errors import ConfigError, run_main
 from hf_medai.cards import write_card
 from hf_medai.clinical_tasks import (SplitSpec, check_classes, check_pretraining, is_synthetic, load_task,
                                      multitask_split, prepare_targets, subgroup_frame, synthetic_mimic)
@@ -31,6 +32,7 @@ from hf_medai.models.heads import fold_into_head
 from hf_medai.models.text import (WINDOW_CONFIG_KEY, MultiTaskTextModel, build_text_model, calibrate_into_head,
                                   softmax, sorted_by_length, tfidf_baseline, window_dataset,
                                   window_logits)
+from hf_medai.run_summary import print_run_summary
 from hf_medai.run_outputs import (calibration_report, headline_metrics, paired_difference, write_classifier_report,
                                   write_regression_report)
 from hf_medai.throughput import ThroughputCallback, peak_memory_mb
@@ -178,7 +180,7 @@ def main(args=None, callbacks=None):
     if multi and trainer.is_sharded:
         # The shared encoder runs once per task present in a batch, so processes would make different numbers of
         # FSDP / ZeRO-3 gathers and hang. These encoders fit one GPU: DDP (multi_gpu.yaml) is the right tool.
-        raise SystemExit(f"--tasks {' '.join(data_args.tasks)}: several tasks on a shared encoder cannot be trained "
+        raise ConfigError(f"--tasks {' '.join(data_args.tasks)}: several tasks on a shared encoder cannot be trained "
                          "with FSDP or DeepSpeed ZeRO-3. Launch with recipes/accelerate/multi_gpu.yaml (DDP) or "
                          "deepspeed_zero2.yaml, or train one task per run.")
 
@@ -217,6 +219,7 @@ def main(args=None, callbacks=None):
             if push:
                 hub_id = training_args.hub_model_id if not multi else f"{training_args.hub_model_id}-{t.name}"
                 push_run_folder(out, hub_id, private=training_args.hub_private_repo is not False)
+        print_run_summary(root)
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
 
@@ -267,4 +270,4 @@ def report_task(t, model, tokenizer, out, model_args, eval_args, training_args, 
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, TrainingArguments
 
+from hf_medai.errors import run_main
 from hf_medai.clinical_tasks import SplitSpec, is_synthetic, load_task, synthetic_mimic
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.clinical_notes import TASKS
@@ -186,4 +187,4 @@ def subgroup_perplexity(nll, count, note_of_window, notes, columns) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
+from hf_medai.errors import run_main
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import square_pixel_tensors
 from hf_medai.data.lesions import LESION_GROUP, lesion_splits, load_lesion_images, subgroup_frame
@@ -182,4 +183,4 @@ def main(args=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainingArguments
 
+from hf_medai.errors import ConfigError, run_main
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import DermoscopyAugment, ImageCollator, add_pixel_values
 from hf_medai.data.lesions import (LESION_GROUP, add_extra_training_images, lesion_splits, load_lesion_images, load_lesions,
@@ -119,7 +120,7 @@ def main(args=None, callbacks=None):
             splits = lesion_splits(dataset, data_args.val_fraction, 0.0, data_args.split_seed)
             test, test_classes, test_report = load_lesions(data_args.test_data_dir, data_args.test_data_format, data_args.task, data_args.skip_bad_rows)
             if test_classes != class_names:
-                raise SystemExit(f"test set classes {test_classes} differ from training classes {class_names}")
+                raise ConfigError(f"test set classes {test_classes} differ from training classes {class_names}")
             splits["test"] = with_images(test, test_report, max_side=data_args.max_image_side, cache_dir=cache_root() / "images")
             report.notes["external_test_set"] = test_report.to_dict()
         else:
@@ -160,7 +161,9 @@ def main(args=None, callbacks=None):
         # Only what the collator reads: decoding the metadata columns for every batch would cost throughput.
         train_dataset=splits["train"].select_columns(["pixels", "label"]),
         eval_dataset=splits["validation"].select_columns(["pixels", "label"]),
-        data_collator=ImageCollator(processor, DermoscopyAugment() if model_args.augment else None),
+        # Augmented batches for training only: validation (which picks the kept checkpoint) and test see clean images.
+        data_collator=ImageCollator(processor, None),
+        train_data_collator=ImageCollator(processor, DermoscopyAugment()) if model_args.augment else None,
         processing_class=processor,
         compute_loss_func=weighted_loss if model_args.class_balance == "weighted_loss" else None,
         compute_metrics=compute_metrics,
@@ -168,12 +171,9 @@ def main(args=None, callbacks=None):
     )
     if model_args.class_balance == "balanced_sampler":
         trainer.sample_weights = (1.0 / torch.as_tensor(counts))[torch.as_tensor(train_labels)]
-    # Evaluation batches must not be augmented: the collator augments only when training.
-    eval_collator = ImageCollator(processor, None)
 
     # Train!
     train_result = trainer.train(resume_from_checkpoint=resume)
-    trainer.data_collator = eval_collator
     val_out = trainer.predict(splits["validation"].select_columns(["pixels", "label"]), metric_key_prefix="val")
     test_out = trainer.predict(splits["test"].select_columns(["pixels", "label"]), metric_key_prefix="test")
     # Balanced training inflates rare classes' probabilities; give the saved model the data's prevalence back: a
@@ -230,4 +230,4 @@ def main(args=None, callbacks=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

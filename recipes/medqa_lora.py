@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainingArguments
 
+from hf_medai.errors import SetupError, run_main
 from hf_medai.config import ConfigError, RunArguments, parse_args, resolved_config
 from hf_medai.data.medqa import LETTERS, load_qa, load_safety_probes, sample_path, tokenize_dataset
 from hf_medai.data.report import DataError
@@ -172,7 +173,7 @@ def make_collator(batching: str, tokenizer, model=None):
 def main(args=None, callbacks=None):
     data_args, model_args, eval_args, run_args, training_args = parse_args(*CONFIG_DATACLASSES, args=args, defaults=DEFAULTS)
     if model_args.load_in_4bit and not torch.cuda.is_available():
-        raise SystemExit("--load_in_4bit true (QLoRA) needs a CUDA GPU with bitsandbytes, and none is visible here. "
+        raise SetupError("--load_in_4bit true (QLoRA) needs a CUDA GPU with bitsandbytes, and none is visible here. "
                          "Drop the flag to train plain LoRA in full precision (fine on CPU for small models).")
     started = time.perf_counter()
     resume, push = begin_run(training_args, run_args)
@@ -378,4 +379,4 @@ def _is_local(path: str) -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

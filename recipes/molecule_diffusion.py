@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
+from hf_medai.errors import run_main
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.molecules import DEFAULT_ELEMENTS, PROPERTY_COLUMNS, atom_count_distribution, load_molecules
 from hf_medai.evaluation.molecules import (
@@ -231,4 +232,4 @@ def evaluate(pipe, dataset, elements, args: SampleArguments, prop, condition_sta
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -74,6 +74,22 @@ def test_metrics_equal_sklearn_on_predictions_csv(run):
         assert g["n"] == int(rows.sum())
 
 
+def test_kept_checkpoint_was_chosen_on_clean_validation_images(run):
+    """load_best_model_at_end picks a checkpoint on the per-step validation AUROC: that score must be the kept
+    model's AUROC on the clean validation images (the augmenting collator is for training batches only)."""
+    from safetensors.torch import load_file
+
+    m = json.loads((run / "metrics.json").read_text())
+    best = m["training"]["best_checkpoint"]
+    assert best and (run / "checkpoint-4").is_dir() and (run / "checkpoint-8").is_dir()
+    # Re-scored on the validation split after training, the kept model gives exactly the recorded best metric.
+    assert m["training"]["best_val_auroc"] == pytest.approx(m["validation"]["auroc"], abs=1e-6)
+    # And the saved model is that checkpoint (the head also carries the prior correction folded in after training).
+    kept, saved = load_file(f"{best}/model.safetensors"), load_file(run / "model.safetensors")
+    body = [k for k in kept if not k.startswith("classifier.")]
+    assert body and all((kept[k] == saved[k]).all() for k in body)
+
+
 def test_card_parses_and_shows_the_same_numbers(run):
     from huggingface_hub import ModelCard
 
@@ -161,13 +177,20 @@ def test_training_changes_every_parameter_and_loss_falls(sample, tmp_path):
     assert loss16 < loss0  # validation loss, same images before and after training
 
 
-def test_multiclass_task_seven_diagnoses(sample, tmp_path):
+def test_multiclass_task_seven_diagnoses(sample, tmp_path, capsys):
     from sklearn.metrics import accuracy_score
 
     out = tmp_path / "seven"
     recipe.main(["--data_dir", str(sample), "--output_dir", str(out), "--task", "multiclass", "--max_steps", "4",
                  "--save_steps", "4", "--eval_steps", "4", *TINY])
     m = json.loads((out / "metrics.json").read_text())
+    # The run ends with its summary block: folder, headline with CI, kept checkpoint.
+    summary = capsys.readouterr().out.split("hf-medai: lesion_classification finished: ")[-1].splitlines()
+    assert summary[0] == str(out)
+    ci = (f" (95% CI {m['auroc_ci_low']:.3f} to {m['auroc_ci_high']:.3f})" if m["auroc_ci_low"] is not None
+          else "")  # no CI when a class is missing from some resamples
+    assert summary[1] == f"  headline: test AUROC {m['auroc']:.3f}{ci}, n={m['n']}"
+    assert summary[2].startswith("  kept:     checkpoint-4 (step 4, epoch ") and "validation auroc" in summary[2]
     assert m["class_names"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"] and m["positive_class"] is None
     pred = pd.read_csv(out / "predictions.csv")
     scores = pred[[f"score_{c}" for c in m["class_names"]]].to_numpy()

@@ -6,8 +6,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from hf_medai.errors import HfMedaiError
 
-class DataError(ValueError):
+
+class DataError(HfMedaiError, ValueError):
     """A problem in the user's data, reported with where it is and what is wrong."""
 
     def __init__(self, file: Any, row: Any, problem: str):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
+from hf_medai.errors import ConfigError
 from hf_medai.evaluation.generative import (
     ClassifierFeatures,
     class_fidelity,
@@ -153,7 +154,7 @@ def evaluate_generator(pipe, args: GenerationEvalArguments, out_dir: str | Path,
 
     classifier = ClassifierFeatures(args.classifier_dir, device=str(device)) if args.classifier_dir else None
     if classifier is not None and list(classifier.class_names) != class_names:
-        raise SystemExit(f"classifier {args.classifier_dir} has classes {classifier.class_names}, the generator "
+        raise ConfigError(f"classifier {args.classifier_dir} has classes {classifier.class_names}, the generator "
                          f"{class_names}: train both on the same task (binary / multiclass)")
 
     report: dict[str, Any] = {

@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from hf_medai.errors import ConfigError
+
 
 def build_lesion_unet(
     num_classes: int,
@@ -26,13 +28,13 @@ def build_lesion_unet(
     if init_from:
         unet = UNet2DModel.from_pretrained(init_from, subfolder="unet", use_safetensors=True)
         if unet.config.num_class_embeds != num_classes + 1:
-            raise SystemExit(f"{init_from}: its UNet knows {unet.config.num_class_embeds - 1} classes, the data has {num_classes}")
+            raise ConfigError(f"{init_from}: its UNet knows {unet.config.num_class_embeds - 1} classes, the data has {num_classes}")
         return unet
     levels = len(block_out_channels)
     if sample_size % 2 ** (levels - 1):
-        raise SystemExit(f"image side {sample_size} is not divisible by 2^{levels - 1} ({levels} UNet levels)")
+        raise ConfigError(f"image side {sample_size} is not divisible by 2^{levels - 1} ({levels} UNet levels)")
     if not 0 <= attention_levels <= levels:
-        raise SystemExit(f"attention_levels must be between 0 and {levels}, got {attention_levels}")
+        raise ConfigError(f"attention_levels must be between 0 and {levels}, got {attention_levels}")
     attn = [i >= levels - attention_levels for i in range(levels)]  # attention at the coarsest levels only
     groups = min(32, *(c for c in block_out_channels if c > 0))
     return UNet2DModel(

