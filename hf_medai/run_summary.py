@@ -17,6 +17,7 @@ HEADLINES = (
     ("auroc", "test AUROC", 3),
     ("mae", "test MAE", 3),
     ("accuracy_loglik", "test accuracy (option log-likelihood)", 3),
+    ("accuracy", "test accuracy", 3),  # multiclass, when a class absent from the test set leaves no macro AUROC
     ("perplexity", "held-out perplexity", 1),
     ("class_fidelity", "class fidelity of generated images", 3),
     ("fid", "FID to training images (classifier features)", 2),

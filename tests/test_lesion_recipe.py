@@ -187,9 +187,9 @@ def test_multiclass_task_seven_diagnoses(sample, tmp_path, capsys):
     # The run ends with its summary block: folder, headline with CI, kept checkpoint.
     summary = capsys.readouterr().out.split("hf-medai: lesion_classification finished: ")[-1].splitlines()
     assert summary[0] == str(out)
-    ci = (f" (95% CI {m['auroc_ci_low']:.3f} to {m['auroc_ci_high']:.3f})" if m["auroc_ci_low"] is not None
-          else "")  # no CI when a class is missing from some resamples
-    assert summary[1] == f"  headline: test AUROC {m['auroc']:.3f}{ci}, n={m['n']}"
+    key, label = ("auroc", "AUROC") if m["auroc"] is not None else ("accuracy", "accuracy")  # a class may be absent
+    ci = f" (95% CI {m[key + '_ci_low']:.3f} to {m[key + '_ci_high']:.3f})" if m.get(key + "_ci_low") is not None else ""
+    assert summary[1] == f"  headline: test {label} {m[key]:.3f}{ci}, n={m['n']}"
     assert summary[2].startswith("  kept:     checkpoint-4 (step 4, epoch ") and "validation auroc" in summary[2]
     assert m["class_names"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"] and m["positive_class"] is None
     pred = pd.read_csv(out / "predictions.csv")
