@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from hf_medai.errors import ConfigError
 from hf_medai.cards import load_run, write_card
+from hf_medai.errors import ConfigError
 from hf_medai.io import prepare_run_folder, write_yaml
 
 

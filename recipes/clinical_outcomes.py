@@ -20,21 +20,43 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, TrainingArguments
 
-from hf_medai.errors import ConfigError, run_main
 from hf_medai.cards import write_card
-from hf_medai.clinical_tasks import (SplitSpec, check_classes, check_pretraining, is_synthetic, load_task,
-                                     multitask_split, prepare_targets, subgroup_frame, synthetic_mimic)
+from hf_medai.clinical_tasks import (
+    SplitSpec,
+    check_classes,
+    check_pretraining,
+    is_synthetic,
+    load_task,
+    multitask_split,
+    prepare_targets,
+    subgroup_frame,
+    synthetic_mimic,
+)
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.clinical_notes import TASKS, pool_chunk_logits
+from hf_medai.errors import ConfigError, run_main
 from hf_medai.hub import push_run_folder
 from hf_medai.io import begin_run, save_pretrained_atomic, write_yaml
 from hf_medai.models.heads import fold_into_head
-from hf_medai.models.text import (WINDOW_CONFIG_KEY, MultiTaskTextModel, build_text_model, calibrate_into_head,
-                                  softmax, sorted_by_length, tfidf_baseline, window_dataset,
-                                  window_logits)
+from hf_medai.models.text import (
+    WINDOW_CONFIG_KEY,
+    MultiTaskTextModel,
+    build_text_model,
+    calibrate_into_head,
+    softmax,
+    sorted_by_length,
+    tfidf_baseline,
+    window_dataset,
+    window_logits,
+)
+from hf_medai.run_outputs import (
+    calibration_report,
+    headline_metrics,
+    paired_difference,
+    write_classifier_report,
+    write_regression_report,
+)
 from hf_medai.run_summary import print_run_summary
-from hf_medai.run_outputs import (calibration_report, headline_metrics, paired_difference, write_classifier_report,
-                                  write_regression_report)
 from hf_medai.throughput import ThroughputCallback, peak_memory_mb
 from hf_medai.trainer import MedTrainer
 

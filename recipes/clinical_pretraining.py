@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, TrainingArguments
 
-from hf_medai.errors import run_main
 from hf_medai.clinical_tasks import SplitSpec, is_synthetic, load_task, synthetic_mimic
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.clinical_notes import TASKS
+from hf_medai.errors import run_main
 from hf_medai.hub import finish_run
 from hf_medai.io import begin_run, save_pretrained_atomic, write_json
 from hf_medai.models.text import default_encoder_path, fixed_masks, masked_lm_nll, perplexity, window_dataset

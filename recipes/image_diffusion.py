@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
-from hf_medai.errors import run_main
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import square_pixel_tensors
 from hf_medai.data.lesions import LESION_GROUP, lesion_splits, load_lesion_images, subgroup_frame
 from hf_medai.data.splits import split_report
 from hf_medai.data.synthetic.lesions import is_synthetic
+from hf_medai.errors import run_main
 from hf_medai.evaluation.image_generation import GenerationEvalArguments, evaluate_generator, save_grid
 from hf_medai.hub import finish_run
 from hf_medai.io import begin_run, save_pretrained_atomic, write_json

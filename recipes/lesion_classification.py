@@ -18,13 +18,20 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainingArguments
 
-from hf_medai.errors import ConfigError, run_main
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import DermoscopyAugment, ImageCollator, add_pixel_values
-from hf_medai.data.lesions import (LESION_GROUP, add_extra_training_images, lesion_splits, load_lesion_images, load_lesions,
-                                   subgroup_frame, with_images)
+from hf_medai.data.lesions import (
+    LESION_GROUP,
+    add_extra_training_images,
+    lesion_splits,
+    load_lesion_images,
+    load_lesions,
+    subgroup_frame,
+    with_images,
+)
 from hf_medai.data.splits import split_report
 from hf_medai.data.synthetic.lesions import is_synthetic
+from hf_medai.errors import ConfigError, run_main
 from hf_medai.evaluation import binary_metrics, multiclass_metrics
 from hf_medai.hub import finish_run
 from hf_medai.io import begin_run, save_pretrained_atomic

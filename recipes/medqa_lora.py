@@ -23,10 +23,10 @@ import pandas as pd
 import torch
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainingArguments
 
-from hf_medai.errors import SetupError, run_main
 from hf_medai.config import ConfigError, RunArguments, parse_args, resolved_config
 from hf_medai.data.medqa import LETTERS, load_qa, load_safety_probes, sample_path, tokenize_dataset
 from hf_medai.data.report import DataError
+from hf_medai.errors import SetupError, run_main
 from hf_medai.evaluation import qa
 from hf_medai.hub import finish_run
 from hf_medai.io import begin_run, save_pretrained_atomic, write_csv, write_json

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
-from hf_medai.errors import run_main
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.molecules import DEFAULT_ELEMENTS, PROPERTY_COLUMNS, atom_count_distribution, load_molecules
+from hf_medai.errors import run_main
+from hf_medai.evaluation.image_generation import make_scheduler
 from hf_medai.evaluation.molecules import (
     dataset_molecules,
     molecule_metrics,
@@ -35,11 +36,15 @@ from hf_medai.evaluation.molecules import (
     training_smiles_for_novelty,
     write_sdf,
 )
-from hf_medai.evaluation.image_generation import make_scheduler
 from hf_medai.hub import finish_run
 from hf_medai.io import begin_run, save_pretrained_atomic, write_json
 from hf_medai.models.egnn import EGNNDenoiser
-from hf_medai.pipelines.molecule_diffusion import EDM_FEATURE_SCALE, MoleculeDiffusionPipeline, collate_molecules, edm_loss
+from hf_medai.pipelines.molecule_diffusion import (
+    EDM_FEATURE_SCALE,
+    MoleculeDiffusionPipeline,
+    collate_molecules,
+    edm_loss,
+)
 from hf_medai.training import train_loop
 
 

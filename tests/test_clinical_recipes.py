@@ -16,6 +16,7 @@ import yaml
 from sklearn.metrics import accuracy_score, confusion_matrix, mean_absolute_error, roc_auc_score
 
 from helpers import ROOT, load_recipe
+from hf_medai.errors import ConfigError
 
 outcomes = load_recipe("clinical_outcomes")
 pretraining = load_recipe("clinical_pretraining")
@@ -250,7 +251,7 @@ def test_masked_lm_pretraining_then_fine_tuning(mimic, tmp_path):
     overlap = json.loads((out / "metrics.json").read_text())["data_report"]["pretraining_overlap"]
     assert overlap["checked"] and overlap["overlap"] == 0
     # Another task's split puts some of those patients in its test set: refused unless accepted.
-    with pytest.raises(SystemExit, match="pretrained on notes of"):
+    with pytest.raises(ConfigError, match="pretrained on notes of"):
         run_outcomes(mimic, mlm, tmp_path / "leaky", "--task", "los", "--max_length", "32", "--max_steps", "1")
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from helpers import load_recipe
+from hf_medai.errors import SetupError
 
 recipe = load_recipe("medqa_lora")
 
@@ -242,7 +243,7 @@ def test_interrupted_run_resumes_to_the_same_total_steps(tiny_base, questions, t
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown on machines without a GPU")
 def test_qlora_without_a_gpu_says_why(tiny_base, tmp_path):
-    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+    with pytest.raises(SetupError, match="needs a CUDA GPU"):
         recipe.main(["--model_name_or_path", str(tiny_base), "--output_dir", str(tmp_path / "q"), "--load_in_4bit", "true"])
     assert not (tmp_path / "q").exists()
 

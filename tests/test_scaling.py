@@ -19,13 +19,14 @@ import time
 
 import pytest
 import torch
+from test_accelerate_launch import _free_port
 from transformers import TrainingArguments
 
 from helpers import ROOT, load_recipe
 from hf_medai.config import RunArguments
+from hf_medai.errors import ConfigError
 from hf_medai.io import begin_run, checkpoint_incomplete_reason
 from hf_medai.throughput import RECORD_DIR, RECORD_ENV, state_dict_sha256
-from test_accelerate_launch import _free_port
 
 LESION = ["--max_steps", "4", "--image_size", "32", "--n_bootstrap", "20", "--eval_strategy", "no",
           "--load_best_model_at_end", "false", "--class_balance", "none"]  # none: the saved head is the trained one
@@ -210,7 +211,7 @@ def test_last_skips_half_written_checkpoints_and_says_so(tmp_path, capsys):
     assert f"resuming from {good}" in err
 
     (good / "trainer_state.json").write_text("")
-    with pytest.raises(SystemExit, match="no complete checkpoint"):
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
         _resume_last(out)
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
+from hf_medai.errors import SetupError
 from hf_medai.training import EMA_WEIGHTS, LOOP_STATE, train_loop
 
 
@@ -93,7 +94,7 @@ def test_ema_weights_are_returned_and_sampling_hook_sees_them(tmp_path):
 
 
 def test_mixed_precision_on_cpu_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match="need a GPU"):
+    with pytest.raises(SetupError, match="need a GPU"):
         train_loop(_model(), _args(tmp_path, bf16=True), _data(), _collate, _loss)
 
 
