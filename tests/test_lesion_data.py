@@ -208,7 +208,8 @@ def test_isic2020_archive_ground_truth_is_detected_in_a_folder(tmp_path, name, i
     v2 = name.endswith("_v2.csv")
     rows = [[r[0], r[1], f"IL_{i}", *r[2:]] for i, r in enumerate(ISIC20_ROWS)] if v2 else ISIC20_ROWS
     _csv(root / name, ISIC20_V2_HEADER if v2 else ISIC20_HEADER, rows)
-    _csv(root / "ISIC_2020_Training_Duplicates.csv", ["image_name_1", "image_name_2"], [["ISIC_0000001", "ISIC_0000002"]])
+    _csv(root / "ISIC_2020_Training_Duplicates.csv", ["image_name_1", "image_name_2"],
+         [["ISIC_0000001", "ISIC_0000002"]])
     for row in ISIC20_ROWS:
         _image(root / images / f"{row[0]}.jpg")
     assert detect_format(root) == "isic2020"

@@ -596,7 +596,8 @@ def _read_notes(path: Path, columns: Mapping, fmt: str, report: DataReport) -> d
         "order": keys or "file order",
         **({"why": f"no {', '.join(missing)} column in {path.name}"} if missing else {}),
         "admissions_with_several_reports": int(several["hadm_id"].nunique()),
-        "admissions_ordered_by_file_position": int(several.loc[several.duplicated(by, keep=False), "hadm_id"].nunique()),
+        "admissions_ordered_by_file_position": int(several.loc[several.duplicated(by, keep=False), "hadm_id"]
+                                                   .nunique()),
         **(counts if fmt == "mimic-iii" else {}),
     }
     out: dict[str, tuple[str, int]] = {}

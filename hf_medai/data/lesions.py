@@ -11,8 +11,9 @@ Every format gives the same columns, so recipes, splits and subgroup metrics nev
                                                              (1-based, header not counted); None for an image folder
 
 `load_lesions` reads the table and checks that every image file exists; `with_images` decodes them (the slow
-part, cached on disk when asked) and names a bad image's `source_row`, so the row is right after skips and splits. Bad rows raise `DataError` naming file, row and problem, or with
-`skip_bad_rows=True` are dropped and counted in the `DataReport` under one of these reasons:
+part, cached on disk when asked), naming a bad image's `source_row` so the row stays right after skips and splits.
+Bad rows raise `DataError` naming file, row and problem, or with `skip_bad_rows=True` are dropped and counted in
+the `DataReport` under one of these reasons:
 
     missing_id, duplicate_id, missing_label, unknown_label, ambiguous_label, missing_image   (load_lesions)
     missing_image, empty_image, truncated_image, unreadable_image                            (with_images)
@@ -261,14 +262,16 @@ def detect_format(source: str | os.PathLike) -> str:
     found = sorted(p.name for p in source.iterdir() if not p.name.startswith("."))[:20]
     raise DataError(
         source, None,
-        f"cannot detect the format: expected {HAM10000_CSV}, {ISIC2019_CSV}, an ISIC 2020 {' or '.join(ISIC2020_CSVS)}, "
+        f"cannot detect the format: expected {HAM10000_CSV}, {ISIC2019_CSV}, an ISIC 2020 ground truth "
+        f"({' or '.join(ISIC2020_CSVS)}), "
         f"one CSV file, or class sub-folders of images; found {found}. Pass format= explicitly",
     )
 
 
 def _isic2020_tables(folder: Path) -> list[Path]:
     """The ISIC 2020 ground-truth tables in `folder` (names in `ISIC2020_CSVS`, ISIC 2020 columns), preferred first."""
-    return [folder / name for name in ISIC2020_CSVS if (folder / name).is_file() and _looks_like_isic2020(folder / name)]
+    tables = [folder / name for name in ISIC2020_CSVS]
+    return [path for path in tables if path.is_file() and _looks_like_isic2020(path)]
 
 
 def _looks_like_isic2020(csv_path: Path) -> bool:

@@ -33,7 +33,8 @@ default filter (<= 9 heavy atoms of H, C, N, O, F: QM9's limits) about 430 of th
 
 The report (`DataReport`) counts filtered molecules under `filtered_<why>` in `skipped`, so `rows_kept` equals the
 dataset length, and `notes["survival"]` lists how many molecules are left after each step in order:
-read, parsed, single_fragment, elements, heavy_atoms, (neutral,) conformer.
+read, parsed, single_fragment, elements, heavy_atoms, (neutral,) conformer. With `largest_fragment=True`,
+`notes["fragments_removed"]` counts the molecules that were reduced to their largest (sanitised) fragment.
 
 The processed dataset is cached with `save_to_disk` under `cache_dir` (default `cache_root()/"molecules"`), keyed by
 a hash of the source's contents, the filter settings and the seed; the next identical call reloads it.
