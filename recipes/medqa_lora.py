@@ -43,6 +43,7 @@ class DataArguments:
     data_format: str = field(default="auto", metadata={"help": "auto | medqa | medmcqa | pubmedqa."})
     test_data_dir: str | None = field(default=None, metadata={"help": "A fixed test set (e.g. MedQA's test.jsonl); default: a held-out split."})
     test_data_format: str = field(default="auto", metadata={"help": "Format of test_data_dir."})
+    medmcqa_cop_base: int | None = field(default=None, metadata={"help": "MedMCQA only: 0 if `cop` counts from 0 (Hugging Face release), 1 if from 1 (original JSON dumps); default: detected per file."})
     test_fraction: float = field(default=0.3, metadata={"help": "Fraction of questions held out for test (ignored with test_data_dir)."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the question-level split (stratified by gold letter)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Score at most this many test questions (a seeded sample)."})
@@ -56,6 +57,8 @@ class DataArguments:
             raise ConfigError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
         if self.target not in ("letter", "letter+explanation"):
             raise ConfigError(f"target must be letter or letter+explanation, got {self.target!r}")
+        if self.medmcqa_cop_base not in (None, 0, 1):
+            raise ConfigError(f"medmcqa_cop_base must be 0 or 1 (or unset: detect), got {self.medmcqa_cop_base}")
 
 
 @dataclass
@@ -180,12 +183,14 @@ def main(args=None, callbacks=None):
 
     # Data: load -> question-level split (stratified by gold letter) -> chat-tokenized, loss on the answer only
     source = data_args.data_dir or sample_path("medqa")
-    dataset, report = load_qa(source, data_args.data_format, data_args.skip_bad_rows)
+    dataset, report = load_qa(source, data_args.data_format, data_args.skip_bad_rows,
+                              medmcqa_cop_base=data_args.medmcqa_cop_base)
     if (np.asarray(dataset["answer_index"]) < 0).any():
         raise DataError(source, None, "free-text questions found: this recipe trains and scores multiple choice")
     if data_args.test_data_dir:
         train = dataset
-        test, test_report = load_qa(data_args.test_data_dir, data_args.test_data_format, data_args.skip_bad_rows)
+        test, test_report = load_qa(data_args.test_data_dir, data_args.test_data_format, data_args.skip_bad_rows,
+                                    medmcqa_cop_base=data_args.medmcqa_cop_base)
         report.notes["external_test_set"] = test_report.to_dict()
     else:
         train, test = question_split(dataset, data_args.test_fraction, data_args.split_seed)

@@ -55,6 +55,7 @@ class DataArguments:
     max_heavy_atoms: int = field(default=9, metadata={"help": "Keep molecules with at most this many heavy atoms (QM9's limit: 9)."})
     elements: list[str] = field(default_factory=lambda: list(DEFAULT_ELEMENTS), metadata={"help": "Keep molecules made only of these elements (EDM's stability table covers H, C, N, O, F)."})
     neutral_only: bool = field(default=True, metadata={"help": "Drop molecules with charged atoms (EDM's valence rule has no charges)."})
+    largest_fragment: bool = field(default=False, metadata={"help": "Keep the largest fragment of a salt or mixture (e.g. CCN.Cl -> CCN) instead of treating it as a bad row."})
     skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad molecules instead of stopping at the first (the bundled NCI file always skips)."})
     limit: int | None = field(default=None, metadata={"help": "Keep at most this many molecules."})
     conformer_seed: int = field(default=0, metadata={"help": "Seed of RDKit's ETKDG embedding."})
@@ -113,7 +114,8 @@ def main(args=None):
         dataset, elements, report = load_molecules(
             data_args.data_path, data_args.data_format, max_heavy_atoms=data_args.max_heavy_atoms,
             elements=data_args.elements, skip_bad_rows=data_args.skip_bad_rows, seed=data_args.conformer_seed,
-            limit=data_args.limit, neutral_only=data_args.neutral_only)  # raises DataError when no molecule is left
+            limit=data_args.limit, neutral_only=data_args.neutral_only,
+            largest_fragment=data_args.largest_fragment)  # raises DataError when no molecule is left
     rows = dataset.select_columns(["atom_types", "charges", "positions", *PROPERTY_COLUMNS]).to_list()
 
     # Model: EGNN denoiser (+ property conditioning), DDPM schedule without sample clipping (positions are in Angstrom)

@@ -460,6 +460,89 @@ def test_unknown_icd_codes(small3):
     assert report.rows_skipped == 0 and len(ds) == len(clean)  # codes are skipped, not admissions
 
 
+def test_malformed_codes_do_not_stop_tasks_that_never_read_codes(small3):
+    edit(small3 / "DIAGNOSES_ICD.csv", lambda f: f.assign(ICD9_CODE=["XYZ"] + list(f["ICD9_CODE"][1:])))
+    ds, _, report = load_admissions(small3, task="mortality")  # no skip_bad_rows: still no error
+    assert report.rows_skipped == 0 and len(ds) == report.rows_read
+    diagnoses = report.notes["diagnoses"]
+    assert diagnoses["skipped_by_reason"] == {"unknown_icd_code": 1} and diagnoses["label_uses_codes"] is False
+    assert "'XYZ' is not an ICD-9 diagnosis code" in diagnoses["skipped_examples"][0]
+    with pytest.raises(DataError, match=r"DIAGNOSES_ICD\.csv, row 1: .*'XYZ'"):
+        load_admissions(small3, task="comorbidity")  # the task whose label is made of codes still checks them
+
+
+# --- Discharge summaries: error flags and the order of several reports ------------------------------------------
+
+
+def first_summary_twice(root: Path, first_text: str, first_changes: dict, second_changes: dict) -> str:
+    """Give the first admission's discharge summary a second "Report" row (first in the file); returns its HADM_ID."""
+    def apply(frame):
+        row = frame.index[frame["CATEGORY"] == "Discharge summary"][0]
+        extra = frame.loc[[row]].assign(TEXT=first_text, **first_changes)
+        frame.loc[row, list(second_changes)] = list(second_changes.values())
+        return pd.concat([frame.loc[:row - 1], extra, frame.loc[row:]], ignore_index=True)
+    edit(root / "NOTEEVENTS.csv", apply)
+    notes = pd.read_csv(root / "NOTEEVENTS.csv", dtype=str, keep_default_na=False)
+    return notes.loc[notes["CATEGORY"] == "Discharge summary", "HADM_ID"].iloc[0]
+
+
+@pytest.mark.parametrize("flag", ["1", "1.0", " 1 "])
+def test_notes_marked_as_errors_are_dropped_however_the_flag_is_written(small3, flag):
+    hadm = first_summary_twice(small3, "ERRONEOUS NOTE written to the wrong patient.", {"ISERROR": flag}, {})
+    ds, _, report = load_admissions(small3, task="readmission")
+    text = dict(zip(ds["id"], ds["text"])).get(hadm, "")
+    assert "ERRONEOUS" not in " ".join(ds["text"]) and "Chief Complaint" in text
+    assert report.notes["discharge_notes"]["marked_error_dropped"] == 1
+
+
+def test_a_table_re_saved_by_pandas_keeps_its_error_flags(small3):
+    hadm = first_summary_twice(small3, "ERRONEOUS NOTE written to the wrong patient.", {"ISERROR": "1"}, {})
+    pd.read_csv(small3 / "NOTEEVENTS.csv").to_csv(small3 / "NOTEEVENTS.csv", index=False)  # ISERROR -> 1.0 / ""
+    assert "1.0" in set(pd.read_csv(small3 / "NOTEEVENTS.csv", dtype=str)["ISERROR"].dropna())
+    ds, _, _ = load_admissions(small3, task="readmission")
+    assert hadm in ds["id"] and "ERRONEOUS" not in " ".join(ds["text"])
+
+
+def test_an_unreadable_error_flag_is_an_error(small3):
+    first_summary_twice(small3, "Another report.", {"ISERROR": "maybe"}, {})
+    with pytest.raises(DataError, match=r"NOTEEVENTS\.csv, row 1: ISERROR 'maybe' is not"):
+        load_admissions(small3, skip_bad_rows=True)
+
+
+def test_several_reports_are_joined_in_chart_order_not_file_order(small3):
+    # The later report (by CHARTDATE) comes first in the file: the join must still put it second.
+    hadm = first_summary_twice(small3, "PART TWO, dictated later.", {"CHARTDATE": "2199-12-31"},
+                               {"CHARTDATE": "2100-01-01"})
+    ds, _, report = load_admissions(small3, task="readmission")
+    text = dict(zip(ds["id"], ds["text"]))[hadm]
+    assert text.endswith("PART TWO, dictated later.") and text.index("Chief Complaint") < text.index("PART TWO")
+    order = report.notes["discharge_notes"]
+    assert order["order"] == ["chartdate", "charttime"] and order["admissions_with_several_reports"] == 1
+    assert order["admissions_ordered_by_file_position"] == 0
+
+
+def test_without_order_columns_the_report_says_file_order(small3):
+    hadm = first_summary_twice(small3, "PART ONE.", {}, {})
+    edit(small3 / "NOTEEVENTS.csv", lambda f: f.drop(columns=["CHARTDATE", "CHARTTIME"]))
+    ds, _, report = load_admissions(small3, task="readmission")
+    assert dict(zip(ds["id"], ds["text"]))[hadm].startswith("PART ONE.")
+    order = report.notes["discharge_notes"]
+    assert order["order"] == "file order" and "CHARTDATE" in order["why"]
+    assert order["admissions_ordered_by_file_position"] == 1
+
+
+def test_mimic_iv_reports_are_joined_by_note_seq(tmp_path):
+    root = write_mimic(tmp_path, "mimic-iv", n_patients=6, seed=5)
+    path = root / "note/discharge.csv"
+    notes = pd.read_csv(path, dtype=str, keep_default_na=False)
+    later = notes.iloc[[0]].assign(note_seq="99", note_id="x-DS-99", text="ADDED LATER (note_seq 99).")
+    pd.concat([later, notes], ignore_index=True).to_csv(path, index=False)  # first in the file, last by note_seq
+    ds, _, report = load_admissions(root, task="readmission")
+    text = dict(zip(ds["id"], ds["text"]))[notes["hadm_id"][0]]
+    assert text.endswith("ADDED LATER (note_seq 99).")
+    assert report.notes["discharge_notes"]["order"] == ["note_seq", "charttime"]
+
+
 def test_bad_rows_of_a_plain_table(tmp_path):
     path = tmp_path / "notes.csv"
     pd.DataFrame({"text": ["chest pain", "", "fever", "cough"], "label": ["yes", "no", "", "no"],

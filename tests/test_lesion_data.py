@@ -25,7 +25,7 @@ from hf_medai.data.lesions import (
 from hf_medai.data.report import DataError, DataReport
 
 COLUMNS = ["id", "image_path", "label", "dx", "lesion_id", "patient_id", "age", "sex", "site", "fitzpatrick",
-           "source"]
+           "source", "source_row"]
 
 
 # ----------------------------------------------------------------------------------------------- fixtures
@@ -193,6 +193,46 @@ def test_isic2020_binary_from_target_multiclass_from_diagnosis(isic2020):
     assert {r["source"] for r in ds} == {"isic2020"}
     multi, mclasses, _ = load_lesions(isic2020, task="multiclass")
     assert [mclasses[r["label"]] for r in multi] == ["unknown", "unknown", "melanoma", "nevus"]
+
+
+ISIC20_V2_HEADER = ["image_name", "patient_id", "lesion_id", "sex", "age_approx", "anatom_site_general_challenge",
+                    "diagnosis", "benign_malignant", "target"]
+
+
+@pytest.mark.parametrize("name, images", [
+    ("ISIC_2020_Training_GroundTruth.csv", "ISIC_2020_Training_JPEG/train"),  # the archive's own names
+    ("ISIC_2020_Training_GroundTruth_v2.csv", "train"),
+])
+def test_isic2020_archive_ground_truth_is_detected_in_a_folder(tmp_path, name, images):
+    root = tmp_path / "isic2020"
+    v2 = name.endswith("_v2.csv")
+    rows = [[r[0], r[1], f"IL_{i}", *r[2:]] for i, r in enumerate(ISIC20_ROWS)] if v2 else ISIC20_ROWS
+    _csv(root / name, ISIC20_V2_HEADER if v2 else ISIC20_HEADER, rows)
+    _csv(root / "ISIC_2020_Training_Duplicates.csv", ["image_name_1", "image_name_2"],
+         [["ISIC_0000001", "ISIC_0000002"]])
+    for row in ISIC20_ROWS:
+        _image(root / images / f"{row[0]}.jpg")
+    assert detect_format(root) == "isic2020"
+    ds, classes, report = load_lesions(root)
+    assert classes == BINARY_CLASSES and len(ds) == 4 and report.notes["ground_truth_file"] == name
+    assert ds["label"] == [0, 0, 1, 0] and ds["lesion_id"][0] == ("IL_0" if v2 else "ISIC_2637011")
+
+
+def test_isic2020_prefers_the_corrected_ground_truth_and_says_so(isic2020):
+    _csv(isic2020 / "ISIC_2020_Training_GroundTruth_v2.csv", ISIC20_V2_HEADER,
+         [[r[0], r[1], "IL_1", *r[2:]] for r in ISIC20_ROWS])
+    _csv(isic2020 / "ISIC_2020_Training_GroundTruth.csv", ISIC20_HEADER, ISIC20_ROWS)
+    ds, _, report = load_lesions(isic2020)
+    assert report.notes["ground_truth_file"] == "ISIC_2020_Training_GroundTruth_v2.csv"
+    assert report.notes["ground_truth_files_ignored"] == ["ISIC_2020_Training_GroundTruth.csv", "train.csv"]
+    assert set(ds["lesion_id"]) == {"IL_1"}
+
+
+def test_isic2020_folder_without_a_ground_truth_names_the_files_it_looked_for(tmp_path):
+    _csv(tmp_path / "ISIC_2020_Training_GroundTruth.csv", ["image", "label"], [["ISIC_1", "0"]])
+    _csv(tmp_path / "other.csv", ["image", "label"], [["ISIC_1", "0"]])
+    with pytest.raises(DataError, match="ISIC_2020_Training_GroundTruth_v2.csv.*train.csv"):
+        load_lesions(tmp_path, format="isic2020")
 
 
 def test_imagefolder(folder):
@@ -394,6 +434,19 @@ def test_with_images_bad_images_raise_or_are_counted(ham_bad_images):
     sizes = {r["id"]: r["image"].size for r in out}
     assert sizes == {"ISIC_0027419": (10, 5), "ISIC_0031633": (8, 6)}  # aspect kept, never upsampled
     assert all(r["image"].mode == "RGB" for r in out)
+
+
+def test_image_errors_name_the_csv_row_after_earlier_rows_were_skipped(ham):
+    # CSV row 1 has no image (skipped when loading), row 3's image is empty: its error must say row 3, not 2.
+    (ham / "HAM10000_images_part_1" / "ISIC_0027419.jpg").unlink()
+    (ham / "HAM10000_images_part_1" / "ISIC_0026769.jpg").write_bytes(b"")
+    ds, _, report = load_lesions(ham, skip_bad_rows=True)
+    assert dict(report.skipped) == {"missing_image": 1} and ds["source_row"] == [2, 3, 4]
+    for subset in (ds, ds.select([1])):  # a split keeps each row's CSV row
+        with pytest.raises(DataError, match=r"ISIC_0026769\.jpg, row 3 \(id ISIC_0026769\): zero-byte"):
+            with_images(subset, DataReport())
+    with_images(ds, report)
+    assert "row 3 (id ISIC_0026769): zero-byte" in report.examples[-1]
 
 
 def test_with_images_cache_is_reused_with_its_skip_counts(ham_bad_images, tmp_path, monkeypatch):

@@ -233,6 +233,53 @@ def test_bad_input_errors_or_is_counted(tmp_path, cache, case):
     assert report.examples and reason in report.examples[0] and fragment in report.examples[0]
 
 
+def test_largest_fragment_of_salts_and_hydrates(tmp_path, cache):
+    # Unsanitised fragments crashed inside RDKit ("RingInfo not initialized") once they reached the force field.
+    path = write(tmp_path / "salts.smi", "CCN.Cl\nCCO.O\n[Na+].CC(=O)[O-]\nCCO\n")
+    ds, vocab, report = load_molecules(path, cache_dir=cache, largest_fragment=True)
+    assert ds["smiles"] == ["CCN", "CCO", "CC(=O)[O-]", "CCO"] and vocab == ["H", "C", "N", "O"]
+    assert ds["num_heavy_atoms"] == [3, 3, 4, 3] and ds["charges"][2].count(-1) == 1
+    assert report.notes["conformers"] == {"mmff": 4} and report.notes["fragments_removed"] == 3
+    assert all(row["qed"] > 0 for row in ds)
+
+
+def test_largest_fragment_keeps_file_coordinates(tmp_path, cache):
+    salt = Chem.AddHs(Chem.MolFromSmiles("CCN.Cl"))
+    AllChem.EmbedMolecule(salt, randomSeed=2)
+    path = tmp_path / "salt.sdf"
+    with Chem.SDWriter(str(path)) as writer:
+        writer.write(salt)
+    ds, _, report = load_molecules(path, cache_dir=cache, largest_fragment=True)
+    assert ds["smiles"] == ["CCN"] and ds["num_atoms"] == [10] and report.notes["conformers"] == {"from_file": 1}
+    amine = np.asarray([salt.GetConformer().GetAtomPosition(i) for i in range(salt.GetNumAtoms())
+                        if salt.GetAtomWithIdx(i).GetAtomicNum() != 17 and not
+                        any(n.GetAtomicNum() == 17 for n in salt.GetAtomWithIdx(i).GetNeighbors())])
+    got = np.asarray(ds[0]["positions"])
+    np.testing.assert_allclose(np.sort(np.linalg.norm(got - got.mean(0), axis=1)),
+                               np.sort(np.linalg.norm(amine - amine.mean(0), axis=1)), atol=1e-3)
+
+
+@pytest.mark.parametrize("smiles, heavy", [("[2H]C([2H])([2H])O", 2), ("[3H]OC(=O)C", 4), ("[H]OC", 2),
+                                           ("[2H]c1c([2H])cccc1", 6)])
+def test_hydrogen_isotopes_are_hydrogens(tmp_path, cache, smiles, heavy):
+    ds, vocab, _ = load_molecules(write(tmp_path / "d.smi", smiles + "\n"), cache_dir=cache)
+    row = ds[0]
+    symbols = [vocab[t] for t in row["atom_types"]]
+    assert row["num_heavy_atoms"] == heavy == sum(s != "H" for s in symbols)
+    assert "H" not in symbols[:heavy] and set(symbols[heavy:]) == {"H"}  # heavy atoms first, then every hydrogen
+    assert "H" in vocab and not {"D", "T"} & set(vocab)
+    assert "[2H]" not in row["smiles"] and "[3H]" not in row["smiles"] and "[H]" not in row["smiles"]
+    assert all(1.3 < d < 1.6 for d in bond_lengths(row, vocab))  # the reordering kept the geometry
+
+
+def test_hydrogens_listed_first_in_a_file_are_moved_after_the_heavy_atoms(tmp_path, cache):
+    xyz = "3\nwater, hydrogens first\nH 0.7572 0.5865 0.0\nH -0.7572 0.5865 0.0\nO 0.0 0.0 0.0\n"
+    ds, vocab, _ = load_molecules(write(tmp_path / "w.xyz", xyz), cache_dir=cache)
+    assert [vocab[t] for t in ds[0]["atom_types"]] == ["O", "H", "H"] and ds["num_heavy_atoms"] == [1]
+    oh = np.linalg.norm(np.asarray(ds[0]["positions"])[1:] - np.asarray(ds[0]["positions"])[0], axis=1)
+    np.testing.assert_allclose(oh, 0.9572, atol=1e-3)
+
+
 def test_embedding_failure(tmp_path, cache, monkeypatch):
     real = molecules_module._embed
     monkeypatch.setattr(molecules_module, "_embed",

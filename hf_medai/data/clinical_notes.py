@@ -58,9 +58,14 @@ Bad input raises `DataError` naming file, row (1-based data row, header not coun
 `skip_bad_rows=True` is dropped and counted under one of these reasons:
     duplicate_admission, bad_time, discharge_before_admission, no_patient, no_note, non_utf8_note, empty_note,
     note_too_long (> max_note_chars), no_admission_sections, no_diagnoses (comorbidity only), no_label (table).
-A missing table or column, or non-UTF-8 bytes in a structured table, is always an error. Diagnosis codes
-that are not ICD-9/ICD-10 shaped (or of another version) are errors or, when skipping, are left out of the
-Charlson count and counted in `report.notes["diagnoses"]`, apart from the admission counts.
+A missing table or column, non-UTF-8 bytes in a structured table, or a MIMIC-III ISERROR other than 1, 0 or empty
+(notes flagged 1 or 1.0 are dropped and counted) is always an error. Diagnosis codes that are not ICD-9/ICD-10
+shaped (or of another version) are left out of the Charlson count and counted in `report.notes["diagnoses"]`,
+apart from the admission counts; for comorbidity, whose label they make, they are errors unless skipping.
+
+Several main discharge reports of one admission are joined in chart order: MIMIC-IV note_seq (then charttime),
+MIMIC-III CHARTDATE then CHARTTIME; ties, unreadable values and tables without those columns keep file order, and
+`report.notes["discharge_notes"]` says which order was used and for how many admissions file order decided.
 """
 
 from __future__ import annotations
@@ -307,6 +312,10 @@ _LAYOUTS: dict[str, dict[str, tuple[str, dict[str, str | tuple[str, ...]]]]] = {
     },
 }
 _MAIN_NOTE_KIND = {"mimic-iii": "REPORT", "mimic-iv": "DS"}  # addenda: "Addendum" / "AD"
+# The order of several reports of one admission, read when the columns are there: {our column: theirs}.
+_NOTE_ORDER = {"mimic-iii": {"chartdate": "CHARTDATE", "charttime": "CHARTTIME"},
+               "mimic-iv": {"note_seq": "note_seq", "charttime": "charttime"}}
+CODE_TASKS = frozenset({"comorbidity"})  # tasks whose label is computed from the diagnosis codes
 _SURROGATE = re.compile("[\udc80-\udcff]")  # what undecodable bytes become under errors="surrogateescape"
 
 
@@ -334,8 +343,9 @@ def _resolve_columns(path: Path, columns: Mapping[str, str | tuple[str, ...]], h
 
 
 def read_table(path: Path, columns: Mapping[str, str | tuple[str, ...]], keep_bad_bytes: bool = False,
-               row_filter=None, chunksize: int = 200_000) -> pd.DataFrame:
+               row_filter=None, chunksize: int = 200_000, optional: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Read the named columns of a csv/csv.gz as strings ("" when empty), renamed to ours, with `data_row` (1-based).
+    `optional` columns ({ours: theirs}) are read when the table has them.
 
     Non-UTF-8 bytes are an error naming the row, unless `keep_bad_bytes` (note tables, where one bad note is a
     skippable row): they then survive as surrogate escapes for the caller to find. `row_filter(frame) -> mask`
@@ -346,6 +356,7 @@ def read_table(path: Path, columns: Mapping[str, str | tuple[str, ...]], keep_ba
     except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, EOFError) as e:
         raise DataError(path, None, f"not a readable CSV table ({e})") from e
     rename = _resolve_columns(path, columns, header)
+    rename.update({theirs: ours for ours, theirs in (optional or {}).items() if theirs in header})
     kwargs = dict(usecols=list(rename), dtype=object, keep_default_na=False, na_values=[], chunksize=chunksize)
     try:
         frames = []
@@ -478,8 +489,8 @@ def _mimic_rows(root: Path, note_root: Path, fmt: str, task: str, report: DataRe
     paths = {name: find_table(note_root if name == "notes" else root, stem) for name, (stem, _) in layout.items()}
     adm = read_table(paths["admissions"], layout["admissions"][1])
     pat = read_table(paths["patients"], layout["patients"][1])
-    notes = _read_notes(paths["notes"], layout["notes"][1], fmt)
-    charlson = _charlson_by_admission(paths["diagnoses"], layout["diagnoses"][1], fmt, report)
+    notes = _read_notes(paths["notes"], layout["notes"][1], fmt, report)
+    charlson = _charlson_by_admission(paths["diagnoses"], layout["diagnoses"][1], report, task in CODE_TASKS)
     report.rows_read += len(adm)
 
     adm["hadm_id"], adm["subject_id"] = _norm_id(adm["hadm_id"]), _norm_id(adm["subject_id"])
@@ -551,30 +562,72 @@ def _mimic_rows(root: Path, note_root: Path, fmt: str, task: str, report: DataRe
     return rows
 
 
-def _read_notes(path: Path, columns: Mapping, fmt: str) -> dict[str, tuple[str, int]]:
-    """hadm_id -> (main discharge summary text, data row of its first part). Several reports are joined."""
-    if fmt == "mimic-iii":
-        def keep(c: pd.DataFrame) -> pd.Series:
-            return (c["category"].str.strip().str.lower() == "discharge summary") & (c["iserror"].str.strip() != "1")
-    else:
-        keep = None
-    frame = read_table(path, columns, keep_bad_bytes=True, row_filter=keep)
+def _read_notes(path: Path, columns: Mapping, fmt: str, report: DataReport) -> dict[str, tuple[str, int]]:
+    """hadm_id -> (main discharge summary text, data row of its first part).
+
+    Notes flagged as errors (MIMIC-III ISERROR) are dropped and counted. Several reports of one admission are
+    joined in chart order (`_NOTE_ORDER`), ties and missing order columns falling back to file order;
+    `report.notes["discharge_notes"]` says which order was used and how often file order decided.
+    """
+    counts = {"marked_error_dropped": 0}
+
+    def keep(c: pd.DataFrame) -> pd.Series:
+        summary = c["category"].str.strip().str.lower() == "discharge summary"
+        error = pd.Series(False, index=c.index)
+        error[summary] = _error_flags(c[summary], path)
+        counts["marked_error_dropped"] += int(error.sum())
+        return summary & ~error
+
+    order = _NOTE_ORDER[fmt]
+    frame = read_table(path, columns, keep_bad_bytes=True, row_filter=keep if fmt == "mimic-iii" else None,
+                       optional=order)
     frame = frame[frame["kind"].str.strip().str.upper() == _MAIN_NOTE_KIND[fmt]]
     frame = frame.assign(hadm_id=_norm_id(frame["hadm_id"]))
     frame = frame[frame["hadm_id"] != ""]
+    keys = [k for k in order if k in frame]
+    # Unreadable values become NaN/NaT, sort last and tie: file order decides among them.
+    frame = frame.assign(**{f"_{k}": pd.to_numeric(frame[k], errors="coerce") if k == "note_seq" else
+                            pd.to_datetime(frame[k], errors="coerce", format="ISO8601") for k in keys})
+    by = ["hadm_id", *(f"_{k}" for k in keys)]
+    frame = frame.sort_values([*by, "data_row"], kind="stable", na_position="last")
+    several = frame[frame["hadm_id"].duplicated(keep=False)]
+    missing = [theirs for ours, theirs in order.items() if ours not in keys]
+    report.notes["discharge_notes"] = {
+        "order": keys or "file order",
+        **({"why": f"no {', '.join(missing)} column in {path.name}"} if missing else {}),
+        "admissions_with_several_reports": int(several["hadm_id"].nunique()),
+        "admissions_ordered_by_file_position": int(several.loc[several.duplicated(by, keep=False), "hadm_id"]
+                                                   .nunique()),
+        **(counts if fmt == "mimic-iii" else {}),
+    }
     out: dict[str, tuple[str, int]] = {}
     for hadm, text, row in zip(frame["hadm_id"], frame["text"], frame["data_row"]):
         out[hadm] = (out[hadm][0] + "\n\n" + text, out[hadm][1]) if hadm in out else (text, int(row))
     return out
 
 
-def _charlson_by_admission(path: Path, columns: Mapping, fmt: str, report: DataReport) -> dict[str, int]:
-    """hadm_id -> Charlson index. Malformed codes go through their own DataReport (codes, not admissions)."""
+def _error_flags(notes: pd.DataFrame, path: Path) -> pd.Series:
+    """MIMIC-III ISERROR read as a number: 1 marks an erroneous note (written "1.0" once pandas re-saved the table);
+    empty or 0 does not. Anything else is an error: guessing could train on a note its authors withdrew."""
+    text = notes["iserror"].str.strip()
+    value = pd.to_numeric(text.mask(text == "", "0"), errors="coerce")
+    unknown = ~value.isin([0, 1])
+    if unknown.any():
+        i = unknown.idxmax()
+        raise DataError(path, int(notes.at[i, "data_row"]), f"ISERROR {notes.at[i, 'iserror']!r} is not 1 (an "
+                                                             "erroneous note), 0 or empty")
+    return value == 1
+
+
+def _charlson_by_admission(path: Path, columns: Mapping, report: DataReport, label_uses_codes: bool
+                           ) -> dict[str, int]:
+    """hadm_id -> Charlson index. Malformed codes go through their own DataReport (codes, not admissions); they are
+    errors only when the task's label is made of codes (else they only leave the descriptive charlson column)."""
     dx = read_table(path, columns)
     dx["hadm_id"] = _norm_id(dx["hadm_id"])
     dx["icd_code"] = dx["icd_code"].map({c: normalize_code(c) for c in dx["icd_code"].unique()})
     dx["icd_version"] = dx["icd_version"].str.strip() if "icd_version" in dx else "9"
-    codes = DataReport(skip_bad_rows=report.skip_bad_rows)
+    codes = DataReport(skip_bad_rows=report.skip_bad_rows or not label_uses_codes)
     codes.rows_read = len(dx)
     # Work per distinct (version, code): millions of rows, tens of thousands of codes.
     key = dx["icd_version"] + ":" + dx["icd_code"]
@@ -589,7 +642,8 @@ def _charlson_by_admission(path: Path, columns: Mapping, fmt: str, report: DataR
         what = (f"ICD version {r.icd_version!r} (expected 9 or 10)" if reason == "unknown_icd_version" else
                 f"{r.icd_code!r} is not an ICD-{r.icd_version} diagnosis code")
         codes.bad(reason, path, r.data_row, f"admission {r.hadm_id}: {what}")
-    report.notes["diagnoses"] = {k: v for k, v in codes.to_dict().items() if k != "rows_kept"}
+    report.notes["diagnoses"] = {**{k: v for k, v in codes.to_dict().items() if k != "rows_kept"},
+                                 "label_uses_codes": label_uses_codes}
     conditions: dict[str, set[str]] = {h: set() for h in dx.loc[ok, "hadm_id"].unique()}
     scoring = key.isin([k for k, found in mapped.items() if found])
     for hadm, k in zip(dx.loc[scoring, "hadm_id"], key[scoring]):

@@ -7,11 +7,13 @@ Every format gives the same columns, so recipes, splits and subgroup metrics nev
     lesion_id    str (falls back to id)          patient_id  str (falls back to lesion_id)
     age          float | None                    sex         "male" | "female" | None
     site         str | None                      fitzpatrick int 1-6 | None
-    source       the format name
+    source       the format name                 source_row  int | None, the example's data row in the metadata CSV
+                                                             (1-based, header not counted); None for an image folder
 
 `load_lesions` reads the table and checks that every image file exists; `with_images` decodes them (the slow
-part, cached on disk when asked). Bad rows raise `DataError` naming file, row and problem, or with
-`skip_bad_rows=True` are dropped and counted in the `DataReport` under one of these reasons:
+part, cached on disk when asked), naming a bad image's `source_row` so the row stays right after skips and splits.
+Bad rows raise `DataError` naming file, row and problem, or with `skip_bad_rows=True` are dropped and counted in
+the `DataReport` under one of these reasons:
 
     missing_id, duplicate_id, missing_label, unknown_label, ambiguous_label, missing_image   (load_lesions)
     missing_image, empty_image, truncated_image, unreadable_image                            (with_images)
@@ -64,7 +66,9 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 HAM10000_CSV = "HAM10000_metadata.csv"
 ISIC2019_CSV = "ISIC_2019_Training_GroundTruth.csv"
 ISIC2019_METADATA_CSV = "ISIC_2019_Training_Metadata.csv"
-ISIC2020_CSV = "train.csv"
+# ISIC 2020 ground truth, most preferred first: the archive's corrected v2 (adds lesion_id), its first release,
+# and Kaggle's SIIM-ISIC train.csv.
+ISIC2020_CSVS = ("ISIC_2020_Training_GroundTruth_v2.csv", "ISIC_2020_Training_GroundTruth.csv", "train.csv")
 
 # Reasons a row is skipped (keys of DataReport.skipped).
 MISSING_ID = "missing_id"
@@ -109,6 +113,7 @@ def lesion_features(class_names: Sequence[str], with_image: bool = False) -> dat
         "site": datasets.Value("string"),
         "fitzpatrick": datasets.Value("int64"),
         "source": datasets.Value("string"),
+        "source_row": datasets.Value("int64"),
     }
     if with_image:
         spec["image"] = datasets.Image()
@@ -247,7 +252,7 @@ def detect_format(source: str | os.PathLike) -> str:
         return "ham10000"
     if (source / ISIC2019_CSV).is_file():
         return "isic2019"
-    if (source / ISIC2020_CSV).is_file() and _looks_like_isic2020(source / ISIC2020_CSV):
+    if _isic2020_tables(source):
         return "isic2020"
     csvs = sorted(p.name for p in source.glob("*.csv"))
     if len(csvs) == 1:
@@ -257,9 +262,16 @@ def detect_format(source: str | os.PathLike) -> str:
     found = sorted(p.name for p in source.iterdir() if not p.name.startswith("."))[:20]
     raise DataError(
         source, None,
-        f"cannot detect the format: expected {HAM10000_CSV}, {ISIC2019_CSV}, an ISIC 2020 {ISIC2020_CSV}, "
+        f"cannot detect the format: expected {HAM10000_CSV}, {ISIC2019_CSV}, an ISIC 2020 ground truth "
+        f"({' or '.join(ISIC2020_CSVS)}), "
         f"one CSV file, or class sub-folders of images; found {found}. Pass format= explicitly",
     )
+
+
+def _isic2020_tables(folder: Path) -> list[Path]:
+    """The ISIC 2020 ground-truth tables in `folder` (names in `ISIC2020_CSVS`, ISIC 2020 columns), preferred first."""
+    tables = [folder / name for name in ISIC2020_CSVS]
+    return [path for path in tables if path.is_file() and _looks_like_isic2020(path)]
 
 
 def _looks_like_isic2020(csv_path: Path) -> bool:
@@ -329,7 +341,14 @@ def _read_isic2019(source: Path, task: str, report: DataReport) -> tuple[list[di
 
 
 def _read_isic2020(source: Path, task: str, report: DataReport) -> tuple[list[dict], list[str]]:
-    csv_path = source if source.is_file() else source / ISIC2020_CSV
+    tables = [source] if source.is_file() else _isic2020_tables(source)
+    if not tables:
+        raise DataError(source, None, f"no ISIC 2020 ground truth: expected {' or '.join(ISIC2020_CSVS)} with "
+                                      "columns image_name and target (or diagnosis)")
+    csv_path = tables[0]
+    report.notes["ground_truth_file"] = csv_path.name
+    if len(tables) > 1:
+        report.notes["ground_truth_files_ignored"] = [t.name for t in tables[1:]]
     label_col = "target" if task == "binary" else "diagnosis"
     frame = _read_csv(csv_path, required=["image_name", label_col])
     images = _image_index(csv_path.parent, prefer="train")
@@ -428,7 +447,7 @@ def _read_imagefolder(source: Path, task: str, report: DataReport) -> tuple[list
             report.bad(DUPLICATE_ID, path, image_id, f"duplicate image id {image_id!r} (same name, other suffix)")
             continue
         seen.add(image_id)
-        rows.append(_row(image_id, path, _task_label(folder, task), folder, {}, "imagefolder"))
+        rows.append(_row(image_id, path, _task_label(folder, task), folder, {}, "imagefolder", None))
     return rows, (folder_classes if task == "multiclass" else BINARY_CLASSES)
 
 
@@ -475,7 +494,7 @@ def _table_rows(
             report.bad(MISSING_IMAGE, file, where, problem)
             continue
         meta = {key: (rec[col] if col else None) for key, col in meta_columns.items()}
-        rows.append(_row(image_id, path, labelled[1], labelled[0], meta, fmt, unparsed))
+        rows.append(_row(image_id, path, labelled[1], labelled[0], meta, fmt, number, unparsed))
     if unparsed:
         notes = report.notes.setdefault("unparsed_metadata", {})
         for key, count in unparsed.items():
@@ -483,7 +502,7 @@ def _table_rows(
     return rows
 
 
-def _row(image_id: str, path: Path, label: str, dx: str, meta: dict, fmt: str,
+def _row(image_id: str, path: Path, label: str, dx: str, meta: dict, fmt: str, source_row: int | None,
          unparsed: Counter | None = None) -> dict:
     unparsed = unparsed if unparsed is not None else Counter()
     lesion_id = _clean(meta.get("lesion_id")) or image_id
@@ -499,6 +518,7 @@ def _row(image_id: str, path: Path, label: str, dx: str, meta: dict, fmt: str,
         "site": _clean(meta.get("site")),
         "fitzpatrick": _parse_fitzpatrick(meta.get("fitzpatrick"), unparsed),
         "source": fmt,
+        "source_row": source_row,
     }
 
 
@@ -750,7 +770,8 @@ def with_images(
     max_side: downsize so the longer side is at most this (aspect kept, never upsampled).
     cache_dir: save the result under cache_dir/<key of the rows, their files and max_side> and reuse it;
     the bad rows found are stored with it and replayed into `report`, so counts (or the error) are the same.
-    Bad images raise `DataError` naming file and row, or with report.skip_bad_rows are dropped and counted.
+    Bad images raise `DataError` naming the image file and its `source_row` (the dataset's own row when there is no
+    such column), or with report.skip_bad_rows are dropped and counted.
     """
     if "image_path" not in dataset.column_names:
         raise ValueError(f"dataset has no 'image_path' column; columns: {dataset.column_names}")
@@ -770,14 +791,17 @@ def with_images(
     def decode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         keep, images = [], []
         ids = batch["id"] if "id" in batch else [None] * len(indices)
-        for j, (index, path, image_id) in enumerate(zip(indices, batch["image_path"], ids)):
+        rows = batch["source_row"] if "source_row" in batch else [i + 1 for i in indices]
+        for j, (path, image_id, source_row) in enumerate(zip(batch["image_path"], ids, rows)):
             try:
                 img = to_rgb(path)
                 small = _downsize(img, max_side)
                 images.append(_encode(small, path, resized=small is not img))
                 keep.append(j)
             except ImageError as err:
-                row = f"{index + 1}" if image_id is None else f"{index + 1} (id {image_id})"
+                row = source_row  # None for an image folder, whose image file is the row
+                if source_row is not None and image_id is not None:
+                    row = f"{source_row} (id {image_id})"
                 entry = {"reason": err.reason, "file": path, "row": row,
                          "problem": err.problem}
                 report.bad(**entry)

@@ -2,8 +2,10 @@
 
 Every format gives the same columns, so the molecule-diffusion recipe never cares where data came from:
 
-    smiles           str, canonical SMILES of the heavy-atom molecule as parsed (stereo kept)
-    atom_types       list[int], index into `elements_vocab`, one per atom, hydrogens explicit (heavy atoms first)
+    smiles           str, canonical SMILES of the heavy-atom molecule as parsed (stereo kept; hydrogens, [2H] and
+                     [3H] included, are left out)
+    atom_types       list[int], index into `elements_vocab`, one per atom, hydrogens explicit (heavy atoms first;
+                     hydrogen isotopes are hydrogens: typed "H", counted and ordered with them)
     charges          list[int], formal charge per atom
     positions        list[[x, y, z]] in Angstrom, centred at the centre of mass
     num_atoms        int, hydrogens included          num_heavy_atoms  int
@@ -31,7 +33,8 @@ default filter (<= 9 heavy atoms of H, C, N, O, F: QM9's limits) about 430 of th
 
 The report (`DataReport`) counts filtered molecules under `filtered_<why>` in `skipped`, so `rows_kept` equals the
 dataset length, and `notes["survival"]` lists how many molecules are left after each step in order:
-read, parsed, single_fragment, elements, heavy_atoms, (neutral,) conformer.
+read, parsed, single_fragment, elements, heavy_atoms, (neutral,) conformer. With `largest_fragment=True`,
+`notes["fragments_removed"]` counts the molecules that were reduced to their largest (sanitised) fragment.
 
 The processed dataset is cached with `save_to_disk` under `cache_dir` (default `cache_root()/"molecules"`), keyed by
 a hash of the source's contents, the filter settings and the seed; the next identical call reloads it.
@@ -79,7 +82,7 @@ FILTERED_ELEMENTS = "filtered_elements"
 FILTERED_HEAVY_ATOMS = "filtered_heavy_atoms"
 FILTERED_CHARGED = "filtered_charged"
 
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"  # 2: hydrogen isotopes counted and ordered as hydrogens
 _META_JSON = "hf_medai_molecules.json"
 _FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:(?:[eE]|\*\^)[-+]?\d+)?"
 
@@ -228,7 +231,7 @@ def molecule_properties(mol) -> dict[str, float]:
     from rdkit import Chem
     from rdkit.Chem import QED, Crippen, Descriptors
 
-    heavy = Chem.RemoveHs(mol)
+    heavy = _heavy_atoms(mol)
     return {
         "qed": float(QED.qed(heavy)),
         "logp": float(Crippen.MolLogP(heavy)),
@@ -433,13 +436,14 @@ def _process(source: Path, fmt: str, report: DataReport, settings: dict, element
         reader = {"smiles": _read_smiles_file, "csv": _read_csv, "sdf": _read_sdf, "xyz": _read_xyz}[fmt]
         survival = Counter()
         candidates = []
+        fragments_removed = 0
         allowed = set(elements) if elements is not None else None
         for line_no, mol, coords in reader(source, report):
             survival["read"] += 1
             if mol is None:
                 continue
             survival["parsed"] += 1
-            fragments = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
+            fragments = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=True)  # sanitised: ring info, valences
             if len(fragments) > 1:
                 if not settings["largest_fragment"]:
                     report.bad(SEVERAL_FRAGMENTS, source, line_no,
@@ -448,6 +452,7 @@ def _process(source: Path, fmt: str, report: DataReport, settings: dict, element
                     continue
                 mol = max(fragments, key=lambda m: (m.GetNumHeavyAtoms(), m.GetNumAtoms()))
                 coords = mol.GetConformer().GetPositions() if coords is not None else None
+                fragments_removed += 1
             survival["single_fragment"] += 1
             present = {a.GetSymbol() for a in mol.GetAtoms()} | {"H"}
             if allowed is not None and not present <= allowed:
@@ -489,6 +494,8 @@ def _process(source: Path, fmt: str, report: DataReport, settings: dict, element
         report.notes["survival"] = {step: survival[step] for step in _steps(settings)}
         report.notes["conformers"] = dict(sorted(methods.items()))
         report.notes["charged_molecules"] = sum(any(r["charges"]) for r in rows)
+        if settings["largest_fragment"]:
+            report.notes["fragments_removed"] = fragments_removed  # molecules reduced to their largest fragment
         return rows
     finally:
         RDLogger.EnableLog("rdApp.*")
@@ -527,10 +534,14 @@ def _embed(mol, seed: int):
 def _row(mol) -> dict:
     from rdkit import Chem
 
+    # Heavy atoms first, then every hydrogen: a hydrogen is atomic number 1, so [2H] and [3H] are hydrogens too, and
+    # so are hydrogens that a file lists before (or between) the heavy atoms. Stable, so each group keeps its order.
+    order = sorted(range(mol.GetNumAtoms()), key=lambda i: mol.GetAtomWithIdx(i).GetAtomicNum() == 1)
+    mol = Chem.RenumberAtoms(mol, order)
     positions = mol.GetConformer().GetPositions()
     masses = np.array([a.GetMass() for a in mol.GetAtoms()])
     positions = positions - (masses[:, None] * positions).sum(0) / masses.sum()
-    heavy = Chem.RemoveHs(mol)
+    heavy = _heavy_atoms(mol)
     return {
         "smiles": Chem.MolToSmiles(heavy),
         "symbols": [a.GetSymbol() for a in mol.GetAtoms()],
@@ -540,6 +551,15 @@ def _row(mol) -> dict:
         "num_heavy_atoms": heavy.GetNumAtoms(),
         **molecule_properties(heavy),
     }
+
+
+def _heavy_atoms(mol):
+    """The molecule without its hydrogen atoms, isotopes included (plain `RemoveHs` keeps [2H] and [3H] as atoms)."""
+    from rdkit import Chem
+
+    params = Chem.RemoveHsParameters()
+    params.removeIsotopes = True
+    return Chem.RemoveHs(mol, params)
 
 
 def _vocabulary(rows: list[dict]) -> list[str]:
