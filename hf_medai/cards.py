@@ -1,4 +1,4 @@
-"""Model cards, written from the run folder alone: template in model_cards/ + metrics.json + run_config.yaml.
+"""Model cards, written from the run folder alone: template in hf_medai/model_cards/ + metrics.json + run_config.yaml.
 
 `write_card(run_dir)` is what recipes call at the end and what `hf-medai card RUN_DIR` runs again.
 The card is a `huggingface_hub.ModelCard` whose YAML metadata carries the eval results (model-index).
@@ -18,7 +18,7 @@ import yaml
 
 from hf_medai.io import write_text
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "model_cards"  # package data: a wheel install has them
 
 BINARY_METRICS = [
     ("auroc", "AUROC"),
@@ -254,7 +254,7 @@ def _masked_lm_context(m: dict, config: dict, run_dir: Path) -> dict:
     )
 
 
-# metrics.json "task" -> (template in model_cards/, function giving that template's own variables).
+# metrics.json "task" -> (template in hf_medai/model_cards/, function giving that template's own variables).
 # A new kind of model adds one entry here and one template; the shared variables come from render_card.
 TEMPLATES = {"image-classification": ("image_classifier.md", _image_classifier_context),
              "text-classification": ("text_classifier.md", _text_classifier_context),
