@@ -30,13 +30,21 @@ from bisect import bisect_left
 from collections import Counter
 from typing import Iterable, Sequence
 
-from hf_medai.data.phi_names import CAPS, LEAD, NAME, TOK, TOK_TAIL, anchored, find_names, repeated_names, tails, trim_name
+from hf_medai.data.phi_names import (CAPS, LEAD, NAME, TOK, TOK_TAIL, anchored, find_names, repeated_names, tails,
+                                     trim_name)
 from hf_medai.data.report import DataError
 
 PHI_POLICIES = ("error", "redact", "warn")
 PHI_CLASSES = ("name", "address", "zip", "date", "age_over_89", "phone", "fax", "email", "ssn", "mrn", "health_plan",
                "account", "licence", "vehicle", "device", "url", "ip", "other_id")
 NOT_SEEN = ("biometric identifiers (finger and voice prints)", "full-face photographs and comparable images")
+# What the Hub push gate and the README say about this scanner.
+SCOPE = ("The PHI scanner reads text only, for the 16 HIPAA Safe Harbor classes that text can hold (names, addresses "
+         "and ZIP codes, dates other than the year and ages over 89, phone and fax numbers, e-mail, SSN, medical "
+         "record, health-plan, account, licence, vehicle and device numbers, URLs, IP addresses, other long id "
+         "numbers). It cannot see the other two classes, biometric identifiers and full-face photographs, nor "
+         "anything inside images or binary files, and it misses names that have no title, credential or label and "
+         "are not in its census name lists: passing it is a screen, not de-identification")
 
 # Speed: MIMIC-IV's notes are gigabytes. Patterns start with a plain character class (a digit, a capital, a literal)
 # and check what precedes it with a lookbehind placed after that first character, so the regex engine skips ahead
@@ -70,8 +78,8 @@ _ABBR = ("AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN M
 _ABBR_ALONE = frozenset("AK AZ AR CT FL IA KS KY MA MN MO MT NV NH NJ NM NY NC ND OH RI SD TN TX UT VT WA WV WI WY".split())
 _STREET = (r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
            r"Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Plaza|Alley|Turnpike|Tpke|Pike|Row|Path)\b\.?")
-# A labelled identifier's value: 4+ characters, at least one digit ("MA 8RT-221": a state before a plate).
-_VALUE = r"(?P<v>(?:[A-Z]{2}[ \t])?(?=[A-Za-z0-9-]*\d)[A-Za-z0-9][A-Za-z0-9-]{2,40}[A-Za-z0-9])(?![\w-])"
+# A labelled identifier's value: 4+ characters, at least three digits ("MA 8RT-221": a state before a plate).
+_VALUE = r"(?P<v>(?:[A-Z]{2}[ \t])?(?=(?:[A-Za-z-]*\d){3})[A-Za-z0-9][A-Za-z0-9-]{2,40}[A-Za-z0-9])(?![\w-])"
 _CONNECT = r"\.?[ \t]*(?:(?i:\#|no\b\.?|num(?:ber)?\b\.?|nbr\b|id\b|identifier\b|code\b)[ \t]*)*[:#]?[ \t]*"
 
 # --- label words: class -> (regex of the label, its first words as typed in lower case) --------------------------
@@ -142,7 +150,7 @@ _DIGIT_FORMS = [
     ("ssn", 0, r"(?<![\d-]\d)\d{2}(?P<s>[- .])\d{2}(?P=s)\d{4}(?![\d-]|\.\d)"),
     ("account", _LATE, r"(?<![\d-]\d)\d{3}(?P<c>[ -])\d{4}(?P=c)\d{4}(?P=c)\d{1,4}(?![\d-])"),  # card number
     ("date", 0, r"(?<![\d/.-]\d)\d?[/-]\d{1,2}[/-](?:\d{4}|\d{2})(?![\d/-]|\.\d)"),  # 3/14/2021, 03-14-21
-    ("date", 0, r"(?<![\d/.-]\d)\d{3}[/.-]\d{1,2}[/.-]\d{1,2}(?![\d/-]|\.\d)"),  # 2021-03-14, 2089/04/01
+    ("date", 0, r"(?<![\d/.-]\d)\d{3}[/-]\d{1,2}[/-]\d{1,2}(?![\d/-]|\.\d)"),  # 2021-03-14, 2089/04/01 (not 2026.9.1)
     ("date", 0, r"(?<![\d.]\d)(?:(?<=[0-2])\d|(?<=3)[01])?\.(?:0?[1-9]|1[0-2])\.(?:\d{4}|\d{2})(?![\d.]|\.\d)"),
     ("date", 0, r"(?<![\d/.-]\d)(?:(?<=1)[0-2]|(?<=0)[1-9])?[/-](?:19|20|21)\d\d(?![\d/-])"),  # 11/2088
     ("phone", 0, r"(?<![\d+(-]\d)(?:(?<=1)[ \t.-]\(?\d{3}\)?[ \t.-]?|\d{2}[ \t.-])\d{3}[ \t.-]\d{4}" + _EXT),

@@ -72,8 +72,8 @@ _CREDENTIAL = re.compile(anchored("MD M.D. RN NP PA-C PhD DDS DMD CNM CRNA LPN L
                                    "ANP ACNP MBBS FACC FACS FACP BSN MSN CCRN DNP".split() + list(_WEAK_CREDENTIALS),
                                    r"(?![\w-])"))  # the weak ones ("Smith, DO") need a comma
 _NAME_BEFORE = re.compile(rf"(?P<v>{NAME})(?P<comma>,?)[ \t]+$")
-_LAST_FIRST = re.compile(rf",(?<=[A-Za-z],)[ \t]*(?P<first>{TOK}|{CAPS})(?:[ \t]+[A-Z]\b\.?)?")
-_WORD_BEFORE = re.compile(rf"(?:{TOK}|{CAPS})$")
+_LAST_FIRST = re.compile(rf",(?<=[a-z],)[ \t]*(?P<first>{TOK})(?:[ \t]+[A-Z]\b\.?)?")
+_WORD_BEFORE = re.compile(rf"{TOK}$")
 _CAP_RUN = re.compile(rf"[A-Z](?<![\w'].){TOK_TAIL}(?:[ \t]+(?:[A-Z]\.?[ \t]+)?{TOK})+")
 
 
@@ -140,11 +140,11 @@ def find_names(text: str) -> list[tuple[int, int]]:
             span = trim_name(text, *before.span("v"), strong=True)
             if span:
                 spans.append(span)
-    for m in _LAST_FIRST.finditer(text):
+    for m in _LAST_FIRST.finditer(text):  # "Delacroix, Simone"; in capitals ("WREN, TOBIAS") only after a label
         last = _WORD_BEFORE.search(text, max(0, m.start() - 30), m.start())
         first = m.group("first")
-        if (last and is_name_word(first, True) and last.group().isupper() == first.isupper()
-                and last.group().lower() not in LEAD and last.group().lower() not in NOT_NAMES):
+        if (last and is_name_word(first, True) and last.group().lower() not in LEAD
+                and last.group().lower() not in NOT_NAMES):
             spans.append((last.start(), m.end()))
     for m in _CAP_RUN.finditer(text):
         words = [(w.start() + m.start(), w.end() + m.start(), w.group()) for w in WORD.finditer(m.group())]
