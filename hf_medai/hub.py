@@ -5,7 +5,11 @@ file, what would leave (`plan_push`), and refuses the whole push, before any req
 - the card (README.md) is missing, or lacks an intended-use or a bias/limitations section;
 - the folder holds data (data tables, notes, images that are not plots or generated samples, unknown files)
   that was not explicitly included (`include=[PATTERN]`, `--include PATTERN`);
-- a text file that would leave trips the PHI scanner (`hf_medai.data.phi.scan_phi`);
+- a text file that would leave trips the PHI scanner (`hf_medai.data.phi.scan_phi`). It reads text only, for the 16
+  HIPAA Safe Harbor classes that text can hold; it cannot see biometric identifiers or full-face photographs, nor
+  anything in images (plots and generated samples are pushed unscanned), and it misses a name with no title,
+  credential or label that is not in its census name lists: a screen, not de-identification (`phi.SCOPE`, said in
+  every refusal and in the commit description). Public dataset ids (`ISIC_0024306`, `hadm_id 20001234`) are not PHI;
 - a weight file is not safetensors (pickles run code when loaded, and hide what they hold).
 Never pushed, whatever is included: `checkpoint-*/` (optimizer state, half-trained weights) and `memorisation/`
 (training images next to their nearest generated ones: patient data). Left behind unless included:
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
+from hf_medai.data.phi import SCOPE
 from hf_medai.errors import HfMedaiError
 
 # Never leave, even when a pattern includes them (top-level folders).
@@ -179,7 +184,8 @@ def plan_push(run_dir: str | Path, include: list[str] | tuple[str, ...] = ()) ->
             if found:
                 counts = ", ".join(f"{k}={v}" for k, v in sorted(found.items()))
                 raise PushRefused(f"likely identifiers found by the PHI scanner ({counts})", rel,
-                                  "remove or de-identify them (hf_medai.data.phi.redact_phi), then push again")
+                                  "remove or de-identify them (hf_medai.data.phi.redact_phi), then push again. "
+                                  f"{SCOPE}")
         plan.upload.append(rel)
     return plan
 
@@ -204,8 +210,9 @@ def push_run_folder(run_dir: str | Path, repo_id: str | None, private: bool = Tr
     api.create_repo(repo_id, private=private, exist_ok=True)
     operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(run_dir / rel)) for rel in plan.upload]
     stayed = "; ".join(f"{k} ({v})" for k, v in plan.left_behind.items())
+    description = f"Text files passed the PHI scanner. {SCOPE}." + (f"\n\nLeft behind: {stayed}" if stayed else "")
     commit = api.create_commit(repo_id, operations=operations, commit_message="Upload model and card with hf-medai",
-                               commit_description=f"Left behind: {stayed}" if stayed else None)
+                               commit_description=description)
     return str(getattr(commit, "commit_url", commit))
 
 

@@ -573,7 +573,7 @@ def test_phi_policy_on_load(small3):
     note_text(small3, lambda text: text.replace("Chief Complaint:\n", "Chief Complaint:\nCall Dr. Smith 617-555-1234\n"))
     with pytest.warns(UserWarning, match="likely identifiers"):
         _, _, report = load_admissions(small3)
-    assert report.notes["phi"]["counts"]["phone"] == 1 and report.notes["phi"]["counts"]["name_after_title"] == 1
+    assert report.notes["phi"]["counts"]["phone"] == 1 and report.notes["phi"]["counts"]["name"] == 1
     with pytest.raises(DataError, match=r"NOTEEVENTS\.csv, row \d+: likely identifiers"):
         load_admissions(small3, phi_policy="error")
     ds, _, _ = load_admissions(small3, phi_policy="redact")

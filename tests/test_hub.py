@@ -238,13 +238,49 @@ def test_each_gate_refuses_and_sends_nothing(run, hub, case):
 
 
 def test_included_predictions_still_pass_the_phi_scanner(run, hub):
-    # Lesion ids (ISIC_0024306) look like record numbers: including predictions.csv is refused, nothing is sent.
+    # Lesion ids (ISIC_0024306) are public dataset ids, not PHI: an included predictions.csv holding only them leaves.
+    assert "ISIC_" in (run / "predictions.csv").read_text()
+    assert "predictions.csv" in plan_push(run, include=["predictions.csv"]).upload
+    # An identifier in it is still refused, naming what the scanner can and cannot see, and nothing is sent.
+    with (run / "predictions.csv").open("a") as f:
+        f.write("ISIC_9999999,melanoma,0.9,seen 03/14/2021\n")
     with pytest.raises(PushRefused, match="PHI scanner") as refused:
         push_run_folder(run, REPO, endpoint=hub.url, include=["predictions.csv"])
-    assert refused.value.path == "predictions.csv"
+    assert refused.value.path == "predictions.csv" and "date=1" in str(refused.value)
     with pytest.raises(PushRefused, match="never leaves"):
         push_run_folder(run, REPO, endpoint=hub.url, include=["memorisation/*"])
     assert not hub.requests
+
+
+def test_skipped_rows_of_real_datasets_do_not_stop_a_push(run, hub):
+    # A --skip_bad_rows run on ISIC/HAM10000 or MIMIC writes dataset ids into metrics.json's data_report (issue 13.11).
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["data_report"] = {**metrics.get("data_report", {}), "skipped_examples": [
+        "[duplicate_image_id] HAM10000_metadata.csv, row 5 (id ISIC_0024306): duplicate image id 'ISIC_0024306', "
+        "first at row 3",
+        "[missing_image] HAM10000_metadata.csv, row 7 (id ISIC_0027419): lesion HAM_0000118 has no image file",
+        "[no_label] NOTEEVENTS.csv, row 1234567: admission 20001234: no discharge summary",
+        "[note_too_long] discharge.csv, row 12 (hadm_id 20001234, note_id 10000032-DS-21): text has 250,000 characters",
+    ]}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    push_run_folder(run, REPO, endpoint=hub.url, token="hf_stub_token")
+    assert "metrics.json" in hub.committed()
+
+
+def test_the_gate_says_what_the_phi_scanner_can_and_cannot_see(run, hub):
+    (run / "README.md").write_text((run / "README.md").read_text() + "\nContact: Keisha Donnelly, RN.\n")
+    with pytest.raises(PushRefused) as refused:
+        push_run_folder(run, REPO, endpoint=hub.url, token="hf_stub_token")
+    message = str(refused.value)
+    assert "name=1" in message and "Keisha" not in message
+    for said in ("Safe Harbor", "cannot see", "biometric", "full-face photographs", "images", "not de-identification"):
+        assert said in message, said
+    assert not hub.requests
+    (run / "README.md").write_text((run / "README.md").read_text().replace("Contact: Keisha Donnelly, RN.", ""))
+    push_run_folder(run, REPO, endpoint=hub.url, token="hf_stub_token")
+    description = [json.loads(line) for _, path, body in hub.requests if path.split("?")[0].endswith("/commit/main")
+                   for line in body.decode().splitlines()][0]["value"]["description"]
+    assert "cannot see" in description and "biometric" in description
 
 
 def test_cli_refusal_exits_2_and_sends_nothing(run, hub, capsys):
