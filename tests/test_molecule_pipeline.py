@@ -133,6 +133,7 @@ def _embedded(smiles):
             "positions": (pos - pos.mean(0)).tolist()}
 
 
+@pytest.mark.slow  # ~30 s of training
 def test_overfit_on_three_molecules_makes_samples_stable(tmp_path):
     pytest.importorskip("rdkit")
     from transformers import TrainingArguments

@@ -41,8 +41,9 @@ def test_card_written_from_a_wheel_install(wheel, tmp_path):
     # The dependencies come from this environment; hf_medai itself only from the wheel.
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
-                   capture_output=True, timeout=300)
+    # --ignore-installed: the editable install of this checkout (same version) is visible through the system site.
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
     code = ("import json, sys, hf_medai.cards as cards; path = cards.write_card(sys.argv[1]); "
             "print(json.dumps({'module': cards.__file__, 'card': str(path)}))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

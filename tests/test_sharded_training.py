@@ -31,6 +31,9 @@ from helpers import ROOT
 from hf_medai.throughput import RECORD_DIR, RECORD_ENV
 from test_accelerate_launch import _free_port
 
+# About 5 minutes of 2-process runs on 2 CPU cores: `python -m pytest -m slow` (CI runs it after the default set).
+pytestmark = pytest.mark.slow
+
 SHIM = ROOT / "tests" / "sharding_on_cpu"
 CONFIGS = ROOT / "recipes" / "accelerate"
 SHARDED = ("fsdp", "zero3")  # no process holds the whole model
