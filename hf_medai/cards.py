@@ -346,6 +346,7 @@ def render_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, versi
         license="apache-2.0",
         n_bootstrap=config.get("n_bootstrap", "?"),
         min_group_size=config.get("min_group_size", "?"),
+        min_group_class_count=config.get("min_group_class_count", "?"),
         hyperparameters=[(k, config[k]) for k in HYPERPARAMETERS if k in config],
         device=m.get("throughput", {}).get("device", "CPU"),
         **{"model_path": str(run_dir), **task_context(m, config, run_dir)},

@@ -45,6 +45,12 @@ def predictions_frame(ids, y_true, probs, class_names, subgroups: pd.DataFrame |
     return frame
 
 
+def subgroup_settings(eval_args) -> dict[str, Any]:
+    """`subgroup_report`'s settings from EvalArguments: the same resamples and seed as the headline intervals."""
+    return dict(min_group_size=eval_args.min_group_size, n_bootstrap=eval_args.n_bootstrap, seed=0,
+                min_class_count=getattr(eval_args, "min_group_class_count", 10))
+
+
 def classification_metrics(y_true, probs, class_names, threshold, eval_args, subgroups: pd.DataFrame | None, subgroup_columns) -> dict[str, Any]:
     """Flat test metrics + `subgroups`, for binary (positive class = class_names[1]) or multi-class."""
     y_true = np.asarray(y_true, dtype=int)
@@ -60,8 +66,8 @@ def classification_metrics(y_true, probs, class_names, threshold, eval_args, sub
     cols = [c for c in subgroup_columns if subgroups is not None and c in subgroups]
     if cols:
         metrics["subgroups"] = subgroup_report(
-            y_true, score, y_pred, subgroups[cols].reset_index(drop=True), task=task, min_group_size=eval_args.min_group_size
-        )
+            y_true, score, y_pred, subgroups[cols].reset_index(drop=True), task=task, class_names=class_names,
+            **subgroup_settings(eval_args))
     else:
         metrics["subgroups"] = {}
     return metrics
@@ -202,7 +208,7 @@ def write_regression_report(
     metrics.update(regression_metrics(y, pred, n_bootstrap=eval_args.n_bootstrap, seed=0))
     cols = [c for c in subgroup_columns if subgroups is not None and c in subgroups]
     metrics["subgroups"] = subgroup_report(y, None, pred, subgroups[cols].reset_index(drop=True), task="regression",
-                                           min_group_size=eval_args.min_group_size) if cols else {}
+                                           **subgroup_settings(eval_args)) if cols else {}
     if val_pred is not None:
         val = regression_metrics(np.asarray(val_true, dtype=np.float64), np.asarray(val_pred, dtype=np.float64),
                                  n_bootstrap=0)

@@ -223,21 +223,17 @@ def _with_intervals(
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
     point = values(*arrays)
-    draws = _bootstrap(values, arrays, strata, n_bootstrap, seed) if n_bootstrap else {}
+    draws = bootstrap_draws(values, arrays, strata, n_bootstrap, seed) if n_bootstrap else {}
     result: dict[str, Any] = {}
     undefined_counts: dict[str, int] = {}
-    lo_q, hi_q = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
     for key, estimate in point.items():
         result[key] = _finite_or_none(estimate)
         low = high = None
         if n_bootstrap:
-            draw = draws[key]
-            defined = np.isfinite(draw)
-            undefined = int(draw.size - defined.sum())
+            undefined = int(draws[key].size - np.isfinite(draws[key]).sum())
             if undefined:
                 undefined_counts[key] = undefined
-            if defined.any() and undefined <= MAX_UNDEFINED_FRACTION * draw.size:
-                low, high = (float(q) for q in np.percentile(draw[defined], [lo_q, hi_q]))
+            low, high = percentile_interval(draws[key], ci)
         result[f"{key}_ci_low"] = low
         result[f"{key}_ci_high"] = high
     if n_bootstrap:
@@ -245,17 +241,30 @@ def _with_intervals(
     return result
 
 
-def _bootstrap(
+def percentile_interval(draws: np.ndarray, ci: float) -> tuple[float | None, float | None]:
+    """Percentile interval of the bootstrap `draws` (NaN = undefined in that resample); (None, None)
+    when none is defined or more than MAX_UNDEFINED_FRACTION are undefined."""
+    draws = np.asarray(draws, dtype=np.float64)
+    defined = np.isfinite(draws)
+    if not defined.any() or draws.size - defined.sum() > MAX_UNDEFINED_FRACTION * draws.size:
+        return None, None
+    low, high = np.percentile(draws[defined], [100 * (1 - ci) / 2, 100 * (1 + ci) / 2])
+    return float(low), float(high)
+
+
+def bootstrap_draws(
     values: Callable[..., Values],
     arrays: tuple[np.ndarray, ...],
     strata: np.ndarray | None,
     n_bootstrap: int,
-    seed: int,
+    seed: int | Sequence[int],
 ) -> dict[str, np.ndarray]:
     """`values` on `n_bootstrap` resamples, scored a block of resamples per call; arrays per key.
 
-    With `strata`, each resample draws within each stratum as many rows as it holds (so every
-    resample keeps the class balance and both classes). Deterministic for a seed and inputs.
+    Each resample is a matrix of row indices (one row per resample), so `values` sees arrays with a
+    leading resample axis. With `strata`, each resample draws within each stratum as many rows as it
+    holds (so every resample keeps the class balance and both classes). Deterministic for a seed
+    (an int, or a sequence of ints such as [seed, subgroup]) and inputs.
     """
     n = arrays[0].shape[0]
     rng = np.random.default_rng(seed)
