@@ -252,7 +252,8 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, r
     root = ET.Element(f"{{{NS}}}AppliedModelCard")
 
     basic = ET.SubElement(root, f"{{{NS}}}BasicInfo")
-    _text(basic, "ModelName", f"{m.get('recipe', 'model')}: {name}")
+    title = re.search(r"^# (.+)$", body, re.MULTILINE)  # the Hub card's title, written from the run's facts
+    _text(basic, "ModelName", title.group(1).strip() if title else f"{m.get('recipe', 'model')}: {name}")
     _text(basic, "ModelDeveloper", hub_org or DEVELOPER)
     _text(basic, "DeveloperContact", DEVELOPER)
 

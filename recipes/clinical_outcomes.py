@@ -31,8 +31,8 @@ from hf_medai.models.heads import fold_into_head
 from hf_medai.models.text import (WINDOW_CONFIG_KEY, MultiTaskTextModel, build_text_model, calibrate_into_head,
                                   softmax, sorted_by_length, tfidf_baseline, window_dataset,
                                   window_logits)
-from hf_medai.run_outputs import (calibration_report, headline_metrics, paired_difference, write_classifier_report,
-                                  write_regression_report)
+from hf_medai.run_outputs import (calibration_report, headline_metrics, kept_checkpoint, paired_difference,
+                                  write_classifier_report, write_regression_report)
 from hf_medai.throughput import ThroughputCallback, peak_memory_mb
 from hf_medai.trainer import MedTrainer
 
@@ -196,6 +196,7 @@ def main(args=None, callbacks=None):
             training = {
                 "global_step": trainer.state.global_step, "train_loss": train_result.training_loss,
                 "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
+                "kept_checkpoint": kept_checkpoint(trainer.state, training_args),
                 "resumed_from": str(resume) if resume else None, "shared_encoder_tasks": data_args.tasks if multi else None,
                 "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
                 "eval_curve": [(e["step"], e.get("eval_auroc", e.get("eval_mae", e.get("eval_loss")))) for e in trainer.state.log_history if "eval_loss" in e],

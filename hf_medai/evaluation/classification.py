@@ -201,6 +201,47 @@ def regression_metrics(
     return result
 
 
+def curve_bands(
+    y_true: Sequence[int] | np.ndarray,
+    pos_score: Sequence[float] | np.ndarray,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    grid_points: int = 101,
+) -> dict[str, np.ndarray]:
+    """Pointwise percentile bands of the ROC and precision-recall curves over resamples stratified by class.
+
+    On a fixed grid of false-positive rates (ROC: the sensitivity, linearly interpolated as the curve is drawn)
+    and of recalls (PR: the precision at the highest threshold whose recall reaches the grid value, as the step
+    curve is drawn). Returns {"grid", "tpr_low", "tpr_high", "precision_low", "precision_high"}.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    y, s = _check_binary(y_true, pos_score)
+    if not (y == 1).any() or not (y == 0).any():
+        raise ValueError("curve_bands needs both classes in y_true")
+    grid = np.linspace(0.0, 1.0, grid_points)
+    rng = np.random.default_rng(seed)
+    strata = [np.flatnonzero(y == c) for c in (0, 1)]
+    idx = np.concatenate([g[rng.integers(0, g.size, size=(n_bootstrap, g.size))] for g in strata], axis=1)
+    tpr = np.empty((n_bootstrap, grid_points))
+    precision = np.empty((n_bootstrap, grid_points))
+    with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
+        for b in range(n_bootstrap):
+            yb, sb = y[idx[b]], s[idx[b]]
+            fpr_b, tpr_b, _ = roc_curve(yb, sb, pos_label=1)
+            tpr[b] = np.interp(grid, fpr_b, tpr_b)
+            prec_b, rec_b, _ = precision_recall_curve(yb, sb, pos_label=1)
+            # recall falls along the arrays: the last index whose recall still reaches the grid value
+            last = rec_b.size - 1 - np.searchsorted(rec_b[::-1], grid, side="left")
+            precision[b] = prec_b[np.clip(last, 0, rec_b.size - 1)]
+    q = [100 * (1 - ci) / 2, 100 * (1 + ci) / 2]
+    tpr_low, tpr_high = np.percentile(tpr, q, axis=0)
+    precision_low, precision_high = np.percentile(precision, q, axis=0)
+    return {"grid": grid, "tpr_low": tpr_low, "tpr_high": tpr_high, "precision_low": precision_low,
+            "precision_high": precision_high}
+
+
 # --- bootstrap ---------------------------------------------------------------------------------------
 
 
