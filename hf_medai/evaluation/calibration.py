@@ -50,7 +50,8 @@ def reliability_diagram(y_true: Sequence[int] | np.ndarray, probs: Sequence[Any]
     low, high = _wilson(frequency * count[used], count[used])
     binary = p.ndim == 1
     outcome = positive_class or "class 1"
-    fig, (top, bottom) = _figure(nrows=2, figsize=(6.0, 7.0), height_ratios=(3, 1))
+    fig, (top, bottom) = _figure(nrows=2, figsize=(6.5, 8.0), height_ratios=(3, 1))
+    fig.suptitle(title)
     x = centres[used]
     top.bar(x, frequency, width=width * 0.9, color="tab:blue", edgecolor="black", linewidth=0.5,
             label=f"observed fraction {outcome}" if binary else "observed accuracy")
@@ -61,13 +62,17 @@ def reliability_diagram(y_true: Sequence[int] | np.ndarray, probs: Sequence[Any]
         top.annotate(f"{n}", (xi, hi), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
                      fontsize=7)
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-    top.set(xlim=(0, 1), ylim=(0, 1.12), title=title,
+    top.set(xlim=(0, 1), ylim=(0, 1.12),
             ylabel=f"observed fraction {outcome}" if binary else "accuracy of the top class")
-    interval = ""
+    heading = f"ECE = {bins['ece']:.3f}"
     if ece_ci is not None and ece_ci[0] is not None and ece_ci[1] is not None:
-        interval = f" (95% CI {ece_ci[0]:.3f}–{ece_ci[1]:.3f})"
-    top.legend(loc="upper left", title=f"ECE = {bins['ece']:.3f}{interval}, {n_bins} bins\nnumbers: images per bin",
-               fontsize=7, title_fontsize=8)
+        heading += f" (95% CI {ece_ci[0]:.3f}–{ece_ci[1]:.3f})"
+        if bins["ece"] < ece_ci[0]:  # binning noise inflates a resample's ECE: say so rather than let it puzzle
+            heading += "; the interval lies above the estimate: resampling inflates ECE"
+    heading += f"\n{n_bins} equal-width bins; the number above each bar is its count of examples"
+    # above the axes: inside, the legend would hide bars whatever the calibration
+    top.legend(loc="lower left", bbox_to_anchor=(0, 1.01, 1, 0.3), mode="expand", ncol=2, title=heading,
+               fontsize=7, title_fontsize=7.5, borderaxespad=0)
     bottom.bar(centres, count, width=width * 0.9, color="grey", edgecolor="black", linewidth=0.5)
     bottom.set(xlim=(0, 1), ylabel="count",
                xlabel=f"predicted probability of {outcome}" if binary else "confidence (top-label probability)")
