@@ -73,8 +73,8 @@ def predictions_frame(ids, y_true, probs, class_names, subgroups: pd.DataFrame |
 
 def subgroup_settings(eval_args) -> dict[str, Any]:
     """`subgroup_report`'s settings from EvalArguments: the same resamples and seed as the headline intervals."""
-    return dict(min_group_size=eval_args.min_group_size, n_bootstrap=eval_args.n_bootstrap, seed=0,
-                min_class_count=getattr(eval_args, "min_group_class_count", 10))
+    return {"min_group_size": eval_args.min_group_size, "n_bootstrap": eval_args.n_bootstrap, "seed": 0,
+            "min_class_count": getattr(eval_args, "min_group_class_count", 10)}
 
 
 def classification_metrics(y_true, probs, class_names, threshold, eval_args, subgroups: pd.DataFrame | None, subgroup_columns) -> dict[str, Any]:

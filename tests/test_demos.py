@@ -206,7 +206,7 @@ def _shown_headlines(app, image) -> tuple[list[str], str]:
         if isinstance(component, gr.Label):  # Gradio draws the most probable class in large type
             headlines.append(max(value, key=value.get))
         elif isinstance(component, gr.Markdown):
-            found = re.search(r"^#+\s*(.+?)\s*$", value, re.M) or re.match(r"\s*\*\*(.+?)\*\*", value)
+            found = re.search(r"^#+\s*(.+?)\s*$", value, re.MULTILINE) or re.match(r"\s*\*\*(.+?)\*\*", value)
             if found:
                 headlines.append(found.group(1))
             if component.elem_id == "decision":
@@ -224,7 +224,10 @@ def test_lesion_demo_shows_one_decision_at_the_operating_threshold(tmp_path):
     demo = demo_for(tiny_run("lesion", tmp_path / "run"))
     app = demo.build()
     image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (48, 48, 3), dtype=np.uint8))
-    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+
+    def logit(p):
+        return math.log(p / (1 - p))
+
     for threshold, target, expected in ((0.32, 0.41, "melanoma"), (0.7, 0.6, "not melanoma")):
         demo.metrics["threshold"] = threshold
         scores, _, _ = demo.predict(image)
