@@ -73,6 +73,40 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+METRIC_LABELS = {"auroc": "AUROC", "auprc": "AUPRC", "mae": "MAE", "rmse": "RMSE", "loss": "loss",
+                 "balanced_accuracy": "balanced accuracy", "accuracy": "accuracy"}
+
+
+def kept_weights(m: dict) -> str:
+    """Which weights the run folder holds, in words: the checkpoint, its step and epoch, and the validation metric
+    it was chosen on (metrics.json["training"]["kept_checkpoint"], written by `run_outputs.kept_checkpoint`)."""
+    training = m.get("training") or {}
+    kept = training.get("kept_checkpoint")
+    if not kept:  # a run folder from before kept_checkpoint was recorded
+        if training.get("best_checkpoint"):
+            best = training.get("best_val_auroc", training.get("best_metric"))
+            return f"`{Path(training['best_checkpoint']).name}`, the best on the validation metric ({fmt(best)})"
+        return f"the weights of the last step ({training.get('global_step', '?')})"
+    metric = METRIC_LABELS.get(kept["metric"], kept["metric"])
+    epoch = "" if kept.get("epoch") is None else f", epoch {kept['epoch']:g}"
+    if kept.get("checkpoint"):
+        return (f"`{kept['checkpoint']}` (step {kept['step']} of {kept['final_step']}{epoch}), kept because it had the "
+                f"{'highest' if kept.get('greater_is_better', True) else 'lowest'} validation {metric} "
+                f"({fmt(kept['value'])}) of {kept['n_evaluations']} evaluations")
+    there = "" if kept.get("value") is None else f"; validation {metric} there: {fmt(kept['value'])}"
+    return f"the weights of the last step (step {kept['step']}{epoch}): no checkpoint selection{there}"
+
+
+def short_architecture(name: str) -> str:
+    """"ViTForImageClassification" -> "ViT", "BertForSequenceClassification" -> "Bert" (for titles)."""
+    return re.sub(r"(For[A-Z]\w*|Model)$", "", name or "") or name or "?"
+
+
+def _first_upper(text: str) -> str:
+    text = str(text)
+    return text[:1].upper() + text[1:]
+
+
 def _versions() -> dict[str, str]:
     out = {}
     for pkg in ("transformers", "diffusers", "torch", "datasets", "accelerate", "evaluate", "fairlearn", "scikit-learn", "rdkit"):
@@ -133,6 +167,7 @@ def _image_classifier_context(m: dict, config: dict, run_dir: Path) -> dict:
         worst_fitzpatrick=(m.get("subgroups") or {}).get("fitzpatrick", {}).get("worst", {}).get("auroc"),
         model_path=str(model_dir),
         task_label=f"{m['positive_class']} vs rest" if binary else f"{len(m['class_names'])} classes",
+        title_task=_first_upper(f"{m['positive_class']} vs rest") if binary else f"{len(m['class_names'])}-class",
     )
 
 
@@ -334,11 +369,16 @@ def render_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, versi
     template, task_context = TEMPLATES[m["task"]]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
-    env.globals.update(fmt=fmt, subgroup_markdown=subgroup_table_markdown, tripod_rows=tripod_rows)
+    env.globals.update(fmt=fmt, subgroup_markdown=subgroup_table_markdown, tripod_rows=tripod_rows,
+                       kept_weights=kept_weights)
+    env.filters["first_upper"] = _first_upper
+    model_config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
     body = env.get_template(template).render(
         m=m,
         config=config,
-        model_name=f"{m.get('recipe', 'model')}: {Path(config.get('output_dir', str(run_dir))).name}",
+        # each template writes its title from the run's facts (task, classes, architecture); this is the folder
+        model_name=Path(config.get("output_dir", str(run_dir))).name,
+        architecture_short=short_architecture((model_config.get("architectures") or ["?"])[0]),
         synthetic=bool(m.get("synthetic_data")),
         hf_medai_version=__version__,
         versions=versions if versions is not None else _versions(),
@@ -346,6 +386,7 @@ def render_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, versi
         license="apache-2.0",
         n_bootstrap=config.get("n_bootstrap", "?"),
         min_group_size=config.get("min_group_size", "?"),
+        min_group_class_count=config.get("min_group_class_count", "?"),
         hyperparameters=[(k, config[k]) for k in HYPERPARAMETERS if k in config],
         device=m.get("throughput", {}).get("device", "CPU"),
         **{"model_path": str(run_dir), **task_context(m, config, run_dir)},

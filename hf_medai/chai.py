@@ -157,9 +157,17 @@ def _fairness_results(m: dict, task: str) -> list[tuple[str, dict]]:
                     continue
                 rows.append((f"{metric} by {column}: worst group and largest gap", {
                     "metric": metric, "subgroup_column": column, "worst_group": worst.get("group"),
-                    "worst_value": worst.get("value"), "largest_gap": (sec.get("largest_gap") or {}).get(metric),
-                    "groups": {g: {"n": v.get("n"), metric: v.get(metric)} for g, v in sec["groups"].items()},
-                    "small_groups": sec.get("small_groups", []), "min_group_size": sec.get("min_group_size")}))
+                    "worst_value": worst.get("value"), "worst_ci": [worst.get("ci_low"), worst.get("ci_high")],
+                    "largest_gap": (sec.get("largest_gap") or {}).get(metric),
+                    "largest_gap_ci": (sec.get("largest_gap_ci") or {}).get(metric),
+                    "ci_level": sec.get("ci_level"),
+                    "groups": {g: {"n": v.get("n"), metric: v.get(metric),
+                                   "ci": [v.get(f"{metric}_ci_low"), v.get(f"{metric}_ci_high")],
+                                   **({"not_estimable": v["not_estimable"][metric]}
+                                      if metric in (v.get("not_estimable") or {}) else {})}
+                               for g, v in sec["groups"].items()},
+                    "small_groups": sec.get("small_groups", []), "min_group_size": sec.get("min_group_size"),
+                    "min_class_count": sec.get("min_class_count")}))
     elif task == "fill-mask":
         after = subgroups.get("after", subgroups) if isinstance(subgroups, dict) else {}
         for column, groups in after.items():
@@ -244,7 +252,8 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, r
     root = ET.Element(f"{{{NS}}}AppliedModelCard")
 
     basic = ET.SubElement(root, f"{{{NS}}}BasicInfo")
-    _text(basic, "ModelName", f"{m.get('recipe', 'model')}: {name}")
+    title = re.search(r"^# (.+)$", body, re.MULTILINE)  # the Hub card's title, written from the run's facts
+    _text(basic, "ModelName", title.group(1).strip() if title else f"{m.get('recipe', 'model')}: {name}")
     _text(basic, "ModelDeveloper", hub_org or DEVELOPER)
     _text(basic, "DeveloperContact", DEVELOPER)
 
@@ -354,7 +363,9 @@ def _bias_mitigation(m: dict, config: dict, task: str) -> str:
                      "by near-duplicates.")
     if m.get("subgroups"):
         steps.append(f"Subgroup evaluation on the test split for: {', '.join(k for k in m['subgroups'] if k not in ('before', 'after'))}"
-                     f"; groups under {config.get('min_group_size', '?')} examples flagged.")
+                     f"; groups under {config.get('min_group_size', '?')} examples, or under "
+                     f"{config.get('min_group_class_count', '?')} of the cases a metric depends on, flagged and left "
+                     "out of the worst-group and gap comparisons; 95% bootstrap intervals per group and per gap.")
     if config.get("class_balance"):
         steps.append(f"Class imbalance handled with `{config['class_balance']}`.")
     if m.get("calibration") or m.get("training", {}).get("prior_correction"):

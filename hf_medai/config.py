@@ -213,9 +213,15 @@ class EvalArguments:
     min_group_size: int = dataclasses.field(
         default=30, metadata={"help": "Subgroups smaller than this are flagged as too small to judge."}
     )
+    min_group_class_count: int = dataclasses.field(
+        default=10, metadata={"help": "A subgroup's metric is compared only with this many of the cases it depends "
+                                      "on (positives for sensitivity, negatives for specificity, ...)."}
+    )
 
     def __post_init__(self):
         if self.threshold_method not in ("youden", "fixed"):
             raise ConfigError(f"threshold_method must be youden or fixed, got {self.threshold_method!r}")
         if self.n_bootstrap < 0:
             raise ConfigError("n_bootstrap must be >= 0")
+        if self.min_group_class_count < 1:
+            raise ConfigError("min_group_class_count must be >= 1")

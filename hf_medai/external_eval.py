@@ -57,7 +57,7 @@ def evaluate_image_classifier(run_dir, data, out_dir, data_format="auto", skip_b
 
     columns = config.get("subgroup_columns", ["sex", "age_band", "fitzpatrick", "site"])
     eval_args = SimpleNamespace(n_bootstrap=config.get("n_bootstrap", 1000), min_group_size=config.get("min_group_size", 30),
-                                threshold_method="fixed", threshold=trained.get("threshold") or 0.5)
+                                min_group_class_count=config.get("min_group_class_count", 10), threshold_method="fixed", threshold=trained.get("threshold") or 0.5)
     metrics = write_classifier_report(
         out_dir, ids=dataset["id"], y_true=np.asarray(dataset["label"]), probs=probs, class_names=class_names,
         subgroups=subgroup_frame(dataset, columns), eval_args=eval_args,

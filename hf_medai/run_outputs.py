@@ -27,6 +27,32 @@ from hf_medai.io import write_csv, write_json
 PLOTS = {"reliability": "reliability_diagram.png", "roc_pr": "roc_pr_curves.png"}
 
 
+def kept_checkpoint(state, args) -> dict[str, Any]:
+    """Which weights a Trainer run kept, for metrics.json["training"]["kept_checkpoint"] and the card.
+
+    `state`: the `TrainerState` after `train()`; `args`: its `TrainingArguments`. With `load_best_model_at_end`
+    and a best checkpoint: that checkpoint, its step and epoch (from the evaluation logged at that step) and the
+    validation metric it won on; otherwise the weights of the last step.
+    """
+    metric = args.metric_for_best_model or "loss"
+    key = metric if metric.startswith("eval_") else f"eval_{metric}"
+    evaluations = [e for e in state.log_history if "step" in e and any(k.startswith("eval_") for k in e)]
+    best = bool(args.load_best_model_at_end and state.best_model_checkpoint)
+    if best:
+        name = Path(state.best_model_checkpoint).name
+        step = getattr(state, "best_global_step", None) or int(name.rsplit("-", 1)[-1])
+    else:
+        name, step = None, state.global_step
+    at_step = next((e for e in reversed(evaluations) if e["step"] == step), {})
+    epoch = at_step.get("epoch", state.epoch if not best else None)
+    value = state.best_metric if best else at_step.get(key)
+    return {"rule": "best validation " + metric.removeprefix("eval_") if best else "last step",
+            "checkpoint": name, "step": int(step), "epoch": None if epoch is None else round(float(epoch), 2),
+            "metric": metric.removeprefix("eval_"), "value": None if value is None else float(value),
+            "greater_is_better": bool(args.greater_is_better) if args.greater_is_better is not None else None,
+            "n_evaluations": len(evaluations), "final_step": int(state.global_step)}
+
+
 def score_column(class_name: str) -> str:
     return f"score_{class_name}"
 
@@ -45,6 +71,12 @@ def predictions_frame(ids, y_true, probs, class_names, subgroups: pd.DataFrame |
     return frame
 
 
+def subgroup_settings(eval_args) -> dict[str, Any]:
+    """`subgroup_report`'s settings from EvalArguments: the same resamples and seed as the headline intervals."""
+    return {"min_group_size": eval_args.min_group_size, "n_bootstrap": eval_args.n_bootstrap, "seed": 0,
+            "min_class_count": getattr(eval_args, "min_group_class_count", 10)}
+
+
 def classification_metrics(y_true, probs, class_names, threshold, eval_args, subgroups: pd.DataFrame | None, subgroup_columns) -> dict[str, Any]:
     """Flat test metrics + `subgroups`, for binary (positive class = class_names[1]) or multi-class."""
     y_true = np.asarray(y_true, dtype=int)
@@ -60,8 +92,8 @@ def classification_metrics(y_true, probs, class_names, threshold, eval_args, sub
     cols = [c for c in subgroup_columns if subgroups is not None and c in subgroups]
     if cols:
         metrics["subgroups"] = subgroup_report(
-            y_true, score, y_pred, subgroups[cols].reset_index(drop=True), task=task, min_group_size=eval_args.min_group_size
-        )
+            y_true, score, y_pred, subgroups[cols].reset_index(drop=True), task=task, class_names=class_names,
+            **subgroup_settings(eval_args))
     else:
         metrics["subgroups"] = {}
     return metrics
@@ -117,10 +149,15 @@ def write_classifier_report(
                else multiclass_metrics(vt, vp, class_names, n_bootstrap=0))
         metrics["validation"] = {k: v for k, v in val.items() if not k.endswith(("_ci_low", "_ci_high"))}
     plots = {}
-    reliability_diagram(y_true, probs[:, 1] if binary else probs, output_dir / PLOTS["reliability"], title="Reliability (test)")
+    reliability_diagram(y_true, probs[:, 1] if binary else probs, output_dir / PLOTS["reliability"],
+                        title=f"Reliability on the test set ({len(y_true)} examples)",
+                        ece_ci=(metrics.get("ece_ci_low"), metrics.get("ece_ci_high")),
+                        positive_class=class_names[1] if binary else None)
     plots["reliability"] = PLOTS["reliability"]
-    if binary:
-        roc_pr_plot(y_true, probs[:, 1], output_dir / PLOTS["roc_pr"])
+    if binary and len(np.unique(y_true)) == 2:
+        roc_pr_plot(y_true, probs[:, 1], output_dir / PLOTS["roc_pr"], positive_class=class_names[1],
+                    negative_class=class_names[0], threshold=threshold, threshold_source=threshold_source,
+                    n_bootstrap=eval_args.n_bootstrap, seed=0, title=f"Test set: {len(y_true)} examples")
         plots["roc_pr"] = PLOTS["roc_pr"]
     metrics["plots"] = plots
     metrics.update(extra or {})
@@ -202,7 +239,7 @@ def write_regression_report(
     metrics.update(regression_metrics(y, pred, n_bootstrap=eval_args.n_bootstrap, seed=0))
     cols = [c for c in subgroup_columns if subgroups is not None and c in subgroups]
     metrics["subgroups"] = subgroup_report(y, None, pred, subgroups[cols].reset_index(drop=True), task="regression",
-                                           min_group_size=eval_args.min_group_size) if cols else {}
+                                           **subgroup_settings(eval_args)) if cols else {}
     if val_pred is not None:
         val = regression_metrics(np.asarray(val_true, dtype=np.float64), np.asarray(val_pred, dtype=np.float64),
                                  n_bootstrap=0)

@@ -1,7 +1,6 @@
 """The few lines every recipe prints when it ends: where the run is, its headline number with its CI, what was kept.
 
-Read from the run folder (metrics.json, the kept checkpoint's trainer_state.json), so it says what the folder holds,
-not what the process remembers.
+Read from the run folder's metrics.json, so it says what the folder holds, not what the process remembers.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
+from hf_medai.cards import kept_weights
 
 # The first key present in metrics.json is the run's headline: (key, what it is, decimals).
 HEADLINES = (
@@ -39,22 +38,6 @@ def headline(metrics: dict[str, Any]) -> str | None:
     return None
 
 
-def kept_weights(training: dict[str, Any], metric_name: str | None = None) -> str:
-    """Which weights the folder holds: the checkpoint chosen on validation (step, epoch, score) or the last step."""
-    best = training.get("best_checkpoint")
-    score = training.get("best_val_auroc", training.get("best_metric"))
-    if not best:
-        step = training.get("global_step")
-        return f"the weights after the last step{f' ({step})' if step is not None else ''}; no checkpoint selection"
-    state_file = Path(best) / "trainer_state.json"
-    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    where = [f"step {state['global_step']}" if "global_step" in state else None,
-             f"epoch {state['epoch']:.2f}" if isinstance(state.get("epoch"), (int, float)) else None,
-             f"validation {metric_name or 'metric'} {score:.4f}" if isinstance(score, (int, float))
-             else None]
-    return f"{Path(best).name} ({', '.join(w for w in where if w)}), chosen on validation"
-
-
 def run_summary(output_dir: str | Path, headline_text: str | None = None) -> str:
     """The summary block of a run folder (several blocks for a folder of per-task runs)."""
     output_dir = Path(output_dir)
@@ -74,9 +57,7 @@ def run_summary(output_dir: str | Path, headline_text: str | None = None) -> str
     if text:
         lines.append(f"  headline: {text}")
     if isinstance(metrics.get("training"), dict):
-        config_file = output_dir / "run_config.yaml"
-        config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-        lines.append(f"  kept:     {kept_weights(metrics['training'], (config or {}).get('metric_for_best_model'))}")
+        lines.append(f"  kept:     {kept_weights(metrics).replace('`', '')}")
     if (output_dir / "README.md").is_file():
         lines.append(f"  card:     {output_dir / 'README.md'}")
     return "\n".join(lines)

@@ -93,6 +93,8 @@ def tripod_rows(kind: str, m: dict | None = None) -> list[tuple[int, str, str, s
         text = where.get(kind) or where.get("*")
         if number == 14 and not m.get("subgroups") and kind != "text-generation":
             text = "Not assessed: the data had no subgroup columns. " + DEPLOYER + " on local data"
+        if number == 23 and m.get("n_bootstrap") == 0 and kind != "text-generation":
+            text = "Evaluation; Calibration; Subgroup performance (no confidence intervals: the run set n_bootstrap=0)"
         if not text:
             text = DEVELOPER if number in DEVELOPER_ITEMS else DEPLOYER
         rows.append((number, part, title, text))

@@ -52,6 +52,7 @@ from hf_medai.models.text import (
 from hf_medai.run_outputs import (
     calibration_report,
     headline_metrics,
+    kept_checkpoint,
     paired_difference,
     write_classifier_report,
     write_regression_report,
@@ -220,6 +221,7 @@ def main(args=None, callbacks=None):
             training = {
                 "global_step": trainer.state.global_step, "train_loss": train_result.training_loss,
                 "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
+                "kept_checkpoint": kept_checkpoint(trainer.state, training_args),
                 "resumed_from": str(resume) if resume else None, "shared_encoder_tasks": data_args.tasks if multi else None,
                 "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
                 "eval_curve": [(e["step"], e.get("eval_auroc", e.get("eval_mae", e.get("eval_loss")))) for e in trainer.state.log_history if "eval_loss" in e],

@@ -38,7 +38,7 @@ from hf_medai.io import begin_run, save_pretrained_atomic
 from hf_medai.models.heads import fold_into_head, prior_correction
 from hf_medai.models.vision import build_image_classifier
 from hf_medai.paths import cache_root
-from hf_medai.run_outputs import write_classifier_report
+from hf_medai.run_outputs import kept_checkpoint, write_classifier_report
 from hf_medai.throughput import ThroughputCallback, peak_memory_mb
 from hf_medai.trainer import MedTrainer
 
@@ -220,6 +220,7 @@ def main(args=None, callbacks=None):
                     "train_loss": train_result.training_loss,
                     "best_checkpoint": trainer.state.best_model_checkpoint,
                     "best_val_auroc": trainer.state.best_metric,
+                    "kept_checkpoint": kept_checkpoint(trainer.state, training_args),
                     "resumed_from": str(resume) if resume else None,
                     "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
                     "eval_loss_curve": [(e["step"], e["eval_loss"]) for e in trainer.state.log_history if "eval_loss" in e],

@@ -87,3 +87,72 @@ def test_figures_are_written_atomically(tmp_path):
     assert curves.read_bytes().startswith(PNG_MAGIC) and curves.stat().st_size > 1000
     assert sorted(f.name for f in (tmp_path / "plots").iterdir()) == ["reliability.png", "reliability_multi.png",
                                                                       "roc_pr.png"]  # no temp files left
+
+
+# --- what a reader sees in the figures (issue 13, item 7) ---------------------------------------------------------
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The matplotlib figures the plotting functions save, kept for inspection (the PNG is still written)."""
+    from hf_medai.evaluation import calibration
+
+    figures = []
+    save = calibration._save_png
+
+    def keep(fig, path):
+        figures.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(calibration, "_save_png", keep)
+    return figures
+
+
+def _texts(fig) -> str:
+    """Every piece of text on the figure: titles, axis labels, legend entries and titles, annotations."""
+    parts = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text") and callable(a.get_text))]
+    return "\n".join(p for p in parts if p)
+
+
+def test_reliability_diagram_draws_no_empty_bin_and_shows_counts_and_the_ece_interval(tmp_path, drawn):
+    from matplotlib.patches import Rectangle
+
+    # probabilities only in two of the ten bins: (0.1, 0.2] (40 cases) and (0.7, 0.8] (10 cases)
+    probs = np.r_[np.full(40, 0.15), np.full(10, 0.75)]
+    labels = np.r_[np.ones(6), np.zeros(34), np.ones(7), np.zeros(3)].astype(int)
+    reliability_diagram(labels, probs, tmp_path / "r.png", n_bins=10, ece_ci=(0.021, 0.094), positive_class="melanoma")
+    fig = drawn[-1]
+    top = fig.axes[0]
+    bars = [p for p in top.patches if isinstance(p, Rectangle) and p.get_width() > 0 and p.get_height() != 0]
+    centres = sorted(round(b.get_x() + b.get_width() / 2, 3) for b in bars)
+    assert centres == [0.15, 0.75]  # a bar only where there are cases: none for the 8 empty bins
+    text = _texts(fig)
+    assert "40" in [t.get_text() for t in top.texts] and "10" in [t.get_text() for t in top.texts]  # counts shown
+    assert "95% CI 0.021–0.094" in text and "ECE = " in text
+    assert "melanoma" in text and "class 1" not in text
+
+
+def test_roc_pr_plot_names_the_class_marks_the_operating_point_and_draws_a_band(tmp_path, drawn):
+    from matplotlib.collections import PolyCollection
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300)
+    s = np.clip(0.3 * y + 0.7 * rng.random(300), 0, 1)
+    roc_pr_plot(y, s, tmp_path / "c.png", positive_class="melanoma", negative_class="not_melanoma",
+                threshold=0.42, threshold_source="youden on validation", n_bootstrap=200)
+    fig = drawn[-1]
+    roc_ax, pr_ax = fig.axes[:2]
+    text = _texts(fig)
+    assert "melanoma" in roc_ax.get_ylabel() and "melanoma" in pr_ax.get_xlabel() and "class 1" not in text
+    call = s >= 0.42
+    sens, spec, ppv = call[y == 1].mean(), (~call[y == 0]).mean(), y[call].mean()
+
+    def marked(ax, x, y_):
+        return any(len(line.get_xdata()) == 1 and np.isclose(line.get_xdata()[0], x)
+                   and np.isclose(line.get_ydata()[0], y_) for line in ax.get_lines())
+
+    assert marked(roc_ax, 1 - spec, sens) and marked(pr_ax, sens, ppv)  # the operating point on both curves
+    assert "threshold 0.420" in text and "youden on validation" in text
+    for ax in (roc_ax, pr_ax):  # a bootstrap band around each curve
+        assert any(isinstance(c, PolyCollection) for c in ax.collections)
+    assert "95% CI" in text

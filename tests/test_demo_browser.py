@@ -96,16 +96,21 @@ def test_lesion_app_in_a_browser(open_app, tmp_path):
     page, demo = open_app("lesion")
     image = lesion_like_image(tmp_path / "lesion.png")
     expected, _, _ = demo.predict(Image.open(image))
-    top = max(expected, key=expected.get)
+    call = "Melanoma" if expected["melanoma"] >= demo.metrics["threshold"] else "Not melanoma"
     page.locator("#image input[type=file]").set_input_files(str(image))
     page.locator("#image img").first.wait_for()
     page.click("#classify")
-    probs = page.locator("#probabilities")
-    sync_api.expect(probs).to_contain_text(top)
-    sync_api.expect(probs).to_contain_text(f"{round(100 * expected[top])}%")
-    sync_api.expect(page.locator("#decision")).to_contain_text("at the run's operating threshold")
+    decision = page.locator("#decision")
+    sync_api.expect(decision.locator("h2")).to_have_text(call)  # the one decision, as the heading
+    sync_api.expect(decision).to_contain_text(f"{expected['melanoma']:.3f}")
+    sync_api.expect(decision).to_contain_text("the run's operating threshold")
+    probs = page.locator("#probabilities")  # secondary: both probabilities in plain text
+    sync_api.expect(probs).to_contain_text(f"Melanoma {expected['melanoma']:.3f}")
+    sync_api.expect(probs).to_contain_text(f"Not melanoma {expected['not_melanoma']:.3f}")
+    page.locator("#saliency img").first.wait_for()
     sync_api.expect(page.get_by_text("V-VI")).to_be_visible()
     screenshot(page, tmp_path, "lesion")
+    page.screenshot(path=str(tmp_path / "lesion_full.png"), full_page=True)
 
 
 def test_clinical_app_in_a_browser(open_app, tmp_path):

@@ -163,7 +163,8 @@ def test_lesion_probabilities_saliency_and_card(demos, runs, tmp_path):
     with torch.no_grad():
         expected = torch.softmax(model(pixel_values=pixels).logits, -1)[0].numpy()
     assert scores["melanoma"] == pytest.approx(float(expected[1]), abs=1e-5)
-    assert saliency.size == image.size and "threshold 0.400" in decision
+    assert saliency.size[0] >= 800 and saliency.size[1] >= 400  # image and map side by side, with a colour bar
+    assert "threshold 0.400" in decision
     table = demo.weakest_subgroups()
     assert "| fitzpatrick | auroc | V-VI | 0.610 | 0.230 |" in table
     from hf_medai.demos.common import card_section
@@ -190,7 +191,54 @@ def test_gradient_saliency_for_a_cnn(tmp_path):
     demo = demo_for(tiny_run("lesion", tmp_path / "cnn", cnn=True))
     assert not demo.rollout
     scores, saliency, _ = demo.predict(Image.new("RGB", (40, 40), (120, 80, 60)))
-    assert sum(scores.values()) == pytest.approx(1, abs=1e-6) and saliency.size == (40, 40)
+    assert sum(scores.values()) == pytest.approx(1, abs=1e-6) and saliency.size[0] >= 800
+
+
+def _shown_headlines(app, image) -> tuple[list[str], str]:
+    """Press the app's button on `image`: every class the page shows as a headline (a Label's big top class, a
+    Markdown heading or leading bold), normalised, and the page's decision text."""
+    import re
+
+    (handler,) = [f for f in app.fns.values() if f.fn is not None and f.inputs]
+    values = handler.fn(image)
+    headlines, decision = [], ""
+    for component, value in zip(handler.outputs, values):
+        if isinstance(component, gr.Label):  # Gradio draws the most probable class in large type
+            headlines.append(max(value, key=value.get))
+        elif isinstance(component, gr.Markdown):
+            found = re.search(r"^#+\s*(.+?)\s*$", value, re.MULTILINE) or re.match(r"\s*\*\*(.+?)\*\*", value)
+            if found:
+                headlines.append(found.group(1))
+            if component.elem_id == "decision":
+                decision = value
+    return [h.replace("_", " ").strip().lower() for h in headlines], decision
+
+
+def test_lesion_demo_shows_one_decision_at_the_operating_threshold(tmp_path):
+    """Issue 13 item 8: a melanoma probability between the run's threshold and 0.5 is a melanoma call, and the page
+    shows no other headline (no arg-max label saying otherwise); and vice versa above a threshold over 0.5."""
+    import math
+
+    from PIL import Image
+
+    demo = demo_for(tiny_run("lesion", tmp_path / "run"))
+    app = demo.build()
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (48, 48, 3), dtype=np.uint8))
+
+    def logit(p):
+        return math.log(p / (1 - p))
+
+    for threshold, target, expected in ((0.32, 0.41, "melanoma"), (0.7, 0.6, "not melanoma")):
+        demo.metrics["threshold"] = threshold
+        scores, _, _ = demo.predict(image)
+        with torch.no_grad():  # move this image's melanoma probability to the target (a shift of the class-1 logit)
+            demo.model.classifier.bias[1] += logit(target) - logit(scores["melanoma"])
+        scores, _, _ = demo.predict(image)
+        assert scores["melanoma"] == pytest.approx(target, abs=1e-4)
+        headlines, decision = _shown_headlines(app, image)
+        assert headlines == [expected], (threshold, headlines)
+        sign = "≥" if expected == "melanoma" else "<"
+        assert f"{target:.3f} {sign} threshold {threshold:.3f}" in decision
 
 
 def test_lesion_limits(demos):

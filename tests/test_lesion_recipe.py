@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,6 +108,28 @@ def test_card_parses_and_shows_the_same_numbers(run):
     assert "trained and tested on synthetic images" in text  # the sample writer marks its folder
 
 
+def test_card_title_and_the_kept_checkpoint_come_from_the_run(run):
+    """Issue 13 item 7: a title that says what the model is (not "lesion_classification: <folder>"), and which
+    checkpoint was kept, at which step and epoch, on which validation metric."""
+    m = json.loads((run / "metrics.json").read_text())
+    text = (run / "README.md").read_text()
+    title = re.search(r"^# (.+)$", text, re.MULTILINE).group(1)
+    assert title == "Melanoma vs rest skin-lesion classifier (ViT)"
+    kept = m["training"]["kept_checkpoint"]
+    assert kept["checkpoint"] == Path(m["training"]["best_checkpoint"]).name == f"checkpoint-{kept['step']}"
+    # step, epoch and metric as the trainer logged them at that evaluation
+    history = json.loads((run / "checkpoint-8" / "trainer_state.json").read_text())["log_history"]
+    logged = next(e for e in history if e.get("step") == kept["step"] and "eval_auroc" in e)
+    assert kept["epoch"] == pytest.approx(logged["epoch"], abs=0.01) and kept["metric"] == "auroc"
+    assert kept["value"] == pytest.approx(logged["eval_auroc"]) == pytest.approx(m["training"]["best_val_auroc"])
+    assert (kept["n_evaluations"], kept["final_step"]) == (2, 8)
+    line = next(l for l in text.splitlines() if l.startswith("- **Weights kept:**"))
+    assert f"`{kept['checkpoint']}` (step {kept['step']} of 8, epoch {kept['epoch']:g})" in line
+    assert f"validation AUROC ({kept['value']:.3f}) of 2 evaluations" in line
+    chai = (run / "model_card.chai.xml").read_text()
+    assert f"<ModelName>{title}</ModelName>" in chai
+
+
 def test_pipeline_reload_predicts_the_same(run, sample):
     from transformers import pipeline
 
@@ -190,7 +213,7 @@ def test_multiclass_task_seven_diagnoses(sample, tmp_path, capsys):
     key, label = ("auroc", "AUROC") if m["auroc"] is not None else ("accuracy", "accuracy")  # a class may be absent
     ci = f" (95% CI {m[key + '_ci_low']:.3f} to {m[key + '_ci_high']:.3f})" if m.get(key + "_ci_low") is not None else ""
     assert summary[1] == f"  headline: test {label} {m[key]:.3f}{ci}, n={m['n']}"
-    assert summary[2].startswith("  kept:     checkpoint-4 (step 4, epoch ") and "validation auroc" in summary[2]
+    assert summary[2].startswith("  kept:     checkpoint-4 (step 4 of 4, epoch ") and "validation AUROC" in summary[2]
     assert m["class_names"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"] and m["positive_class"] is None
     pred = pd.read_csv(out / "predictions.csv")
     scores = pred[[f"score_{c}" for c in m["class_names"]]].to_numpy()

@@ -201,6 +201,47 @@ def regression_metrics(
     return result
 
 
+def curve_bands(
+    y_true: Sequence[int] | np.ndarray,
+    pos_score: Sequence[float] | np.ndarray,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    grid_points: int = 101,
+) -> dict[str, np.ndarray]:
+    """Pointwise percentile bands of the ROC and precision-recall curves over resamples stratified by class.
+
+    On a fixed grid of false-positive rates (ROC: the sensitivity, linearly interpolated as the curve is drawn)
+    and of recalls (PR: the precision at the highest threshold whose recall reaches the grid value, as the step
+    curve is drawn). Returns {"grid", "tpr_low", "tpr_high", "precision_low", "precision_high"}.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    y, s = _check_binary(y_true, pos_score)
+    if not (y == 1).any() or not (y == 0).any():
+        raise ValueError("curve_bands needs both classes in y_true")
+    grid = np.linspace(0.0, 1.0, grid_points)
+    rng = np.random.default_rng(seed)
+    strata = [np.flatnonzero(y == c) for c in (0, 1)]
+    idx = np.concatenate([g[rng.integers(0, g.size, size=(n_bootstrap, g.size))] for g in strata], axis=1)
+    tpr = np.empty((n_bootstrap, grid_points))
+    precision = np.empty((n_bootstrap, grid_points))
+    with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
+        for b in range(n_bootstrap):
+            yb, sb = y[idx[b]], s[idx[b]]
+            fpr_b, tpr_b, _ = roc_curve(yb, sb, pos_label=1)
+            tpr[b] = np.interp(grid, fpr_b, tpr_b)
+            prec_b, rec_b, _ = precision_recall_curve(yb, sb, pos_label=1)
+            # recall falls along the arrays: the last index whose recall still reaches the grid value
+            last = rec_b.size - 1 - np.searchsorted(rec_b[::-1], grid, side="left")
+            precision[b] = prec_b[np.clip(last, 0, rec_b.size - 1)]
+    q = [100 * (1 - ci) / 2, 100 * (1 + ci) / 2]
+    tpr_low, tpr_high = np.percentile(tpr, q, axis=0)
+    precision_low, precision_high = np.percentile(precision, q, axis=0)
+    return {"grid": grid, "tpr_low": tpr_low, "tpr_high": tpr_high, "precision_low": precision_low,
+            "precision_high": precision_high}
+
+
 # --- bootstrap ---------------------------------------------------------------------------------------
 
 
@@ -223,21 +264,17 @@ def _with_intervals(
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
     point = values(*arrays)
-    draws = _bootstrap(values, arrays, strata, n_bootstrap, seed) if n_bootstrap else {}
+    draws = bootstrap_draws(values, arrays, strata, n_bootstrap, seed) if n_bootstrap else {}
     result: dict[str, Any] = {}
     undefined_counts: dict[str, int] = {}
-    lo_q, hi_q = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
     for key, estimate in point.items():
         result[key] = _finite_or_none(estimate)
         low = high = None
         if n_bootstrap:
-            draw = draws[key]
-            defined = np.isfinite(draw)
-            undefined = int(draw.size - defined.sum())
+            undefined = int(draws[key].size - np.isfinite(draws[key]).sum())
             if undefined:
                 undefined_counts[key] = undefined
-            if defined.any() and undefined <= MAX_UNDEFINED_FRACTION * draw.size:
-                low, high = (float(q) for q in np.percentile(draw[defined], [lo_q, hi_q]))
+            low, high = percentile_interval(draws[key], ci)
         result[f"{key}_ci_low"] = low
         result[f"{key}_ci_high"] = high
     if n_bootstrap:
@@ -245,17 +282,30 @@ def _with_intervals(
     return result
 
 
-def _bootstrap(
+def percentile_interval(draws: np.ndarray, ci: float) -> tuple[float | None, float | None]:
+    """Percentile interval of the bootstrap `draws` (NaN = undefined in that resample); (None, None)
+    when none is defined or more than MAX_UNDEFINED_FRACTION are undefined."""
+    draws = np.asarray(draws, dtype=np.float64)
+    defined = np.isfinite(draws)
+    if not defined.any() or draws.size - defined.sum() > MAX_UNDEFINED_FRACTION * draws.size:
+        return None, None
+    low, high = np.percentile(draws[defined], [100 * (1 - ci) / 2, 100 * (1 + ci) / 2])
+    return float(low), float(high)
+
+
+def bootstrap_draws(
     values: Callable[..., Values],
     arrays: tuple[np.ndarray, ...],
     strata: np.ndarray | None,
     n_bootstrap: int,
-    seed: int,
+    seed: int | Sequence[int],
 ) -> dict[str, np.ndarray]:
     """`values` on `n_bootstrap` resamples, scored a block of resamples per call; arrays per key.
 
-    With `strata`, each resample draws within each stratum as many rows as it holds (so every
-    resample keeps the class balance and both classes). Deterministic for a seed and inputs.
+    Each resample is a matrix of row indices (one row per resample), so `values` sees arrays with a
+    leading resample axis. With `strata`, each resample draws within each stratum as many rows as it
+    holds (so every resample keeps the class balance and both classes). Deterministic for a seed
+    (an int, or a sequence of ints such as [seed, subgroup]) and inputs.
     """
     n = arrays[0].shape[0]
     rng = np.random.default_rng(seed)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hf_medai.evaluation.classification import bootstrap_draws, percentile_interval
 from hf_medai.evaluation.metrics import metric_function
 
 AGE_BANDS: tuple[str, ...] = ("<30", "30-44", "45-59", "60-74", "75+")
@@ -53,11 +54,14 @@ def age_band(age: Any) -> str | None | pd.Series:
 
 @dataclass(frozen=True)
 class _GroupMetric:
-    """A per-group metric: what it reads (the score or the predicted label) and which way is better."""
+    """A per-group metric: what it reads (the score or the predicted label), which way is better, and the
+    counts it depends on (see `_COUNT_WORDS`): with none of them in a group the metric is not estimable there
+    (sensitivity with no positives; PPV with no positives reads 0 whatever the model does)."""
 
     uses: str  # "score" | "pred"
     higher_is_better: bool
     compute: Callable[[np.ndarray, np.ndarray], float]  # (y_true, score or pred) -> value, NaN if undefined
+    needs: tuple[str, ...] = ()
 
 
 def _scored(module: str, key: str | None = None) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -68,23 +72,25 @@ def _predicted(module: str, key: str | None = None) -> Callable[[np.ndarray, np.
     return lambda y, p: metric_function(module)(references=y, predictions=p)[key or module]
 
 
+_BOTH = ("positives", "negatives")
 _METRICS: dict[str, dict[str, _GroupMetric]] = {
     "binary": {
-        "auroc": _GroupMetric("score", True, _scored("roc_auc")),
-        "auprc": _GroupMetric("score", True, _scored("average_precision")),
-        "sensitivity": _GroupMetric("pred", True, _predicted("sensitivity_specificity", "sensitivity")),
-        "specificity": _GroupMetric("pred", True, _predicted("sensitivity_specificity", "specificity")),
-        "ppv": _GroupMetric("pred", True, _predicted("sensitivity_specificity", "ppv")),
-        "npv": _GroupMetric("pred", True, _predicted("sensitivity_specificity", "npv")),
-        "accuracy": _GroupMetric("pred", True, _predicted("accuracy")),
-        "balanced_accuracy": _GroupMetric("pred", True, _predicted("balanced_accuracy")),
+        "auroc": _GroupMetric("score", True, _scored("roc_auc"), _BOTH),
+        "auprc": _GroupMetric("score", True, _scored("average_precision"), _BOTH),
+        "sensitivity": _GroupMetric("pred", True, _predicted("sensitivity_specificity", "sensitivity"), ("positives",)),
+        "specificity": _GroupMetric("pred", True, _predicted("sensitivity_specificity", "specificity"), ("negatives",)),
+        # predictive values depend on the group's prevalence: both classes, and the calls they are the share of
+        "ppv": _GroupMetric("pred", True, _predicted("sensitivity_specificity", "ppv"), (*_BOTH, "predicted_positives")),
+        "npv": _GroupMetric("pred", True, _predicted("sensitivity_specificity", "npv"), (*_BOTH, "predicted_negatives")),
+        "accuracy": _GroupMetric("pred", True, _predicted("accuracy"), _BOTH),
+        "balanced_accuracy": _GroupMetric("pred", True, _predicted("balanced_accuracy"), _BOTH),
         "brier": _GroupMetric("score", False, _scored("brier")),
         "ece": _GroupMetric("score", False, _scored("ece")),
     },
     "multiclass": {
-        "accuracy": _GroupMetric("pred", True, _predicted("accuracy")),
-        "balanced_accuracy": _GroupMetric("pred", True, _predicted("balanced_accuracy")),
-        "auroc": _GroupMetric("score", True, _scored("roc_auc")),  # macro one-vs-rest
+        "accuracy": _GroupMetric("pred", True, _predicted("accuracy"), ("every_class",)),
+        "balanced_accuracy": _GroupMetric("pred", True, _predicted("balanced_accuracy"), ("every_class",)),
+        "auroc": _GroupMetric("score", True, _scored("roc_auc"), ("every_class",)),  # macro one-vs-rest
         "ece": _GroupMetric("score", False, _scored("ece")),  # top-label
     },
     "regression": {
@@ -108,17 +114,38 @@ def subgroup_report(
     task: str = "binary",
     min_group_size: int = 30,
     metrics: Sequence[str] | None = None,
+    min_class_count: int = 10,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per-subgroup metrics for each column of `groups` (one row per example, aligned by position).
+    """Per-subgroup metrics with bootstrap intervals, for each column of `groups` (one row per example,
+    aligned by position).
 
     task "binary": `y_true` 0/1, `y_score` probability of 1, `y_pred` 0/1 at the chosen threshold;
     "multiclass": `y_true` in 0..K-1, `y_score` (n, K) probabilities, `y_pred` labels; "regression":
     `y_true` and `y_pred` values (`y_score` unused). Missing subgroup values form the group "unknown".
+    `class_names` (optional) word the reasons ("0 melanoma" rather than "0 positives").
 
-    Returns {column: {"groups": {group: {"n", ["n_positive"], metric...}}, "worst": {metric: {"group",
-    "value"}}, "largest_gap": {metric: max - min}, "higher_is_better": {metric: bool}, "small_groups":
-    [...], "min_group_size": int, "warnings": [...]}}. Groups under `min_group_size` are shown but left
-    out of worst and largest_gap: their metrics are too noisy to rank.
+    A group's metric is compared (worst group, largest gap) only when the group has `min_group_size`
+    examples AND at least `min_class_count` of each count the metric depends on: positives for
+    sensitivity, negatives for specificity, both classes and the predicted positives for PPV, both classes
+    for AUROC, every class for multiclass metrics. With none of a needed count the metric is not estimable
+    there: its value is None and `not_estimable` says why (an age band without melanomas has no PPV to
+    rank, not a "worst PPV" of 0). With some but too few, the value and interval are shown and `too_few`
+    says why it is left out of the comparison.
+
+    Intervals: percentile, over `n_bootstrap` resamples of each group's own rows (stratified by label), the
+    same resamples for every metric of the group; 0 gives none. The largest gap (max - min over the compared
+    groups) gets its interval from the gap recomputed on every replicate, in which each group is resampled.
+
+    Returns {column: {"groups": {group: {"n", ["n_positive", "n_negative", "n_predicted_positive"], metric,
+    metric_ci_low, metric_ci_high, ..., "not_estimable": {metric: reason}, "too_few": {metric: reason}}},
+    "worst": {metric: {"group", "value", "ci_low", "ci_high"}}, "largest_gap": {metric: max - min},
+    "largest_gap_ci": {metric: [low, high] or None}, "compared": {metric: [groups]}, "higher_is_better":
+    {metric: bool}, "small_groups": [...], "min_group_size", "min_class_count", "n_bootstrap", "ci_level",
+    "warnings": [...]}}. Strict JSON: an undefined number is None, never NaN.
     """
     from fairlearn.metrics import MetricFrame  # imported here: fairlearn costs a second to import
 
@@ -128,15 +155,17 @@ def subgroup_report(
     unknown = [m for m in names if m not in _METRICS[task]]
     if unknown:
         raise ValueError(f"unknown {task} metrics {unknown}; available: {sorted(_METRICS[task])}")
+    if n_bootstrap < 0 or not 0.0 < ci < 1.0 or min_class_count < 1:
+        raise ValueError(f"need n_bootstrap >= 0, 0 < ci < 1 and min_class_count >= 1; got {n_bootstrap}, {ci}, "
+                         f"{min_class_count}")
     if isinstance(groups, pd.Series):
         groups = groups.to_frame()
     if not isinstance(groups, pd.DataFrame):
         raise TypeError(f"groups must be a pandas DataFrame (one column per subgroup variable), got {type(groups)}")
     y, score, pred = _check_inputs(y_true, y_score, y_pred, task, names, len(groups))
+    words = _count_words(task, class_names, score, y)
 
     functions: dict[str, Callable[..., float]] = {"n": lambda y_t, y_p: float(len(y_t))}
-    if task == "binary":
-        functions["n_positive"] = lambda y_t, y_p: float(np.sum(y_t == 1))
     # Score metrics get each group's row numbers and read the scores by them: fairlearn splits only
     # 1-D sample parameters by group, and multiclass scores are (n, K)
     rows = np.arange(len(y))
@@ -152,58 +181,104 @@ def subgroup_report(
     y_pred_frame = pred if pred is not None else np.zeros(len(y))
 
     report: dict[str, dict[str, Any]] = {}
-    for column in groups.columns:
+    for column_index, column in enumerate(groups.columns):
         labels, order = _group_labels(groups[column])
         frame = MetricFrame(metrics=functions, y_true=y, y_pred=y_pred_frame, sensitive_features=labels,
                             sample_params=sample_params or None)
         by_group = frame.by_group.reindex(order)
-        sizes = {g: int(by_group.at[g, "n"]) for g in order}
-        small = [g for g in order if sizes[g] < min_group_size]
-        large = [g for g in order if sizes[g] >= min_group_size]
-        if small and large:
-            # worst and largest_gap compare only groups large enough: a second frame over their rows
-            keep = labels.isin(large).to_numpy()
-            frame = MetricFrame(
-                metrics=functions, y_true=y[keep], y_pred=y_pred_frame[keep], sensitive_features=labels[keep],
-                sample_params={m: {k: v[keep] for k, v in p.items()} for m, p in sample_params.items()} or None,
-            )
+        label_array = labels.to_numpy()
+        entries: dict[str, dict[str, Any]] = {}
+        draws: dict[str, dict[str, np.ndarray]] = {}
+        compared: dict[str, list[str]] = {m: [] for m in names}
+        for group_index, g in enumerate(order):
+            members = np.flatnonzero(label_array == g)
+            counts = _counts(y[members], None if pred is None else pred[members], task, words)
+            entry = {"n": int(members.size), **{k: v for k, v in counts.items() if not k.startswith("_")}}
+            not_estimable, too_few = {}, {}
+            for m in names:
+                value = _finite_or_none(by_group.at[g, m])
+                missing, short = _short_counts(_METRICS[task][m].needs, counts, words, min_class_count)
+                if missing:
+                    not_estimable[m], value = missing, None
+                elif value is None:
+                    not_estimable[m] = "undefined here (a zero denominator)"
+                elif entry["n"] < min_group_size:
+                    too_few[m] = f"n={entry['n']} < min_group_size={min_group_size}"
+                elif short:
+                    too_few[m] = f"{short} < {min_class_count}"
+                else:
+                    compared[m].append(g)
+                entry[m] = value
+            estimable = [m for m in names if entry[m] is not None]
+            draws[g] = _group_draws(y, score, pred, members, estimable, task, n_bootstrap,
+                                    [seed, column_index, group_index]) if n_bootstrap and estimable else {}
+            for m in names:
+                low, high = percentile_interval(draws[g][m], ci) if m in draws[g] else (None, None)
+                entry[f"{m}_ci_low"], entry[f"{m}_ci_high"] = low, high
+            entry["not_estimable"], entry["too_few"] = not_estimable, too_few
+            entries[g] = entry
+        small = [g for g in order if entries[g]["n"] < min_group_size]
         report[str(column)] = {
-            "groups": {g: _group_entry(by_group.loc[g], names, task) for g in order},
-            **_worst_and_gap(frame if large else None, names, task),
+            "groups": entries,
+            **_worst_and_gap(entries, draws, compared, names, task, ci),
+            "compared": compared,
             "higher_is_better": {m: _METRICS[task][m].higher_is_better for m in names},
             "small_groups": small,
             "min_group_size": int(min_group_size),
-            "warnings": _warnings(str(column), labels, y, score, order, sizes, small, by_group, names, task,
+            "min_class_count": int(min_class_count),
+            "n_bootstrap": int(n_bootstrap),
+            "ci_level": float(ci),
+            "warnings": _warnings(str(column), y, label_array, order, entries, small, names, task, score,
                                   min_group_size),
         }
     return report
 
 
 def subgroup_table_markdown(report: dict[str, dict[str, Any]]) -> str:
-    """A markdown table per subgroup column (group, n, metrics; small groups flagged) for a model card."""
+    """A markdown table per subgroup column for a model card: group, counts, each metric with its interval;
+    small groups flagged (*), values too thin to compare flagged (†), not-estimable cells "n/e" with the reason
+    below; then the worst group and the largest gap, with their intervals."""
     parts: list[str] = []
     for column, section in report.items():
         metrics = list(section["higher_is_better"])
-        counts = ["n"] + (["n_positive"] if any("n_positive" in g for g in section["groups"].values()) else [])
+        entries = section["groups"].values()
+        counts = ["n"] + (["n_positive"] if any("n_positive" in g for g in entries) else [])
         header = ["group", *counts, *metrics]
         lines = [f"#### {column}", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join([":--"] + ["--:"] * (len(header) - 1)) + "|"]
         for group, entry in section["groups"].items():
             flag = " *" if group in section["small_groups"] else ""
-            cells = [f"{group}{flag}", *(str(entry[c]) for c in counts), *(_fmt(entry[m]) for m in metrics)]
+            cells = [f"{group}{flag}", *(str(entry[c]) for c in counts), *(_cell(entry, m) for m in metrics)]
             lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        notes: list[str] = []
+        if section.get("n_bootstrap"):
+            notes.append(f"Values with {100 * section.get('ci_level', 0.95):.0f}% bootstrap intervals "
+                         f"({section['n_bootstrap']} resamples of each group's own rows).")
         if section["small_groups"]:
-            lines.append(f"\\* fewer than {section['min_group_size']} examples: shown, but too few to compare; "
+            notes.append(f"\\* fewer than {section['min_group_size']} examples: shown, but too few to compare; "
                          "left out of worst group and largest gap.")
-            lines.append("")
-        worst = [f"{m} {_fmt(w['value'])} ({w['group']})" for m, w in section["worst"].items() if w["group"]]
-        if worst:
-            lines.append("Worst group: " + "; ".join(worst) + ".")
-        gaps = [f"{m} {_fmt(v)}" for m, v in section["largest_gap"].items() if v is not None]
+        if any(m for e in entries for m, why in (e.get("too_few") or {}).items() if "min_group_size" not in why):
+            notes.append(f"† fewer than {section.get('min_class_count')} of the cases this metric depends on: "
+                         "shown, but left out of worst group and largest gap.")
+        by_reason: dict[str, dict[str, list[str]]] = {}
+        for g, e in section["groups"].items():
+            for m, reason in (e.get("not_estimable") or {}).items():
+                by_reason.setdefault(reason, {}).setdefault(g, []).append(m)
+        if by_reason:
+            notes.append("n/e = not estimable in that group: " + "; ".join(
+                f"{reason} in " + ", ".join(f"{g} ({', '.join(ms)})" for g, ms in where.items())
+                for reason, where in by_reason.items()) + ".")
+        worst = [f"{m}: {w['group']}, {_with_ci(w['value'], w.get('ci_low'), w.get('ci_high'))}"
+                 for m, w in section["worst"].items() if w["group"]]
+        notes.append("Worst group: " + "; ".join(worst) + "." if worst else
+                     "No group is large enough, with enough cases of each kind, to be compared.")
+        gap_ci = section.get("largest_gap_ci") or {}
+        gaps = [f"{m} {_with_ci(v, *(gap_ci.get(m) or (None, None)))}"
+                for m, v in section["largest_gap"].items() if v is not None]
         if gaps:
-            lines.append("Largest gap between groups: " + "; ".join(gaps) + ".")
-        lines.extend(f"- {w}" for w in section["warnings"])
+            notes.append("Largest gap between the groups compared (max - min; its interval from the gap recomputed on "
+                         "every resample): " + "; ".join(gaps) + ".")
+        lines.extend(["", "\n\n".join(notes)])
         parts.append("\n".join(lines).rstrip() + "\n")
     return "\n".join(parts)
 
@@ -279,61 +354,146 @@ def _group_labels(column: pd.Series) -> tuple[pd.Series, list[str]]:
     return labels, order
 
 
-def _group_entry(row: pd.Series, names: list[str], task: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"n": int(row["n"])}
+_COUNT_WORDS = {"positives": "positives", "negatives": "negatives", "predicted_positives": "predicted positives",
+                "predicted_negatives": "predicted negatives"}
+
+
+def _count_words(task: str, class_names: Sequence[str] | None, score: np.ndarray | None,
+                 y: np.ndarray) -> dict[str, Any]:
+    """How each count is named in reasons: the class names when known ("0 melanoma"), else generic words."""
+    words: dict[str, Any] = dict(_COUNT_WORDS)
+    if task == "binary" and class_names is not None and len(class_names) == 2:
+        negative, positive = (str(c) for c in class_names)
+        words.update(positives=positive, negatives=negative, predicted_positives=f"predicted {positive}",
+                     predicted_negatives=f"predicted {negative}")
+    if task == "multiclass":
+        k = score.shape[1] if score is not None else int(y.max()) + 1
+        words["classes"] = [str(c) for c in class_names] if class_names is not None and len(class_names) == k \
+            else [f"class {c}" for c in range(k)]
+    return words
+
+
+def _counts(y: np.ndarray, pred: np.ndarray | None, task: str, words: dict[str, Any]) -> dict[str, Any]:
+    """A group's counts: reported ones (n_positive, ...) and, under "_"-keys, those the metrics depend on."""
     if task == "binary":
-        entry["n_positive"] = int(row["n_positive"])
-    entry.update({m: _finite_or_none(row[m]) for m in names})
-    return entry
+        out: dict[str, Any] = {"n_positive": int(np.sum(y == 1)), "n_negative": int(np.sum(y == 0))}
+        needs = {"positives": out["n_positive"], "negatives": out["n_negative"]}
+        if pred is not None:
+            out["n_predicted_positive"] = int(np.sum(pred == 1))
+            needs.update(predicted_positives=out["n_predicted_positive"],
+                         predicted_negatives=int(pred.size - out["n_predicted_positive"]))
+        out["_needs"] = needs
+        return out
+    if task == "multiclass":
+        per_class = np.bincount(y.astype(np.int64), minlength=len(words["classes"]))
+        return {"class_counts": dict(zip(words["classes"], per_class.tolist())), "_needs": {}}
+    return {"_needs": {}}
 
 
-def _worst_and_gap(frame: Any, names: list[str], task: str) -> dict[str, dict[str, Any]]:
-    worst: dict[str, Any] = {m: {"group": None, "value": None} for m in names}
+def _short_counts(needs: tuple[str, ...], counts: dict[str, Any], words: dict[str, Any],
+                  min_class_count: int) -> tuple[str, str]:
+    """("0 melanoma", "") when a needed count is zero; ("", "4 melanoma") when it is below the minimum."""
+    have = dict(counts["_needs"])
+    if "every_class" in needs:
+        have.update(counts["class_counts"])
+        needs = tuple(n for n in needs if n != "every_class") + tuple(counts["class_counts"])
+    found = [(have[n], words.get(n, n)) for n in needs if n in have]
+    missing = ", ".join(f"0 {word}" for count, word in found if count == 0)
+    short = ", ".join(f"{count} {word}" for count, word in found if 0 < count < min_class_count)
+    return missing, short
+
+
+def _group_draws(y: np.ndarray, score: np.ndarray | None, pred: np.ndarray | None, members: np.ndarray,
+                 names: list[str], task: str, n_bootstrap: int, seed: list[int]) -> dict[str, np.ndarray]:
+    """Each metric in `names` on `n_bootstrap` resamples of the group's rows (index matrices, stratified by label)."""
+    arrays = [y[members]]
+    for part in (score, pred):
+        if part is not None:
+            arrays.append(part[members])
+    position = {"score": 1, "pred": 1 if score is None else 2}
+
+    def values(*batch: np.ndarray) -> dict[str, np.ndarray]:
+        return {m: _METRICS[task][m].compute(batch[0], batch[position[_METRICS[task][m].uses]]) for m in names}
+
+    if len(arrays) == 1:  # no score and no prediction: nothing a metric could read
+        return {}
+    strata = None if task == "regression" else arrays[0]
+    return bootstrap_draws(values, tuple(arrays), strata, n_bootstrap, seed)
+
+
+def _worst_and_gap(entries: dict[str, dict[str, Any]], draws: dict[str, dict[str, np.ndarray]],
+                   compared: dict[str, list[str]], names: list[str], task: str, ci: float) -> dict[str, dict[str, Any]]:
+    """Worst group and largest gap (max - min) per metric over the groups compared for it; the gap's interval from
+    the gap on each bootstrap replicate (every group resampled in each), undefined where a group's value is."""
+    worst: dict[str, Any] = {m: {"group": None, "value": None, "ci_low": None, "ci_high": None} for m in names}
     gap: dict[str, Any] = {m: None for m in names}
-    if frame is None:
-        return {"worst": worst, "largest_gap": gap}
-    by_group = frame.by_group
-    differences = frame.difference()  # max - min over groups, per metric; undefined groups skipped
-    lows, highs = frame.group_min(), frame.group_max()
+    gap_ci: dict[str, Any] = {m: None for m in names}
     for m in names:
-        values = pd.to_numeric(by_group[m], errors="coerce")
-        if values.notna().sum() == 0:
+        groups = compared[m]
+        if not groups:
             continue
-        if _METRICS[task][m].higher_is_better:
-            worst[m] = {"group": str(values.idxmin()), "value": _finite_or_none(lows[m])}
-        else:
-            worst[m] = {"group": str(values.idxmax()), "value": _finite_or_none(highs[m])}
-        if values.notna().sum() >= 2:  # a "gap" over one group would read as perfect parity
-            gap[m] = _finite_or_none(differences[m])
-    return {"worst": worst, "largest_gap": gap}
+        values = [entries[g][m] for g in groups]
+        pick = int(np.argmax(values) if not _METRICS[task][m].higher_is_better else np.argmin(values))
+        entry = entries[groups[pick]]
+        worst[m] = {"group": groups[pick], "value": values[pick], "ci_low": entry[f"{m}_ci_low"],
+                    "ci_high": entry[f"{m}_ci_high"]}
+        if len(groups) < 2:  # a "gap" over one group would read as perfect parity
+            continue
+        gap[m] = _finite_or_none(max(values) - min(values))
+        if all(m in draws[g] for g in groups):
+            replicate = np.stack([draws[g][m] for g in groups])  # (groups, resamples); NaN propagates
+            low, high = percentile_interval(replicate.max(axis=0) - replicate.min(axis=0), ci)
+            gap_ci[m] = None if low is None else [low, high]
+    return {"worst": worst, "largest_gap": gap, "largest_gap_ci": gap_ci}
 
 
-def _warnings(column: str, labels: pd.Series, y: np.ndarray, score: np.ndarray | None, order: list[str],
-              sizes: dict[str, int], small: list[str], by_group: pd.DataFrame, names: list[str], task: str,
+def _warnings(column: str, y: np.ndarray, label_array: np.ndarray, order: list[str], entries: dict[str, dict],
+              small: list[str], names: list[str], task: str, score: np.ndarray | None,
               min_group_size: int) -> list[str]:
     messages: list[str] = []
-    label_array = labels.to_numpy()
     n_classes = score.shape[1] if task == "multiclass" and score is not None else None
     for g in order:
-        where = f"{column}={g}"
+        where, entry = f"{column}={g}", entries[g]
         if g in small:
-            messages.append(f"{where}: n={sizes[g]} < min_group_size={min_group_size}; shown but left out of "
+            messages.append(f"{where}: n={entry['n']} < min_group_size={min_group_size}; shown but left out of "
                             "worst group and largest gap")
-        undefined = [m for m in names if _finite_or_none(by_group.at[g, m]) is None]
         reason = ""
         if task != "regression":
             present = np.unique(y[label_array == g])
             if present.size == 1:
                 reason = f"only one class in y_true (label {present[0]})"
-                if "balanced_accuracy" in names:
+                if "balanced_accuracy" in names and entry.get("balanced_accuracy") is not None:
                     reason += ", so balanced_accuracy is that class's recall alone"
             elif n_classes is not None and present.size < n_classes:
                 absent = sorted(set(range(n_classes)) - set(present.tolist()))
                 reason = f"classes {absent} absent from y_true"
-        if reason or undefined:
-            text = f"{where}: {reason or 'a zero denominator'}"
-            messages.append(text + (f"; undefined: {', '.join(undefined)}" if undefined else ""))
+        if entry["not_estimable"]:
+            messages.append(f"{where}: {reason + '; ' if reason else ''}not estimable: "
+                            f"{', '.join(entry['not_estimable'])} ({_join_reasons(entry['not_estimable'])})")
+        elif reason:
+            messages.append(f"{where}: {reason}")
+        if entry["too_few"] and g not in small:
+            messages.append(f"{where}: too few to compare: {', '.join(entry['too_few'])} "
+                            f"({_join_reasons(entry['too_few'])}); shown but left out of worst group and largest gap")
     return messages
+
+
+def _join_reasons(reasons: dict[str, str]) -> str:
+    return "; ".join(dict.fromkeys(reasons.values()))
+
+
+def _cell(entry: dict[str, Any], metric: str) -> str:
+    if metric in entry.get("not_estimable", {}):
+        return "n/e"
+    text = _with_ci(entry[metric], entry.get(f"{metric}_ci_low"), entry.get(f"{metric}_ci_high"))
+    return text + ("†" if metric in entry.get("too_few", {}) and "min_group_size" not in entry["too_few"][metric]
+                   else "")
+
+
+def _with_ci(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None or low is None:
+        return _fmt(value)
+    return f"{_fmt(value)} ({_fmt(low)}–{_fmt(high)})"
 
 
 def _finite_or_none(value: Any) -> float | None:
