@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
-from hf_medai.data.phi import SCOPE
 from hf_medai.errors import HfMedaiError
 
 # Never leave, even when a pattern includes them (top-level folders).
@@ -84,6 +83,13 @@ def _strings(obj) -> list[str]:
     if isinstance(obj, (list, tuple)):
         return [s for v in obj for s in _strings(v)]
     return [obj] if isinstance(obj, str) else []
+
+
+def phi_scope() -> str:
+    """What the PHI scanner can and cannot see (said with every refusal and in every push's commit description)."""
+    from hf_medai.data.phi import SCOPE
+
+    return SCOPE
 
 
 def phi_findings(path: Path) -> dict[str, int]:
@@ -185,7 +191,7 @@ def plan_push(run_dir: str | Path, include: list[str] | tuple[str, ...] = ()) ->
                 counts = ", ".join(f"{k}={v}" for k, v in sorted(found.items()))
                 raise PushRefused(f"likely identifiers found by the PHI scanner ({counts})", rel,
                                   "remove or de-identify them (hf_medai.data.phi.redact_phi), then push again. "
-                                  f"{SCOPE}")
+                                  f"{phi_scope()}")
         plan.upload.append(rel)
     return plan
 
@@ -210,7 +216,7 @@ def push_run_folder(run_dir: str | Path, repo_id: str | None, private: bool = Tr
     api.create_repo(repo_id, private=private, exist_ok=True)
     operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(run_dir / rel)) for rel in plan.upload]
     stayed = "; ".join(f"{k} ({v})" for k, v in plan.left_behind.items())
-    description = f"Text files passed the PHI scanner. {SCOPE}." + (f"\n\nLeft behind: {stayed}" if stayed else "")
+    description = f"Text files passed the PHI scanner. {phi_scope()}." + (f"\n\nLeft behind: {stayed}" if stayed else "")
     commit = api.create_commit(repo_id, operations=operations, commit_message="Upload model and card with hf-medai",
                                commit_description=description)
     return str(getattr(commit, "commit_url", commit))

@@ -50,6 +50,17 @@ def test_placeholders_and_clinical_numbers_are_not_phi(text):
     assert scan_phi(text) == {}
 
 
+@pytest.mark.parametrize("text", ["Passed: **tuned 0/13**, base 0/13.", "Pathology: 3/13 lymph nodes positive.",
+                                  "2/12 cores positive for carcinoma", "12/13 of the probes"])
+def test_counts_written_as_fractions_are_not_dates(text):
+    assert scan_phi(text) == {}
+
+
+@pytest.mark.parametrize("text", ["seen on 3/13 in clinic", "follow up 3/28", "seen 10/13", "LMP 1/5"])
+def test_month_and_day_without_a_year_are_dates(text):
+    assert scan_phi(text) == {"date": 1}
+
+
 def test_redaction_replaces_identifiers_and_keeps_placeholders():
     text = "Dr. Smith (617) 555-1234 on 3/14/2021; prior [**2150-3-4**] and ___ kept."
     redacted = redact_phi(text)

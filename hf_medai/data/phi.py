@@ -169,7 +169,7 @@ _DIGIT_FORMS = [
     ("vehicle", _LATE, r"(?<![\w-]\d)" + _VIN),
     ("other_id", _LATE, r"(?<![\w.,-]\d)\d{5,}[A-Z]{1,2}\b"),
     ("other_id", _LATE, r"(?<![\d.,]\d)\d{6,}(?!\d|[.,]\d)"),  # any long number: record, NPI, ...
-    ("month_day", 0, r"(?<![\d/.]\d)(?:(?<=1)[0-2]|(?<=0)[1-9])?/(?:3[01]|[12]\d|0?[1-9])(?![\d/]|\.\d)"),
+    ("month_day", 0, r"(?<![\d/.]\d)(?:(?<=1)[0-2]?|(?<=0)[1-9]|(?<=[2-9]))/(?:3[01]|[12]\d|0?[1-9])(?![\d/]|\.\d)"),
     ("zip5", 0, r"(?<![\w-]\d)\d{4}\b(?!-\d)"),
 ]
 _CAPITAL_FORMS = [
@@ -209,6 +209,9 @@ _FAX_BEFORE = re.compile(r"(?i:fax)|\bF:[ \t]*\(?$")
 # Month/day without a year: days up to 10 need a word that says a date follows (5/5 strength, 2/6 murmur).
 _DATE_WORD = re.compile(r"(?i:\b(?:on|since|dated?|until|till|thru|through|starting|started|admitted|discharged|seen"
                         r"|dob|dos|lmp|as[ \t]+of|effective|last|next|before|after|from|by))[ \t:]*$")
+# A count, not a date: "3/13 lymph nodes", "0/13 probes", "2/12 cores positive".
+_COUNT_AFTER = re.compile(r"[ \t]*(?i:(?:lymph[ \t]+)?nodes?|cores?|samples?|specimens?|biopsies|slides?|patients?|"
+                          r"questions?|probes?|items?|criteria|points?|positive|negative|were|are|of)\b")
 _SCORE_WORD = re.compile(r"(?i:\b(?:gcs|mmse|moca|score|cores?|strength|grade|apgar|of))[ \t:]*$")
 _STATE_BEFORE = re.compile(rf"(?:{_STATE}|\b(?:{'|'.join(_ABBR)})\b),?[ \t]+$")
 _CITY_BEFORE = re.compile(rf"(?P<v>{TOK}(?:[ \t]+{TOK}){{0,2}})(?P<comma>,?)[ \t]+$")
@@ -298,7 +301,8 @@ def _shapes(text: str, found: _Spans) -> None:
             if cls == "month_day":  # days up to 10 need a word that says a date follows (5/5 strength, 2/6 murmur)
                 before = text[max(0, start - 20):start]
                 day = int(m.group().split("/")[1])
-                if _SCORE_WORD.search(before) or not (day > 10 or _DATE_WORD.search(before)):
+                if _SCORE_WORD.search(before) or _COUNT_AFTER.match(text, end) or not (day > 10 or
+                                                                                      _DATE_WORD.search(before)):
                     continue
                 cls = "date"
             elif cls == "zip5":
