@@ -30,7 +30,8 @@ from PIL import Image, ImageOps
 from transformers import TrainingArguments
 
 from hf_medai.data.image_batches import square_pixel_tensors
-from hf_medai.data.lesions import load_lesions, with_images
+from hf_medai.data.images import with_images
+from hf_medai.data.lesions import load_lesions
 from hf_medai.data.synthetic.lesions import write_ham10000
 from hf_medai.evaluation.generative import ClassifierFeatures, class_fidelity
 from hf_medai.evaluation.image_generation import generate

@@ -23,7 +23,8 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from hf_medai.data.image_batches import DermoscopyAugment, ImageCollator, add_pixel_values
-from hf_medai.data.lesions import load_lesions, with_images
+from hf_medai.data.images import with_images
+from hf_medai.data.lesions import load_lesions
 from hf_medai.data.synthetic.lesions import write_ham10000
 from hf_medai.models.vision import build_image_classifier
 

@@ -36,7 +36,8 @@ def evaluate_image_classifier(run_dir, data, out_dir, data_format="auto", skip_b
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from hf_medai.data.image_batches import ImageCollator, add_pixel_values
-    from hf_medai.data.lesions import load_lesions, subgroup_frame, with_images
+    from hf_medai.data.images import with_images
+    from hf_medai.data.lesions import load_lesions, subgroup_frame
     from hf_medai.data.synthetic.lesions import is_synthetic
     from hf_medai.paths import cache_root
     from hf_medai.run_outputs import write_classifier_report

@@ -20,6 +20,7 @@ from transformers import TrainingArguments
 
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import DermoscopyAugment, ImageCollator, add_pixel_values
+from hf_medai.data.images import with_images
 from hf_medai.data.lesions import (
     LESION_GROUP,
     add_extra_training_images,
@@ -27,7 +28,6 @@ from hf_medai.data.lesions import (
     load_lesion_images,
     load_lesions,
     subgroup_frame,
-    with_images,
 )
 from hf_medai.data.splits import split_report
 from hf_medai.data.synthetic.lesions import is_synthetic

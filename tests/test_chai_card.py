@@ -76,7 +76,7 @@ def _medqa(root: Path, out: Path):
 
 
 def _image_diffusion(root: Path, out: Path):
-    from hf_medai.data.lesions import BINARY_CLASSES
+    from hf_medai.data.lesion_formats import BINARY_CLASSES
     from hf_medai.data.synthetic.lesions import write_ham10000
     from hf_medai.models.vision import build_image_classifier
 

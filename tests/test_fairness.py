@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from hf_medai.data.subgroups import AGE_BANDS, age_band
 from hf_medai.evaluation import (
-    AGE_BANDS,
-    age_band,
     expected_calibration_error,
     subgroup_report,
     subgroup_table_markdown,

@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 from helpers import load_recipe
-from hf_medai.data.lesions import BINARY_CLASSES
+from hf_medai.data.lesion_formats import BINARY_CLASSES
 from hf_medai.models.diffusion import build_lesion_unet, dihedral_augment
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 

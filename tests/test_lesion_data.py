@@ -11,17 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from hf_medai.data import lesions
-from hf_medai.data.lesions import (
-    BINARY_CLASSES,
-    HAM10000_CLASSES,
-    ISIC2019_CLASSES,
-    ImageError,
-    detect_format,
-    load_lesions,
-    to_rgb,
-    with_images,
-)
+from hf_medai.data import images
+from hf_medai.data.images import ImageError, to_rgb, with_images
+from hf_medai.data.lesion_formats import BINARY_CLASSES, HAM10000_CLASSES, ISIC2019_CLASSES, detect_format
+from hf_medai.data.lesions import load_lesions
 from hf_medai.data.report import DataError, DataReport
 
 COLUMNS = ["id", "image_path", "label", "dx", "lesion_id", "patient_id", "age", "sex", "site", "fitzpatrick",
@@ -458,7 +451,7 @@ def test_with_images_cache_is_reused_with_its_skip_counts(ham_bad_images, tmp_pa
     def no_decoding(path):
         raise AssertionError("decoded again instead of using the cache")
 
-    monkeypatch.setattr(lesions, "to_rgb", no_decoding)
+    monkeypatch.setattr(images, "to_rgb", no_decoding)
     ds, _, report = load_lesions(ham_bad_images, skip_bad_rows=True)
     again = with_images(ds, report, max_side=16, cache_dir=cache)
     assert again["id"] == first["id"] and again[0]["image"].tobytes() == first[0]["image"].tobytes()
@@ -475,7 +468,7 @@ def test_with_images_cache_is_reused_with_its_skip_counts(ham_bad_images, tmp_pa
 def test_with_images_keeps_plain_files_bytes(ham):
     ds, _, report = load_lesions(ham)
     out = with_images(ds, report).with_format(None)  # max_side None: nothing to resize
-    stored = out.cast_column("image", lesions.datasets.Image(decode=False))[0]["image"]["bytes"]
+    stored = out.cast_column("image", images.datasets.Image(decode=False))[0]["image"]["bytes"]
     assert stored == Path(out[0]["image_path"]).read_bytes()
 
 

@@ -11,9 +11,7 @@ from hf_medai.evaluation.classification import binary_metrics
 from hf_medai.evaluation.classification import choose_threshold
 from hf_medai.evaluation.classification import multiclass_metrics
 from hf_medai.evaluation.classification import regression_metrics
-from hf_medai.evaluation.fairness import AGE_BANDS
 from hf_medai.evaluation.fairness import DEFAULT_SUBGROUP_METRICS
-from hf_medai.evaluation.fairness import age_band
 from hf_medai.evaluation.fairness import subgroup_report
 from hf_medai.evaluation.fairness import subgroup_table_markdown
 from hf_medai.evaluation.metrics import METRIC_NAMES
@@ -21,13 +19,11 @@ from hf_medai.evaluation.metrics import load_metric
 from hf_medai.evaluation.metrics import metric_function
 
 __all__ = [
-    "AGE_BANDS",
     "DEFAULT_OPERATING_POINTS",
     "DEFAULT_SUBGROUP_METRICS",
     "DERMATOLOGIST_SENSITIVITY",
     "METRIC_NAMES",
     "TemperatureScaler",
-    "age_band",
     "binary_metrics",
     "choose_threshold",
     "expected_calibration_error",

@@ -16,40 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hf_medai.data.subgroups import UNKNOWN
 from hf_medai.evaluation.classification import bootstrap_draws, percentile_interval
 from hf_medai.evaluation.metrics import metric_function
-
-AGE_BANDS: tuple[str, ...] = ("<30", "30-44", "45-59", "60-74", "75+")
-_AGE_EDGES = np.array([30.0, 45.0, 60.0, 75.0])
-UNKNOWN = "unknown"  # the group of rows whose subgroup value is missing
-
-
-def age_band(age: Any) -> str | None | pd.Series:
-    """Age in years -> "<30", "30-44", "45-59", "60-74" or "75+" (lower edge included); missing -> None.
-
-    A pandas Series gives an ordered categorical Series (same index and name), so reports list the
-    bands in age order.
-    """
-    if isinstance(age, (pd.Series, pd.Index, np.ndarray, list, tuple)):
-        series = age if isinstance(age, pd.Series) else pd.Series(np.asarray(age, dtype=object))
-        try:
-            years = pd.to_numeric(series, errors="raise").astype("float64")
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"age must be numbers of years (or missing): {err}") from None
-        if (years < 0).any():
-            raise ValueError(f"age must be >= 0, got {years[years < 0].iloc[0]}")
-        codes = np.where(years.isna(), -1, np.searchsorted(_AGE_EDGES, years.fillna(0), side="right"))
-        bands = pd.Categorical.from_codes(codes, categories=list(AGE_BANDS), ordered=True)
-        return pd.Series(bands, index=series.index, name=series.name)
-    if _is_missing(age):
-        return None
-    try:
-        years = float(age)
-    except (TypeError, ValueError):
-        raise ValueError(f"age must be a number of years (or missing), got {age!r}") from None
-    if years < 0:
-        raise ValueError(f"age must be >= 0, got {years}")
-    return AGE_BANDS[int(np.searchsorted(_AGE_EDGES, years, side="right"))]
 
 
 @dataclass(frozen=True)
@@ -326,12 +295,6 @@ def _check_inputs(y_true: Any, y_score: Any, y_pred: Any, task: str, names: list
         if pred.shape != y.shape:
             raise ValueError(f"y_pred must have shape {y.shape}, got {pred.shape}")
     return y, score, pred
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, (float, np.floating)) and math.isnan(value)
 
 
 def _group_labels(column: pd.Series) -> tuple[pd.Series, list[str]]:
