@@ -8,7 +8,7 @@
    length in random batches (transformers' run_glue default, pad_to_max_length=True). Same model and
    optimiser; each side trains on a random sample of the batches its own sampler makes over the whole
    training set, so the rate is that of a full epoch.
-3. Inference (notes/s): `hf_medai.models.text.window_logits` (length-sorted batches, each padded to its own
+3. Inference (notes/s): `hf_medai.models.note_windows.window_logits` (length-sorted batches, each padded to its own
    longest) vs batches in input order padded to the maximum; the logits are checked to agree.
 Each comparison alternates its two sides for `--rounds` rounds and reports medians and their ratio.
 
@@ -34,7 +34,8 @@ import torch
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from hf_medai.clinical_tasks import SplitSpec, load_task, synthetic_mimic
-from hf_medai.models.text import build_text_model, window_dataset, window_logits
+from hf_medai.models.note_windows import window_dataset, window_logits
+from hf_medai.models.text import build_text_model
 from hf_medai.trainer import MedTrainer
 
 

@@ -15,8 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hf_medai.data.clinical_notes import load_admissions, split_admissions
+from hf_medai.data.clinical_notes import load_admissions
 from hf_medai.data.report import DataReport
+from hf_medai.data.splits import split_admissions
 from hf_medai.errors import ConfigError
 from hf_medai.paths import cache_root
 

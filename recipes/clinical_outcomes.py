@@ -33,22 +33,20 @@ from hf_medai.clinical_tasks import (
     synthetic_mimic,
 )
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
-from hf_medai.data.clinical_notes import TASKS, pool_chunk_logits
+from hf_medai.data.clinical_notes import TASKS
 from hf_medai.errors import ConfigError, run_main
+from hf_medai.evaluation.calibration import calibrate_into_head
 from hf_medai.hub import push_run_folder
 from hf_medai.io import begin_run, save_pretrained_atomic, write_yaml
 from hf_medai.models.heads import fold_into_head
-from hf_medai.models.text import (
+from hf_medai.models.note_windows import (
     WINDOW_CONFIG_KEY,
-    MultiTaskTextModel,
-    build_text_model,
-    calibrate_into_head,
-    softmax,
+    pool_chunk_logits,
     sorted_by_length,
-    tfidf_baseline,
     window_dataset,
     window_logits,
 )
+from hf_medai.models.text import MultiTaskTextModel, build_text_model, softmax, tfidf_baseline
 from hf_medai.run_outputs import (
     calibration_report,
     headline_metrics,

@@ -10,20 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hf_medai.data.clinical_notes import (
-    SUBGROUP_COLUMNS,
-    bin_names,
-    bin_values,
-    encode_note_windows,
-    extract_admission_sections,
-    load_admissions,
-    note_windows,
-    pool_chunk_logits,
-    race_group,
-    readmission_labels,
-    split_admissions,
-    temporal_split,
-)
+from hf_medai.data.clinical_notes import SUBGROUP_COLUMNS, load_admissions
+from hf_medai.data.mimic import race_group
+from hf_medai.data.note_sections import extract_admission_sections
+from hf_medai.data.outcome_labels import bin_names, bin_values, readmission_labels
+from hf_medai.data.splits import split_admissions, temporal_split
+from hf_medai.models.note_windows import encode_note_windows, note_windows, pool_chunk_logits
 from hf_medai.data.report import DataError
 from hf_medai.cli import main as cli_main
 from hf_medai.data.synthetic.ehr import write_mimic

@@ -107,7 +107,8 @@ def test_the_scan_finds_the_advice_it_is_about():
     assert advice["hf_medai.data.molecules"]["largest_fragment"] == "True"
     assert advice["hf_medai.data.medqa"]["medmcqa_cop_base"] == "0"
     assert advice["hf_medai.data.clinical_notes"]["note_sections"] == "full"
-    assert advice["hf_medai.data.lesions"]["format"] == ""  # "Pass format= explicitly": the recipe's --data_format
+    # "Pass format= explicitly": the recipe's --data_format
+    assert advice["hf_medai.data.lesion_formats"]["format"] == ""
     assert "the" not in {name for names in advice.values() for name in names}  # "pass the file" is no option
     assert {"hf_medai.data.molecules", "hf_medai.data.medqa"} <= reached_modules(
         ROOT / "recipes" / "molecule_diffusion.py") | reached_modules(ROOT / "recipes" / "medqa_lora.py")

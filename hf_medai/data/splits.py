@@ -2,19 +2,23 @@
 
 Several images of one lesion in both train and test inflate every metric, because the model has seen that very
 lesion; HAM10000 has 1.3 images per lesion on average, so a plain random split leaks. Column names are
-arguments, so the same functions split clinical notes by patient as well as images by lesion.
+arguments, so the same functions split clinical notes by patient as well as images by lesion. Admissions also split
+by time (`temporal_split`: train on earlier years, test on later ones, still no patient in two splits).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import datasets
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
+
+from hf_medai.data.outcome_labels import bin_values, label_summary
+from hf_medai.data.report import DataReport
 
 SPLIT_NAMES = ("train", "validation", "test")
 MAX_FOLDS = 20  # fractions are rounded to multiples of 1/20 (5%) of the groups' folds
@@ -122,3 +126,114 @@ def _folds_per_split(fractions: Sequence[float], n_folds: int) -> list[int]:
     while counts.sum() > n_folds:
         counts[np.argmax(np.where(counts > 1, counts - raw, -np.inf))] -= 1
     return counts.tolist()
+
+
+# ----------------------------------------------------------------------------------------------- admissions
+
+
+def temporal_split(
+    dataset: datasets.Dataset,
+    year_column: str = "admit_year",
+    test_years: Iterable[int] | None = None,
+    validation_years: Iterable[int] | None = None,
+    group_column: str = "subject_id",
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.1,
+    report: DataReport | None = None,
+) -> datasets.DatasetDict:
+    """Train on earlier years, validate and test on later ones, with no patient in two splits.
+
+    Test holds every admission of `test_years` (default: the latest years that make up `test_fraction` of the
+    data); validation those of `validation_years` (default: the latest remaining years making up
+    `validation_fraction`); train the rest. A patient seen in a later split loses their admissions in the
+    earlier ones (test wins over validation over train), so the test period stays complete. Counts and label
+    prevalence per split go to `report.notes["splits"]`.
+    """
+    years = np.asarray(dataset[year_column], dtype=float)
+    if np.isnan(years).any():
+        raise ValueError(f"{year_column} has missing years; a temporal split needs every row's year")
+    test = set(test_years) if test_years is not None else _latest_years(years, set(), test_fraction)
+    val = (set(validation_years) if validation_years is not None
+           else _latest_years(years, test, validation_fraction))
+    if test & val:
+        raise ValueError(f"test_years and validation_years overlap: {sorted(test & val)}")
+    if not set(years.astype(int).tolist()) - test - val:
+        raise ValueError(f"no year left for training (test {sorted(test)}, validation {sorted(val)})")
+    groups = np.asarray(dataset[group_column]).astype(str)
+    year_int = years.astype(int)
+    in_test, in_val = np.isin(year_int, list(test)), np.isin(year_int, list(val))
+    test_groups = set(groups[in_test])
+    in_val &= ~np.isin(groups, list(test_groups))
+    val_groups = set(groups[in_val])
+    in_train = ~in_test & ~np.isin(year_int, list(val)) & ~np.isin(groups, list(test_groups | val_groups))
+    splits = datasets.DatasetDict({
+        "train": dataset.select(np.flatnonzero(in_train)),
+        "validation": dataset.select(np.flatnonzero(in_val)),
+        "test": dataset.select(np.flatnonzero(in_test)),
+    })
+    if report is not None:
+        report.notes["splits"] = {
+            "how": "temporal", "test_years": sorted(test), "validation_years": sorted(val),
+            "rows_dropped_for_patient_overlap": int(len(dataset) - in_train.sum() - in_val.sum() - in_test.sum()),
+            **split_summary(splits, group_column=group_column),
+        }
+    return splits
+
+
+def _latest_years(years: np.ndarray, taken: set[int], fraction: float) -> set[int]:
+    """The latest years (not in `taken`) whose admissions reach `fraction` of all rows."""
+    chosen: set[int] = set()
+    count, target = 0, fraction * len(years)
+    for year in sorted(set(years.astype(int).tolist()) - taken, reverse=True):
+        if count >= target:
+            break
+        chosen.add(year)
+        count += int((years.astype(int) == year).sum())
+    return chosen
+
+
+def split_summary(splits: Mapping[str, datasets.Dataset], label_column: str = "label",
+                  group_column: str = "subject_id") -> dict:
+    """`hf_medai.data.splits.split_report` with the label prevalence per split (or mean/median for los_days)
+    and, as a check, the number of patients found in more than one split (0 by construction)."""
+    out: dict[str, Any] = split_report(datasets.DatasetDict(splits), label_column, group_column)
+    owners: Counter = Counter()
+    for name, split in splits.items():
+        out[name].pop("label_counts", None)
+        out[name].update({k: v for k, v in label_summary(split, label_column).items() if k != "examples"})
+        owners.update(set(split[group_column]))
+    out["patients_in_more_than_one_split"] = sum(1 for c in owners.values() if c > 1)
+    return out
+
+
+def split_admissions(
+    dataset: datasets.Dataset,
+    how: str = "patient",
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    test_years: Iterable[int] | None = None,
+    validation_years: Iterable[int] | None = None,
+    los_bins: Sequence[float] = (3, 7, 14),
+    report: DataReport | None = None,
+) -> datasets.DatasetDict:
+    """Train/validation/test with no patient in two splits; counts and prevalence to `report.notes["splits"]`.
+
+    how="patient": `group_split` by subject_id, stratified by the label (by its `los_bins` bin for los_days).
+    how="temporal": `temporal_split` on admit_year, validation and test sizes from `fractions` unless the years
+    are given. Only meaningful on MIMIC-IV (see "Years" in `hf_medai.data.clinical_notes`).
+    """
+    if how == "temporal":
+        return temporal_split(dataset, test_years=test_years, validation_years=validation_years,
+                              test_fraction=fractions[2], validation_fraction=fractions[1], report=report)
+    if how != "patient":
+        raise ValueError(f"how={how!r}: choose 'patient' or 'temporal'")
+    stratify = "label"
+    if not isinstance(dataset.features["label"], datasets.ClassLabel):  # regression: stratify by LOS bin
+        stratify = "_stratum"
+        dataset = dataset.add_column(stratify, bin_values(dataset["label"], los_bins).tolist())
+    splits = group_split(dataset, group_column="subject_id", label_column=stratify, fractions=fractions, seed=seed)
+    if stratify != "label":
+        splits = datasets.DatasetDict({k: v.remove_columns(stratify) for k, v in splits.items()})
+    if report is not None:
+        report.notes["splits"] = {"how": "patient", "seed": seed, **split_summary(splits)}
+    return splits

