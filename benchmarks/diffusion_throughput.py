@@ -34,9 +34,9 @@ from hf_medai.data.images import with_images
 from hf_medai.data.lesions import load_lesions
 from hf_medai.data.synthetic.lesions import write_ham10000
 from hf_medai.evaluation.generative import ClassifierFeatures, class_fidelity
-from hf_medai.evaluation.image_generation import generate
 from hf_medai.models.diffusion import build_lesion_unet, build_noise_scheduler, class_conditional_loss
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
+from hf_medai.pipelines.sampling import generate
 from hf_medai.training import train_loop
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

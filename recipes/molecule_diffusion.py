@@ -24,9 +24,10 @@ import torch
 from transformers import TrainingArguments
 
 from hf_medai.config import RunArguments, parse_args, resolved_config
-from hf_medai.data.molecules import DEFAULT_ELEMENTS, PROPERTY_COLUMNS, atom_count_distribution, load_molecules
+from hf_medai.data.molecule_chemistry import PROPERTY_COLUMNS
+from hf_medai.data.molecule_files import write_sdf
+from hf_medai.data.molecules import DEFAULT_ELEMENTS, atom_count_distribution, load_molecules
 from hf_medai.errors import run_main
-from hf_medai.evaluation.image_generation import make_scheduler
 from hf_medai.evaluation.molecules import (
     dataset_molecules,
     molecule_metrics,
@@ -34,7 +35,6 @@ from hf_medai.evaluation.molecules import (
     property_error,
     structural_alerts,
     training_smiles_for_novelty,
-    write_sdf,
 )
 from hf_medai.hub import finish_run
 from hf_medai.io import begin_run, save_pretrained_atomic, write_json
@@ -45,6 +45,7 @@ from hf_medai.pipelines.molecule_diffusion import (
     collate_molecules,
     edm_loss,
 )
+from hf_medai.pipelines.sampling import make_scheduler
 from hf_medai.training import train_loop
 
 

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hf_medai.cli import main as cli_main
 from hf_medai.data.clinical_notes import SUBGROUP_COLUMNS, load_admissions
 from hf_medai.data.mimic import race_group
 from hf_medai.data.note_sections import extract_admission_sections
 from hf_medai.data.outcome_labels import bin_names, bin_values, readmission_labels
-from hf_medai.data.splits import split_admissions, temporal_split
-from hf_medai.models.note_windows import encode_note_windows, note_windows, pool_chunk_logits
 from hf_medai.data.report import DataError
-from hf_medai.cli import main as cli_main
+from hf_medai.data.splits import split_admissions, temporal_split
 from hf_medai.data.synthetic.ehr import write_mimic
+from hf_medai.models.note_windows import encode_note_windows, note_windows, pool_chunk_logits
 
 MIMIC_III_COLUMNS = {
     "PATIENTS": ["ROW_ID", "SUBJECT_ID", "GENDER", "DOB", "DOD", "DOD_HOSP", "DOD_SSN", "EXPIRE_FLAG"],

@@ -415,7 +415,7 @@ def test_cli_demo_subcommand_defaults_to_localhost_and_starts_fast():
 
 def test_unsanitisable_molecules_are_reported_not_drawn():
     from hf_medai.demos.molecules import depict
-    from hf_medai.evaluation.molecules import build_molecule
+    from hf_medai.data.molecule_chemistry import build_molecule
 
     smiles, image = depict(build_molecule(["C", "O"], [[0, 0, 0], [1.43, 0, 0]]))
     assert smiles == "CO" and image is not None

@@ -9,20 +9,17 @@ import datasets  # noqa: E402
 from rdkit import Chem  # noqa: E402
 from rdkit.Chem import AllChem  # noqa: E402
 
+from hf_medai.data.molecule_chemistry import bond_matrix, bond_order, build_molecule  # noqa: E402
+from hf_medai.data.molecule_files import read_sdf, write_sdf  # noqa: E402
 from hf_medai.evaluation.molecules import (  # noqa: E402
-    bond_matrix,
-    bond_order,
-    build_molecule,
     canonical_smiles,
     is_valid,
     molecule_metrics,
     property_distances,
     property_error,
-    read_sdf,
     stability,
     structural_alerts,
     training_smiles_for_novelty,
-    write_sdf,
 )
 
 
@@ -173,7 +170,7 @@ def test_no_valid_molecule_gives_none_not_nan():
 def _dataset(smiles_list):
     vocab = ["H", "C", "N", "O", "F"]
     rows = {"atom_types": [], "positions": [], "qed": [], "logp": [], "mw": [], "sa": []}
-    from hf_medai.data.molecules import molecule_properties
+    from hf_medai.data.molecule_chemistry import molecule_properties
 
     for s in smiles_list:
         symbols, positions = embedded(s)

@@ -11,7 +11,8 @@ import torch
 from huggingface_hub import ModelCard
 
 from helpers import load_recipe
-from hf_medai.evaluation.molecules import molecule_metrics, read_sdf
+from hf_medai.data.molecule_files import read_sdf
+from hf_medai.evaluation.molecules import molecule_metrics
 from hf_medai.pipelines import MoleculeDiffusionPipeline
 
 recipe = load_recipe("molecule_diffusion")

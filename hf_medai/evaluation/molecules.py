@@ -21,90 +21,26 @@ Elements: the tables cover QM9's H, C, N, O, F only. A pair involving another el
 another element is never stable, so such a molecule counts as not stable; validity is still judged by RDKit. Say so
 in a model card whose data hold other elements. (GEOM-Drugs extends the tables with B, Al, Si, P, S, Cl, As, Br, I,
 Hg, Bi; those lengths are not added here.)
+
+The bond tables and `build_molecule` live in `hf_medai.data.molecule_chemistry` (the pipeline builds its molecules
+with them too); SDF files in `hf_medai.data.molecule_files`.
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ELEMENTS = ("H", "C", "N", "O", "F")
-# Reference lengths in pm (symmetric tables; a pair missing from DOUBLE/TRIPLE has no such bond).
-SINGLE = {
-    "H": {"H": 74, "C": 109, "N": 101, "O": 96, "F": 92},
-    "C": {"H": 109, "C": 154, "N": 147, "O": 143, "F": 135},
-    "N": {"H": 101, "C": 147, "N": 145, "O": 140, "F": 136},
-    "O": {"H": 96, "C": 143, "N": 140, "O": 148, "F": 142},
-    "F": {"H": 92, "C": 135, "N": 136, "O": 142, "F": 142},
-}
-DOUBLE = {("C", "C"): 134, ("C", "N"): 129, ("C", "O"): 120, ("N", "N"): 125, ("N", "O"): 121, ("O", "O"): 121}
-TRIPLE = {("C", "C"): 120, ("C", "N"): 116, ("N", "N"): 110, ("C", "O"): 113}
-MARGIN_SINGLE, MARGIN_DOUBLE, MARGIN_TRIPLE = 10, 5, 3
+from hf_medai.data.molecule_chemistry import PROPERTY_COLUMNS, bond_matrix, build_molecule, molecule_properties
+
 ALLOWED_VALENCE = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1}
 ALERT_CATALOGS = ("PAINS", "Brenk")
 
 
-def _pair_length(table: dict, a: str, b: str) -> float | None:
-    return table.get((a, b), table.get((b, a)))
-
-
-def _threshold_matrices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """single+10, double+5, triple+3 (pm) for every pair of ELEMENTS; -inf where the pair has no such bond."""
-    n = len(ELEMENTS)
-    single, double, triple = (np.full((n, n), -np.inf) for _ in range(3))
-    for i, a in enumerate(ELEMENTS):
-        for j, b in enumerate(ELEMENTS):
-            single[i, j] = SINGLE[a][b] + MARGIN_SINGLE
-            if (d := _pair_length(DOUBLE, a, b)) is not None:
-                double[i, j] = d + MARGIN_DOUBLE
-            if (t := _pair_length(TRIPLE, a, b)) is not None:
-                triple[i, j] = t + MARGIN_TRIPLE
-    return single, double, triple
-
-
-_SINGLE_T, _DOUBLE_T, _TRIPLE_T = _threshold_matrices()
-_INDEX = {e: i for i, e in enumerate(ELEMENTS)}
-
-
-def _to_pm(distance_angstrom) -> np.ndarray:
-    return np.round(np.asarray(distance_angstrom, dtype=np.float64) * 100.0, 9)
-
-
-# ----------------------------------------------------------------------------------------------- bonds, stability
-
-
-def bond_order(a: str, b: str, distance_angstrom: float) -> int:
-    """EDM's bond order (0-3) of elements `a`, `b` at this distance; 0 for a pair outside the H/C/N/O/F tables."""
-    if a not in _INDEX or b not in _INDEX:
-        return 0
-    i, j = _INDEX[a], _INDEX[b]
-    return int(_orders(np.array([[i]]), np.array([[j]]), _to_pm([[distance_angstrom]]))[0, 0])
-
-
-def _orders(ti: np.ndarray, tj: np.ndarray, pm: np.ndarray) -> np.ndarray:
-    single, double, triple = _SINGLE_T[ti, tj], _DOUBLE_T[ti, tj], _TRIPLE_T[ti, tj]
-    order = np.where(pm < single, 1, 0)
-    order = np.where((order > 0) & (pm < double), 2, order)
-    return np.where((order > 0) & (pm < triple) & (pm < double), 3, order)
-
-
-def bond_matrix(symbols: Sequence[str], positions) -> np.ndarray:
-    """n x n int matrix of bond orders over all pairs (zero diagonal); atoms of unknown elements get no bonds."""
-    positions = np.asarray(positions, dtype=np.float64).reshape(len(symbols), 3)
-    n = len(symbols)
-    known = np.array([s in _INDEX for s in symbols], dtype=bool)
-    types = np.array([_INDEX.get(s, 0) for s in symbols], dtype=np.int64)
-    pm = _to_pm(np.linalg.norm(positions[:, None, :] - positions[None, :, :], axis=-1))
-    orders = _orders(types[:, None], types[None, :], pm)
-    orders[~known, :] = 0
-    orders[:, ~known] = 0
-    orders[np.arange(n), np.arange(n)] = 0
-    return orders.astype(np.int64)
+# ----------------------------------------------------------------------------------------------- stability
 
 
 def stability(symbols: Sequence[str], positions) -> tuple[int, int, bool]:
@@ -119,38 +55,6 @@ def stability(symbols: Sequence[str], positions) -> tuple[int, int, bool]:
 
 
 # ----------------------------------------------------------------------------------------------- RDKit molecules
-
-
-def build_molecule(symbols: Sequence[str], positions, charges: Sequence[int] | None = None):
-    """Unsanitised RDKit Mol: one atom per generated atom (H explicit), EDM bonds, a 3D conformer of `positions`.
-
-    Atoms keep RDKit's implicit-hydrogen handling, so an under-bonded atom gains implicit H when sanitised (the
-    standard's rule). `charges` sets formal charges (EDM's metrics pass none).
-    """
-    from rdkit import Chem
-    from rdkit.Geometry import Point3D
-
-    symbols = list(symbols)
-    positions = np.asarray(positions, dtype=np.float64).reshape(len(symbols), 3)
-    bonds = bond_matrix(symbols, positions)
-    kinds = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
-    mol = Chem.RWMol()
-    for k, symbol in enumerate(symbols):
-        try:
-            atom = Chem.Atom(symbol)
-        except RuntimeError:
-            raise ValueError(f"atom {k}: {symbol!r} is not an element symbol") from None
-        if charges is not None:
-            atom.SetFormalCharge(int(charges[k]))
-        mol.AddAtom(atom)
-    for i, j in zip(*np.nonzero(np.triu(bonds, 1))):
-        mol.AddBond(int(i), int(j), kinds[int(bonds[i, j])])
-    conf = Chem.Conformer(len(symbols))
-    for k, (x, y, z) in enumerate(positions):
-        conf.SetAtomPosition(k, Point3D(float(x), float(y), float(z)))
-    conf.Set3D(True)
-    mol.AddConformer(conf, assignId=True)
-    return mol.GetMol()
 
 
 def _sanitized(mol):
@@ -275,8 +179,6 @@ def _valid_fragments(mols: Iterable) -> list:
 
 
 def _property_values(mols: list, prop: str) -> np.ndarray:
-    from hf_medai.data.molecules import PROPERTY_COLUMNS, molecule_properties
-
     if prop not in PROPERTY_COLUMNS:
         raise ValueError(f"unknown property {prop!r}; choose from {PROPERTY_COLUMNS}")
     values = []
@@ -382,68 +284,3 @@ def structural_alerts(mols: Iterable, top: int = 10) -> dict[str, Any]:
     out["fraction_with_alert"] = n_with_alert / len(valid) if valid else None
     out["top_alerts"] = [[name, d, c] for (name, d), c in descriptions.most_common(top)]
     return out
-
-
-# ----------------------------------------------------------------------------------------------- SDF
-
-
-def write_sdf(mols: Sequence, path: str | os.PathLike, properties: Sequence[dict] | dict[str, Sequence] | None = None
-              ) -> Path:
-    """Write molecules (valid or not, with their 3D conformers) to an SDF file in one atomic rename.
-
-    properties: one dict per molecule, or a dict of per-molecule lists; written as SD data fields.
-    """
-    from rdkit import Chem
-
-    from hf_medai.io import atomic_path
-
-    mols = list(mols)
-    if isinstance(properties, dict):
-        for key, values in properties.items():
-            if len(values) != len(mols):
-                raise ValueError(f"properties[{key!r}] has {len(values)} values for {len(mols)} molecules")
-        properties = [{k: v[i] for k, v in properties.items()} for i in range(len(mols))]
-    elif properties is not None and len(properties) != len(mols):
-        raise ValueError(f"{len(properties)} property dicts for {len(mols)} molecules")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        writer = Chem.SDWriter(str(tmp))
-        writer.SetKekulize(False)  # generated molecules may not kekulise; write the bonds as they are
-        try:
-            for i, mol in enumerate(mols):
-                copy = Chem.Mol(mol)
-                copy.UpdatePropertyCache(strict=False)
-                for key, value in (properties[i] if properties is not None else {}).items():
-                    if value is None:
-                        continue
-                    if isinstance(value, (bool, np.bool_)):
-                        copy.SetProp(key, str(bool(value)))
-                    elif isinstance(value, (int, np.integer)):
-                        copy.SetIntProp(key, int(value))
-                    elif isinstance(value, (float, np.floating)):
-                        copy.SetDoubleProp(key, float(value))
-                    else:
-                        copy.SetProp(key, str(value))
-                writer.write(copy)
-        finally:
-            writer.close()
-    return path
-
-
-def read_sdf(path: str | os.PathLike, sanitize: bool = False) -> list:
-    """Molecules of an SDF file, hydrogens kept, unsanitised by default (so invalid samples read back as written).
-
-    SD data fields are on each molecule (`mol.GetPropsAsDict()`). A block RDKit cannot read raises `DataError`.
-    """
-    from rdkit import Chem
-
-    from hf_medai.data.report import DataError
-
-    supplier = Chem.SDMolSupplier(str(path), sanitize=sanitize, removeHs=False)
-    mols = []
-    for i in range(len(supplier)):
-        mol = supplier[i]
-        if mol is None:
-            raise DataError(path, None, f"molecule {i + 1}: RDKit cannot read this SDF block")
-        mols.append(mol)
-    return mols

@@ -113,7 +113,8 @@ class MoleculeDiffusionOutput(BaseOutput):
 
     def write_sdf(self, path) -> None:
         """Write the molecules (built with EDM's distance rules if not built yet) to an SDF file."""
-        from hf_medai.evaluation.molecules import build_molecule, write_sdf
+        from hf_medai.data.molecule_chemistry import build_molecule
+        from hf_medai.data.molecule_files import write_sdf
 
         mols = self.molecules
         if mols is None:
@@ -259,7 +260,7 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
         positions, charges = np.split(positions, splits), np.split(charges, splits)
         molecules = None
         if output_type == "mols":
-            from hf_medai.evaluation.molecules import build_molecule  # needs rdkit; imported only when asked
+            from hf_medai.data.molecule_chemistry import build_molecule  # needs rdkit; imported only when asked
 
             molecules = [build_molecule(s, p, c) for s, p, c in zip(atom_types, positions, charges)]
         self.maybe_free_model_hooks()
