@@ -105,7 +105,7 @@ RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.py"))
 def test_the_scan_finds_the_advice_it_is_about():
     advice = advice_by_module()
     assert advice["hf_medai.data.molecules"]["largest_fragment"] == "True"
-    assert advice["hf_medai.data.medqa"]["medmcqa_cop_base"] == "0"
+    assert advice["hf_medai.data.qa_formats"]["medmcqa_cop_base"] == "0"
     assert advice["hf_medai.data.clinical_notes"]["note_sections"] == "full"
     # "Pass format= explicitly": the recipe's --data_format
     assert advice["hf_medai.data.lesion_formats"]["format"] == ""
