@@ -359,7 +359,7 @@ def render_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, versi
     from huggingface_hub import ModelCard
 
     from hf_medai import __version__
-    from hf_medai.evaluation.fairness import subgroup_table_markdown
+    from hf_medai.evaluation.subgroup_table import subgroup_table_markdown
     from hf_medai.tripod import tripod_rows
 
     run_dir = Path(run_dir)

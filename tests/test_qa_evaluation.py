@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_medai.evaluation import qa
+from hf_medai.evaluation import qa, qa_scoring
 
 
 @pytest.mark.parametrize("reply, expected", [
@@ -166,7 +166,7 @@ def _plain_logliks(model, tokenizer, examples, style):
     """One sequence per option, no padding: the definition the batched code must match."""
     out = np.full((len(examples), 5), np.nan)
     for i, ex in enumerate(examples):
-        prompt, options = qa.continuation_token_ids(ex, tokenizer, style)
+        prompt, options = qa_scoring.continuation_token_ids(ex, tokenizer, style)
         for k, cont in enumerate(options):
             ids = torch.tensor([prompt + cont])
             with torch.no_grad():
@@ -188,7 +188,7 @@ def test_letter_continuations_are_the_trained_answer_tokens(tiny):
 
     _, tokenizer, examples = tiny
     for ex in examples:
-        prompt, options = qa.continuation_token_ids(ex, tokenizer, "letter")
+        prompt, options = qa_scoring.continuation_token_ids(ex, tokenizer, "letter")
         trained = tokenize_for_sft(ex, tokenizer, 4096)
         answer = [t for t in trained["labels"] if t != -100]
         assert all(len(o) == 1 for o in options)  # one forward pass scores all options

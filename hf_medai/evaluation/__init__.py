@@ -13,10 +13,10 @@ from hf_medai.evaluation.classification import multiclass_metrics
 from hf_medai.evaluation.classification import regression_metrics
 from hf_medai.evaluation.fairness import DEFAULT_SUBGROUP_METRICS
 from hf_medai.evaluation.fairness import subgroup_report
-from hf_medai.evaluation.fairness import subgroup_table_markdown
 from hf_medai.evaluation.metrics import METRIC_NAMES
 from hf_medai.evaluation.metrics import load_metric
 from hf_medai.evaluation.metrics import metric_function
+from hf_medai.evaluation.subgroup_table import subgroup_table_markdown
 
 __all__ = [
     "DEFAULT_OPERATING_POINTS",
