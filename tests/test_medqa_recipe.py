@@ -128,7 +128,7 @@ def test_adapter_reloads_with_peft_and_reproduces_the_scores(run, questions):
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoTokenizer
 
-    from hf_medai.evaluation.qa import option_logliks
+    from hf_medai.evaluation.qa_scoring import option_logliks
 
     pred, examples = _test_examples(run, questions)
     model = AutoPeftModelForCausalLM.from_pretrained(run, dtype=torch.float32)
@@ -277,7 +277,7 @@ def test_offline_default_smollm2_short_run(tmp_path):
     from transformers import AutoTokenizer
 
     from hf_medai.data.medqa import load_qa, sample_path
-    from hf_medai.evaluation.qa import option_logliks
+    from hf_medai.evaluation.qa_scoring import option_logliks
 
     pred = pd.read_csv(out / "predictions.csv")
     model = AutoPeftModelForCausalLM.from_pretrained(out)

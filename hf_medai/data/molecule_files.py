@@ -25,13 +25,19 @@ SDF_SUFFIXES = frozenset({".sdf", ".sd", ".mol"})
 SMILES_ALIASES = ("smiles", "canonical_smiles", "smi", "isomeric_smiles")
 NAME_ALIASES = ("zinc_id", "name", "id", "mol_id", "chembl_id")
 
-# Reasons a record is skipped (keys of DataReport.skipped).
+# Reasons a molecule is skipped (keys of DataReport.skipped), by the readers here or by `load_molecules`'s checks;
+# filters are prefixed "filtered_".
 INVALID_SMILES = "invalid_smiles"
 INVALID_MOLECULE = "invalid_molecule"
+SEVERAL_FRAGMENTS = "several_fragments"
 UNSUPPORTED_ELEMENT = "unsupported_element"
+EMBEDDING_FAILED = "embedding_failed"
 MALFORMED_SDF = "malformed_sdf"
 MALFORMED_XYZ = "malformed_xyz"
 BOND_PERCEPTION_FAILED = "bond_perception_failed"
+FILTERED_ELEMENTS = "filtered_elements"
+FILTERED_HEAVY_ATOMS = "filtered_heavy_atoms"
+FILTERED_CHARGED = "filtered_charged"
 
 _FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:(?:[eE]|\*\^)[-+]?\d+)?"
 

@@ -55,19 +55,21 @@ import numpy as np
 import pandas as pd
 
 from hf_medai.data.molecule_chemistry import PROPERTY_COLUMNS, heavy_atoms, molecule_properties
-from hf_medai.data.molecule_files import FORMATS, READERS, UNSUPPORTED_ELEMENT, detect_format
+from hf_medai.data.molecule_files import (
+    EMBEDDING_FAILED,
+    FILTERED_CHARGED,
+    FILTERED_ELEMENTS,
+    FILTERED_HEAVY_ATOMS,
+    FORMATS,
+    READERS,
+    SEVERAL_FRAGMENTS,
+    UNSUPPORTED_ELEMENT,
+    detect_format,
+)
 from hf_medai.data.report import DataError, DataReport
 from hf_medai.io import save_dataset_cache
 
 DEFAULT_ELEMENTS = ("H", "C", "N", "O", "F")
-
-# Reasons a row is skipped (keys of DataReport.skipped; the readers' own: hf_medai.data.molecule_files); filters are
-# prefixed "filtered_".
-SEVERAL_FRAGMENTS = "several_fragments"
-EMBEDDING_FAILED = "embedding_failed"
-FILTERED_ELEMENTS = "filtered_elements"
-FILTERED_HEAVY_ATOMS = "filtered_heavy_atoms"
-FILTERED_CHARGED = "filtered_charged"
 
 _CACHE_VERSION = "2"  # 2: hydrogen isotopes counted and ordered as hydrogens
 _META_JSON = "hf_medai_molecules.json"
