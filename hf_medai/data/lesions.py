@@ -12,8 +12,8 @@ Every format gives the same columns, so recipes, splits and subgroup metrics nev
 
 `load_lesions` reads the table and checks that every image file exists; `hf_medai.data.images.with_images`
 decodes them (the slow part, cached on disk when asked), naming a bad image's `source_row` so the row stays right
-after skips and splits. Bad rows raise `DataError` naming file, row and problem, or with `skip_bad_rows=True` are dropped and counted in
-the `DataReport` under one of these reasons:
+after skips and splits. Bad rows raise `DataError` naming file, row and problem, or with `skip_bad_rows=True` are
+dropped and counted in the `DataReport` under one of these reasons:
 
     missing_id, duplicate_id, missing_label, unknown_label, ambiguous_label, missing_image   (load_lesions)
     missing_image, empty_image, truncated_image, unreadable_image                            (with_images)

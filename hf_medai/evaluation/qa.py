@@ -11,9 +11,9 @@ Two ways to read a model's answer, reported side by side because they disagree i
 Everything numeric goes through the shared metric modules and bootstrap (`hf_medai.evaluation.classification`), so
 an accuracy here and in any other report is the same function with the same kind of interval.
 
-Scoring (`hf_medai.evaluation.qa_scoring`) is batched for CPUs: when every option's continuation is a single token (the letter style, for every
-tokenizer we know), one forward pass of the prompt scores all options (the last position's next-token
-distribution); prompts are left-padded with matching position ids and only the last position's logits are
+Scoring (`hf_medai.evaluation.qa_scoring`) is batched for CPUs: when every option's continuation is a single token
+(the letter style, for every tokenizer we know), one forward pass of the prompt scores all options (the last
+position's next-token distribution); prompts are left-padded with matching position ids and only the last position's logits are
 computed. Multi-token continuations fall back to one sequence per option.
 """
 
