@@ -36,7 +36,8 @@ from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_co
 from hf_medai.data.clinical_notes import TASKS, pool_chunk_logits
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.hub import push_run_folder
-from hf_medai.io import begin_run, save_pretrained_atomic, write_yaml
+from hf_medai.io import save_pretrained_atomic, write_yaml
+from hf_medai.run_folder import begin_run
 from hf_medai.models.heads import fold_into_head
 from hf_medai.models.text import (
     WINDOW_CONFIG_KEY,

@@ -24,7 +24,8 @@ from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.clinical_notes import TASKS
 from hf_medai.errors import run_main
 from hf_medai.hub import finish_run
-from hf_medai.io import begin_run, save_pretrained_atomic, write_json
+from hf_medai.io import save_pretrained_atomic, write_json
+from hf_medai.run_folder import begin_run
 from hf_medai.models.text import default_encoder_path, fixed_masks, masked_lm_nll, perplexity, window_dataset
 from hf_medai.throughput import ThroughputCallback, peak_memory_mb
 from hf_medai.trainer import MedTrainer

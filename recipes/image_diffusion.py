@@ -29,7 +29,8 @@ from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.errors import run_main
 from hf_medai.evaluation.image_generation import GenerationEvalArguments, evaluate_generator, save_grid
 from hf_medai.hub import finish_run
-from hf_medai.io import begin_run, save_pretrained_atomic, write_json
+from hf_medai.io import save_pretrained_atomic, write_json
+from hf_medai.run_folder import begin_run
 from hf_medai.models.diffusion import build_lesion_unet, build_noise_scheduler, class_conditional_loss, encode_latents
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 from hf_medai.training import train_loop

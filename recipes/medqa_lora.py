@@ -29,7 +29,8 @@ from hf_medai.data.report import DataError
 from hf_medai.errors import SetupError, run_main
 from hf_medai.evaluation import qa
 from hf_medai.hub import finish_run
-from hf_medai.io import begin_run, save_pretrained_atomic, write_csv, write_json
+from hf_medai.io import save_pretrained_atomic, write_csv, write_json
+from hf_medai.run_folder import begin_run
 from hf_medai.models.causal_lm import SMOLLM2_BASE_MODEL, default_causal_lm_path, default_dtype, ensure_pad_token
 from hf_medai.throughput import ThroughputCallback, peak_memory_mb
 from hf_medai.trainer import MedTrainer

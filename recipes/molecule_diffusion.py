@@ -37,7 +37,8 @@ from hf_medai.evaluation.molecules import (
     write_sdf,
 )
 from hf_medai.hub import finish_run
-from hf_medai.io import begin_run, save_pretrained_atomic, write_json
+from hf_medai.io import save_pretrained_atomic, write_json
+from hf_medai.run_folder import begin_run
 from hf_medai.models.egnn import EGNNDenoiser
 from hf_medai.pipelines.molecule_diffusion import (
     EDM_FEATURE_SCALE,
