@@ -221,6 +221,15 @@ def push_run_folder(run_dir: str | Path, repo_id: str | None, private: bool = Tr
     return str(getattr(commit, "commit_url", commit))
 
 
+def pusher(repo_id: str | None, private: bool = True):
+    """A step for `run_folder.finish_run`: push the finished folder to `repo_id` and say where it went."""
+
+    def push_folder(folder: Path) -> None:
+        print(f"hf-medai: pushed to {push_run_folder(folder, repo_id, private=private)}")
+
+    return push_folder
+
+
 def finish_run(output_dir: str | Path, config: dict, training_args, push: bool) -> None:
     """The last step of every recipe: run_config.yaml (run_folder.finish_run), the cards (Hub + CHAI), then the push
     if one was asked for, then the run's summary."""
@@ -228,8 +237,7 @@ def finish_run(output_dir: str | Path, config: dict, training_args, push: bool) 
     from hf_medai.cards import write_card
     from hf_medai.run_summary import print_run_summary
 
-    def push_folder(folder: Path) -> None:
-        url = push_run_folder(folder, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
-        print(f"hf-medai: pushed to {url}")
-
-    run_folder.finish_run(output_dir, config, [write_card, *([push_folder] if push else []), print_run_summary])
+    steps = [write_card]
+    if push:
+        steps.append(pusher(training_args.hub_model_id, private=training_args.hub_private_repo is not False))
+    run_folder.finish_run(output_dir, config, [*steps, print_run_summary])
