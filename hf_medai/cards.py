@@ -10,6 +10,7 @@ import datetime as _dt
 import json
 import math
 import re
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
