@@ -313,7 +313,8 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, r
     transparency = ET.SubElement(trust, f"{{{NS}}}TransparencyInformation")
     _text(transparency, "FundingSource", DEVELOPER)
     _text(transparency, "ThirdPartyInformation", "Built with open-source software: hf-medai " + __version__ + ", " +
-          ", ".join(f"{k} {v}" for k, v in (versions if versions is not None else library_versions()).items() if v != "n/a"))
+          ", ".join(f"{k} {v}" for k, v in (versions if versions is not None else library_versions()).items()
+                    if v != "n/a"))
     _text(transparency, "StakeholdersConsulted", DEVELOPER)
 
     metrics = ET.SubElement(root, f"{{{NS}}}KeyMetrics")

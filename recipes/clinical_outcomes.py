@@ -31,34 +31,16 @@ from hf_medai.clinical_tasks import (
     load_task,
     multitask_split,
     prepare_targets,
-    subgroup_frame,
 )
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.clinical_notes import TASKS, pool_chunk_logits
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.hub import pusher
-from hf_medai.io import save_pretrained_atomic, write_yaml
-from hf_medai.models.heads import fold_into_head
-from hf_medai.models.text import (
-    WINDOW_CONFIG_KEY,
-    MultiTaskTextModel,
-    build_text_model,
-    calibrate_into_head,
-    softmax,
-    sorted_by_length,
-    tfidf_baseline,
-    window_dataset,
-    window_logits,
-)
+from hf_medai.io import write_yaml
+from hf_medai.models.text import MultiTaskTextModel, build_text_model, softmax, sorted_by_length, window_dataset
+from hf_medai.note_outcome_report import report_note_outcome
 from hf_medai.run_folder import begin_run, finish_run, run_record
-from hf_medai.run_outputs import (
-    calibration_report,
-    headline_metrics,
-    kept_checkpoint,
-    paired_difference,
-    write_classifier_report,
-    write_regression_report,
-)
+from hf_medai.run_outputs import headline_metrics, kept_checkpoint
 from hf_medai.run_summary import print_run_summary
 from hf_medai.throughput import ThroughputCallback
 from hf_medai.trainer import MedTrainer
@@ -84,12 +66,17 @@ class DataArguments(ClinicalDataArguments):
 class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "Encoder hub id or folder (Bio_ClinicalBERT, GatorTron, ModernBERT, a clinical_pretraining run, ...). Default: all-MiniLM-L6-v2 (offline)."})
     max_length: int = field(default=128, metadata={"help": "Encoder window in tokens, special tokens included."})
-    long_notes: Literal["head", "head_tail", "chunks"] = field(default="head", metadata={"help": "Notes longer than the window: head | head_tail (truncate) | chunks (pool chunk logits)."})
-    pooling: Literal["mean", "max"] = field(default="mean", metadata={"help": "How chunk logits pool per note: mean | max (long_notes=chunks)."})
+    long_notes: Literal["head", "head_tail", "chunks"] = field(
+        default="head", metadata={"help": "Notes longer than the window: head | head_tail (truncate) | chunks "
+            "(pool chunk logits)."})
+    pooling: Literal["mean", "max"] = field(
+        default="mean", metadata={"help": "How chunk logits pool per note: mean | max (long_notes=chunks)."})
     stride: int = field(default=0, metadata={"help": "Tokens shared by consecutive chunks."})
     head_tokens: int | None = field(default=None, metadata={"help": "head_tail: tokens kept from the start (default a quarter of the window)."})
     max_chunks: int | None = field(default=None, metadata={"help": "chunks: keep at most this many per note (default all)."})
-    class_balance: Literal["weighted_loss", "none"] = field(default="weighted_loss", metadata={"help": "weighted_loss (inverse frequency; its prior shift is undone in the saved head) | none."})
+    class_balance: Literal["weighted_loss", "none"] = field(
+        default="weighted_loss", metadata={"help": "weighted_loss (inverse frequency; its prior shift is undone in "
+            "the saved head) | none."})
     temperature_scaling: bool = field(default=True, metadata={"help": "Fit a temperature on validation and fold it into the saved head."})
     baseline: bool = field(default=True, metadata={"help": "Also fit and report the TF-IDF + logistic regression baseline."})
     allow_pretraining_overlap: bool = field(default=False, metadata={"help": "Run even if the encoder was pretrained on notes of this run's validation/test patients."})
@@ -146,7 +133,8 @@ def main(args=None, callbacks=None):
         for t in tasks:
             t.windows = {name: sorted_by_length(window_dataset(split, tokenizer, **win)) for name, split in t.splits.items()}
 
-    # Class imbalance: inverse-frequency weights in the loss; regression targets standardised (both undone at save).
+    # Model: one encoder, a head per task. Class imbalance: inverse-frequency weights in the loss; regression
+    # targets standardised (both undone at save).
     loss_fns = {t.name: prepare_targets(t, model_args.class_balance) for t in tasks}
     multi = len(tasks) > 1
     if multi:  # one encoder, a head per task; checkpoints chosen on the validation loss
@@ -216,65 +204,22 @@ def main(args=None, callbacks=None):
                 base_model=model_args.model_name_or_path or DEFAULT_ENCODER, data_report=t.report.to_dict(),
                 **data_args.dataset_facts(source))
 
-            # Evaluate, calibrate, save and report: validation and test scored per note (report_task, below)
-            report_task(t, task_model, tokenizer, out, model_args, eval_args, training_args, data_args.subgroup_columns,
+            # Evaluate, calibrate, save and report: validation and test scored per note, TF-IDF baseline beside
+            report_note_outcome(t, task_model, tokenizer, out, model_args, eval_args, training_args,
+                                data_args.subgroup_columns,
                         extra={**record.to_dict(), "outcome": t.name, "dataset_label": dataset_label(source, t),
                                "population": t.extra["population"]})
 
             # Card (README.md + CHAI) and push if asked, per task folder
             hub_id = training_args.hub_model_id if not multi else f"{training_args.hub_model_id}-{t.name}"
             push_step = [pusher(hub_id, private=training_args.hub_private_repo is not False)] if push else []
-            finish_run(out, {**config, "task": t.name, "output_dir": out} if multi else config, [write_card, *push_step])
+            task_config = {**config, "task": t.name, "output_dir": out} if multi else config
+            finish_run(out, task_config, [write_card, *push_step])
 
         # Summary: one block per task
         print_run_summary(root)
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
-
-
-def report_task(t, model, tokenizer, out, model_args, eval_args, training_args, subgroup_columns, extra):
-    """Score validation and test per note, calibrate on validation, fold it into the head, save and report."""
-    logits = {}
-    for split in ("validation", "test"):
-        w = t.windows[split]
-        per_window = window_logits(model, tokenizer, w["input_ids"], training_args.per_device_eval_batch_size)
-        logits[split] = pool_chunk_logits(per_window, w["example_index"], model_args.pooling, len(t.splits[split]))
-    y = {split: np.asarray(t.splits[split]["label"]) for split in logits}
-    texts = {split: list(t.splits[split]["text"]) for split in ("train", "validation", "test")}
-    model.config.update({WINDOW_CONFIG_KEY: dict(strategy=model_args.long_notes, pooling=model_args.pooling,
-                                                 stride=model_args.stride, head_tokens=model_args.head_tokens,
-                                                 max_chunks=model_args.max_chunks, max_length=tokenizer.model_max_length)})
-    subgroups = subgroup_frame(t.splits["test"], subgroup_columns)
-    if t.regression:
-        mean, std = t.target
-        fold_into_head(model, scale=std, shift=mean)  # the saved model outputs days
-        scores, val_scores = (logits[s][:, 0] * std + mean for s in ("test", "validation"))
-    else:
-        shift, temperature = calibrate_into_head(model, logits["validation"], y["validation"], t.class_weights,
-                                                 model_args.temperature_scaling)
-        probs = {split: softmax((z + shift) / temperature) for split, z in logits.items()}
-        scores, val_scores = probs["test"], probs["validation"]
-        extra["calibration"] = calibration_report(
-            out, y, {split: softmax(z) for split, z in logits.items()}, probs, temperature, shift,
-            "class-prior correction of the weighted loss, then temperature scaling fitted on validation (Guo et al. "
-            "2017), both folded into the saved classifier head")
-    if model_args.baseline:
-        base = tfidf_baseline(texts["train"], t.splits["train"]["label"], texts["validation"], y["validation"],
-                              {"validation": texts["validation"], "test": texts["test"]},
-                              n_classes=None if t.regression else len(t.class_names), seed=training_args.seed)
-        extra["baseline_tfidf"] = {"model": base["model"], **{k: base[k] for k in ("C", "alpha") if k in base},
-                                   **headline_metrics(y["test"], base["test"], t.class_names, eval_args,
-                                                      y["validation"], base["validation"])}
-        extra["baseline_tfidf"]["difference"] = paired_difference(y["test"], scores, base["test"], t.class_names,
-                                                                  n_bootstrap=eval_args.n_bootstrap)
-    save_pretrained_atomic(model, out)
-    save_pretrained_atomic(tokenizer, out)
-    ids = t.splits["test"]["id"]
-    if t.regression:
-        return write_regression_report(out, ids, y["test"], scores, subgroups, eval_args, y["validation"], val_scores,
-                                       subgroup_columns=subgroup_columns, extra=extra)
-    return write_classifier_report(out, ids, y["test"], scores, t.class_names, subgroups, eval_args, y["validation"],
-                                   val_scores, subgroup_columns=subgroup_columns, extra=extra)
 
 
 if __name__ == "__main__":

@@ -50,16 +50,19 @@ from hf_medai.trainer import MedTrainer
 @dataclass
 class DataArguments:
     data_dir: str | None = field(default=None, metadata={"help": "QA file or folder (MedQA JSONL, MedMCQA, PubMedQA). Default: the bundled 74-question MedQA-format sample."})
-    data_format: Literal["auto", "medqa", "medmcqa", "pubmedqa"] = field(default="auto", metadata={"help": "auto | medqa | medmcqa | pubmedqa."})
+    data_format: Literal["auto", "medqa", "medmcqa", "pubmedqa"] = field(
+        default="auto", metadata={"help": "auto | medqa | medmcqa | pubmedqa."})
     test_data_dir: str | None = field(default=None, metadata={"help": "A fixed test set (e.g. MedQA's test.jsonl); default: a held-out split."})
-    test_data_format: Literal["auto", "medqa", "medmcqa", "pubmedqa"] = field(default="auto", metadata={"help": "Format of test_data_dir."})
+    test_data_format: Literal["auto", "medqa", "medmcqa", "pubmedqa"] = field(
+        default="auto", metadata={"help": "Format of test_data_dir."})
     medmcqa_cop_base: int | None = field(default=None, metadata={"help": "MedMCQA only: 0 if `cop` counts from 0 (Hugging Face release), 1 if from 1 (original JSON dumps); default: detected per file."})
     test_fraction: float = field(default=0.3, metadata={"help": "Fraction of questions held out for test (ignored with test_data_dir)."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the question-level split (stratified by gold letter)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Score at most this many test questions (a seeded sample)."})
     skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad or too-long rows instead of stopping at the first."})
     max_length: int = field(default=512, metadata={"help": "Longest training example in tokens (prompt + answer); longer ones are bad rows."})
-    target: Literal["letter", "letter+explanation"] = field(default="letter", metadata={"help": "What the model learns to answer: letter | letter+explanation."})
+    target: Literal["letter", "letter+explanation"] = field(
+        default="letter", metadata={"help": "What the model learns to answer: letter | letter+explanation."})
     safety_probes: str | None = field(default=None, metadata={"help": "Safety probes JSONL; default: the bundled 13 probes."})
 
     def __post_init__(self):
@@ -80,7 +83,9 @@ class ModelArguments:
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={"help": "Module names to adapt; 'all-linear' finds every linear layer except the output head."})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base model in 4-bit NF4 (bitsandbytes; CUDA GPUs only)."})
     attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa | flash_attention_2 (default: transformers' choice)."})
-    batching: Batching = field(default="auto", metadata={"help": "packing (padding-free) | length_grouped | auto: packing with flash attention, else length_grouped."})
+    batching: Batching = field(
+        default="auto", metadata={"help": "packing (padding-free) | length_grouped | auto: packing with flash "
+            "attention, else length_grouped."})
     merge: bool = field(default=False, metadata={"help": "Also write merged weights (base + adapter) to OUTPUT_DIR/merged."})
 
     def __post_init__(self):
@@ -91,7 +96,9 @@ class ModelArguments:
 @dataclass
 class QAEvalArguments:
     n_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples for 95% CIs (0: none)."})
-    loglik_style: Literal["letter", "letter+text"] = field(default="letter", metadata={"help": "Continuations scored by log-likelihood: letter ('B') | letter+text ('B. Nitroglycerin')."})
+    loglik_style: Literal["letter", "letter+text"] = field(
+        default="letter", metadata={"help": "Continuations scored by log-likelihood: letter ('B') | letter+text "
+            "('B. Nitroglycerin')."})
     generate_max_new_tokens: int = field(default=8, metadata={"help": "Greedy tokens generated for the letter (0: skip generation)."})
     position_bias_rotations: int = field(default=-1, metadata={"help": "Rotations of the options scored for position bias (-1: all K-1; 0: none)."})
     contamination_ngram: int = field(default=13, metadata={"help": "n of the word n-grams compared between train and test questions."})

@@ -44,7 +44,8 @@ from hf_medai.training import train_loop
 @dataclass
 class DataArguments:
     data_path: str | None = field(default=None, metadata={"help": "SMILES file, CSV (MOSES/ZINC columns), SDF, XYZ file or folder (QM9). Default: RDKit's NCI first_5K.smi."})
-    data_format: Literal["auto", "smiles", "csv", "sdf", "xyz"] = field(default="auto", metadata={"help": "auto | smiles | csv | sdf | xyz."})
+    data_format: Literal["auto", "smiles", "csv", "sdf", "xyz"] = field(
+        default="auto", metadata={"help": "auto | smiles | csv | sdf | xyz."})
     max_heavy_atoms: int = field(default=9, metadata={"help": "Keep molecules with at most this many heavy atoms (QM9's limit: 9)."})
     elements: list[str] = field(default_factory=lambda: list(DEFAULT_ELEMENTS), metadata={"help": "Keep molecules made only of these elements (EDM's stability table covers H, C, N, O, F)."})
     neutral_only: bool = field(default=True, metadata={"help": "Drop molecules with charged atoms (EDM's valence rule has no charges)."})
@@ -61,7 +62,8 @@ class ModelArguments:
     num_train_timesteps: int = field(default=1000, metadata={"help": "Diffusion steps of the noise schedule."})
     beta_schedule: str = field(default="squaredcos_cap_v2", metadata={"help": "diffusers beta schedule."})
     ema_decay: float = field(default=0.999, metadata={"help": "EMA of the weights (0 = off); the saved pipeline holds the EMA weights."})
-    condition_property: Literal["qed", "logp", "mw", "sa"] | None = field(default=None, metadata={"help": "Condition on a property: qed | logp | mw | sa (default: unconditional)."})
+    condition_property: Literal["qed", "logp", "mw", "sa"] | None = field(
+        default=None, metadata={"help": "Condition on a property: qed | logp | mw | sa (default: unconditional)."})
 
 
 DEFAULTS = dict(

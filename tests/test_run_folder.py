@@ -38,8 +38,8 @@ OLD_METRICS = {
 
 def test_record_round_trips_through_json():
     record = RunRecord(recipe="medqa_lora", kind="qa_adapter", task="text-generation", base_model="tiny",
-                       dataset="sample", data_report={"rows_read": 3}, training={"global_step": 2, "loss_curve": [1.0]},
-                       throughput={"device": "cpu"})
+                       dataset="sample", data_report={"rows_read": 3},
+                       training={"global_step": 2, "loss_curve": [1.0]}, throughput={"device": "cpu"})
     again = RunRecord.from_dict(json.loads(json.dumps({**record.to_dict(), "accuracy_loglik": 0.5})))
     assert again == record and again.schema_version == SCHEMA_VERSION
     # None fields stay out of metrics.json: a generator has no base model, keys are as before plus kind/version

@@ -45,9 +45,8 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: Sequence
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
         model.enable_input_require_grads()
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules="all-linear" if list(target_modules) == ["all-linear"] else list(target_modules),
-                        task_type="CAUSAL_LM")
+    targets = "all-linear" if list(target_modules) == ["all-linear"] else list(target_modules)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
     return get_peft_model(model, config)
 
 
