@@ -150,11 +150,12 @@ def peak_memory_mb() -> dict[str, float]:
     return out
 
 
-def run_record(recipe: str, task: str, *, trainer=None, train_result=None, resumed_from=None, loop=None,
-               throughput=None, model=None, training: dict | None = None, extra_throughput: dict | None = None,
-               **core: Any) -> RunRecord:
+def run_record(recipe: str, task: str, *, kind: str | None = None, trainer=None, train_result=None, resumed_from=None,
+               loop=None, throughput=None, model=None, training: dict | None = None,
+               extra_throughput: dict | None = None, **core: Any) -> RunRecord:
     """The common core of a recipe's metrics.json, measured the same way for every recipe.
 
+    `kind`: the kind of model (default: the recipe's, RECIPE_KINDS; a new recipe names its own).
     A `Trainer` run: `trainer`, its `train_result` (TrainOutput), `resumed_from` (begin_run's checkpoint) and
     `throughput` (the run's hf_medai.throughput.ThroughputCallback). A run of hf_medai.training.train_loop: `loop`
     (its LoopResult, which measured its own throughput). `model`: count its parameters into training. `training` and
@@ -172,8 +173,11 @@ def run_record(recipe: str, task: str, *, trainer=None, train_result=None, resum
                     "device": str(trainer.args.device)}
     if model is not None:
         facts["num_parameters"] = num_parameters(model)
-    return RunRecord(recipe=recipe, kind=RECIPE_KINDS[recipe], task=task, training={**facts, **(training or {})},
-                     throughput={**measured, **(extra_throughput or {})}, **core)
+    if kind is None and recipe not in RECIPE_KINDS:
+        raise ValueError(f"run_record: recipe {recipe!r} has no kind in RECIPE_KINDS; pass kind=")
+    return RunRecord(recipe=recipe, kind=kind or RECIPE_KINDS[recipe], task=task,
+                     training={**facts, **(training or {})}, throughput={**measured, **(extra_throughput or {})},
+                     **core)
 
 
 # --- ending a run -------------------------------------------------------------------------------------------------

@@ -90,6 +90,11 @@ def test_run_record_of_a_trainer_run_and_of_a_loop_run():
     assert record.training == {"global_step": 8, "loss_curve": [(4, 0.3), (8, 0.2)], "resumed_from": "x/checkpoint-4",
                                "ema_decay": 0.999}
     assert record.throughput == {"train_samples_per_second": 9.0, "device": "cpu", "sampling": 2.0}
+    # A recipe outside RECIPE_KINDS names its kind
+    assert run_record("retina_classification", "image-classification", kind="image_classifier", loop=loop).kind == \
+        "image_classifier"
+    with pytest.raises(ValueError, match="pass kind="):
+        run_record("retina_classification", "image-classification", loop=loop)
 
 
 def _training_args(output_dir, **kw):
