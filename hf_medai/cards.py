@@ -14,9 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hf_medai.io import write_text
+from hf_medai.run_folder import library_versions, load_run
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "model_cards"  # package data: a wheel install has them
 
@@ -47,21 +46,6 @@ INDEX_METRICS.update({"accuracy_loglik": "accuracy", "accuracy_generate": "accur
 HYPERPARAMETERS = ["learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                    "gradient_accumulation_steps", "weight_decay", "warmup_steps", "lr_scheduler_type", "seed",
                    "bf16", "class_balance", "augment", "metric_for_best_model"]
-
-
-_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*$", re.MULTILINE)
-
-
-def card_sections(markdown: str) -> dict[str, str]:
-    """Lower-cased heading -> text under it (down to the next heading of the same or a higher level)."""
-    heads = list(_HEADING.finditer(markdown))
-    out = {}
-    for i, h in enumerate(heads):
-        level = len(h.group(1))
-        end = next((n.start() for n in heads[i + 1:] if len(n.group(1)) <= level), len(markdown))
-        out.setdefault(h.group(2).strip().lower(), markdown[h.end():end].strip())
-    return out
-
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -105,25 +89,6 @@ def short_architecture(name: str) -> str:
 def _first_upper(text: str) -> str:
     text = str(text)
     return text[:1].upper() + text[1:]
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("transformers", "diffusers", "torch", "datasets", "accelerate", "evaluate", "fairlearn", "scikit-learn", "rdkit"):
-        try:
-            out[pkg.replace("-", "_")] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "n/a"
-    return out
-
-
-def load_run(run_dir: str | Path) -> tuple[dict, dict]:
-    run_dir = Path(run_dir)
-    metrics_path, config_path = run_dir / "metrics.json", run_dir / "run_config.yaml"
-    for p in (metrics_path, config_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{run_dir} is not a complete run folder: {p.name} is missing")
-    return json.loads(metrics_path.read_text()), yaml.safe_load(config_path.read_text()) or {}
 
 
 def card_data(m: dict, config: dict):
@@ -352,8 +317,8 @@ TEMPLATES["molecule-generation"] = ("molecule_diffusion.md", _molecule_diffusion
 def render_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, versions: dict[str, str] | None = None):
     """Return the `huggingface_hub.ModelCard` for a run folder.
 
-    `run` (`load_run`'s (metrics, config)) and `versions` (`_versions()`), when given, are used instead of
-    computing them again.
+    `run` (`load_run`'s (metrics, config)) and `versions` (`run_folder.library_versions()`), when given, are used
+    instead of computing them again.
     """
     import jinja2
     from huggingface_hub import ModelCard
@@ -381,7 +346,7 @@ def render_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, versi
         architecture_short=short_architecture((model_config.get("architectures") or ["?"])[0]),
         synthetic=bool(m.get("synthetic_data")),
         hf_medai_version=__version__,
-        versions=versions if versions is not None else _versions(),
+        versions=versions if versions is not None else library_versions(),
         date=_dt.date.today().isoformat(),
         license="apache-2.0",
         n_bootstrap=config.get("n_bootstrap", "?"),
@@ -399,7 +364,7 @@ def write_card(run_dir: str | Path) -> Path:
     """Write README.md (the Hub card) and, from it and the same run facts, model_card.chai.xml (CHAI)."""
     from hf_medai.chai import write_chai_card
 
-    run, versions = load_run(run_dir), _versions()
+    run, versions = load_run(run_dir), library_versions()
     text = str(render_card(run_dir, run=run, versions=versions))
     path = write_text(Path(run_dir) / "README.md", text)
     write_chai_card(run_dir, run=run, readme=text, versions=versions)

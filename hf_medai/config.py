@@ -11,8 +11,9 @@ import dataclasses
 import difflib
 import re
 import sys
+import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import yaml
 
@@ -31,6 +32,33 @@ def _fields(dataclass_types: Sequence[type]) -> dict[str, type]:
             if f.init:
                 names[f.name] = dc
     return names
+
+
+def literal_choices(dataclass_types: Sequence[type]) -> dict[str, tuple]:
+    """{field: its allowed values} for every field typed `Literal[...]` (or `Literal[...] | None`)."""
+    out: dict[str, tuple] = {}
+    for dc in dataclass_types:
+        hints = typing.get_type_hints(dc)
+        for f in dataclasses.fields(dc):
+            hint = hints.get(f.name)
+            options = [hint] if typing.get_origin(hint) is Literal else typing.get_args(hint)
+            for option in options:
+                if typing.get_origin(option) is Literal:
+                    out[f.name] = typing.get_args(option) + ((None,) if type(None) in typing.get_args(hint) else ())
+    return out
+
+
+def _check_choices(values: dict[str, Any], choices: dict[str, tuple], where: str) -> None:
+    for key, value in values.items():
+        if key in choices and value not in choices[key]:
+            allowed = " | ".join(str(c) for c in choices[key] if c is not None)
+            raise ConfigError(f"{where}{key} must be one of {allowed}, got {value!r}")
+
+
+def _usage_error(message: str):
+    """argparse's errors (a bad value of a flag: `argument --batching: invalid choice: ...`) as a ConfigError,
+    not argparse's exit."""
+    raise ConfigError(message)
 
 
 def load_yaml_config(path: str | Path, dataclass_types: Sequence[type]) -> dict[str, Any]:
@@ -89,9 +117,12 @@ def parse_args(
         merged[key] = value
     if config_path:
         merged.update(load_yaml_config(config_path, dataclass_types))
+    # argparse checks `choices` only for values given as flags, not for defaults: check the YAML's here.
+    _check_choices(merged, literal_choices(dataclass_types), f"--config {config_path}: " if config_path else "")
 
     # allow_abbrev=False: argparse would otherwise take `--learning_rat 1e-4` as --learning_rate, silently.
     parser = HfArgumentParser(dataclass_types, allow_abbrev=False)
+    parser.error = _usage_error
     # argparse stores the default unconverted, so YAML lists/dicts reach the dataclass as they are.
     parser.set_defaults(**merged)
     # Read above, before argparse; declared here so that --help lists it.

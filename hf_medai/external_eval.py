@@ -13,9 +13,10 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from hf_medai.cards import load_run, write_card
+from hf_medai.cards import write_card
 from hf_medai.errors import ConfigError
-from hf_medai.io import prepare_run_folder, write_yaml
+from hf_medai.io import write_yaml
+from hf_medai.run_folder import load_run, prepare_run_folder
 
 
 @torch.no_grad()
@@ -64,7 +65,8 @@ def evaluate_image_classifier(run_dir, data, out_dir, data_format="auto", skip_b
         subgroups=subgroup_frame(dataset, columns), eval_args=eval_args,
         threshold=trained.get("threshold"),
         extra={
-            **{k: trained[k] for k in ("recipe", "task", "base_model", "training", "throughput", "splits") if k in trained},
+            **{k: trained[k] for k in ("recipe", "kind", "task", "base_model", "training", "throughput", "splits")
+               if k in trained},
             "evaluated_model": str(run_dir.resolve()),
             "dataset": str(data),
             "synthetic_data": is_synthetic(data),

@@ -26,6 +26,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
 from hf_medai.errors import HfMedaiError
+from hf_medai.run_folder import card_sections
 
 # Never leave, even when a pattern includes them (top-level folders).
 NEVER_DIRS = {"checkpoint-*": "a training checkpoint (optimizer state, intermediate weights)",
@@ -69,8 +70,6 @@ def _matches(rel: str, patterns) -> bool:
 
 def _card_sections(text: str) -> tuple[bool, bool]:
     """(has an intended-use section with text, has a bias/limitations section with text)."""
-    from hf_medai.cards import card_sections
-
     titles = [title for title, body in card_sections(text).items() if body]
     return (any("intended use" in t for t in titles),
             any("limitation" in t or "bias" in t for t in titles))
@@ -222,15 +221,23 @@ def push_run_folder(run_dir: str | Path, repo_id: str | None, private: bool = Tr
     return str(getattr(commit, "commit_url", commit))
 
 
+def pusher(repo_id: str | None, private: bool = True):
+    """A step for `run_folder.finish_run`: push the finished folder to `repo_id` and say where it went."""
+
+    def push_folder(folder: Path) -> None:
+        print(f"hf-medai: pushed to {push_run_folder(folder, repo_id, private=private)}")
+
+    return push_folder
+
+
 def finish_run(output_dir: str | Path, config: dict, training_args, push: bool) -> None:
-    """The last step of every recipe: run_config.yaml, the cards (Hub + CHAI), then the push if one was asked for."""
+    """The last step of every recipe: run_config.yaml (run_folder.finish_run), the cards (Hub + CHAI), then the push
+    if one was asked for, then the run's summary."""
+    from hf_medai import run_folder
     from hf_medai.cards import write_card
-    from hf_medai.io import write_yaml
     from hf_medai.run_summary import print_run_summary
 
-    write_yaml(Path(output_dir) / "run_config.yaml", config)
-    write_card(output_dir)
+    steps = [write_card]
     if push:
-        url = push_run_folder(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo is not False)
-        print(f"hf-medai: pushed to {url}")
-    print_run_summary(output_dir)
+        steps.append(pusher(training_args.hub_model_id, private=training_args.hub_private_repo is not False))
+    run_folder.finish_run(output_dir, config, [*steps, print_run_summary])

@@ -1,4 +1,4 @@
-"""Atomic outputs and the run folder's guard: nothing half-written, nothing overwritten unasked."""
+"""Atomic outputs (nothing half-written) and checkpoint folders. The run folder's guard is hf_medai.run_folder."""
 
 from __future__ import annotations
 
@@ -6,15 +6,12 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
-
-from hf_medai.errors import ConfigError, HfMedaiError
 
 
 @contextmanager
@@ -84,30 +81,6 @@ def save_pretrained_atomic(obj: Any, output_dir: str | Path, **kwargs: Any) -> N
         shutil.rmtree(staging, ignore_errors=True)
 
 
-class RunFolderExists(HfMedaiError, FileExistsError):
-    exit_code = 2
-
-
-def prepare_run_folder(output_dir: str | Path, resume: bool, overwrite: bool) -> Path:
-    """Refuse to write into a run folder that already holds results unless asked to.
-
-    `resume`: the user asked to continue from a checkpoint in it. `overwrite`: start afresh and replace it.
-    """
-    output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not resume:
-        if overwrite:
-            shutil.rmtree(output_dir)
-        else:
-            has_ckpt = any(p.name.startswith("checkpoint-") for p in output_dir.iterdir())
-            hint = " or --resume_from_checkpoint last to continue it" if has_ckpt else ""
-            raise RunFolderExists(
-                f"output_dir {output_dir} already holds a run; pass a new --output_dir, "
-                f"--overwrite_output_dir true to replace it{hint}"
-            )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return output_dir
-
-
 # The file each kind of checkpoint writes last: `Trainer` (MedTrainer makes every process finish first) and our loop.
 CHECKPOINT_STATE_FILES = ("trainer_state.json", "loop_state.json")
 
@@ -150,33 +123,6 @@ def last_complete_checkpoint(output_dir: str | Path) -> tuple[str | None, list[s
             return str(folder), skipped
         skipped.append(f"{folder.name} ({reason})")
     return None, skipped
-
-
-def begin_run(training_args, run_args) -> tuple[str | None, bool]:
-    """What every recipe does first: resolve `--resume_from_checkpoint`, guard the run folder, seed.
-
-    Returns (checkpoint to resume from or None, whether the user asked to push). The push request is taken
-    off `training_args` because `Trainer` would push on every save, past the Hub gates; recipes push the
-    finished folder through `hf_medai.hub` instead.
-    """
-    from transformers import set_seed
-
-    push, training_args.push_to_hub = training_args.push_to_hub, False
-    resume = training_args.resume_from_checkpoint
-    if resume in ("last", "true", "True"):
-        resume, skipped = last_complete_checkpoint(training_args.output_dir)
-        if skipped and training_args.process_index == 0:
-            print(f"hf-medai: --resume_from_checkpoint last: skipped incomplete {'; '.join(skipped)}"
-                  f"{f'; resuming from {resume}' if resume else ''}", file=sys.stderr)
-        if resume is None:
-            raise ConfigError(f"--resume_from_checkpoint last: no complete checkpoint-* folder in {training_args.output_dir}"
-                             + (f" (incomplete: {'; '.join(skipped)})" if skipped else ""))
-    elif resume and not Path(resume).is_dir():
-        raise ConfigError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
-    if training_args.process_index == 0:
-        prepare_run_folder(training_args.output_dir, resume=bool(resume), overwrite=run_args.overwrite_output_dir)
-    set_seed(training_args.seed)
-    return resume, push
 
 
 def save_dataset_cache(dataset, target: str | Path, sidecar_name: str, sidecar: Any):

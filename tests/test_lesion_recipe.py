@@ -148,7 +148,7 @@ def test_pipeline_reload_predicts_the_same(run, sample):
 
 
 def test_existing_run_folder_is_not_overwritten(run, sample):
-    from hf_medai.io import RunFolderExists
+    from hf_medai.run_folder import RunFolderExists
 
     with pytest.raises(RunFolderExists, match="already holds a run"):
         recipe.main(["--data_dir", str(sample), "--output_dir", str(run), "--max_steps", "1", *TINY])

@@ -213,7 +213,7 @@ def test_packed_batches_give_the_loss_of_padded_ones(tiny_base, questions):
 
 
 def test_existing_run_folder_is_not_overwritten(run, tiny_base, questions):
-    from hf_medai.io import RunFolderExists
+    from hf_medai.run_folder import RunFolderExists
 
     with pytest.raises(RunFolderExists, match="already holds a run"):
         recipe.main(["--model_name_or_path", str(tiny_base), "--data_dir", str(questions), "--output_dir", str(run),

@@ -25,7 +25,8 @@ from transformers import TrainingArguments
 from helpers import ROOT, load_recipe
 from hf_medai.config import RunArguments
 from hf_medai.errors import ConfigError
-from hf_medai.io import begin_run, checkpoint_incomplete_reason
+from hf_medai.io import checkpoint_incomplete_reason
+from hf_medai.run_folder import begin_run
 from hf_medai.throughput import RECORD_DIR, RECORD_ENV, state_dict_sha256
 
 LESION = ["--max_steps", "4", "--image_size", "32", "--n_bootstrap", "20", "--eval_strategy", "no",

@@ -36,7 +36,7 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 
 def card_section(run_dir: str | Path, heading: str) -> str:
     """The text under the heading `heading` in the run folder's model card (README.md), or "" if there is none."""
-    from hf_medai.cards import card_sections
+    from hf_medai.run_folder import card_sections
 
     path = Path(run_dir) / "README.md"
     if not path.is_file():
