@@ -145,7 +145,7 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict], body: str, sect
     _text(uses, "IntendedUseAndWorkflow", intended + "\n\nClinical workflow and setting: " + DEPLOYER + ".")
     _text(uses, "PrimaryIntendedUsers", " ".join(users.group(1).split()) if users else intended)
     _text(uses, "HowToUse", _section(sections, "how to use"))
-    _text(uses, "TargetedPatientPopulation", facts["population"])
+    _text(uses, "TargetedPatientPopulation", facts.population)
     _text(uses, "CautionedOutOfScopeSettings", _section(sections, "out-of-scope"))
 
     warnings = ET.SubElement(root, f"{{{NS}}}Warnings")
@@ -155,15 +155,15 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict], body: str, sect
     subgroup_text = _section(sections, "subgroup performance", default="")
     _text(warnings, "KnownBiasesOrEthicalConsiderations",
           "\n\n".join(t for t in (limits, subgroup_text) if t) or "No subgroup analysis applies to this model.")
-    _text(warnings, "ClinicalRiskLevel", facts["risk"])
+    _text(warnings, "ClinicalRiskLevel", facts.risk)
 
     trust = ET.SubElement(root, f"{{{NS}}}TrustIngredients")
     ai = ET.SubElement(trust, f"{{{NS}}}AISystemFacts")
-    _text(ai, "OutcomesAndOutputs", facts["outputs"])
+    _text(ai, "OutcomesAndOutputs", facts.outputs)
     _text(ai, "ModelType", f"{architecture} ({task}; library {m.get('library_name', 'transformers')})")
     _text(ai, "FoundationModels", m.get("hub_base_model") or m.get("base_model") or "None (trained from scratch)")
     _text(ai, "InputDataSource", f"{dataset}" + (" (synthetic, generated in the real file format)" if synthetic else ""))
-    _text(ai, "OutputAndInputDataTypes", facts["io"])
+    _text(ai, "OutputAndInputDataTypes", facts.io)
     _text(ai, "DevelopmentDataCharacterization", _section(sections, "training data"))
     _text(ai, "BiasMitigationApproaches", _bias_mitigation(m, config, kind))
     _text(ai, "OngoingMaintenance", "None by the training run. The deployer must validate on local data before use "

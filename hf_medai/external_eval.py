@@ -63,7 +63,8 @@ def evaluate_image_classifier(run_dir, data, out_dir, data_format="auto", skip_b
         subgroups=subgroup_frame(dataset, columns), eval_args=eval_args,
         threshold=trained.get("threshold"),
         extra={
-            **{k: trained[k] for k in ("recipe", "task", "base_model", "training", "throughput", "splits") if k in trained},
+            **{k: trained[k] for k in ("recipe", "kind", "task", "base_model", "training", "throughput", "splits")
+               if k in trained},
             "evaluated_model": str(run_dir.resolve()),
             "dataset": str(data),
             "synthetic_data": is_synthetic(data),

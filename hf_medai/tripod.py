@@ -8,7 +8,7 @@ the ethics approval of its data, or who funded it. No item is left out: the card
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from hf_medai.reporting_text import DEPLOYER, DEVELOPER
 

@@ -7,9 +7,10 @@ about a model from its kind; none of them keys on the pipeline task.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 Context = Callable[[dict, dict, Path], dict]  # (metrics, run config, run folder) -> the template's own variables
 Results = list[tuple[str, dict]]  # (label, ValueJson object) per CHAI MetricResult

@@ -9,6 +9,7 @@ from pathlib import Path
 from hf_medai.kinds.base import ChaiFacts, Kind, Results
 from hf_medai.reporting_text import DEPLOYER
 
+
 def qa_adapter_context(m: dict, config: dict, run_dir: Path) -> dict:
     """Template variables of LoRA adapters for multiple-choice QA (recipes/medqa_lora.py)."""
     conversion = {}
