@@ -30,6 +30,7 @@ SCIKIT_IMAGE_SOURCES = {
 }
 SAMPLE_DESCRIPTION = ("tiles of two real images shipped with scikit-image, a retinal fundus photograph and an "
                       "immunohistochemistry slide, one class per source image")
+SAMPLE_MODALITY = "retinal fundus photographs and immunohistochemistry slides"
 TOY_TASK = ("Every tile of a class comes from the same single image, and tiles of both images are in every split: "
             "telling the two apart is trivial, and the test numbers say nothing about patients.")
 
