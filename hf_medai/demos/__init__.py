@@ -11,15 +11,14 @@ import importlib
 from pathlib import Path
 
 from hf_medai.demos.common import BANNER, read_metrics
-from hf_medai.kinds import all_kinds, kind_of
+from hf_medai.kinds import BUILTIN, all_kinds, kind_of
 
-# The app of each kind: (module, class), declared by the kind itself (imported only when a demo starts).
-DEMOS = {kind.name: kind.demo for kind in all_kinds() if kind.demo}
-# Run folders from before metrics.json had "kind" name only their pipeline task: the app each task gets there.
-APPS = {task: kind_of({"task": task}).demo for task in {kind.task for kind in all_kinds()}
+# Run folders from before metrics.json had "kind" name only their pipeline task: the app each task gets there
+# (each kind declares its own app as (module, class), imported only when a demo starts).
+APPS = {task: kind_of({"task": task}).demo for task in {kind.task for kind in BUILTIN}
         if kind_of({"task": task}).demo}
 
-__all__ = ["APPS", "BANNER", "DEMOS", "build_app", "demo_for", "launch_demo"]
+__all__ = ["APPS", "BANNER", "build_app", "demo_for", "launch_demo"]
 
 
 def demo_for(run_dir: str | Path):
@@ -30,7 +29,7 @@ def demo_for(run_dir: str | Path):
     kind = kind_of(read_metrics(run_dir))
     if not kind.demo:
         raise ValueError(f"{run_dir} holds a {kind.name} (task {kind.task!r}), which has no demo; demos exist for "
-                         f"{sorted(DEMOS)}")
+                         f"{sorted(k.name for k in all_kinds() if k.demo)}")
     module, name = kind.demo
     return getattr(importlib.import_module(module), name)(run_dir)
 
