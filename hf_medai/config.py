@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import re
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +23,18 @@ from hf_medai.errors import ConfigError  # noqa: F401  (re-exported: recipes imp
 _NOT_SAVED = {"hub_token", "push_to_hub_token", "push_to_hub_model_id", "push_to_hub_organization", "local_rank"}
 
 
+
+
+def _literal_choices(dataclass_types: Sequence[type]) -> dict[str, tuple]:
+    """Field name -> its allowed values, for the fields typed `Literal[...]` (ours; TrainingArguments has none)."""
+    out = {}
+    for dc in dataclass_types:
+        if dc.__module__.startswith("transformers"):
+            continue
+        for name, hint in typing.get_type_hints(dc).items():
+            if typing.get_origin(hint) is typing.Literal:
+                out[name] = typing.get_args(hint)
+    return out
 
 
 def _fields(dataclass_types: Sequence[type]) -> dict[str, type]:
@@ -92,6 +105,7 @@ def parse_args(
 
     # allow_abbrev=False: argparse would otherwise take `--learning_rat 1e-4` as --learning_rate, silently.
     parser = HfArgumentParser(dataclass_types, allow_abbrev=False)
+    choices = _literal_choices(dataclass_types)
     # argparse stores the default unconverted, so YAML lists/dicts reach the dataclass as they are.
     parser.set_defaults(**merged)
     # Read above, before argparse; declared here so that --help lists it.
@@ -100,6 +114,11 @@ def parse_args(
         # Required fields satisfied by YAML must not be demanded again on the command line.
         if action.dest in merged:
             action.required = False
+        # Literal choices are checked below, after YAML and flags are merged (argparse never checks YAML values, and
+        # exits instead of raising): one ConfigError saying the allowed values, wherever the value came from.
+        if action.dest in choices:
+            action.choices = None
+            action.help = f"{action.help or ''} One of: {' | '.join(map(str, choices[action.dest]))}.".strip()
         # `--help` %-formats every help string: a literal "95%" (ours or a library's) would crash it.
         if action.help:
             action.help = _PERCENT.sub(lambda m: m.group() if len(m.group()) == 2 else "%%", action.help)
@@ -111,6 +130,12 @@ def parse_args(
     instances = instances[:len(dataclass_types)]  # then a Namespace holding the --config declared above
     if remaining:
         raise ConfigError(_unknown_options_message(remaining, parser))
+    for inst in instances:
+        for name in [f.name for f in dataclasses.fields(inst) if f.name in choices]:
+            value = getattr(inst, name)
+            if value not in choices[name]:
+                allowed = [str(c) for c in choices[name]]
+                raise ConfigError(f"{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}, got {value!r}")
     for inst in instances:
         if hasattr(inst, "deepspeed_plugin"):
             _load_models_whole_under_zero3(inst)

@@ -73,15 +73,18 @@ def main(args=None, callbacks=None):
         folder = scikit_image_sample(data_args.sample_tiles_per_class) if sample else data_args.data_dir
         dataset, class_names, report = load_image_folder(folder, data_args.skip_bad_rows, data_args.max_image_side)
         splits = image_folder_splits(dataset, data_args.val_fraction, data_args.test_fraction, data_args.split_seed)
-        model, processor = build_image_classifier(model_args.model_name_or_path, class_names, model_args.image_size)
+
+    # Model: a hub id or folder, or a small ViT from a config; its processor makes each split's pixels once
+    model, processor = build_image_classifier(model_args.model_name_or_path, class_names, model_args.image_size)
+    with training_args.main_process_first(desc="pixels"):
         splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
 
-    # Train! (class imbalance: inverse-frequency class weights in the loss, or a balanced sampler)
+    # Train! (class imbalance as --class_balance says; validation picks the kept checkpoint)
     trainer = image_classifier_trainer(model, processor, splits, class_names, model_args, training_args,
-                                       callbacks or ())
+                                       callbacks=callbacks or ())
     train_result = trainer.train(resume_from_checkpoint=resume)
 
-    # Test, save (prior correction folded into the head), report, card
+    # Test on held-out images, save the model, write the report and both cards (no subgroup columns in a folder)
     metrics = evaluate_and_save(
         trainer, train_result, processor, splits, class_names, model_args, eval_args, subgroups=None, resume=resume,
         extra={
@@ -96,9 +99,9 @@ def main(args=None, callbacks=None):
             "data_report": report.to_dict(),
             "splits": split_report(splits, group_column="id"),
         })
-    if metrics is not None:
-        config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
-        finish_run(training_args.output_dir, config, training_args, push)
+    if metrics is not None:  # the main process: run_config.yaml, both cards, the push if asked for
+        finish_run(training_args.output_dir, resolved_config(data_args, model_args, eval_args, run_args,
+                                                             training_args), training_args, push)
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
 
