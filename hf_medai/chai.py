@@ -199,7 +199,8 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict], body: str, sect
                 "chance rows of the Hub card.", test_type, test_data, validation)
     _key_metric(metrics, "FairnessEquity", "Comparable performance across patient subgroups",
                 (facts.fairness(m) if facts.fairness else [])
-                or [("subgroup analysis", {"metric": "subgroup_analysis", "value": None, "reason": facts.no_fairness})],
+                or [("subgroup analysis",
+                     {"metric": "subgroup_analysis", "value": None, "reason": facts.no_fairness})],
                 "Worst group and largest gap per subgroup column; groups under the minimum size are flagged as too "
                 "uncertain to judge.", test_type, test_data, validation)
     _key_metric(metrics, "SafetyReliability", "Calibrated, reliable outputs and no leakage of training data",

@@ -90,7 +90,8 @@ def kept_weights(m: dict) -> str:
     metric = METRIC_LABELS.get(kept["metric"], kept["metric"])
     epoch = "" if kept.get("epoch") is None else f", epoch {kept['epoch']:g}"
     if kept.get("checkpoint"):
-        return (f"`{kept['checkpoint']}` (step {kept['step']} of {kept['final_step']}{epoch}), kept because it had the "
+        return (f"`{kept['checkpoint']}` (step {kept['step']} of {kept['final_step']}{epoch}), kept because it had "
+                f"the "
                 f"{'highest' if kept.get('greater_is_better', True) else 'lowest'} validation {metric} "
                 f"({fmt(kept['value'])}) of {kept['n_evaluations']} evaluations")
     there = "" if kept.get("value") is None else f"; validation {metric} there: {fmt(kept['value'])}"

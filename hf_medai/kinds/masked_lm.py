@@ -9,7 +9,8 @@ from hf_medai.reporting_text import model_config
 
 MLM_SETTINGS = ["model_name_or_path", "max_length", "stride", "mlm_probability", "note_sections", "task",
                 "learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size",
-                "gradient_accumulation_steps", "weight_decay", "warmup_steps", "train_sampling_strategy", "seed", "bf16"]
+                "gradient_accumulation_steps", "weight_decay", "warmup_steps", "train_sampling_strategy", "seed",
+                "bf16"]
 
 
 def masked_lm_context(m: dict, config: dict, run_dir: Path) -> dict:
@@ -20,8 +21,9 @@ def masked_lm_context(m: dict, config: dict, run_dir: Path) -> dict:
         architecture=(model.get("architectures") or ["?"])[0],
         pop=m.get("population") or {},
         head_new=bool(m.get("mlm_head_newly_initialised")),
-        phi_text=(f"The notes were screened for identifiers (policy `{phi.get('policy')}`): {phi.get('texts_flagged', 0)} "
-                  f"of {phi.get('texts_scanned', 0)} flagged{' and redacted' if phi.get('redacted') else ''}. Do not share "
+        phi_text=(f"The notes were screened for identifiers (policy `{phi.get('policy')}`): "
+                  f"{phi.get('texts_flagged', 0)} of {phi.get('texts_scanned', 0)} flagged"
+                  f"{' and redacted' if phi.get('redacted') else ''}. Do not share "
                   "weights pretrained on real notes outside the data use agreement."),
         settings=[(k, config[k]) for k in MLM_SETTINGS if k in config],
         min_group_size_int=int(config.get("min_group_size", 30)),

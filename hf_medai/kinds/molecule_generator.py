@@ -6,8 +6,9 @@ from pathlib import Path
 
 from hf_medai.kinds.base import ChaiFacts, Kind
 
-MOLECULE_SETTINGS = ["max_heavy_atoms", "elements", "neutral_only", "hidden_size", "num_layers", "num_train_timesteps",
-                     "beta_schedule", "condition_property", "learning_rate", "max_steps", "per_device_train_batch_size",
+MOLECULE_SETTINGS = ["max_heavy_atoms", "elements", "neutral_only", "hidden_size", "num_layers",
+                     "num_train_timesteps", "beta_schedule", "condition_property", "learning_rate", "max_steps",
+                     "per_device_train_batch_size",
                      "lr_scheduler_type", "ema_decay", "bf16", "seed"]
 
 

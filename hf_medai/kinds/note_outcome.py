@@ -52,26 +52,30 @@ def note_outcome_context(m: dict, config: dict, run_dir: Path) -> dict:
     sections = (report.get("note_sections") or {}).get("used", "full")
     splits = report.get("splits", {})
     split_how = ("by patient (no patient in two splits), stratified by the label" if splits.get("how") == "patient"
-                 else f"temporal: test years {splits.get('test_years')}, validation years {splits.get('validation_years')}")
+                 else f"temporal: test years {splits.get('test_years')}, "
+                      f"validation years {splits.get('validation_years')}")
     leakage = [
         f"Note text: {sections} sections ({(report.get('note_sections') or {}).get('why', '')}).",
         "Splits are by patient: no patient's admissions are in two splits.",
         "Addenda, written after the summary, are dropped.",
-        "The decision threshold, the temperature and the baseline's regularisation are chosen on validation, never on test.",
+        "The decision threshold, the temperature and the baseline's regularisation are chosen on validation, never "
+        "on test.",
     ]
     if outcome == "readmission":
-        leakage.append("Admissions ending in in-hospital death are excluded (their summary states how the stay ended).")
+        leakage.append("Admissions ending in in-hospital death are excluded (their summary states how the stay "
+                       "ended).")
     overlap = report.get("pretraining_overlap")
     if overlap:
         leakage.append("The encoder was pretrained by clinical_pretraining: " + (
-            f"{overlap.get('overlap', 0)} validation/test patients' notes were in its pretraining data." if overlap.get("checked")
-            else overlap.get("why", "")))
+            f"{overlap.get('overlap', 0)} validation/test patients' notes were in its pretraining data."
+            if overlap.get("checked") else overlap.get("why", "")))
     label_limits = {
         "mortality": "In-hospital death only: deaths after discharge (e.g. to hospice) count as survival.",
         "readmission": "Readmissions to other hospitals are invisible in a single-centre database and count as "
                        "negatives; planned (elective) readmissions do not count.",
         "los": "Length of stay reflects discharge practice and bed availability as much as illness.",
-        "los_days": "Length of stay reflects discharge practice and bed availability as much as illness; long stays are rare and poorly predicted.",
+        "los_days": "Length of stay reflects discharge practice and bed availability as much as illness; long stays "
+                    "are rare and poorly predicted.",
         "comorbidity": "Charlson groups come from billing codes, which under-code some conditions.",
     }.get(outcome, "")
     phi = report.get("phi") or {}
