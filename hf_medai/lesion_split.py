@@ -24,12 +24,14 @@ from hf_medai.errors import ConfigError
 from hf_medai.paths import cache_root
 
 
+LesionFormat = Literal["auto", "imagefolder", "ham10000", "isic2019", "isic2020", "csv"]
+
+
 @dataclass
 class LesionSplitArguments:
     data_dir: str | None = field(default=None, metadata={
         "help": "Dataset folder or CSV. Default: a synthetic HAM10000-format sample, generated once."})
-    data_format: Literal["auto", "imagefolder", "ham10000", "isic2019", "isic2020", "csv"] = field(
-        default="auto", metadata={"help": "Format of data_dir."})
+    data_format: LesionFormat = field(default="auto", metadata={"help": "Format of data_dir."})
     task: Literal["binary", "multiclass"] = field(
         default="binary", metadata={"help": "binary (melanoma vs rest) | multiclass (the data's own classes)."})
     val_fraction: float = field(default=0.15, metadata={"help": "Fraction of patients held out for validation."})
@@ -52,7 +54,7 @@ class LesionClassifierDataArguments(LesionSplitArguments):
 
     test_data_dir: str | None = field(default=None, metadata={
         "help": "A fixed external test set (same formats); default: a held-out split."})
-    test_data_format: str = field(default="auto", metadata={"help": "Format of test_data_dir."})
+    test_data_format: LesionFormat = field(default="auto", metadata={"help": "Format of test_data_dir."})
     extra_train_dir: str | None = field(default=None, metadata={
         "help": "An image folder (<class>/*.png) added to the TRAINING split only, e.g. generated images "
                 "(recipes/augmentation_experiment.py)."})
