@@ -23,7 +23,6 @@ from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.errors import ConfigError
 from hf_medai.paths import cache_root
 
-
 LesionFormat = Literal["auto", "imagefolder", "ham10000", "isic2019", "isic2020", "csv"]
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, confusion_matrix, roc_auc_score
+from test_chai_card import schema  # noqa: F401  (the CHAI schema fixture)
 
 from helpers import load_recipe
-from test_chai_card import schema  # noqa: F401  (the CHAI schema fixture)
 
 recipe = load_recipe("image_classification")
 LESION_WORDS = re.compile(r"melanoma|lesion|fitzpatrick|dermoscop|skin", re.IGNORECASE)

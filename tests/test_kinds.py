@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_chai_card import schema  # noqa: F401  (the CHAI schema fixture)
 
 from hf_medai.kinds import ChaiFacts, Kind, get_kind, kind_of, register_kind
-from test_chai_card import schema  # noqa: F401  (the CHAI schema fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
