@@ -18,91 +18,12 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from hf_medai.tripod import DEPLOYER
+from hf_medai.kinds import Kind, kind_of
+from hf_medai.reporting_text import DEPLOYER
 
 NS = "https://mc.chai.org/v0.2/schema.xsd"
 FILENAME = "model_card.chai.xml"
 DEVELOPER = "To be supplied by the developer (not known to the training run)"
-
-# What each kind of run is, in CHAI's terms. Keys are metrics.json "task".
-TASK_FACTS = {
-    "image-classification": dict(
-        outputs="Class probabilities for a dermoscopic image of a skin lesion (binary: the positive class vs rest, "
-                "with a decision threshold chosen on validation; or one probability per class).",
-        io="Input: an RGB dermoscopic image (JPEG/PNG). Output: a probability per class.",
-        population="People with a single pigmented skin lesion imaged by dermoscopy, as in the development data "
-                   "(see DevelopmentDataCharacterization); other populations, skin types and devices are untested.",
-        risk="Research use only; if used to inform diagnosis it would be decision support for a serious condition "
-             "(melanoma): a false negative delays diagnosis. Not a medical device; no regulatory classification made."),
-    "text-classification": dict(
-        outputs="A probability of the outcome (or a predicted value for regression) for one hospital admission, "
-                "from its clinical note.",
-        io="Input: the text of a clinical note (sections as stated in the Hub card). Output: class probabilities "
-           "(or a number of days for regression).",
-        population="Adult hospital admissions with clinical notes, as in the development data (see "
-                   "DevelopmentDataCharacterization); other hospitals, note styles and periods are untested.",
-        risk="Research use only; a prognostic model of this kind could change care if deployed, so it would need "
-             "local validation, monitoring and regulatory review. Not a medical device."),
-    "fill-mask": dict(
-        outputs="Token predictions for masked words, and contextual embeddings of clinical text for fine-tuning.",
-        io="Input: clinical text (tokenised). Output: token probabilities or embeddings; no patient-level prediction.",
-        population="None directly: an encoder for downstream models, each of which needs its own card. Pretrained "
-                   "on the notes described in DevelopmentDataCharacterization.",
-        risk="Low as a component (no patient-level output); can memorise rare strings of its training notes, so the "
-             "weights are as sensitive as the notes."),
-    "text-generation": dict(
-        outputs="The letter of the chosen answer to a multiple-choice medical question, or free text.",
-        io="Input: a question and its options as text (chat template). Output: generated text / an option letter.",
-        population="None: exam-style medical questions, not patients.",
-        risk="Research use only; free-text medical advice can harm if followed. Not for patients or clinical "
-             "decisions; see the safety probes."),
-    "image-generation": dict(
-        outputs="Synthetic dermoscopic images of a requested lesion class.",
-        io="Input: a class label and a random seed. Output: RGB images.",
-        population="None: generates images; trained on the lesion images described in DevelopmentDataCharacterization.",
-        risk="Low for patients directly; generated images can reproduce training images (privacy) and must not be "
-             "presented as real cases."),
-    "molecule-generation": dict(
-        outputs="3D molecular structures (element types and coordinates), written as SDF.",
-        io="Input: a number of molecules (and optional property target) and a seed. Output: atoms with 3D coordinates.",
-        population="None: generates small molecules; no patients involved.",
-        risk="Low for patients directly; dual use (toxic compounds) is discussed in the Hub card."),
-}
-
-# (metrics.json key, label) per key-metric group and task. Only keys present in metrics.json are written.
-_BINARY = [("auroc", "AUROC"), ("auprc", "AUPRC"), ("balanced_accuracy", "Balanced accuracy"),
-           ("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("ppv", "PPV"), ("npv", "NPV"),
-           ("accuracy", "Accuracy"), ("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R2")]
-_CALIBRATION = [("ece", "Expected calibration error"), ("brier", "Brier score"),
-                ("specificity_at_sensitivity_0.741", "Specificity at sensitivity 0.741"),
-                ("sensitivity_at_specificity_0.9", "Sensitivity at specificity 0.9")]
-USEFULNESS = {
-    "image-classification": _BINARY, "text-classification": _BINARY,
-    "fill-mask": [("perplexity", "Held-out masked-token perplexity"), ("perplexity_before", "Perplexity before pretraining")],
-    "text-generation": [("accuracy_loglik", "Accuracy (log-likelihood of options)"),
-                        ("accuracy_generate", "Accuracy (generated letter)"), ("chance_accuracy", "Chance accuracy"),
-                        ("base_accuracy_loglik", "Base model accuracy (log-likelihood)"),
-                        ("accuracy_loglik_difference", "Accuracy difference vs base (log-likelihood)")],
-    "image-generation": [("class_fidelity", "Class fidelity"), ("fid", "FID (classifier features)"),
-                         ("fid_heldout_reference", "FID of held-out real images"), ("kid", "KID"),
-                         ("diversity_pixel", "Pixel diversity")],
-    "molecule-generation": [("validity", "Validity"), ("atom_stability", "Atom stability"),
-                            ("molecule_stability", "Molecule stability"), ("uniqueness", "Uniqueness"),
-                            ("novelty", "Novelty"), ("validity_x_uniqueness", "Validity x uniqueness")],
-}
-SAFETY = {
-    "image-classification": _CALIBRATION, "text-classification": _CALIBRATION,
-    "fill-mask": [],
-    "text-generation": [("safety_pass_rate", "Safety probe pass rate"), ("base_safety_pass_rate", "Base model safety pass rate"),
-                        ("ece", "Expected calibration error"), ("contamination_fraction_flagged",
-                                                                "Test questions flagged as seen in training")],
-    "image-generation": [("memorised_fraction", "Generated images memorised from training"),
-                         ("nearest_training_similarity_max", "Max similarity to a training image"),
-                         ("heldout_nearest_training_similarity_max", "Max similarity of held-out real images (reference)")],
-    "molecule-generation": [("fraction_with_structural_alert", "Fraction with a PAINS/Brenk structural alert"),
-                            ("validity", "Validity")],
-}
-
 
 def _clean(value):
     """JSON-safe: NaN and infinities become null (JSON has neither)."""
@@ -144,55 +65,6 @@ def _metric_results(m: dict, keys) -> list[tuple[str, dict]]:
     return rows
 
 
-def _fairness_results(m: dict, task: str) -> list[tuple[str, dict]]:
-    rows = []
-    subgroups = m.get("subgroups") or {}
-    if task in ("image-classification", "text-classification"):
-        for column, sec in subgroups.items():
-            if not isinstance(sec, dict) or "groups" not in sec:
-                continue
-            for metric in ("auroc", "sensitivity", "specificity", "mae"):
-                worst = (sec.get("worst") or {}).get(metric)
-                if not worst:
-                    continue
-                rows.append((f"{metric} by {column}: worst group and largest gap", {
-                    "metric": metric, "subgroup_column": column, "worst_group": worst.get("group"),
-                    "worst_value": worst.get("value"), "worst_ci": [worst.get("ci_low"), worst.get("ci_high")],
-                    "largest_gap": (sec.get("largest_gap") or {}).get(metric),
-                    "largest_gap_ci": (sec.get("largest_gap_ci") or {}).get(metric),
-                    "ci_level": sec.get("ci_level"),
-                    "groups": {g: {"n": v.get("n"), metric: v.get(metric),
-                                   "ci": [v.get(f"{metric}_ci_low"), v.get(f"{metric}_ci_high")],
-                                   **({"not_estimable": v["not_estimable"][metric]}
-                                      if metric in (v.get("not_estimable") or {}) else {})}
-                               for g, v in sec["groups"].items()},
-                    "small_groups": sec.get("small_groups", []), "min_group_size": sec.get("min_group_size"),
-                    "min_class_count": sec.get("min_class_count")}))
-    elif task == "fill-mask":
-        after = subgroups.get("after", subgroups) if isinstance(subgroups, dict) else {}
-        for column, groups in after.items():
-            if isinstance(groups, dict) and groups:
-                rows.append((f"perplexity by {column}", {"metric": "perplexity", "subgroup_column": column, "groups": groups}))
-    elif task == "text-generation":
-        if m.get("per_subject"):
-            rows.append(("accuracy by subject", {"metric": "accuracy_loglik", "groups": m["per_subject"]}))
-        if "position_bias_max_pred_fraction_gap" in m:
-            rows.append(("position bias: largest gap in how often each answer letter is predicted", {
-                "metric": "position_bias_max_pred_fraction_gap", "value": m["position_bias_max_pred_fraction_gap"],
-                "consistency_across_orders": m.get("position_bias_consistency")}))
-    elif task == "image-generation":
-        per_class = (m.get("fidelity") or {}).get("per_class") or {}
-        if per_class:
-            rows.append(("class fidelity per lesion class", {"metric": "class_fidelity", "groups": {
-                c: {"n": v.get("n"), "fidelity": v.get("fidelity")} for c, v in per_class.items()}}))
-    if not rows:
-        reason = {"molecule-generation": "not applicable: generated molecules have no patient subgroups",
-                  "image-generation": "no per-class fidelity was computed in this run"}.get(
-            task, "the data had no subgroup columns, so performance across groups is unknown")
-        rows.append(("subgroup analysis", {"metric": "subgroup_analysis", "value": None, "reason": reason}))
-    return rows
-
-
 def _text(parent: ET.Element, tag: str, text) -> ET.Element:
     el = ET.SubElement(parent, f"{{{NS}}}{tag}")
     el.text = str(text) if text not in (None, "") else DEPLOYER
@@ -214,29 +86,21 @@ def _key_metric(parent, tag, goal, results, interpretation, test_type, data, val
         _text(km, tag2, text)
 
 
-def build_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, readme: str | None = None,
-                    versions: dict[str, str] | None = None) -> ET.ElementTree:
-    """The CHAI Applied Model Card of a run folder that already has README.md, metrics.json and run_config.yaml.
+def build_chai_card(run_dir: str | Path, run: tuple[dict, dict], body: str, sections: dict[str, str],
+                    versions: dict[str, str]) -> ET.ElementTree:
+    """The CHAI Applied Model Card of a run folder, from the facts the Hub card was written from.
 
-    `run` (`run_folder.load_run`'s (metrics, config)), `readme` (README.md's text) and `versions`
-    (`run_folder.library_versions()`), when given, are used instead of reading them again; `cards.write_card` passes
-    the ones it has just used.
+    `run`: the run's (metrics, config); `body`: the Hub card's markdown without its YAML header; `sections`: its
+    lower-cased heading -> text; `versions`: the library versions named in the Hub card. `cards.write_card` passes
+    the ones it has just used. What the card says about the kind of model comes from `hf_medai.kinds`.
     """
     from hf_medai import __version__
-    from hf_medai.run_folder import card_sections, library_versions, load_run
 
     run_dir = Path(run_dir)
-    m, config = run if run is not None else load_run(run_dir)
-    task = m.get("task", "image-classification")
-    facts = TASK_FACTS.get(task)
-    if facts is None:
-        raise ValueError(f"{run_dir}/metrics.json: no CHAI card facts for task {task!r}")
-    if readme is None:
-        readme = (run_dir / "README.md").read_text(encoding="utf-8") if (run_dir / "README.md").is_file() else ""
-    else:  # as read back from the file (universal newlines)
-        readme = readme.replace("\r\n", "\n").replace("\r", "\n")
-    body = readme.split("\n---\n", 1)[1] if readme.startswith("---\n") and "\n---\n" in readme else readme
-    sections = card_sections(body)
+    m, config = run
+    kind = kind_of(m)
+    task = m.get("task", kind.task)
+    facts = kind.chai
     name = Path(config.get("output_dir") or run_dir).name
     synthetic = bool(m.get("synthetic_data"))
     dataset = m.get("dataset_label") or m.get("dataset") or "?"
@@ -281,7 +145,7 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, r
     _text(uses, "IntendedUseAndWorkflow", intended + "\n\nClinical workflow and setting: " + DEPLOYER + ".")
     _text(uses, "PrimaryIntendedUsers", " ".join(users.group(1).split()) if users else intended)
     _text(uses, "HowToUse", _section(sections, "how to use"))
-    _text(uses, "TargetedPatientPopulation", facts["population"])
+    _text(uses, "TargetedPatientPopulation", facts.population)
     _text(uses, "CautionedOutOfScopeSettings", _section(sections, "out-of-scope"))
 
     warnings = ET.SubElement(root, f"{{{NS}}}Warnings")
@@ -291,17 +155,17 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, r
     subgroup_text = _section(sections, "subgroup performance", default="")
     _text(warnings, "KnownBiasesOrEthicalConsiderations",
           "\n\n".join(t for t in (limits, subgroup_text) if t) or "No subgroup analysis applies to this model.")
-    _text(warnings, "ClinicalRiskLevel", facts["risk"])
+    _text(warnings, "ClinicalRiskLevel", facts.risk)
 
     trust = ET.SubElement(root, f"{{{NS}}}TrustIngredients")
     ai = ET.SubElement(trust, f"{{{NS}}}AISystemFacts")
-    _text(ai, "OutcomesAndOutputs", facts["outputs"])
+    _text(ai, "OutcomesAndOutputs", facts.outputs)
     _text(ai, "ModelType", f"{architecture} ({task}; library {m.get('library_name', 'transformers')})")
     _text(ai, "FoundationModels", m.get("hub_base_model") or m.get("base_model") or "None (trained from scratch)")
     _text(ai, "InputDataSource", f"{dataset}" + (" (synthetic, generated in the real file format)" if synthetic else ""))
-    _text(ai, "OutputAndInputDataTypes", facts["io"])
+    _text(ai, "OutputAndInputDataTypes", facts.io)
     _text(ai, "DevelopmentDataCharacterization", _section(sections, "training data"))
-    _text(ai, "BiasMitigationApproaches", _bias_mitigation(m, config, task))
+    _text(ai, "BiasMitigationApproaches", _bias_mitigation(m, config, kind))
     _text(ai, "OngoingMaintenance", "None by the training run. The deployer must validate on local data before use "
                                     "(`hf-medai evaluate RUN --data LOCAL`), monitor performance and calibration for "
                                     "drift, and retrain or withdraw the model when they degrade.")
@@ -313,8 +177,7 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, r
     transparency = ET.SubElement(trust, f"{{{NS}}}TransparencyInformation")
     _text(transparency, "FundingSource", DEVELOPER)
     _text(transparency, "ThirdPartyInformation", "Built with open-source software: hf-medai " + __version__ + ", " +
-          ", ".join(f"{k} {v}" for k, v in (versions if versions is not None else library_versions()).items()
-                    if v != "n/a"))
+          ", ".join(f"{k} {v}" for k, v in versions.items() if v != "n/a"))
     _text(transparency, "StakeholdersConsulted", DEVELOPER)
 
     metrics = ET.SubElement(root, f"{{{NS}}}KeyMetrics")
@@ -325,21 +188,23 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, r
                   "bootstrap resamples where given. External validation on the deployer's population is required "
                   "before any clinical use: " + DEPLOYER + ".")
     test_type = "Internal validation on a held-out split (retrospective)"
-    if task in ("image-generation", "molecule-generation"):
+    if facts.generative:
         n_gen = (m.get("generation") or {}).get("images") or (m.get("generation") or {}).get("molecules") or "?"
         test_data = (f"{n_gen} samples generated after training (seeded), compared with the training data of {dataset} "
                      "and, where available, held-out real data" + ("; synthetic data" if synthetic else "") + ".")
         test_type = "Evaluation of generated samples against training and held-out data"
     _key_metric(metrics, "UsefulnessUsabilityEfficacy", "Discrimination / task performance on held-out data",
-                _metric_results(m, USEFULNESS.get(task, [])),
+                _metric_results(m, facts.usefulness),
                 "Higher is better except for perplexity, FID, KID, MAE and RMSE. Compare with the baseline and "
                 "chance rows of the Hub card.", test_type, test_data, validation)
     _key_metric(metrics, "FairnessEquity", "Comparable performance across patient subgroups",
-                _fairness_results(m, task),
+                (facts.fairness(m) if facts.fairness else [])
+                or [("subgroup analysis",
+                     {"metric": "subgroup_analysis", "value": None, "reason": facts.no_fairness})],
                 "Worst group and largest gap per subgroup column; groups under the minimum size are flagged as too "
                 "uncertain to judge.", test_type, test_data, validation)
     _key_metric(metrics, "SafetyReliability", "Calibrated, reliable outputs and no leakage of training data",
-                _metric_results(m, SAFETY.get(task, [])),
+                _metric_results(m, facts.safety),
                 "Lower is better for calibration error, Brier score, memorisation and structural alerts; higher for "
                 "safety probe pass rates.", test_type, test_data, validation)
 
@@ -357,12 +222,11 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, r
     return ET.ElementTree(root)
 
 
-def _bias_mitigation(m: dict, config: dict, task: str) -> str:
+def _bias_mitigation(m: dict, config: dict, kind: Kind) -> str:
     steps = []
     report = m.get("data_report") or {}
-    if task in ("image-classification", "text-classification", "fill-mask", "image-generation"):
-        steps.append("Splits by patient (or lesion): no patient's data in two splits, so test numbers are not inflated "
-                     "by near-duplicates.")
+    if kind.chai.splits:
+        steps.append(kind.chai.splits)
     if m.get("subgroups"):
         steps.append(f"Subgroup evaluation on the test split for: {', '.join(k for k in m['subgroups'] if k not in ('before', 'after'))}"
                      f"; groups under {config.get('min_group_size', '?')} examples, or under "
@@ -376,26 +240,17 @@ def _bias_mitigation(m: dict, config: dict, task: str) -> str:
         steps.append(f"Decision threshold chosen {m['threshold_source']}.")
     if (report.get("phi") or {}).get("policy"):
         steps.append(f"Notes screened for identifiers (policy `{report['phi']['policy']}`).")
-    if task == "text-generation":
-        steps.append("Answer-position bias measured by permuting options; test questions checked for contamination "
-                     "by n-gram overlap with training data; safety probes compared with the base model.")
-    if task == "image-generation":
-        steps.append("Memorisation check: each generated image compared with its nearest training image; pairs kept "
-                     "locally, never published.")
-    if task == "molecule-generation":
-        steps.append("Generated molecules screened with PAINS and Brenk structural-alert catalogues.")
+    steps.extend(kind.chai.bias_steps)
     return " ".join(steps) or "None beyond the evaluation reported in the Hub card."
 
 
-def write_chai_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, readme: str | None = None,
-                    versions: dict[str, str] | None = None) -> Path:
-    """Write `model_card.chai.xml` into the run folder (atomically) and return its path.
-
-    The optional arguments are `build_chai_card`'s.
-    """
+def write_chai_card(run_dir: str | Path, run: tuple[dict, dict], body: str, sections: dict[str, str],
+                    versions: dict[str, str]) -> Path:
+    """Write `model_card.chai.xml` into the run folder (atomically) and return its path; arguments as
+    `build_chai_card`'s."""
     from hf_medai.io import atomic_path
 
-    tree = build_chai_card(run_dir, run=run, readme=readme, versions=versions)
+    tree = build_chai_card(run_dir, run=run, body=body, sections=sections, versions=versions)
     path = Path(run_dir) / FILENAME
     with atomic_path(path) as tmp:
         tree.write(tmp, encoding="utf-8", xml_declaration=True, default_namespace=NS)

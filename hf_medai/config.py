@@ -23,8 +23,6 @@ from hf_medai.errors import ConfigError  # noqa: F401  (re-exported: recipes imp
 _NOT_SAVED = {"hub_token", "push_to_hub_token", "push_to_hub_model_id", "push_to_hub_organization", "local_rank"}
 
 
-
-
 def _fields(dataclass_types: Sequence[type]) -> dict[str, type]:
     names: dict[str, type] = {}
     for dc in dataclass_types:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hf_medai.cards import kept_weights
+from hf_medai.reporting_text import kept_weights
 
 # The first key present in metrics.json is the run's headline: (key, what it is, decimals).
 HEADLINES = (

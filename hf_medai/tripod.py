@@ -8,92 +8,85 @@ the ethics approval of its data, or who funded it. No item is left out: the card
 
 from __future__ import annotations
 
-DEPLOYER = "To be supplied by the deployer"
-DEVELOPER = "To be supplied by the developer"
+from collections.abc import Mapping
 
-# (number, part of the paper, short title, {card kind or "*": where the card reports it}). A kind missing from the
-# dict (and no "*") means the card does not report it, and the row says who must.
-ITEMS: list[tuple[int, str, str, dict[str, str]]] = [
+from hf_medai.reporting_text import DEPLOYER, DEVELOPER
+
+# (number, part of the paper, short title, where every card reports it, or None). Each kind of model
+# (hf_medai.kinds) adds or replaces cells for its own card ({number: where}); an item reported by neither means
+# the card does not report it, and the row says who must.
+ITEMS: list[tuple[int, str, str, str | None]] = [
     (1, "Title", "Identify the study as developing or evaluating a prediction model, its population and outcome",
-     {"*": "Title and first paragraph"}),
+     "Title and first paragraph"),
     (2, "Abstract", "Structured summary of objectives, data, methods, results and conclusions",
-     {"*": "First paragraph and Evaluation (the card is not a paper: no structured abstract)"}),
+     "First paragraph and Evaluation (the card is not a paper: no structured abstract)"),
     (3, "Introduction", "Clinical context, rationale, intended purpose and known inequalities the model may affect",
-     {"*": "Intended use; Bias, risks and limitations"}),
+     "Intended use; Bias, risks and limitations"),
     (4, "Introduction", "Objectives: development, validation or both",
-     {"*": "First paragraph (development with internal validation)"}),
+     "First paragraph (development with internal validation)"),
     (5, "Methods", "Data sources, study design and the dates of data collection",
-     {"*": "Training data (source; dates where the data has them)"}),
+     "Training data (source; dates where the data has them)"),
     (6, "Methods", "Participants: setting, eligibility criteria, treatments received",
-     {"text-classification": "Training data (population, cohort filters); clinical setting: " + DEPLOYER.lower(),
-      "image-classification": "Training data (images read and kept); clinical setting: " + DEPLOYER.lower(),
-      "text-generation": "Not applicable: exam questions, not patients (Training data describes them)"}),
+     None),
     (7, "Methods", "Data preparation: pre-processing and quality checks, consistent across groups",
-     {"*": "Training data (rows skipped by reason); Training details"}),
+     "Training data (rows skipped by reason); Training details"),
     (8, "Methods", "Outcome: definition, how and when it was assessed, blinding",
-     {"image-classification": "Model details (classes); Bias, risks and limitations (label quality)",
-      "text-classification": "First paragraph (outcome); Bias, risks and limitations (label limits)",
-      "text-generation": "Training data (gold answer letter per question)"}),
+     None),
     (9, "Methods", "Predictors: definition, how and when measured, blinding",
-     {"image-classification": "Model details (input image size); How to use",
-      "text-classification": "Model details (note sections and token window)",
-      "text-generation": "Training data (question and options as the prompt)"}),
+     None),
     (10, "Methods", "Sample size and how it was arrived at",
-     {"*": "Training data (split sizes); Evaluation (test size, confidence intervals)"}),
+     "Training data (split sizes); Evaluation (test size, confidence intervals)"),
     (11, "Methods", "Missing data and how it was handled",
-     {"*": "Training data (rows skipped, by reason)"}),
+     "Training data (rows skipped, by reason)"),
     (12, "Methods", "Analysis: model type, building, tuning, internal validation, calibration",
-     {"*": "Model details; Training details; Evaluation; Calibration"}),
+     "Model details; Training details; Evaluation; Calibration"),
     (13, "Methods", "Class imbalance: methods used and their rationale",
-     {"image-classification": "Calibration (class balancing and the prior correction); Training details",
-      "text-classification": "Calibration; Training details (class_balance)",
-      "text-generation": "Position bias (balance of answer letters)"}),
+     None),
     (14, "Methods", "Fairness: how it was assessed across groups, and why those groups",
-     {"*": "Subgroup performance",
-      "text-generation": "Per-subject accuracy and position bias; patient subgroups do not apply to exam questions"}),
+     "Subgroup performance"),
     (15, "Methods", "Model output: what it returns and any decision threshold",
-     {"image-classification": "Evaluation (decision threshold chosen on validation); How to use",
-      "text-classification": "Evaluation (decision threshold chosen on validation); How to use",
-      "text-generation": "Evaluation (letter by log-likelihood or generation); How to use"}),
+     None),
     (16, "Methods", "Differences between development and evaluation data (setting, eligibility, outcome, predictors)",
-     {"*": "Training data (splits from the same source: internal validation); other settings: " + DEPLOYER.lower()}),
-    (17, "Methods", "Ethics approval and consent", {}),
+     "Training data (splits from the same source: internal validation); other settings: " + DEPLOYER.lower()),
+    (17, "Methods", "Ethics approval and consent",
+     None),
     (18, "Open science", "Funding, conflicts of interest, protocol, registration, data and code availability",
-     {"*": "Code: hf-medai (open source), How to use and Training details; funding, conflicts, protocol, "
-           "registration and data access: " + DEVELOPER.lower()}),
-    (19, "Open science", "Patient and public involvement", {}),
+     "Code: hf-medai (open source), How to use and Training details; funding, conflicts, protocol, registration and "
+     "data access: " + DEVELOPER.lower()),
+    (19, "Open science", "Patient and public involvement",
+     None),
     (20, "Results", "Participants: flow, characteristics, outcome events per split",
-     {"*": "Training data (split table)"}),
+     "Training data (split table)"),
     (21, "Results", "Model development: participants and events in each analysis",
-     {"*": "Training data; Evaluation (test size)"}),
+     "Training data; Evaluation (test size)"),
     (22, "Results", "Model specification: enough detail to use or reproduce the model",
-     {"*": "Model details; How to use; Training details (the weights are in this repository)"}),
+     "Model details; How to use; Training details (the weights are in this repository)"),
     (23, "Results", "Performance with confidence intervals, including calibration and subgroups",
-     {"*": "Evaluation; Calibration; Subgroup performance (95% bootstrap intervals)",
-      "text-generation": "Evaluation (95% bootstrap intervals); Calibration; Per-subject accuracy; Safety probes"}),
-    (24, "Results", "Model updating and its performance", {"*": "Not updated: a single training run"}),
+     "Evaluation; Calibration; Subgroup performance (95% bootstrap intervals)"),
+    (24, "Results", "Model updating and its performance",
+     "Not updated: a single training run"),
     (25, "Discussion", "Interpretation of the results, fairness included",
-     {"*": "Evaluation; Subgroup performance; Bias, risks and limitations",
-      "text-generation": "Evaluation; Position bias; Bias, risks and limitations"}),
+     "Evaluation; Subgroup performance; Bias, risks and limitations"),
     (26, "Discussion", "Limitations: non-representative data, sample size, overfitting, missing data",
-     {"*": "Bias, risks and limitations"}),
+     "Bias, risks and limitations"),
     (27, "Discussion", "Usability in the intended setting: users, workflow, what is needed to deploy",
-     {"*": "Intended use; Out-of-scope use; Safety and regulatory notes; workflow and local validation: "
-           + DEPLOYER.lower(),
-      "text-generation": "Intended use; Out-of-scope use; Safety probes; workflow: " + DEPLOYER.lower()}),
+     "Intended use; Out-of-scope use; Safety and regulatory notes; workflow and local validation: "
+     + DEPLOYER.lower()),
 ]
 DEVELOPER_ITEMS = {17, 18, 19}  # facts about the study, known to whoever ran it, not to the training code
 
 
-def tripod_rows(kind: str, m: dict | None = None) -> list[tuple[int, str, str, str]]:
-    """(number, part, title, where reported) for a card of `kind` (metrics.json "task"): always 27 rows."""
+def tripod_rows(kind, m: dict | None = None) -> list[tuple[int, str, str, str]]:
+    """(number, part, title, where reported) for a card of `kind` (an `hf_medai.kinds.Kind`, whose `tripod` cells
+    replace the generic ones; anything else gets the generic cells): always 27 rows."""
     m = m or {}
+    cells: Mapping[int, str] = getattr(kind, "tripod", None) or {}
     rows = []
-    for number, part, title, where in ITEMS:
-        text = where.get(kind) or where.get("*")
-        if number == 14 and not m.get("subgroups") and kind != "text-generation":
+    for number, part, title, generic in ITEMS:
+        text = cells.get(number) or generic
+        if number == 14 and not m.get("subgroups") and number not in cells:
             text = "Not assessed: the data had no subgroup columns. " + DEPLOYER + " on local data"
-        if number == 23 and m.get("n_bootstrap") == 0 and kind != "text-generation":
+        if number == 23 and m.get("n_bootstrap") == 0 and number not in cells:
             text = "Evaluation; Calibration; Subgroup performance (no confidence intervals: the run set n_bootstrap=0)"
         if not text:
             text = DEVELOPER if number in DEVELOPER_ITEMS else DEPLOYER

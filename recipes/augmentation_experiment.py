@@ -5,38 +5,48 @@ classifier twice with the same data, split, seed and number of optimizer steps: 
 with the generated images added to the TRAINING split only. Both are tested on the same real held-out
 patients, which the generator never saw (the data and split settings are taken from the diffusion run).
 
-    accelerate launch recipes/augmentation_experiment.py --config recipes/configs/augmentation_experiment/synthetic.yaml
+    accelerate launch recipes/augmentation_experiment.py \
+        --config recipes/configs/augmentation_experiment/synthetic.yaml
 
-Writes OUTPUT_DIR/{augmentation.json, augmentation.md, generated/, baseline/, augmented/} and adds the table
-to the diffusion run's metrics.json and card.
+Its own run folder, OUTPUT_DIR: README.md (the experiment's card), metrics.json and augmentation.json (the
+comparison), augmentation.md, run_config.yaml, generated/, and the two lesion classifier run folders baseline/ and
+augmented/, each with its own cards. The diffusion run's folder is only read.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 import yaml
 from sklearn.metrics import recall_score
+from transformers import TrainingArguments
 
-from hf_medai.cards import write_card
-from hf_medai.config import RunArguments, parse_args, resolved_config
+from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
+from hf_medai.data.image_batches import add_pixel_values
+from hf_medai.data.lesions import subgroup_frame
 from hf_medai.errors import ConfigError, run_main
+from hf_medai.hub import finish_run
+from hf_medai.image_classification import (
+    TRAINING_DEFAULTS,
+    ImageClassifierArguments,
+    evaluate_and_save,
+    image_classifier_trainer,
+)
 from hf_medai.io import write_json, write_text, write_yaml
+from hf_medai.lesion_split import SPLIT_KEYS, LesionClassifierDataArguments, lesion_classifier_facts, load_lesion_split
+from hf_medai.models.vision import build_image_classifier
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 from hf_medai.pipelines.sampling import generate, save_samples
-from hf_medai.run_folder import prepare_run_folder
+from hf_medai.run_folder import begin_run, prepare_run_folder
 from hf_medai.run_outputs import paired_difference, score_column
 from hf_medai.run_summary import print_run_summary, with_ci
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lesion_classification  # noqa: E402  (the lesion recipe, next to this file)
 
 
 @dataclass
@@ -45,24 +55,47 @@ class ExperimentArguments:
     output_dir: str = field(default="runs/augmentation_experiment", metadata={"help": "Where both classifier runs and the table go."})
     n_generated: int = field(default=200, metadata={"help": "Generated images of the rarest class added to the training split."})
     target_class: str | None = field(default=None, metadata={"help": "Class to generate (default: the rarest in the generator's training split)."})
-    scheduler: str = field(default="dpmsolver++", metadata={"help": "dpmsolver++ | ddim | ddpm."})
+    scheduler: Literal["dpmsolver++", "ddim", "ddpm"] = field(default="dpmsolver++", metadata={"help": "Sampler."})
     inference_steps: int = field(default=20, metadata={"help": "Sampling steps."})
     guidance_scale: float = field(default=2.0, metadata={"help": "Classifier-free guidance scale."})
     seed: int = field(default=0, metadata={"help": "Seed of generation and of BOTH classifier runs."})
-    lesion_config: str | None = field(default=None, metadata={"help": "YAML of recipes/lesion_classification.py settings for both runs."})
-    lesion_args: str = field(default="", metadata={"help": "Extra lesion-recipe flags for both runs, one string: --lesion_args '--num_train_epochs 5'."})
+    lesion_config: str | None = field(default=None, metadata={
+        "help": "YAML of lesion classifier settings (as recipes/lesion_classification.py takes) for both runs."})
+    lesion_args: str = field(default="", metadata={
+        "help": "Extra lesion classifier flags for both runs, one string: --lesion_args '--num_train_epochs 5'."})
     n_bootstrap: int = field(default=1000, metadata={"help": "Paired bootstrap resamples of the AUROC difference."})
 
 
 CONFIG_DATACLASSES = (ExperimentArguments, RunArguments)
+# Each classifier run takes the lesion classifier's settings (SPLIT_KEYS, the ones that decide which patients the
+# generator saw, come from the diffusion run).
+CLASSIFIER_DATACLASSES = (LesionClassifierDataArguments, ImageClassifierArguments, EvalArguments, RunArguments,
+                          TrainingArguments)
 
-# Settings that decide which patients the generator saw: the classifier runs must use the same ones.
-SPLIT_KEYS = ("data_dir", "data_format", "task", "val_fraction", "test_fraction", "split_seed", "synthetic_n", "max_image_side")
+
+def train_classifier(flags: list[str]) -> dict:
+    """One lesion classifier run folder, as recipes/lesion_classification.py writes it, from that recipe's flags."""
+    data, model_args, eval_args, run_args, training_args = parse_args(*CLASSIFIER_DATACLASSES, args=flags,
+                                                                      defaults=TRAINING_DEFAULTS)
+    begin_run(training_args, run_args)
+    splits, class_names, report, source = load_lesion_split(data, extra_train_dir=data.extra_train_dir)
+    model, processor = build_image_classifier(model_args.model_name_or_path, class_names, model_args.image_size)
+    splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
+    trainer = image_classifier_trainer(model, processor, splits, class_names, model_args, training_args)
+    metrics = evaluate_and_save(trainer, trainer.train(), processor, splits, class_names, model_args, eval_args,
+                                subgroups=subgroup_frame(splits["test"], data.subgroup_columns),
+                                extra=lesion_classifier_facts(data, model_args.model_name_or_path, report, source,
+                                                              splits))
+    config = resolved_config(data, model_args, eval_args, run_args, training_args)
+    finish_run(training_args.output_dir, config, training_args, push=False)
+    return metrics
 
 
 def main(args=None):
     exp, run_args = parse_args(*CONFIG_DATACLASSES, args=args)
     out = prepare_run_folder(exp.output_dir, resume=False, overwrite=run_args.overwrite_output_dir)
+
+    # 0. The generator's run folder, read only: its classes, its training split, its data and split settings
     diffusion_run = Path(exp.diffusion_run)
     diff_metrics = json.loads((diffusion_run / "metrics.json").read_text())
     diff_config = yaml.safe_load((diffusion_run / "run_config.yaml").read_text())
@@ -88,23 +121,22 @@ def main(args=None):
         if diff_config.get(key) is not None:
             common += [f"--{key}", str(diff_config[key])]
     common += ["--seed", str(exp.seed), "--overwrite_output_dir", "true", *shlex.split(exp.lesion_args)]
-    lesion_classification.main(common + ["--output_dir", str(out / "baseline")])
-    steps = json.loads((out / "baseline" / "metrics.json").read_text())["training"]["global_step"]
-    lesion_classification.main(common + ["--output_dir", str(out / "augmented"), "--extra_train_dir", str(out / "generated"),
-                          "--max_steps", str(steps)])
+    steps = train_classifier(common + ["--output_dir", str(out / "baseline")])["training"]["global_step"]
+    train_classifier(common + ["--output_dir", str(out / "augmented"), "--extra_train_dir", str(out / "generated"),
+                               "--max_steps", str(steps)])
 
-    # 3. One table, whatever the result.
+    # 3. One table, whatever the result, in this experiment's own run folder and card
     result = compare(out / "baseline", out / "augmented", target, exp.n_bootstrap)
     result.update(target_class=target, n_generated=len(images), optimizer_steps=steps, seed=exp.seed,
-                  generator=str(diffusion_run), sampler=f"{exp.scheduler}, {exp.inference_steps} steps, guidance {exp.guidance_scale}",
+                  generator=str(diffusion_run),
+                  sampler=f"{exp.scheduler}, {exp.inference_steps} steps, guidance {exp.guidance_scale}",
                   generation_images_per_second=round(images_per_second, 3))
     result["table"] = table_markdown(result)
     write_json(out / "augmentation.json", result)
+    write_json(out / "metrics.json", {"recipe": "augmentation_experiment", **result})
     write_text(out / "augmentation.md", result["table"] + "\n")
+    write_text(out / "README.md", experiment_card(result, diff_metrics))
     write_yaml(out / "run_config.yaml", resolved_config(exp, run_args))
-    diff_metrics["augmentation"] = result
-    write_json(diffusion_run / "metrics.json", diff_metrics)
-    write_card(diffusion_run)
     print(result["table"])
     d = result["auroc_difference"]
     print_run_summary(out, f"AUROC difference (augmented - baseline) "
@@ -140,6 +172,36 @@ def compare(baseline: Path, augmented: Path, target: str, n_bootstrap: int) -> d
     diff = paired_difference(y, scores(a), scores(b), class_names, n_bootstrap=n_bootstrap)
     return {"runs": rows, "auroc_difference": diff, "decision_rule": "sensitivity at the validation-chosen threshold"
             if "pred_at_threshold" in a else "arg-max class"}
+
+
+def experiment_card(r: dict, generator: dict) -> str:
+    """README.md of the experiment's run folder: what was compared, the table, and what it can and cannot show."""
+    caveat = ("Trained and tested on synthetic data: this shows the experiment works, not whether augmentation helps "
+              "on real patients." if generator.get("synthetic_data") else
+              "Check the generated images (generated/) before trusting either answer: memorised or implausible "
+              "images change what the table means.")
+    return f"""# Augmentation experiment: generated `{r['target_class']}` images for a lesion classifier
+
+> **Research use only.** An experiment, not a model: the two classifiers it trained have their own cards in
+> `baseline/` and `augmented/`.
+
+Does adding {r['n_generated']} images of the rarest class, generated by the diffusion model in `{r['generator']}`
+({r['sampler']}), to the training split of a lesion classifier change how well it finds that class on real held-out
+patients? Both runs share data, split, seed and optimizer steps; only the training split differs.
+
+## Result
+{r['table']}
+
+## How to read it
+- The generator saw only the classifier's training patients (same data and split settings), so the test images
+  are new to both runs.
+- One seed, one split: the paired interval covers test-set sampling, not training randomness. Repeat with other
+  seeds before concluding.
+- {caveat}
+
+## Reproduce
+`accelerate launch recipes/augmentation_experiment.py --config run_config.yaml` (this folder's settings).
+"""
 
 
 def table_markdown(r: dict) -> str:

@@ -17,37 +17,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import TrainingArguments
 
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import square_pixel_tensors
-from hf_medai.data.lesions import LESION_GROUP, lesion_splits, load_lesion_images, subgroup_frame
+from hf_medai.data.lesions import LESION_GROUP, subgroup_frame
 from hf_medai.data.splits import split_report
 from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.errors import run_main
 from hf_medai.evaluation.image_generation import GenerationEvalArguments, evaluate_generator
 from hf_medai.hub import finish_run
 from hf_medai.io import save_pretrained_atomic, write_json
+from hf_medai.lesion_split import LesionSplitArguments, load_lesion_split
 from hf_medai.models.diffusion import build_lesion_unet, build_noise_scheduler, class_conditional_loss, encode_latents
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 from hf_medai.pipelines.sampling import save_grid
 from hf_medai.run_folder import begin_run, num_parameters, run_record
 from hf_medai.training import train_loop
-
-
-@dataclass
-class DataArguments:
-    data_dir: str | None = field(default=None, metadata={"help": "Dataset folder or CSV (any lesion format). Default: the synthetic HAM10000-format sample."})
-    data_format: str = field(default="auto", metadata={"help": "auto | imagefolder | ham10000 | isic2019 | isic2020 | csv."})
-    task: str = field(default="binary", metadata={"help": "binary (melanoma vs rest) | multiclass: the classes the model is conditioned on."})
-    val_fraction: float = field(default=0.15, metadata={"help": "As the lesion recipe: these patients are held out (real reference images)."})
-    test_fraction: float = field(default=0.15, metadata={"help": "As the lesion recipe: these patients are held out (real reference images)."})
-    split_seed: int = field(default=0, metadata={"help": "As the lesion recipe, so both recipes train on the same patients."})
-    skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad rows/images instead of stopping at the first."})
-    max_image_side: int = field(default=512, metadata={"help": "Images are decoded once and cached with the longer side at most this."})
-    synthetic_n: int = field(default=4000, metadata={"help": "Images in the synthetic sample (offline default only)."})
 
 
 @dataclass
@@ -58,8 +47,11 @@ class ModelArguments:
     attention_levels: int = field(default=1, metadata={"help": "Self-attention in this many of the lowest-resolution levels."})
     class_dropout: float = field(default=0.1, metadata={"help": "Probability of training a batch row unconditionally (classifier-free guidance)."})
     num_train_timesteps: int = field(default=1000, metadata={"help": "Diffusion steps of the training noise schedule."})
-    beta_schedule: str = field(default="squaredcos_cap_v2", metadata={"help": "diffusers beta schedule (squaredcos_cap_v2 | linear | scaled_linear)."})
-    prediction_type: str = field(default="v_prediction", metadata={"help": "v_prediction | epsilon. v keeps few-step samplers (DPM-Solver++, DDIM) stable with the cosine schedule, where epsilon amplifies errors at high noise."})
+    beta_schedule: Literal["squaredcos_cap_v2", "linear", "scaled_linear"] = field(
+        default="squaredcos_cap_v2", metadata={"help": "diffusers beta schedule of the training noise."})
+    prediction_type: Literal["v_prediction", "epsilon"] = field(default="v_prediction", metadata={
+        "help": "v keeps few-step samplers (DPM-Solver++, DDIM) stable with the cosine schedule, where epsilon "
+                "amplifies errors at high noise."})
     ema_decay: float = field(default=0.999, metadata={"help": "EMA of the weights (0 = off); the saved pipeline holds the EMA weights."})
     augment: bool = field(default=True, metadata={"help": "Random flips and quarter turns (dermoscopy has no up or down)."})
     vae_name_or_path: str | None = field(default=None, metadata={"help": "A pretrained AutoencoderKL (hub id or folder): latent diffusion. Default: pixel space."})
@@ -69,8 +61,6 @@ class ModelArguments:
     def __post_init__(self):
         if not 0 <= self.class_dropout < 1:
             raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout}")
-        if self.prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"prediction_type must be epsilon or v_prediction, got {self.prediction_type!r}")
 
 
 DEFAULTS = dict(
@@ -90,7 +80,7 @@ DEFAULTS = dict(
     dataloader_num_workers=0,
 )
 
-CONFIG_DATACLASSES = (DataArguments, ModelArguments, GenerationEvalArguments, RunArguments, TrainingArguments)
+CONFIG_DATACLASSES = (LesionSplitArguments, ModelArguments, GenerationEvalArguments, RunArguments, TrainingArguments)
 
 
 def main(args=None):
@@ -99,10 +89,7 @@ def main(args=None):
 
     # Data: load -> decode once (cached) -> the lesion recipe's patient-grouped split -> centre squares
     with training_args.main_process_first(desc="data"):
-        dataset, class_names, report, source = load_lesion_images(
-            data_args.data_dir, data_args.data_format, data_args.task, data_args.skip_bad_rows, data_args.max_image_side,
-            data_args.synthetic_n)
-        splits = lesion_splits(dataset, data_args.val_fraction, data_args.test_fraction, data_args.split_seed)
+        splits, class_names, report, source = load_lesion_split(data_args)
         # Each split as two in-memory tensors: uint8 pixels [N,3,H,W] and int64 labels [N] (small at these sizes).
         squares = {name: square_pixel_tensors(ds, model_args.resolution) for name, ds in splits.items()}
     train_pixels, train_labels = squares["train"]

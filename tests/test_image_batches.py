@@ -47,7 +47,6 @@ def test_collator_normalises_like_the_image_processor():
 
 
 def test_fused_colour_jitter_equals_the_step_by_step_definition():
-    import math
 
     from hf_medai.data.image_batches import _hue_matrix
 

@@ -213,7 +213,11 @@ def test_augmentation_experiment_produces_its_table(run, classifier, tmp_path):
     assert steps[0] == steps[1] == result["optimizer_steps"]
     assert len(list((out / "generated" / "melanoma").glob("*.png"))) == 6
     assert "| baseline |" in (out / "augmentation.md").read_text()
-    assert "Augmentation experiment" in (diffusion / "README.md").read_text()
+    # Its own run folder and card; the generator's run folder is only read.
+    assert "Augmentation experiment" in (out / "README.md").read_text()
+    assert json.loads((out / "metrics.json").read_text())["recipe"] == "augmentation_experiment"
+    assert "augmentation" not in json.loads((diffusion / "metrics.json").read_text())
+    assert (diffusion / "README.md").read_text() == (run / "README.md").read_text()
     assert "added to the TRAINING split only" in (out / "augmented" / "README.md").read_text()
     assert "added to the TRAINING split only" not in (out / "baseline" / "README.md").read_text()
     # Only training data was augmented: both runs were tested on the same real images.

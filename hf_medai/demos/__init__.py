@@ -1,4 +1,4 @@
-"""One Gradio app per kind of run folder; `build_app(run_dir)` picks it from metrics.json's "task".
+"""One Gradio app per kind of model; `build_app(run_dir)` picks it from the run folder's kind (`hf_medai.kinds`).
 
     hf-medai demo runs/lesions            # or: python -c "from hf_medai.demos import launch_demo; launch_demo('runs/lesions')"
 
@@ -11,15 +11,12 @@ import importlib
 from pathlib import Path
 
 from hf_medai.demos.common import BANNER, read_metrics
+from hf_medai.kinds import BUILTIN, all_kinds, kind_of
 
-# metrics.json "task" -> (module, demo class)
-APPS = {
-    "image-classification": ("hf_medai.demos.lesion", "LesionDemo"),
-    "text-classification": ("hf_medai.demos.clinical", "ClinicalDemo"),
-    "text-generation": ("hf_medai.demos.qa", "QADemo"),
-    "image-generation": ("hf_medai.demos.image_diffusion", "ImageDiffusionDemo"),
-    "molecule-generation": ("hf_medai.demos.molecules", "MoleculeDemo"),
-}
+# Run folders from before metrics.json had "kind" name only their pipeline task: the app each task gets there
+# (each kind declares its own app as (module, class), imported only when a demo starts).
+APPS = {task: kind_of({"task": task}).demo for task in {kind.task for kind in BUILTIN}
+        if kind_of({"task": task}).demo}
 
 __all__ = ["APPS", "BANNER", "build_app", "demo_for", "launch_demo"]
 
@@ -29,10 +26,11 @@ def demo_for(run_dir: str | Path):
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run folder at {run_dir}")
-    task = read_metrics(run_dir).get("task")
-    if task not in APPS:
-        raise ValueError(f"{run_dir}/metrics.json has task {task!r}; demos exist for {sorted(APPS)}")
-    module, name = APPS[task]
+    kind = kind_of(read_metrics(run_dir))
+    if not kind.demo:
+        raise ValueError(f"{run_dir} holds a {kind.name} (task {kind.task!r}), which has no demo; demos exist for "
+                         f"{sorted(k.name for k in all_kinds() if k.demo)}")
+    module, name = kind.demo
     return getattr(importlib.import_module(module), name)(run_dir)
 
 
