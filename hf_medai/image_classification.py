@@ -21,9 +21,13 @@ from hf_medai.data.image_batches import DermoscopyAugment, ImageCollator
 from hf_medai.evaluation import binary_metrics, multiclass_metrics
 from hf_medai.io import save_pretrained_atomic
 from hf_medai.models.heads import fold_into_head, prior_correction
+from hf_medai.run_folder import run_record
 from hf_medai.run_outputs import kept_checkpoint, write_classifier_report
-from hf_medai.throughput import ThroughputCallback, peak_memory_mb
+from hf_medai.throughput import ThroughputCallback
 from hf_medai.trainer import MedTrainer
+
+# metrics.json's common core (hf_medai.run_folder.RunRecord), given by the recipe in `extra`
+RECORD_FIELDS = ("recipe", "task", "kind", "base_model", "dataset", "synthetic_data", "data_report", "splits")
 
 
 @dataclass
@@ -151,20 +155,19 @@ def evaluate_and_save(trainer: ImageClassifierTrainer, train_result, processor, 
         return torch.softmax(logits, -1).numpy()
 
     state = trainer.state
-    training = {
-        "global_step": state.global_step,
-        "train_loss": train_result.training_loss,
-        "best_checkpoint": state.best_model_checkpoint,
-        "best_val_auroc": state.best_metric,
-        "kept_checkpoint": kept_checkpoint(state, args),
-        "resumed_from": str(resume) if resume else None,
-        "loss_curve": [e["loss"] for e in state.log_history if "loss" in e],
-        "eval_loss_curve": [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e],
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "prior_correction": dict(zip(class_names, shift.round(4).tolist())) if balanced else None,
-    }
-    throughput = {**trainer.throughput.summary(args.world_size), **peak_memory_mb(), "device": str(args.device)}
+    facts = dict(extra or {})
+    core = {k: facts.pop(k) for k in RECORD_FIELDS if k in facts}
+    record = run_record(
+        core.pop("recipe"), core.pop("task"), trainer=trainer, train_result=train_result, resumed_from=resume,
+        throughput=trainer.throughput, model=model, **core,
+        training={
+            "best_checkpoint": state.best_model_checkpoint,
+            "best_val_auroc": state.best_metric,
+            "kept_checkpoint": kept_checkpoint(state, args),
+            "eval_loss_curve": [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e],
+            "prior_correction": dict(zip(class_names, shift.round(4).tolist())) if balanced else None,
+        })
     return write_classifier_report(
         args.output_dir, ids=splits["test"]["id"], y_true=test_out.label_ids, probs=to_probs(test_out),
         class_names=class_names, subgroups=subgroups, val_true=val_out.label_ids, val_probs=to_probs(val_out),
-        eval_args=eval_args, extra={**(extra or {}), "training": training, "throughput": throughput})
+        eval_args=eval_args, extra={**facts, **record.to_dict()})

@@ -33,6 +33,7 @@ SCHEMA_VERSION = 2
 # The kind of model each recipe trains (hf_medai/kinds/<kind>.py holds what the card, CHAI and demo say about it).
 RECIPE_KINDS = {
     "lesion_classification": "lesion_classifier",
+    "image_classification": "image_classifier",
     "clinical_outcomes": "note_outcome",
     "clinical_pretraining": "masked_lm",
     "medqa_lora": "qa_adapter",

@@ -62,7 +62,7 @@ def test_an_old_metrics_json_still_loads(tmp_path):
 
 def test_every_recipe_has_a_kind():
     recipes = {p.stem for p in Path(__file__).resolve().parents[1].joinpath("recipes").glob("*.py")}
-    assert set(RECIPE_KINDS) == recipes - {"augmentation_experiment"}
+    assert set(RECIPE_KINDS) == recipes - {"augmentation_experiment"}  # an experiment over two runs, no model of its own
 
 
 def test_run_record_of_a_trainer_run_and_of_a_loop_run():

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_medai.run_folder import RECIPE_KINDS
+
 Context = Callable[[dict, dict, Path], dict]  # (metrics, run config, run folder) -> the template's own variables
 Results = list[tuple[str, dict]]  # (label, ValueJson object) per CHAI MetricResult
 
@@ -49,7 +51,6 @@ class Kind:
     tripod: dict[int, str] | None = None  # TRIPOD+AI cells of this kind's card (None: not a prediction model)
     metric_keys: tuple[str, ...] = ()  # headline metrics.json keys (the Hub model-index's eval results)
     demo: tuple[str, str] | None = None  # (module, class) of its Gradio app, imported only when a demo starts
-    recipes: tuple[str, ...] = ()  # recipes whose run folders, written before "kind" existed, are of this kind
     template_text: str | None = None  # the template itself, for a kind defined outside the package
     extra: dict[str, Any] = field(default_factory=dict)  # anything else a kind's own template or demo reads
 
@@ -81,9 +82,8 @@ def kind_of(metrics: dict) -> Kind:
     if metrics.get("kind"):
         return get_kind(metrics["kind"])
     recipe = metrics.get("recipe")
-    by_recipe = next((k for k in _REGISTRY.values() if recipe and recipe in k.recipes), None)
-    if by_recipe is not None:
-        return by_recipe
+    if recipe in RECIPE_KINDS:
+        return get_kind(RECIPE_KINDS[recipe])
     task = metrics.get("task")
     if task in _LEGACY_TASKS:
         return get_kind(_LEGACY_TASKS[task])

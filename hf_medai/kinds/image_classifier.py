@@ -62,5 +62,4 @@ KIND = Kind(
     tripod=TRIPOD,
     metric_keys=classifier.METRIC_KEYS,
     demo=("hf_medai.demos.image_classifier", "ImageClassifierDemo"),
-    recipes=("image_classification",),
 )

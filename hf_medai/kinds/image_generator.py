@@ -52,5 +52,4 @@ KIND = Kind(
         splits=LESION_SPLITS,
         generative=True),
     demo=("hf_medai.demos.image_diffusion", "ImageDiffusionDemo"),
-    recipes=("image_diffusion",),
 )

@@ -41,5 +41,4 @@ KIND = Kind(
     tripod=TRIPOD,
     metric_keys=classifier.METRIC_KEYS,
     demo=("hf_medai.demos.lesion", "LesionDemo"),
-    recipes=("lesion_classification",),
 )

@@ -55,5 +55,4 @@ KIND = Kind(
                     ("perplexity_before", "Perplexity before pretraining")),
         fairness=perplexity_by_group),
     metric_keys=("perplexity",),
-    recipes=("clinical_pretraining",),
 )

@@ -39,5 +39,4 @@ KIND = Kind(
         bias_steps=("Generated molecules screened with PAINS and Brenk structural-alert catalogues.",),
         generative=True),
     demo=("hf_medai.demos.molecules", "MoleculeDemo"),
-    recipes=("molecule_diffusion",),
 )

@@ -137,5 +137,4 @@ KIND = Kind(
     },
     metric_keys=classifier.METRIC_KEYS + ("mae", "rmse"),
     demo=("hf_medai.demos.clinical", "ClinicalDemo"),
-    recipes=("clinical_outcomes",),
 )

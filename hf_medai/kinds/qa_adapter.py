@@ -82,5 +82,4 @@ KIND = Kind(
     },
     metric_keys=("accuracy_loglik", "accuracy_generate", "accuracy", "ece"),
     demo=("hf_medai.demos.qa", "QADemo"),
-    recipes=("medqa_lora",),
 )
