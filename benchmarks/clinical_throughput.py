@@ -54,10 +54,20 @@ def tokenisation(tokenizer, notes, max_length, rounds):
 
 def train_rate(trainer_cls, model, dataset, collator, batch_size, sampling, workdir) -> float:
     """Samples/s of one pass over `dataset`."""
-    args = TrainingArguments(output_dir=str(workdir), num_train_epochs=1, per_device_train_batch_size=batch_size,
-                             learning_rate=1e-4, report_to="none", save_strategy="no", eval_strategy="no",
-                             logging_strategy="no", dataloader_num_workers=0, train_sampling_strategy=sampling,
-                             use_cpu=not torch.cuda.is_available(), seed=0)
+    args = TrainingArguments(
+        output_dir=str(workdir),
+        num_train_epochs=1,
+        per_device_train_batch_size=batch_size,
+        learning_rate=1e-4,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        dataloader_num_workers=0,
+        train_sampling_strategy=sampling,
+        use_cpu=not torch.cuda.is_available(),
+        seed=0,
+    )
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, data_collator=collator)
     start = time.perf_counter()
     trainer.train()
@@ -69,8 +79,12 @@ def padded_to_max_logits(model, tokenizer, input_ids, batch_size, max_length) ->
     model.eval()
     out = []
     for start in range(0, len(input_ids), batch_size):
-        batch = tokenizer.pad({"input_ids": [list(x) for x in input_ids[start:start + batch_size]]},
-                              padding="max_length", max_length=max_length, return_tensors="pt")
+        batch = tokenizer.pad(
+            {"input_ids": [list(x) for x in input_ids[start : start + batch_size]]},
+            padding="max_length",
+            max_length=max_length,
+            return_tensors="pt",
+        )
         out.append(model(**batch).logits.float().numpy())
     return np.concatenate(out)
 
@@ -100,31 +114,56 @@ def main(argv=None):
     # makes them over ALL windows (it sorts within mega-batches of 50 batches, so a small dataset or the first
     # few steps of an epoch would not be representative); the baseline, random windows padded to the maximum.
     rng = np.random.default_rng(0)
-    probe = MedTrainer(model=model, args=TrainingArguments(output_dir=str(work / "probe"), report_to="none",
-                       per_device_train_batch_size=a.batch_size, train_sampling_strategy="group_by_length",
-                       use_cpu=not torch.cuda.is_available()), train_dataset=windows)
+    probe = MedTrainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(work / "probe"),
+            report_to="none",
+            per_device_train_batch_size=a.batch_size,
+            train_sampling_strategy="group_by_length",
+            use_cpu=not torch.cuda.is_available(),
+        ),
+        train_dataset=windows,
+    )
     order = list(probe._get_train_sampler(windows))
-    batches = [order[i:i + a.batch_size] for i in range(0, len(order) - a.batch_size + 1, a.batch_size)]
+    batches = [order[i : i + a.batch_size] for i in range(0, len(order) - a.batch_size + 1, a.batch_size)]
     picked = sorted(rng.choice(len(batches), a.train_batches, replace=False))
     columns = ["input_ids", "attention_mask", "labels"]
     ours_ds = windows.select([i for b in picked for i in batches[b]]).select_columns(columns)
     base = windows.select(rng.choice(len(windows), a.train_batches * a.batch_size, replace=False))
     padded = tokenizer.pad({"input_ids": list(base["input_ids"])}, padding="max_length", max_length=a.max_length)
-    base_ds = base.select_columns(["labels"]).add_column("input_ids", padded["input_ids"]).add_column(
-        "attention_mask", padded["attention_mask"])
+    base_ds = (
+        base.select_columns(["labels"])
+        .add_column("input_ids", padded["input_ids"])
+        .add_column("attention_mask", padded["attention_mask"])
+    )
     lengths = np.asarray(windows["length"])
     train = {"baseline": [], "hf_medai": []}
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    train_rate(MedTrainer, model, ours_ds.select(range(2 * a.batch_size)), DataCollatorWithPadding(tokenizer),
-               a.batch_size, "sequential", work / "warmup")
+    train_rate(
+        MedTrainer,
+        model,
+        ours_ds.select(range(2 * a.batch_size)),
+        DataCollatorWithPadding(tokenizer),
+        a.batch_size,
+        "sequential",
+        work / "warmup",
+    )
     for _ in range(a.rounds):
         for name in train:
             model.load_state_dict(state)
             if name == "baseline":
                 rate = train_rate(Trainer, model, base_ds, None, a.batch_size, "random", work / name)
             else:
-                rate = train_rate(MedTrainer, model, ours_ds, DataCollatorWithPadding(tokenizer), a.batch_size,
-                                  "sequential", work / name)  # the sampler's own batches, in its order
+                rate = train_rate(
+                    MedTrainer,
+                    model,
+                    ours_ds,
+                    DataCollatorWithPadding(tokenizer),
+                    a.batch_size,
+                    "sequential",
+                    work / name,
+                )  # the sampler's own batches, in its order
             train[name].append(rate)
 
     # 3. Inference, per note (all windows of each note)
@@ -146,25 +185,58 @@ def main(argv=None):
     result = {
         "benchmark": "clinical_throughput",
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                   f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}",
-        "encoder": "all-MiniLM-L6-v2 (22.7M parameters)", "max_length": a.max_length, "batch_size": a.batch_size,
-        "rounds": a.rounds, "training_batches_per_round": a.train_batches,
-        "windows": {"train": len(windows), "mean_length": round(float(lengths.mean()), 1),
-                    "share_at_max_length": round(float((lengths == a.max_length).mean()), 3),
-                    "tokens_per_batch_sampled": {"baseline": a.batch_size * a.max_length,
-                                                 "hf_medai": round(float(np.mean([max(lengths[b]) for b in np.asarray(batches)[picked]])) * a.batch_size)}},
-        "tokenisation_notes_per_second": {"rounds": tok, "median": med(tok),
-                                          "ratio_batched_over_per_note": round(med(tok)["batched"] / med(tok)["per_note"], 2)},
-        "training_samples_per_second": {"rounds": train, "median": med(train),
-                                        "ratio_hf_medai_over_baseline": round(med(train)["hf_medai"] / med(train)["baseline"], 2)},
-        "inference_notes_per_second": {"rounds": infer, "median": med(infer), "notes": len(subset), "windows": len(ids),
-                                       "ratio_hf_medai_over_padded_to_max": round(med(infer)["hf_medai"] / med(infer)["padded_to_max"], 2)},
+        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}",
+        "encoder": "all-MiniLM-L6-v2 (22.7M parameters)",
+        "max_length": a.max_length,
+        "batch_size": a.batch_size,
+        "rounds": a.rounds,
+        "training_batches_per_round": a.train_batches,
+        "windows": {
+            "train": len(windows),
+            "mean_length": round(float(lengths.mean()), 1),
+            "share_at_max_length": round(float((lengths == a.max_length).mean()), 3),
+            "tokens_per_batch_sampled": {
+                "baseline": a.batch_size * a.max_length,
+                "hf_medai": round(
+                    float(np.mean([max(lengths[b]) for b in np.asarray(batches)[picked]])) * a.batch_size
+                ),
+            },
+        },
+        "tokenisation_notes_per_second": {
+            "rounds": tok,
+            "median": med(tok),
+            "ratio_batched_over_per_note": round(med(tok)["batched"] / med(tok)["per_note"], 2),
+        },
+        "training_samples_per_second": {
+            "rounds": train,
+            "median": med(train),
+            "ratio_hf_medai_over_baseline": round(med(train)["hf_medai"] / med(train)["baseline"], 2),
+        },
+        "inference_notes_per_second": {
+            "rounds": infer,
+            "median": med(infer),
+            "notes": len(subset),
+            "windows": len(ids),
+            "ratio_hf_medai_over_padded_to_max": round(med(infer)["hf_medai"] / med(infer)["padded_to_max"], 2),
+        },
     }
     print(f"{'':36s} {'baseline':>10s} {'hf_medai':>10s} {'ratio':>7s}")
     for label, key, base, ours, ratio in [
-        ("tokenisation notes/s (per note | batched)", "tokenisation_notes_per_second", "per_note", "batched", "ratio_batched_over_per_note"),
+        (
+            "tokenisation notes/s (per note | batched)",
+            "tokenisation_notes_per_second",
+            "per_note",
+            "batched",
+            "ratio_batched_over_per_note",
+        ),
         ("training samples/s", "training_samples_per_second", "baseline", "hf_medai", "ratio_hf_medai_over_baseline"),
-        ("inference notes/s (pad to max | sorted)", "inference_notes_per_second", "padded_to_max", "hf_medai", "ratio_hf_medai_over_padded_to_max"),
+        (
+            "inference notes/s (pad to max | sorted)",
+            "inference_notes_per_second",
+            "padded_to_max",
+            "hf_medai",
+            "ratio_hf_medai_over_padded_to_max",
+        ),
     ]:
         r = result[key]
         print(f"{label:36s} {r['median'][base]:10.1f} {r['median'][ours]:10.1f} {r[ratio]:7.2f}")

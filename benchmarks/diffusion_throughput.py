@@ -66,9 +66,17 @@ def plain_diffusers_loop(dataset, n_classes, a, steps) -> float:
 
     ds = dataset.select_columns(["image", "label"])
     ds.set_transform(transform)
-    loader = torch.utils.data.DataLoader(ds, batch_size=a.batch_size, shuffle=True, drop_last=True, num_workers=0,
-                                         collate_fn=lambda rows: {"x": torch.stack([r["pixel_values"] for r in rows]),
-                                                                  "y": torch.tensor([r["label"] for r in rows])})
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=a.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=0,
+        collate_fn=lambda rows: {
+            "x": torch.stack([r["pixel_values"] for r in rows]),
+            "y": torch.tensor([r["label"] for r in rows]),
+        },
+    )
     unet, opt, loader = accelerator.prepare(unet, opt, loader)
     ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True)  # after prepare: on the model's device
     done, start = 0, None
@@ -101,17 +109,29 @@ def recipe_loop(pixels, labels, n_classes, a, steps, work) -> float:
     torch.manual_seed(0)
     unet = build_lesion_unet(n_classes, a.resolution, block_out_channels=a.channels)
     scheduler = build_noise_scheduler()
-    args = TrainingArguments(output_dir=str(work / "ours"), max_steps=steps, per_device_train_batch_size=a.batch_size,
-                             learning_rate=5e-4, weight_decay=0.0, save_strategy="no", report_to="none", max_grad_norm=1.0,
-                             logging_steps=50, use_cpu=DEVICE == "cpu", bf16=a.bf16, dataloader_drop_last=True,
-                             dataloader_pin_memory=False)
+    args = TrainingArguments(
+        output_dir=str(work / "ours"),
+        max_steps=steps,
+        per_device_train_batch_size=a.batch_size,
+        learning_rate=5e-4,
+        weight_decay=0.0,
+        save_strategy="no",
+        report_to="none",
+        max_grad_norm=1.0,
+        logging_steps=50,
+        use_cpu=DEVICE == "cpu",
+        bf16=a.bf16,
+        dataloader_drop_last=True,
+        dataloader_pin_memory=False,
+    )
 
     def collate(rows):
         return {"x": torch.stack([r[0] for r in rows]), "y": torch.stack([r[1] for r in rows])}
 
     def loss_fn(model, batch):  # the recipe's loss: flips/turns, class dropout 0.1
-        return class_conditional_loss(model, batch["x"].float() / 127.5 - 1, batch["y"], scheduler, n_classes,
-                                      class_dropout=0.1, augment=True)
+        return class_conditional_loss(
+            model, batch["x"].float() / 127.5 - 1, batch["y"], scheduler, n_classes, class_dropout=0.1, augment=True
+        )
 
     result = train_loop(unet, args, torch.utils.data.TensorDataset(pixels, labels), collate, loss_fn, ema_decay=0.999)
     return result.throughput["train_steps_per_second"]
@@ -130,7 +150,9 @@ def sampling(a) -> dict:
         if classifier is not None:
             row["class_fidelity"] = class_fidelity(classifier(images)[1], labels, class_names)["fidelity"]
         out[f"{name}_{steps}"] = row
-        print(f"  sampling {name:12s} {steps:5d} steps: {rate:8.2f} images/s  fidelity {row.get('class_fidelity', 'n/a')}")
+        print(
+            f"  sampling {name:12s} {steps:5d} steps: {rate:8.2f} images/s  fidelity {row.get('class_fidelity', 'n/a')}"
+        )
     base = out["ddpm_1000"]["images_per_second"]
     for row in out.values():
         row["speedup_vs_ddpm_1000"] = round(row["images_per_second"] / base, 2)
@@ -146,9 +168,20 @@ def main(argv=None):
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
     p.add_argument("--bf16", action="store_true", help="mixed precision (GPU only)")
-    p.add_argument("--pipeline_dir", default="runs/image_diffusion", help="a trained run folder for the sampling part ('' to skip)")
-    p.add_argument("--classifier_dir", default="runs/lesion_classification", help="lesion classifier for fidelity ('' to skip)")
-    p.add_argument("--sample_per_class", type=int, default=64 if DEVICE == "cuda" else 8, help="images per class per sampler (DDPM 1000 steps is slow on CPU)")
+    p.add_argument(
+        "--pipeline_dir",
+        default="runs/image_diffusion",
+        help="a trained run folder for the sampling part ('' to skip)",
+    )
+    p.add_argument(
+        "--classifier_dir", default="runs/lesion_classification", help="lesion classifier for fidelity ('' to skip)"
+    )
+    p.add_argument(
+        "--sample_per_class",
+        type=int,
+        default=64 if DEVICE == "cuda" else 8,
+        help="images per class per sampler (DDPM 1000 steps is slow on CPU)",
+    )
     p.add_argument("--guidance_scale", type=float, default=2.0)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "diffusion_throughput.json"))
     a = p.parse_args(argv)
@@ -163,25 +196,39 @@ def main(argv=None):
     for _ in range(a.rounds):
         rates["plain_diffusers"].append(plain_diffusers_loop(ds, len(classes), a, a.steps))
         rates["hf_medai"].append(recipe_loop(pixels, labels, len(classes), a, a.steps, work))
-        print(f"  round: plain {rates['plain_diffusers'][-1]:.2f} steps/s, hf_medai {rates['hf_medai'][-1]:.2f} steps/s")
+        print(
+            f"  round: plain {rates['plain_diffusers'][-1]:.2f} steps/s, hf_medai {rates['hf_medai'][-1]:.2f} steps/s"
+        )
     med = {k: statistics.median(v) for k, v in rates.items()}
     result = {
         "benchmark": "diffusion_throughput",
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                   f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}",
-        "training": {"what": f"optimizer steps/s, class-conditional UNet2DModel {a.channels} at {a.resolution} px, batch "
-                             f"{a.batch_size}, synthetic HAM10000 sample ({a.n} images), EMA on both, bf16={a.bf16}",
-                     "steps_per_second": rates, "median": med,
-                     "ratio_hf_medai_over_plain": round(med["hf_medai"] / med["plain_diffusers"], 3)},
+        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}",
+        "training": {
+            "what": f"optimizer steps/s, class-conditional UNet2DModel {a.channels} at {a.resolution} px, batch "
+            f"{a.batch_size}, synthetic HAM10000 sample ({a.n} images), EMA on both, bf16={a.bf16}",
+            "steps_per_second": rates,
+            "median": med,
+            "ratio_hf_medai_over_plain": round(med["hf_medai"] / med["plain_diffusers"], 3),
+        },
     }
-    print(f"training steps/s (median): plain {med['plain_diffusers']:.2f}, hf_medai {med['hf_medai']:.2f}, "
-          f"ratio {result['training']['ratio_hf_medai_over_plain']:.3f}")
+    print(
+        f"training steps/s (median): plain {med['plain_diffusers']:.2f}, hf_medai {med['hf_medai']:.2f}, "
+        f"ratio {result['training']['ratio_hf_medai_over_plain']:.3f}"
+    )
     if a.pipeline_dir:
         if not (Path(a.pipeline_dir) / "model_index.json").is_file():
-            raise SystemExit(f"{a.pipeline_dir}: no trained pipeline; run recipes/image_diffusion.py first or pass --pipeline_dir ''")
+            raise SystemExit(
+                f"{a.pipeline_dir}: no trained pipeline; run recipes/image_diffusion.py first or pass --pipeline_dir ''"
+            )
         a.classifier_dir = a.classifier_dir if a.classifier_dir and Path(a.classifier_dir).is_dir() else None
-        result["sampling"] = {"pipeline": a.pipeline_dir, "classifier": a.classifier_dir,
-                              "images": a.sample_per_class * 2, "guidance_scale": a.guidance_scale, **sampling(a)}
+        result["sampling"] = {
+            "pipeline": a.pipeline_dir,
+            "classifier": a.classifier_dir,
+            "images": a.sample_per_class * 2,
+            "guidance_scale": a.guidance_scale,
+            **sampling(a),
+        }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -30,9 +30,17 @@ from hf_medai.models.vision import build_image_classifier
 
 
 def train_rate(model, dataset, collator, args_kw, steps) -> float:
-    args = TrainingArguments(max_steps=steps, report_to="none", save_strategy="no", eval_strategy="no",
-                             logging_strategy="no", remove_unused_columns=False, dataloader_num_workers=0,
-                             use_cpu=not torch.cuda.is_available(), **args_kw)
+    args = TrainingArguments(
+        max_steps=steps,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        **args_kw,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
     start = time.perf_counter()
     trainer.train()
@@ -64,7 +72,10 @@ def main(argv=None):
     baseline_ds.set_transform(hf_transform)
 
     def baseline_collate(rows):
-        return {"pixel_values": torch.stack([r["pixel_values"] for r in rows]), "labels": torch.tensor([r["labels"] for r in rows])}
+        return {
+            "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
+            "labels": torch.tensor([r["labels"] for r in rows]),
+        }
 
     ours_ds = add_pixel_values(ds, processor)  # once; a re-run reads the cache
     ours_collate = ImageCollator(processor, DermoscopyAugment())
@@ -82,9 +93,12 @@ def main(argv=None):
         "benchmark": "lesion_throughput",
         "what": "training images/s, small ViT, synthetic HAM10000 sample, Trainer, same model and settings",
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                   f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}",
-        "steps_per_round": a.steps, "batch_size": a.batch_size, "image_size": a.image_size,
-        "images_per_second": rates, "median": med,
+        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}",
+        "steps_per_round": a.steps,
+        "batch_size": a.batch_size,
+        "image_size": a.image_size,
+        "images_per_second": rates,
+        "median": med,
         "ratio_hf_medai_over_baseline": round(med["hf_medai"] / med["baseline"], 3),
         "note": "hf_medai includes augmentation (random resized crop, flips, rot90, colour jitter); the baseline does none",
     }

@@ -38,7 +38,7 @@ def _to(batch, device):
 def train_rate(model, scheduler, rows, vocab_size, batch_size, steps, per_molecule, device) -> float:
     """Optimizer steps per second."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batches = [rows[(i * batch_size) % len(rows):][:batch_size] for i in range(steps)]
+    batches = [rows[(i * batch_size) % len(rows) :][:batch_size] for i in range(steps)]
     start = time.perf_counter()
     for chunk in batches:
         if per_molecule:
@@ -81,25 +81,33 @@ def main(argv=None):
 
     ds, vocab, _ = load_molecules(None, limit=None)
     rows = [ds[i] for i in range(min(len(ds), 4 * a.molecules))]
-    counts = [len(r["atom_types"]) for r in rows[:a.molecules]]
+    counts = [len(r["atom_types"]) for r in rows[: a.molecules]]
     torch.manual_seed(0)
     model = EGNNDenoiser(num_atom_types=len(vocab), hidden_size=a.hidden_size, num_layers=a.num_layers).to(device)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False)
-    pipe = MoleculeDiffusionPipeline(model, scheduler, elements=vocab, atom_count_distribution=atom_count_distribution(ds))
+    pipe = MoleculeDiffusionPipeline(
+        model, scheduler, elements=vocab, atom_count_distribution=atom_count_distribution(ds)
+    )
     pipe.set_progress_bar_config(disable=True)
 
-    rates = {"train_steps_per_second": {"per_molecule": [], "batched": []},
-             "sampled_molecules_per_second": {"per_molecule": [], "batched": []}}
+    rates = {
+        "train_steps_per_second": {"per_molecule": [], "batched": []},
+        "sampled_molecules_per_second": {"per_molecule": [], "batched": []},
+    }
     train_rate(model, scheduler, rows, len(vocab), a.molecules, 1, False, device)  # warm-up
     sample_rate(pipe, counts[:2], 2, False, device)
     for _ in range(a.rounds):
         for name in ("per_molecule", "batched"):
             torch.manual_seed(0)
             rates["train_steps_per_second"][name].append(
-                train_rate(model, scheduler, rows, len(vocab), a.molecules, a.train_steps, name == "per_molecule", device))
+                train_rate(
+                    model, scheduler, rows, len(vocab), a.molecules, a.train_steps, name == "per_molecule", device
+                )
+            )
             model.eval()
             rates["sampled_molecules_per_second"][name].append(
-                sample_rate(pipe, counts, a.sample_steps, name == "per_molecule", device))
+                sample_rate(pipe, counts, a.sample_steps, name == "per_molecule", device)
+            )
             model.train()
     med = {k: {n: statistics.median(v) for n, v in r.items()} for k, r in rates.items()}
     ratios = {k: round(m["batched"] / m["per_molecule"], 2) for k, m in med.items()}
@@ -107,10 +115,15 @@ def main(argv=None):
         "benchmark": "molecule_throughput",
         "what": "EGNN denoiser, batched graph (no padding) vs one molecule per forward pass, same weights and molecules",
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                   f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}",
-        "molecules_per_step": a.molecules, "mean_atoms": round(sum(counts) / len(counts), 1),
-        "hidden_size": a.hidden_size, "num_layers": a.num_layers, "train_steps_per_round": a.train_steps,
-        "denoising_steps_per_sample": a.sample_steps, "rates": rates, "median": med,
+        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}",
+        "molecules_per_step": a.molecules,
+        "mean_atoms": round(sum(counts) / len(counts), 1),
+        "hidden_size": a.hidden_size,
+        "num_layers": a.num_layers,
+        "train_steps_per_round": a.train_steps,
+        "denoising_steps_per_sample": a.sample_steps,
+        "rates": rates,
+        "median": med,
         "ratio_batched_over_per_molecule": ratios,
     }
     print(f"{'':30s} {'per_molecule':>13s} {'batched':>10s} {'ratio':>7s}")

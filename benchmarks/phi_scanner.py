@@ -56,7 +56,10 @@ def synthetic_notes(n_patients: int = 150, seed: int = 0) -> list[str]:
 
     notes = []
     with tempfile.TemporaryDirectory() as tmp:
-        for fmt, table, column in (("mimic-iii", "NOTEEVENTS.csv", "TEXT"), ("mimic-iv", "note/discharge.csv", "text")):
+        for fmt, table, column in (
+            ("mimic-iii", "NOTEEVENTS.csv", "TEXT"),
+            ("mimic-iv", "note/discharge.csv", "text"),
+        ):
             out = write_mimic(Path(tmp) / fmt, fmt, n_patients=n_patients, seed=seed)
             notes += pd.read_csv(out / table)[column].astype(str).tolist()
     return notes
@@ -94,11 +97,13 @@ def planted_scores(module, notes: list[dict]) -> dict:
                 redacted_in_spans += inside[i]
     recall = {c: round(found[c] / total[c], 3) for c in sorted(total)}
     return {
-        "identifiers": sum(total.values()), "found": sum(found.values()),
+        "identifiers": sum(total.values()),
+        "found": sum(found.values()),
         "recall": round(sum(found.values()) / max(1, sum(total.values())), 3),
         "recall_per_class": recall,
         "missed_per_class": {c: total[c] - found[c] for c in sorted(total) if found[c] < total[c]},
-        "notes": len(notes), "notes_passing_gate": gate_passed,
+        "notes": len(notes),
+        "notes_passing_gate": gate_passed,
         "char_precision": round(redacted_in_spans / redacted_chars, 3) if redacted_chars else None,
     }
 
@@ -110,9 +115,15 @@ def clean_scores(module, texts: list[str]) -> dict:
         flagged += bool(found)
         counts.update(found)
     words = sum(len(t.split()) for t in texts)
-    return {"texts": len(texts), "texts_flagged": flagged, "flag_rate": round(flagged / len(texts), 4),
-            "matches": sum(counts.values()), "matches_per_1000_words": round(1000 * sum(counts.values()) / words, 3),
-            "matches_per_class": dict(sorted(counts.items())), "words": words}
+    return {
+        "texts": len(texts),
+        "texts_flagged": flagged,
+        "flag_rate": round(flagged / len(texts), 4),
+        "matches": sum(counts.values()),
+        "matches_per_1000_words": round(1000 * sum(counts.values()) / words, 3),
+        "matches_per_class": dict(sorted(counts.items())),
+        "words": words,
+    }
 
 
 def speed(modules: dict, notes: list[str], rounds: int) -> dict:
@@ -129,8 +140,9 @@ def speed(modules: dict, notes: list[str], rounds: int) -> dict:
 
 
 def load_baseline(rev: str):
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:hf_medai/data/phi.py"], check=True,
-                            capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:hf_medai/data/phi.py"], check=True, capture_output=True, text=True
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "phi_baseline.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("phi_baseline", path)
@@ -172,13 +184,17 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"== {name}")
         for split in ("planted_dev", "planted_heldout"):
             s = r[split]
-            print(f"  {split}: recall {s['recall']} ({s['found']}/{s['identifiers']}), "
-                  f"{s['notes_passing_gate']}/{s['notes']} notes pass the gate, char precision {s['char_precision']}")
+            print(
+                f"  {split}: recall {s['recall']} ({s['found']}/{s['identifiers']}), "
+                f"{s['notes_passing_gate']}/{s['notes']} notes pass the gate, char precision {s['char_precision']}"
+            )
             print("    " + " ".join(f"{c}={v}" for c, v in s["recall_per_class"].items()))
         for split in ("clean_sentences", "clean_synthetic_notes"):
             s = r[split]
-            print(f"  {split}: {s['texts_flagged']}/{s['texts']} flagged, {s['matches_per_1000_words']} matches per "
-                  f"1,000 words {s['matches_per_class']}")
+            print(
+                f"  {split}: {s['texts_flagged']}/{s['texts']} flagged, {s['matches_per_1000_words']} matches per "
+                f"1,000 words {s['matches_per_class']}"
+            )
     print("scan MB/s:", result["scan_MB_per_s"])
     return result
 

@@ -76,15 +76,25 @@ def run_one(config: str, a: argparse.Namespace) -> dict:
     if config == "baseline":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
-                                                 lora_dropout=model_args.lora_dropout, target_modules="all-linear",
-                                                 task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=model_args.lora_r,
+                lora_alpha=model_args.lora_alpha,
+                lora_dropout=model_args.lora_dropout,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+        )
         pad = tokenizer.pad_token_id
 
         def to_max_length(ex):  # what the usual examples do: tokenizer(..., padding="max_length")
             n = a.max_length - len(ex["input_ids"])
-            return {"input_ids": ex["input_ids"] + [pad] * n, "attention_mask": ex["attention_mask"] + [0] * n,
-                    "labels": ex["labels"] + [-100] * n}
+            return {
+                "input_ids": ex["input_ids"] + [pad] * n,
+                "attention_mask": ex["attention_mask"] + [0] * n,
+                "labels": ex["labels"] + [-100] * n,
+            }
 
         rows = rows.map(to_max_length)
         collator, batching = DataCollatorWithPadding(tokenizer), "max_length"
@@ -98,8 +108,9 @@ def run_one(config: str, a: argparse.Namespace) -> dict:
     real_tokens: list[int] = []
 
     def counting(features):  # real tokens of every batch, in step order (num_workers=0: called once per step)
-        real_tokens.append(sum(int(sum(f["attention_mask"])) if "attention_mask" in f else len(f["input_ids"])
-                               for f in features))
+        real_tokens.append(
+            sum(int(sum(f["attention_mask"])) if "attention_mask" in f else len(f["input_ids"]) for f in features)
+        )
         return collator(features)
 
     class Clock(TrainerCallback):
@@ -111,13 +122,22 @@ def run_one(config: str, a: argparse.Namespace) -> dict:
             self.stamps.append(time.perf_counter())
 
     clock = Clock()
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="bench-qa-"), max_steps=a.steps, learning_rate=2e-4,
-                             per_device_train_batch_size=a.batch_size,
-                             train_sampling_strategy="group_by_length" if group_by_length else "random",
-                             report_to="none", save_strategy="no", eval_strategy="no", logging_strategy="no",
-                             remove_unused_columns=False, dataloader_num_workers=0, seed=0,
-                             bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-                             use_cpu=not torch.cuda.is_available())
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="bench-qa-"),
+        max_steps=a.steps,
+        learning_rate=2e-4,
+        per_device_train_batch_size=a.batch_size,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        seed=0,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        use_cpu=not torch.cuda.is_available(),
+    )
     trainer_cls = Trainer if config == "baseline" else recipe.MedTrainer
     trainer = trainer_cls(model=model, args=args, train_dataset=rows, data_collator=counting, callbacks=[clock])
     rss_before = _rss_mb()
@@ -125,11 +145,15 @@ def run_one(config: str, a: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     seconds = clock.stamps[-1] - clock.stamps[0]  # steps 2..N: the first step warms up
-    tokens = sum(real_tokens[1:a.steps])
+    tokens = sum(real_tokens[1 : a.steps])
     padded = a.batch_size * a.max_length if config == "baseline" else None
     out = {
-        "config": config, "batching": batching, "trainable_parameters": trainable,
-        "tokens_per_second": tokens / seconds, "steps_timed": a.steps - 1, "real_tokens_timed": tokens,
+        "config": config,
+        "batching": batching,
+        "trainable_parameters": trainable,
+        "tokens_per_second": tokens / seconds,
+        "steps_timed": a.steps - 1,
+        "real_tokens_timed": tokens,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_training_mb": rss_before,
         "pad_fraction": (1 - tokens / ((a.steps - 1) * padded)) if padded else None,
@@ -143,7 +167,9 @@ def run_one(config: str, a: argparse.Namespace) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="hub id or folder; default SmolLM2-135M-Instruct; 'tiny' for a check")
-    p.add_argument("--steps", type=int, default=5, help="optimizer steps per configuration and round (first = warm-up)")
+    p.add_argument(
+        "--steps", type=int, default=5, help="optimizer steps per configuration and round (first = warm-up)"
+    )
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--batch_size", type=int, default=4, help="the recipe's per_device_train_batch_size")
     p.add_argument("--max_length", type=int, default=512, help="the recipe's max_length; the baseline pads to it")
@@ -161,15 +187,19 @@ def main(argv=None):
     forward += ["--model", a.model] if a.model else []
     for _ in range(a.rounds):
         for config in configs:
-            proc = subprocess.run([sys.executable, __file__, "--child", config, *forward], capture_output=True,
-                                  text=True, cwd=ROOT)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", config, *forward], capture_output=True, text=True, cwd=ROOT
+            )
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode or not lines:
                 sys.stderr.write(proc.stderr[-4000:])
                 raise SystemExit(f"configuration {config} failed (exit {proc.returncode})")
-            runs[config].append(json.loads(lines[-1][len("RESULT "):]))
-            print(f"{config:17s} {runs[config][-1]['tokens_per_second']:9.1f} tokens/s  "
-                  f"peak RSS {runs[config][-1]['peak_rss_mb']:7.0f} MB", flush=True)
+            runs[config].append(json.loads(lines[-1][len("RESULT ") :]))
+            print(
+                f"{config:17s} {runs[config][-1]['tokens_per_second']:9.1f} tokens/s  "
+                f"peak RSS {runs[config][-1]['peak_rss_mb']:7.0f} MB",
+                flush=True,
+            )
 
     def median(config, key):
         values = [r[key] for r in runs.get(config, []) if r.get(key) is not None]
@@ -177,8 +207,19 @@ def main(argv=None):
 
     import torch
 
-    med = {c: {k: median(c, k) for k in ("tokens_per_second", "peak_rss_mb", "training_rss_increase_mb",
-                                         "peak_accelerator_memory_mb", "pad_fraction")} for c in configs}
+    med = {
+        c: {
+            k: median(c, k)
+            for k in (
+                "tokens_per_second",
+                "peak_rss_mb",
+                "training_rss_increase_mb",
+                "peak_accelerator_memory_mb",
+                "pad_fraction",
+            )
+        }
+        for c in configs
+    }
     memory_key = "peak_accelerator_memory_mb" if torch.cuda.is_available() else "training_rss_increase_mb"
 
     def ratio(x, y, key):
@@ -187,25 +228,33 @@ def main(argv=None):
     result = {
         "benchmark": "qa_lora_throughput",
         "what": "training tokens/s (real tokens, warm-up step excluded) and peak memory, LoRA r=16 on all linear "
-                "layers, the bundled MedQA-format sample's training split, same model, seed and optimiser settings",
+        "layers, the bundled MedQA-format sample's training split, same model, seed and optimiser settings",
         "model": a.model or "SmolLM2-135M-Instruct (hf-medai offline default)",
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads "
-                   f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
-                   f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}",
-        "steps": a.steps, "rounds": a.rounds, "batch_size": a.batch_size, "max_length": a.max_length,
+        f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
+        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}",
+        "steps": a.steps,
+        "rounds": a.rounds,
+        "batch_size": a.batch_size,
+        "max_length": a.max_length,
         "memory_measure": memory_key,
-        "runs": runs, "median": med,
+        "runs": runs,
+        "median": med,
         "ratio_tokens_per_second_hf_medai_over_baseline": ratio("hf_medai", "baseline", "tokens_per_second"),
         "ratio_peak_memory_hf_medai_over_baseline": ratio("hf_medai", "baseline", memory_key),
         "ratio_tokens_per_second_packing_over_baseline": ratio("hf_medai_packing", "baseline", "tokens_per_second"),
         "ratio_peak_memory_full_finetune_over_lora": ratio("full_finetune", "hf_medai", memory_key),
         "note": "Memory on CPU is the peak RSS increase during training (the child's peak minus its RSS after "
-                "loading model and data); on a GPU, torch's peak allocated memory during training.",
+        "loading model and data); on a GPU, torch's peak allocated memory during training.",
     }
     print(f"\ntokens/s hf_medai / baseline         = {result['ratio_tokens_per_second_hf_medai_over_baseline']}")
-    print(f"peak memory hf_medai / baseline      = {result['ratio_peak_memory_hf_medai_over_baseline']}  ({memory_key})")
+    print(
+        f"peak memory hf_medai / baseline      = {result['ratio_peak_memory_hf_medai_over_baseline']}  ({memory_key})"
+    )
     print(f"tokens/s packing / baseline          = {result['ratio_tokens_per_second_packing_over_baseline']}")
-    print(f"peak memory full fine-tune / LoRA    = {result['ratio_peak_memory_full_finetune_over_lora']}  ({memory_key})")
+    print(
+        f"peak memory full fine-tune / LoRA    = {result['ratio_peak_memory_full_finetune_over_lora']}  ({memory_key})"
+    )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -20,14 +20,35 @@ __all__ = ["card_data", "fmt", "kept_weights", "render_card", "write_card"]
 TEMPLATES_DIR = Path(__file__).resolve().parent / "model_cards"  # package data: a wheel install has them
 
 # Hub model-index metric types for the main numbers.
-INDEX_METRICS = {"auroc": "roc_auc", "auprc": "average_precision", "balanced_accuracy": "balanced_accuracy",
-                 "sensitivity": "recall", "specificity": "specificity", "accuracy": "accuracy", "ece": "ece",
-                 "mae": "mae", "rmse": "rmse", "perplexity": "perplexity"}
+INDEX_METRICS = {
+    "auroc": "roc_auc",
+    "auprc": "average_precision",
+    "balanced_accuracy": "balanced_accuracy",
+    "sensitivity": "recall",
+    "specificity": "specificity",
+    "accuracy": "accuracy",
+    "ece": "ece",
+    "mae": "mae",
+    "rmse": "rmse",
+    "perplexity": "perplexity",
+}
 # Multiple-choice QA adapters (medqa_lora) report accuracy read two ways.
 INDEX_METRICS.update({"accuracy_loglik": "accuracy", "accuracy_generate": "accuracy"})
-HYPERPARAMETERS = ["learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-                   "gradient_accumulation_steps", "weight_decay", "warmup_steps", "lr_scheduler_type", "seed",
-                   "bf16", "class_balance", "augment", "metric_for_best_model"]
+HYPERPARAMETERS = [
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "warmup_steps",
+    "lr_scheduler_type",
+    "seed",
+    "bf16",
+    "class_balance",
+    "augment",
+    "metric_for_best_model",
+]
 
 
 def card_data(m: dict, config: dict, kind: Kind | None = None):
@@ -39,8 +60,15 @@ def card_data(m: dict, config: dict, kind: Kind | None = None):
     dataset_name = m.get("dataset_label") or str(m.get("dataset"))
     keys = [k for k in kind.metric_keys if k in INDEX_METRICS]
     results = [
-        EvalResult(task_type=task, dataset_type="custom", dataset_name=dataset_name, dataset_split="test",
-                   metric_type=INDEX_METRICS[k], metric_name=k, metric_value=round(float(m[k]), 4))
+        EvalResult(
+            task_type=task,
+            dataset_type="custom",
+            dataset_name=dataset_name,
+            dataset_split="test",
+            metric_type=INDEX_METRICS[k],
+            metric_name=k,
+            metric_value=round(float(m[k]), 4),
+        )
         for k in keys
         if isinstance(m.get(k), (int, float))
     ]
@@ -68,10 +96,12 @@ def _template_environment(kind: Kind):
     loaders = [jinja2.FileSystemLoader(TEMPLATES_DIR)]
     if kind.template_text is not None:
         loaders.insert(0, jinja2.DictLoader({kind.template: kind.template_text}))
-    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True)
-    env.globals.update(fmt=fmt, subgroup_markdown=subgroup_table_markdown, tripod_rows=tripod_rows,
-                       kept_weights=kept_weights)
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    )
+    env.globals.update(
+        fmt=fmt, subgroup_markdown=subgroup_table_markdown, tripod_rows=tripod_rows, kept_weights=kept_weights
+    )
     env.filters["first_upper"] = first_upper
     return env
 
@@ -89,24 +119,28 @@ def render_card(run_dir: str | Path, run: tuple[dict, dict] | None = None, versi
     run_dir = Path(run_dir)
     m, config = run if run is not None else load_run(run_dir)
     kind = kind_of(m)
-    body = _template_environment(kind).get_template(kind.template).render(
-        m=m,
-        config=config,
-        kind=kind,
-        # each template writes its title from the run's facts (task, classes, architecture); this is the folder
-        model_name=Path(config.get("output_dir", str(run_dir))).name,
-        architecture_short=short_architecture((model_config(run_dir).get("architectures") or ["?"])[0]),
-        synthetic=bool(m.get("synthetic_data")),
-        hf_medai_version=__version__,
-        versions=versions if versions is not None else library_versions(),
-        date=_dt.date.today().isoformat(),
-        license="apache-2.0",
-        n_bootstrap=config.get("n_bootstrap", "?"),
-        min_group_size=config.get("min_group_size", "?"),
-        min_group_class_count=config.get("min_group_class_count", "?"),
-        hyperparameters=[(k, config[k]) for k in HYPERPARAMETERS if k in config],
-        device=m.get("throughput", {}).get("device", "CPU"),
-        **{"model_path": str(run_dir), **kind.context(m, config, run_dir)},
+    body = (
+        _template_environment(kind)
+        .get_template(kind.template)
+        .render(
+            m=m,
+            config=config,
+            kind=kind,
+            # each template writes its title from the run's facts (task, classes, architecture); this is the folder
+            model_name=Path(config.get("output_dir", str(run_dir))).name,
+            architecture_short=short_architecture((model_config(run_dir).get("architectures") or ["?"])[0]),
+            synthetic=bool(m.get("synthetic_data")),
+            hf_medai_version=__version__,
+            versions=versions if versions is not None else library_versions(),
+            date=_dt.date.today().isoformat(),
+            license="apache-2.0",
+            n_bootstrap=config.get("n_bootstrap", "?"),
+            min_group_size=config.get("min_group_size", "?"),
+            min_group_class_count=config.get("min_group_class_count", "?"),
+            hyperparameters=[(k, config[k]) for k in HYPERPARAMETERS if k in config],
+            device=m.get("throughput", {}).get("device", "CPU"),
+            **{"model_path": str(run_dir), **kind.context(m, config, run_dir)},
+        )
     )
     content = f"---\n{card_data(m, config, kind).to_yaml()}\n---\n{body.lstrip()}"
     return ModelCard(content)

@@ -25,6 +25,7 @@ NS = "https://mc.chai.org/v0.2/schema.xsd"
 FILENAME = "model_card.chai.xml"
 DEVELOPER = "To be supplied by the developer (not known to the training run)"
 
+
 def _clean(value):
     """JSON-safe: NaN and infinities become null (JSON has neither)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -76,18 +77,25 @@ def _key_metric(parent, tag, goal, results, interpretation, test_type, data, val
     _text(km, "MetricGoal", goal)
     res = ET.SubElement(km, f"{{{NS}}}Results")
     if not results:
-        results = [("not measured", {"metric": None, "value": None, "reason": "no metric of this kind for this model"})]
+        results = [
+            ("not measured", {"metric": None, "value": None, "reason": "no metric of this kind for this model"})
+        ]
     for label, value in results:
         r = ET.SubElement(res, f"{{{NS}}}MetricResult")
         _text(r, "Label", label)
         _text(r, "ValueJson", _dumps(value))
-    for tag2, text in (("Interpretation", interpretation), ("TestType", test_type),
-                       ("TestingDataDescription", data), ("ValidationProcessAndJustification", validation)):
+    for tag2, text in (
+        ("Interpretation", interpretation),
+        ("TestType", test_type),
+        ("TestingDataDescription", data),
+        ("ValidationProcessAndJustification", validation),
+    ):
         _text(km, tag2, text)
 
 
-def build_chai_card(run_dir: str | Path, run: tuple[dict, dict], body: str, sections: dict[str, str],
-                    versions: dict[str, str]) -> ET.ElementTree:
+def build_chai_card(
+    run_dir: str | Path, run: tuple[dict, dict], body: str, sections: dict[str, str], versions: dict[str, str]
+) -> ET.ElementTree:
     """The CHAI Applied Model Card of a run folder, from the facts the Hub card was written from.
 
     `run`: the run's (metrics, config); `body`: the Hub card's markdown without its YAML header; `sections`: its
@@ -104,15 +112,25 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict], body: str, sect
     name = Path(config.get("output_dir") or run_dir).name
     synthetic = bool(m.get("synthetic_data"))
     dataset = m.get("dataset_label") or m.get("dataset") or "?"
-    summary = next((p.strip() for p in re.split(r"\n\s*\n", body)
-                    if p.strip() and not p.lstrip().startswith(("#", ">", "{", "|", "!", "-"))), "")
+    summary = next(
+        (
+            p.strip()
+            for p in re.split(r"\n\s*\n", body)
+            if p.strip() and not p.lstrip().startswith(("#", ">", "{", "|", "!", "-"))
+        ),
+        "",
+    )
     model_config = {}
     for cfg in ("config.json", "adapter_config.json", "model_index.json"):
         if (run_dir / cfg).is_file():
             model_config = json.loads((run_dir / cfg).read_text())
             break
-    architecture = ((model_config.get("architectures") or [None])[0] or model_config.get("_class_name")
-                    or model_config.get("peft_type") or "?")
+    architecture = (
+        (model_config.get("architectures") or [None])[0]
+        or model_config.get("_class_name")
+        or model_config.get("peft_type")
+        or "?"
+    )
     hub_org = (config.get("hub_model_id") or "").split("/")[0] if "/" in (config.get("hub_model_id") or "") else ""
     root = ET.Element(f"{{{NS}}}AppliedModelCard")
 
@@ -125,15 +143,31 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict], body: str, sect
     release = ET.SubElement(root, f"{{{NS}}}ReleaseInfo")
     _text(release, "ReleaseStage", "Research prototype; not released for clinical use")
     _text(release, "ReleaseDate", _dt.date.today().isoformat())
-    _text(release, "ReleaseVersion", f"{name} (hf-medai {__version__}, global step "
-                                     f"{(m.get('training') or {}).get('global_step', '?')})")
-    _text(release, "GlobalAvailability", "Not available for clinical use anywhere. Weights may be shared on the "
-                                         "Hugging Face Hub, in a private repository unless the developer chose public.")
+    _text(
+        release,
+        "ReleaseVersion",
+        f"{name} (hf-medai {__version__}, global step {(m.get('training') or {}).get('global_step', '?')})",
+    )
+    _text(
+        release,
+        "GlobalAvailability",
+        "Not available for clinical use anywhere. Weights may be shared on the "
+        "Hugging Face Hub, in a private repository unless the developer chose public.",
+    )
     _text(release, "RegulatoryApproval", "None: not cleared or approved by any regulator; not a medical device.")
 
     summary_el = ET.SubElement(root, f"{{{NS}}}ModelSummary")
-    _text(summary_el, "Summary", summary + (" Trained and tested on synthetic data: its numbers show that the "
-                                            "pipeline works, not how it would perform on patients." if synthetic else ""))
+    _text(
+        summary_el,
+        "Summary",
+        summary
+        + (
+            " Trained and tested on synthetic data: its numbers show that the "
+            "pipeline works, not how it would perform on patients."
+            if synthetic
+            else ""
+        ),
+    )
     keywords = ET.SubElement(summary_el, f"{{{NS}}}Keywords")
     for word in ["medical", "hf-medai", task, m.get("recipe")] + (["synthetic-data"] if synthetic else []):
         if word:
@@ -153,8 +187,11 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict], body: str, sect
     safety_text = _section(sections, "safety and regulatory", "privacy and safety", "dual use", "safety probes")
     _text(warnings, "KnownRisksAndLimitations", "\n\n".join(t for t in (limits, safety_text) if t))
     subgroup_text = _section(sections, "subgroup performance", default="")
-    _text(warnings, "KnownBiasesOrEthicalConsiderations",
-          "\n\n".join(t for t in (limits, subgroup_text) if t) or "No subgroup analysis applies to this model.")
+    _text(
+        warnings,
+        "KnownBiasesOrEthicalConsiderations",
+        "\n\n".join(t for t in (limits, subgroup_text) if t) or "No subgroup analysis applies to this model.",
+    )
     _text(warnings, "ClinicalRiskLevel", facts.risk)
 
     trust = ET.SubElement(root, f"{{{NS}}}TrustIngredients")
@@ -162,62 +199,117 @@ def build_chai_card(run_dir: str | Path, run: tuple[dict, dict], body: str, sect
     _text(ai, "OutcomesAndOutputs", facts.outputs)
     _text(ai, "ModelType", f"{architecture} ({task}; library {m.get('library_name', 'transformers')})")
     _text(ai, "FoundationModels", m.get("hub_base_model") or m.get("base_model") or "None (trained from scratch)")
-    _text(ai, "InputDataSource", f"{dataset}" + (" (synthetic, generated in the real file format)" if synthetic else ""))
+    _text(
+        ai, "InputDataSource", f"{dataset}" + (" (synthetic, generated in the real file format)" if synthetic else "")
+    )
     _text(ai, "OutputAndInputDataTypes", facts.io)
     _text(ai, "DevelopmentDataCharacterization", _section(sections, "training data"))
     _text(ai, "BiasMitigationApproaches", _bias_mitigation(m, config, kind))
-    _text(ai, "OngoingMaintenance", "None by the training run. The deployer must validate on local data before use "
-                                    "(`hf-medai evaluate RUN --data LOCAL`), monitor performance and calibration for "
-                                    "drift, and retrain or withdraw the model when they degrade.")
-    _text(ai, "Security", "Weights in safetensors only (no pickles). `hf-medai push` uploads to a private repository "
-                          "by default, refuses data files and text that trips the PHI scanner, and never uploads "
-                          "checkpoints or training images.")
-    _text(ai, "Transparency", "Hub card (README.md) with the full evaluation, subgroup tables and training settings; "
-                              "metrics.json and run_config.yaml hold every number and setting of the run.")
+    _text(
+        ai,
+        "OngoingMaintenance",
+        "None by the training run. The deployer must validate on local data before use "
+        "(`hf-medai evaluate RUN --data LOCAL`), monitor performance and calibration for "
+        "drift, and retrain or withdraw the model when they degrade.",
+    )
+    _text(
+        ai,
+        "Security",
+        "Weights in safetensors only (no pickles). `hf-medai push` uploads to a private repository "
+        "by default, refuses data files and text that trips the PHI scanner, and never uploads "
+        "checkpoints or training images.",
+    )
+    _text(
+        ai,
+        "Transparency",
+        "Hub card (README.md) with the full evaluation, subgroup tables and training settings; "
+        "metrics.json and run_config.yaml hold every number and setting of the run.",
+    )
     transparency = ET.SubElement(trust, f"{{{NS}}}TransparencyInformation")
     _text(transparency, "FundingSource", DEVELOPER)
-    _text(transparency, "ThirdPartyInformation", "Built with open-source software: hf-medai " + __version__ + ", " +
-          ", ".join(f"{k} {v}" for k, v in versions.items() if v != "n/a"))
+    _text(
+        transparency,
+        "ThirdPartyInformation",
+        "Built with open-source software: hf-medai "
+        + __version__
+        + ", "
+        + ", ".join(f"{k} {v}" for k, v in versions.items() if v != "n/a"),
+    )
     _text(transparency, "StakeholdersConsulted", DEVELOPER)
 
     metrics = ET.SubElement(root, f"{{{NS}}}KeyMetrics")
     n_text = f"{m['n']} test examples" if m.get("n") is not None else "see the Hub card's Evaluation section"
-    test_data = (f"Held-out test split of {dataset} ({n_text}), never used for training, threshold or model "
-                 f"selection" + ("; synthetic data" if synthetic else "") + ".")
-    validation = (f"Internal validation. 95% confidence intervals by {m.get('n_bootstrap', config.get('n_bootstrap', '?'))} "
-                  "bootstrap resamples where given. External validation on the deployer's population is required "
-                  "before any clinical use: " + DEPLOYER + ".")
+    test_data = (
+        f"Held-out test split of {dataset} ({n_text}), never used for training, threshold or model "
+        f"selection" + ("; synthetic data" if synthetic else "") + "."
+    )
+    validation = (
+        f"Internal validation. 95% confidence intervals by {m.get('n_bootstrap', config.get('n_bootstrap', '?'))} "
+        "bootstrap resamples where given. External validation on the deployer's population is required "
+        "before any clinical use: " + DEPLOYER + "."
+    )
     test_type = "Internal validation on a held-out split (retrospective)"
     if facts.generative:
         n_gen = (m.get("generation") or {}).get("images") or (m.get("generation") or {}).get("molecules") or "?"
-        test_data = (f"{n_gen} samples generated after training (seeded), compared with the training data of {dataset} "
-                     "and, where available, held-out real data" + ("; synthetic data" if synthetic else "") + ".")
+        test_data = (
+            f"{n_gen} samples generated after training (seeded), compared with the training data of {dataset} "
+            "and, where available, held-out real data" + ("; synthetic data" if synthetic else "") + "."
+        )
         test_type = "Evaluation of generated samples against training and held-out data"
-    _key_metric(metrics, "UsefulnessUsabilityEfficacy", "Discrimination / task performance on held-out data",
-                _metric_results(m, facts.usefulness),
-                "Higher is better except for perplexity, FID, KID, MAE and RMSE. Compare with the baseline and "
-                "chance rows of the Hub card.", test_type, test_data, validation)
-    _key_metric(metrics, "FairnessEquity", "Comparable performance across patient subgroups",
-                (facts.fairness(m) if facts.fairness else [])
-                or [("subgroup analysis",
-                     {"metric": "subgroup_analysis", "value": None, "reason": facts.no_fairness})],
-                "Worst group and largest gap per subgroup column; groups under the minimum size are flagged as too "
-                "uncertain to judge.", test_type, test_data, validation)
-    _key_metric(metrics, "SafetyReliability", "Calibrated, reliable outputs and no leakage of training data",
-                _metric_results(m, facts.safety),
-                "Lower is better for calibration error, Brier score, memorisation and structural alerts; higher for "
-                "safety probe pass rates.", test_type, test_data, validation)
+    _key_metric(
+        metrics,
+        "UsefulnessUsabilityEfficacy",
+        "Discrimination / task performance on held-out data",
+        _metric_results(m, facts.usefulness),
+        "Higher is better except for perplexity, FID, KID, MAE and RMSE. Compare with the baseline and "
+        "chance rows of the Hub card.",
+        test_type,
+        test_data,
+        validation,
+    )
+    _key_metric(
+        metrics,
+        "FairnessEquity",
+        "Comparable performance across patient subgroups",
+        (facts.fairness(m) if facts.fairness else [])
+        or [("subgroup analysis", {"metric": "subgroup_analysis", "value": None, "reason": facts.no_fairness})],
+        "Worst group and largest gap per subgroup column; groups under the minimum size are flagged as too "
+        "uncertain to judge.",
+        test_type,
+        test_data,
+        validation,
+    )
+    _key_metric(
+        metrics,
+        "SafetyReliability",
+        "Calibrated, reliable outputs and no leakage of training data",
+        _metric_results(m, facts.safety),
+        "Lower is better for calibration error, Brier score, memorisation and structural alerts; higher for "
+        "safety probe pass rates.",
+        test_type,
+        test_data,
+        validation,
+    )
 
     resources = ET.SubElement(root, f"{{{NS}}}Resources")
     _text(resources, "EvaluationReferences", "README.md (Hub card) and metrics.json in the run folder.")
     _text(resources, "ClinicalTrial", "None.")
     _text(resources, "PeerReviewedPublications", "None for this model.")
     _text(resources, "ReimbursementStatus", "None.")
-    _text(resources, "PatientConsentOrDisclosure", "Not applicable: synthetic data, no patients." if synthetic else
-          f"{DEPLOYER}: the consent and data use terms of {dataset}, and how patients are told that AI is used.")
-    _text(root, "Bibliography", "Coalition for Health AI, Applied Model Card schema v0.2 (2024). Collins GS et al., "
-                                "TRIPOD+AI statement, BMJ 2024;385:e078378. Mitchell M et al., Model Cards for Model "
-                                "Reporting, FAT* 2019.")
+    _text(
+        resources,
+        "PatientConsentOrDisclosure",
+        "Not applicable: synthetic data, no patients."
+        if synthetic
+        else f"{DEPLOYER}: the consent and data use terms of {dataset}, and how patients are told that AI is used.",
+    )
+    _text(
+        root,
+        "Bibliography",
+        "Coalition for Health AI, Applied Model Card schema v0.2 (2024). Collins GS et al., "
+        "TRIPOD+AI statement, BMJ 2024;385:e078378. Mitchell M et al., Model Cards for Model "
+        "Reporting, FAT* 2019.",
+    )
     ET.indent(root)
     return ET.ElementTree(root)
 
@@ -228,10 +320,12 @@ def _bias_mitigation(m: dict, config: dict, kind: Kind) -> str:
     if kind.chai.splits:
         steps.append(kind.chai.splits)
     if m.get("subgroups"):
-        steps.append(f"Subgroup evaluation on the test split for: {', '.join(k for k in m['subgroups'] if k not in ('before', 'after'))}"
-                     f"; groups under {config.get('min_group_size', '?')} examples, or under "
-                     f"{config.get('min_group_class_count', '?')} of the cases a metric depends on, flagged and left "
-                     "out of the worst-group and gap comparisons; 95% bootstrap intervals per group and per gap.")
+        steps.append(
+            f"Subgroup evaluation on the test split for: {', '.join(k for k in m['subgroups'] if k not in ('before', 'after'))}"
+            f"; groups under {config.get('min_group_size', '?')} examples, or under "
+            f"{config.get('min_group_class_count', '?')} of the cases a metric depends on, flagged and left "
+            "out of the worst-group and gap comparisons; 95% bootstrap intervals per group and per gap."
+        )
     if config.get("class_balance"):
         steps.append(f"Class imbalance handled with `{config['class_balance']}`.")
     if m.get("calibration") or m.get("training", {}).get("prior_correction"):
@@ -244,8 +338,9 @@ def _bias_mitigation(m: dict, config: dict, kind: Kind) -> str:
     return " ".join(steps) or "None beyond the evaluation reported in the Hub card."
 
 
-def write_chai_card(run_dir: str | Path, run: tuple[dict, dict], body: str, sections: dict[str, str],
-                    versions: dict[str, str]) -> Path:
+def write_chai_card(
+    run_dir: str | Path, run: tuple[dict, dict], body: str, sections: dict[str, str], versions: dict[str, str]
+) -> Path:
     """Write `model_card.chai.xml` into the run folder (atomically) and return its path; arguments as
     `build_chai_card`'s."""
     from hf_medai.io import atomic_path

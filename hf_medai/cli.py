@@ -26,10 +26,20 @@ def _data(args):
 def _evaluate(args):
     from hf_medai.external_eval import evaluate_image_classifier
 
-    m = evaluate_image_classifier(args.run_dir, args.data, args.out, data_format=args.data_format,
-                                  skip_bad_rows=args.skip_bad_rows, overwrite=args.overwrite)
+    m = evaluate_image_classifier(
+        args.run_dir,
+        args.data,
+        args.out,
+        data_format=args.data_format,
+        skip_bad_rows=args.skip_bad_rows,
+        overwrite=args.overwrite,
+    )
     auroc = m.get("auroc")
-    print(f"AUROC {auroc:.3f} on {m['n']} images; report and card in {args.out}" if auroc is not None else f"report in {args.out}")
+    print(
+        f"AUROC {auroc:.3f} on {m['n']} images; report and card in {args.out}"
+        if auroc is not None
+        else f"report in {args.out}"
+    )
 
 
 def _card(args):
@@ -87,8 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("run_dir")
     u.add_argument("--repo_id", required=True)
     u.add_argument("--public", action="store_true", help="make the repo public (default: private)")
-    u.add_argument("--include", action="append", default=[], metavar="PATTERN",
-                   help="publish data files matching PATTERN knowingly (repeatable); they still pass the PHI scanner")
+    u.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="publish data files matching PATTERN knowingly (repeatable); they still pass the PHI scanner",
+    )
     u.set_defaults(func=_push)
 
     g = sub.add_parser("demo", help="open the Gradio demo that fits a run folder (research use only)")

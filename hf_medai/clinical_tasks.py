@@ -32,30 +32,52 @@ class ClinicalDataArguments:
     """The notes, cohort and patient split: declared once, so that clinical_pretraining and clinical_outcomes agree on
     which patients are in which split (the outcome recipe re-derives the pretraining split to check it)."""
 
-    data_dir: str | None = field(default=None, metadata={"help": "MIMIC-III/IV folder or a csv/jsonl/parquet table "
-                                 "with text (and label). Default: synthetic MIMIC-III tables, generated once."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "MIMIC-III/IV folder or a csv/jsonl/parquet table "
+            "with text (and label). Default: synthetic MIMIC-III tables, generated once."
+        },
+    )
     data_format: Literal["auto", "mimic-iii", "mimic-iv", "table"] = field(
-        default="auto", metadata={"help": "auto | mimic-iii | mimic-iv | table."})
-    note_root: str | None = field(default=None, metadata={"help": "MIMIC-IV-Note folder when downloaded apart from "
-                                                                  "MIMIC-IV."})
-    task: str = field(default="mortality", metadata={"help": "mortality | readmission | los | los_days | comorbidity "
-                      "(the outcome, or whose patient split to follow)."})
-    note_sections: Literal["auto", "admission", "full"] = field(default="auto", metadata={
-        "help": "auto (admission sections for mortality/LOS, full summary otherwise) | admission | full."})
-    split: Literal["patient", "temporal"] = field(default="patient", metadata={
-        "help": "patient (grouped by patient, stratified) | temporal (by admission year; MIMIC-IV only)."})
-    val_fraction: float = field(default=0.15, metadata={"help": "Fraction of admissions (whole patients) for "
-                                                                "validation."})
+        default="auto", metadata={"help": "auto | mimic-iii | mimic-iv | table."}
+    )
+    note_root: str | None = field(
+        default=None, metadata={"help": "MIMIC-IV-Note folder when downloaded apart from MIMIC-IV."}
+    )
+    task: str = field(
+        default="mortality",
+        metadata={
+            "help": "mortality | readmission | los | los_days | comorbidity "
+            "(the outcome, or whose patient split to follow)."
+        },
+    )
+    note_sections: Literal["auto", "admission", "full"] = field(
+        default="auto",
+        metadata={"help": "auto (admission sections for mortality/LOS, full summary otherwise) | admission | full."},
+    )
+    split: Literal["patient", "temporal"] = field(
+        default="patient",
+        metadata={"help": "patient (grouped by patient, stratified) | temporal (by admission year; MIMIC-IV only)."},
+    )
+    val_fraction: float = field(
+        default=0.15, metadata={"help": "Fraction of admissions (whole patients) for validation."}
+    )
     test_fraction: float = field(default=0.15, metadata={"help": "Fraction of admissions (whole patients) for test."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the patient-level split."})
-    skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad rows instead of stopping at the "
-                                                                 "first."})
-    phi_policy: Literal["error", "redact", "warn"] = field(default="warn", metadata={
-        "help": "Identifiers found in notes: error | redact | warn."})
-    synthetic_patients: int = field(default=600, metadata={"help": "Patients in the synthetic sample (offline default "
-                                                                    "only)."})
-    subgroup_columns: list[str] = field(default_factory=lambda: ["sex", "age_band", "race", "insurance"],
-                                        metadata={"help": "Columns reported per subgroup."})
+    skip_bad_rows: bool = field(
+        default=False, metadata={"help": "Skip and count bad rows instead of stopping at the first."}
+    )
+    phi_policy: Literal["error", "redact", "warn"] = field(
+        default="warn", metadata={"help": "Identifiers found in notes: error | redact | warn."}
+    )
+    synthetic_patients: int = field(
+        default=600, metadata={"help": "Patients in the synthetic sample (offline default only)."}
+    )
+    subgroup_columns: list[str] = field(
+        default_factory=lambda: ["sex", "age_band", "race", "insurance"],
+        metadata={"help": "Columns reported per subgroup."},
+    )
 
     def source(self) -> str:
         """The data folder or table, or the synthetic sample (generated once)."""
@@ -63,8 +85,17 @@ class ClinicalDataArguments:
 
     def split_spec(self, source: str, task: str, los_bins: Sequence[float] = (3, 7, 14)) -> SplitSpec:
         fractions = (1 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction)
-        return SplitSpec(source, self.data_format, task, self.note_sections, self.split, fractions, self.split_seed,
-                         tuple(los_bins), self.note_root)
+        return SplitSpec(
+            source,
+            self.data_format,
+            task,
+            self.note_sections,
+            self.split,
+            fractions,
+            self.split_seed,
+            tuple(los_bins),
+            self.note_root,
+        )
 
     def dataset_facts(self, source: str) -> dict[str, Any]:
         """The run record's dataset and synthetic_data (hf_medai.run_folder.run_record)."""
@@ -126,10 +157,18 @@ def load_task(spec: SplitSpec, skip_bad_rows: bool = False, phi_policy: str = "w
     """Load one task's admissions and split them by patient (or by year); counts go to the report."""
     report = DataReport(skip_bad_rows=skip_bad_rows)
     dataset, class_names, report = load_admissions(
-        spec.source, format=spec.format, task=spec.task, note_sections=spec.note_sections, phi_policy=phi_policy,
-        los_bins=spec.los_bins, note_root=spec.note_root, report=report)
-    splits = split_admissions(dataset, how=spec.how, fractions=spec.fractions, seed=spec.seed,
-                              los_bins=spec.los_bins, report=report)
+        spec.source,
+        format=spec.format,
+        task=spec.task,
+        note_sections=spec.note_sections,
+        phi_policy=phi_policy,
+        los_bins=spec.los_bins,
+        note_root=spec.note_root,
+        report=report,
+    )
+    splits = split_admissions(
+        dataset, how=spec.how, fractions=spec.fractions, seed=spec.seed, los_bins=spec.los_bins, report=report
+    )
     return TaskData(spec.task, class_names, splits, report, spec, {"population": population(dataset, report)})
 
 
@@ -142,10 +181,13 @@ def population(dataset, report: DataReport) -> dict[str, Any]:
         "admissions": len(dataset),
         "patients": len(set(plain["subject_id"])),
         "admit_years": [int(np.nanmin(years)), int(np.nanmax(years))] if len(years) else None,
-        "years_note": ("MIMIC-III dates are shifted per patient into 2100-2200: these years are not calendar "
-                       "time" if fmt == "mimic-iii" else
-                       "MIMIC-IV years estimated from anchor_year_group (+-1 year)" if fmt == "mimic-iv" else
-                       "years as given in the table"),
+        "years_note": (
+            "MIMIC-III dates are shifted per patient into 2100-2200: these years are not calendar time"
+            if fmt == "mimic-iii"
+            else "MIMIC-IV years estimated from anchor_year_group (+-1 year)"
+            if fmt == "mimic-iv"
+            else "years as given in the table"
+        ),
     }
     ages = np.asarray([a for a in plain["age"] if a is not None], dtype=float)
     if ages.size:
@@ -187,8 +229,11 @@ def pretraining_overlap(record: dict[str, Any], tasks: Sequence[TaskData]) -> di
     result: dict[str, Any] = {"pretraining_split": record}
     sources = {str(Path(t.spec.source).resolve()) for t in tasks}
     if str(Path(record["source"]).resolve()) not in sources:
-        result.update(checked=False, why="the encoder was pretrained on another data source; overlap of patients "
-                                         "cannot be checked here (make sure evaluation patients were not in it)")
+        result.update(
+            checked=False,
+            why="the encoder was pretrained on another data source; overlap of patients "
+            "cannot be checked here (make sure evaluation patients were not in it)",
+        )
         return result
     spec = SplitSpec(**{**record, "fractions": tuple(record["fractions"]), "los_bins": tuple(record["los_bins"])})
     seen = set(load_task(spec, skip_bad_rows=True).splits["train"].with_format(None)["subject_id"])
@@ -211,9 +256,11 @@ def check_pretraining(model_path: str | None, tasks: Sequence[TaskData], allow_o
     for t in tasks:
         t.report.notes["pretraining_overlap"] = overlap
     if overlap.get("overlap") and not allow_overlap:
-        raise ConfigError(f"{model_path} was pretrained on notes of {overlap['overlap']} of this run's validation/test "
-                         f"patients ({overlap}). Pretrain with the same --task and split arguments, or pass "
-                         "--allow_pretraining_overlap true to accept the leak.")
+        raise ConfigError(
+            f"{model_path} was pretrained on notes of {overlap['overlap']} of this run's validation/test "
+            f"patients ({overlap}). Pretrain with the same --task and split arguments, or pass "
+            "--allow_pretraining_overlap true to accept the leak."
+        )
 
 
 def check_classes(tasks: Sequence[TaskData]) -> None:
@@ -224,8 +271,9 @@ def check_classes(tasks: Sequence[TaskData]) -> None:
         for name, split in t.splits.items():
             missing = sorted(set(t.class_names) - {t.class_names[i] for i in set(split["label"])})
             if missing and (len(t.class_names) == 2 or name == "train"):
-                raise ConfigError(f"{t.name}: the {name} split has no {missing} admissions; use more data or other "
-                                 "fractions")
+                raise ConfigError(
+                    f"{t.name}: the {name} split has no {missing} admissions; use more data or other fractions"
+                )
 
 
 def prepare_targets(t: TaskData, class_balance: str):
@@ -244,11 +292,15 @@ def prepare_targets(t: TaskData, class_balance: str):
         t.target = (float(labels.mean()), float(labels.std() or 1.0))
         for split in ("train", "validation"):
             t.windows[split] = t.windows[split].map(
-                lambda b, m=t.target: {"labels": [(y - m[0]) / m[1] for y in b["labels"]]}, batched=True)
+                lambda b, m=t.target: {"labels": [(y - m[0]) / m[1] for y in b["labels"]]}, batched=True
+            )
         return lambda z, y: F.mse_loss(z.view(-1), y, reduction="sum")
     counts = np.bincount(labels.astype(int), minlength=len(t.class_names)).astype(float)
-    t.class_weights = (counts.sum() / (len(counts) * np.maximum(counts, 1)) if class_balance == "weighted_loss"
-                       else np.ones(len(counts)))
+    t.class_weights = (
+        counts.sum() / (len(counts) * np.maximum(counts, 1))
+        if class_balance == "weighted_loss"
+        else np.ones(len(counts))
+    )
     weight = torch.tensor(t.class_weights, dtype=torch.float32)
     return lambda z, y: F.cross_entropy(z, y, weight=weight.to(z.device), reduction="sum")
 
@@ -257,7 +309,12 @@ def multitask_split(tasks: Sequence[TaskData], split: str):
     """The tasks' windows of one split in one dataset, with `task_ids` (labels as float, for every head kind)."""
     import datasets
 
-    return datasets.concatenate_datasets([
-        t.windows[split].select_columns(["input_ids", "attention_mask", "labels", "length"])
-        .cast_column("labels", datasets.Value("float32")).add_column("task_ids", [i] * len(t.windows[split]))
-        for i, t in enumerate(tasks)])
+    return datasets.concatenate_datasets(
+        [
+            t.windows[split]
+            .select_columns(["input_ids", "attention_mask", "labels", "length"])
+            .cast_column("labels", datasets.Value("float32"))
+            .add_column("task_ids", [i] * len(t.windows[split]))
+            for i, t in enumerate(tasks)
+        ]
+    )

@@ -79,9 +79,7 @@ def load_yaml_config(path: str | Path, dataclass_types: Sequence[type]) -> dict[
 
 
 def parse_args(
-    *dataclass_types: type,
-    args: Sequence[str] | None = None,
-    defaults: dict[str, Any] | None = None,
+    *dataclass_types: type, args: Sequence[str] | None = None, defaults: dict[str, Any] | None = None
 ) -> tuple:
     """Parse `args` (default: sys.argv[1:]) into one instance of each dataclass.
 
@@ -137,7 +135,7 @@ def parse_args(
     except ValueError as e:  # a dataclass's __post_init__ (ours or TrainingArguments') refused a value
         raise ConfigError(str(e)) from None
     *instances, remaining = parsed
-    instances = instances[:len(dataclass_types)]  # then a Namespace holding the --config declared above
+    instances = instances[: len(dataclass_types)]  # then a Namespace holding the --config declared above
     if remaining:
         raise ConfigError(_unknown_options_message(remaining, parser))
     for inst in instances:
@@ -186,11 +184,13 @@ def _load_models_whole_under_zero3(training_args) -> None:
     if plugin is None or plugin.zero_stage != 3:
         return
     if plugin.zero3_init_flag:
-        raise ConfigError("DeepSpeed zero3_init_flag: true is not supported by the hf-medai recipes: it partitions "
-                          "each model while it loads, which needs every process to load it at the same moment, and "
-                          "the recipes load models on the main process alone for evaluation. Set zero3_init_flag: "
-                          "false (as recipes/accelerate/deepspeed_zero3.yaml does): every process then loads the base "
-                          "model whole into CPU memory, and DeepSpeed partitions it when training starts.")
+        raise ConfigError(
+            "DeepSpeed zero3_init_flag: true is not supported by the hf-medai recipes: it partitions "
+            "each model while it loads, which needs every process to load it at the same moment, and "
+            "the recipes load models on the main process alone for evaluation. Set zero3_init_flag: "
+            "false (as recipes/accelerate/deepspeed_zero3.yaml does): every process then loads the base "
+            "model whole into CPU memory, and DeepSpeed partitions it when training starts."
+        )
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     unset_hf_deepspeed_config()
@@ -243,8 +243,11 @@ class EvalArguments:
         default=30, metadata={"help": "Subgroups smaller than this are flagged as too small to judge."}
     )
     min_group_class_count: int = dataclasses.field(
-        default=10, metadata={"help": "A subgroup's metric is compared only with this many of the cases it depends "
-                                      "on (positives for sensitivity, negatives for specificity, ...)."}
+        default=10,
+        metadata={
+            "help": "A subgroup's metric is compared only with this many of the cases it depends "
+            "on (positives for sensitivity, negatives for specificity, ...)."
+        },
     )
 
     def __post_init__(self):

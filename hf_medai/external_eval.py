@@ -32,8 +32,9 @@ def predict_probs(model, dataset, collator, batch_size: int = 128) -> np.ndarray
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels))
 
 
-def evaluate_image_classifier(run_dir, data, out_dir, data_format="auto", skip_bad_rows=False,
-                              batch_size=128, overwrite=False) -> dict:
+def evaluate_image_classifier(
+    run_dir, data, out_dir, data_format="auto", skip_bad_rows=False, batch_size=128, overwrite=False
+) -> dict:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from hf_medai.data.image_batches import ImageCollator, add_pixel_values
@@ -53,20 +54,35 @@ def evaluate_image_classifier(run_dir, data, out_dir, data_format="auto", skip_b
     dataset, data_classes, report = load_lesions(data, data_format, task, skip_bad_rows)
     if data_classes != class_names:
         raise ConfigError(f"{data}: classes {data_classes} differ from the model's {class_names}")
-    dataset = with_images(dataset, report, max_side=config.get("max_image_side", 512), cache_dir=cache_root() / "images")
+    dataset = with_images(
+        dataset, report, max_side=config.get("max_image_side", 512), cache_dir=cache_root() / "images"
+    )
     dataset = add_pixel_values(dataset, processor)
     probs = predict_probs(model, dataset, ImageCollator(processor), batch_size)
 
     columns = config.get("subgroup_columns", ["sex", "age_band", "fitzpatrick", "site"])
-    eval_args = SimpleNamespace(n_bootstrap=config.get("n_bootstrap", 1000), min_group_size=config.get("min_group_size", 30),
-                                min_group_class_count=config.get("min_group_class_count", 10), threshold_method="fixed", threshold=trained.get("threshold") or 0.5)
+    eval_args = SimpleNamespace(
+        n_bootstrap=config.get("n_bootstrap", 1000),
+        min_group_size=config.get("min_group_size", 30),
+        min_group_class_count=config.get("min_group_class_count", 10),
+        threshold_method="fixed",
+        threshold=trained.get("threshold") or 0.5,
+    )
     metrics = write_classifier_report(
-        out_dir, ids=dataset["id"], y_true=np.asarray(dataset["label"]), probs=probs, class_names=class_names,
-        subgroups=subgroup_frame(dataset, columns), eval_args=eval_args,
+        out_dir,
+        ids=dataset["id"],
+        y_true=np.asarray(dataset["label"]),
+        probs=probs,
+        class_names=class_names,
+        subgroups=subgroup_frame(dataset, columns),
+        eval_args=eval_args,
         threshold=trained.get("threshold"),
         extra={
-            **{k: trained[k] for k in ("recipe", "kind", "task", "base_model", "training", "throughput", "splits")
-               if k in trained},
+            **{
+                k: trained[k]
+                for k in ("recipe", "kind", "task", "base_model", "training", "throughput", "splits")
+                if k in trained
+            },
             "evaluated_model": str(run_dir.resolve()),
             "dataset": str(data),
             "synthetic_data": is_synthetic(data),
@@ -76,6 +92,9 @@ def evaluate_image_classifier(run_dir, data, out_dir, data_format="auto", skip_b
     # The card needs the model's config; the weights stay in the model's own folder.
     for name in ("config.json", "preprocessor_config.json"):
         shutil.copy(run_dir / name, out_dir / name)
-    write_yaml(out_dir / "run_config.yaml", {**config, "output_dir": str(out_dir), "evaluated_model": str(run_dir), "data_dir": str(data)})
+    write_yaml(
+        out_dir / "run_config.yaml",
+        {**config, "output_dir": str(out_dir), "evaluated_model": str(run_dir), "data_dir": str(data)},
+    )
     write_card(out_dir)
     return metrics

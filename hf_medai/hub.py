@@ -29,21 +29,46 @@ from hf_medai.errors import HfMedaiError
 from hf_medai.run_folder import card_sections
 
 # Never leave, even when a pattern includes them (top-level folders).
-NEVER_DIRS = {"checkpoint-*": "a training checkpoint (optimizer state, intermediate weights)",
-              "memorisation": "training images next to their nearest generated ones (patient data)"}
+NEVER_DIRS = {
+    "checkpoint-*": "a training checkpoint (optimizer state, intermediate weights)",
+    "memorisation": "training images next to their nearest generated ones (patient data)",
+}
 # Written by the recipes, stay behind unless included (then they pass the PHI scanner like any text).
 LEFT_BEHIND = {"predictions.csv": "per-example test predictions with ids and subgroup columns"}
 # Weight formats that are not safetensors: refused outright.
 UNSAFE_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".h5", ".msgpack", ".onnx_data")
 # Model files, by exact name (any folder) or suffix.
-MODEL_FILE_NAMES = {"README.md", "run_config.yaml", "vocab.txt", "merges.txt", "spiece.model", "tokenizer.model",
-                    "sentencepiece.bpe.model", "chat_template.jinja", "model_card.chai.xml", "vocab.json"}
+MODEL_FILE_NAMES = {
+    "README.md",
+    "run_config.yaml",
+    "vocab.txt",
+    "merges.txt",
+    "spiece.model",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+    "chat_template.jinja",
+    "model_card.chai.xml",
+    "vocab.json",
+}
 MODEL_SUFFIXES = (".safetensors", ".json")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 # Generated outputs the card shows (samples/grid.png, samples/generated.sdf): pushed with the model.
 SAMPLES_DIR = "samples"
 # Files read as text by the PHI gate.
-TEXT_SUFFIXES = (".md", ".txt", ".json", ".yaml", ".yml", ".jinja", ".xml", ".csv", ".tsv", ".jsonl", ".ndjson", ".sdf")
+TEXT_SUFFIXES = (
+    ".md",
+    ".txt",
+    ".json",
+    ".yaml",
+    ".yml",
+    ".jinja",
+    ".xml",
+    ".csv",
+    ".tsv",
+    ".jsonl",
+    ".ndjson",
+    ".sdf",
+)
 # The card's own date line is not PHI; every other date in a card is checked like any note.
 _CARD_DATE = re.compile(r"^- \*\*Date:\*\* \d{4}-\d{2}-\d{2}[ \t]*$", re.MULTILINE)
 
@@ -64,15 +89,16 @@ class PushPlan:
 
 
 def _matches(rel: str, patterns) -> bool:
-    return any(fnmatch(rel, p) or fnmatch(PurePosixPath(rel).name, p) or rel.startswith(p.rstrip("/*") + "/")
-               for p in patterns)
+    return any(
+        fnmatch(rel, p) or fnmatch(PurePosixPath(rel).name, p) or rel.startswith(p.rstrip("/*") + "/")
+        for p in patterns
+    )
 
 
 def _card_sections(text: str) -> tuple[bool, bool]:
     """(has an intended-use section with text, has a bias/limitations section with text)."""
     titles = [title for title, body in card_sections(text).items() if body]
-    return (any("intended use" in t for t in titles),
-            any("limitation" in t or "bias" in t for t in titles))
+    return (any("intended use" in t for t in titles), any("limitation" in t or "bias" in t for t in titles))
 
 
 def _strings(obj) -> list[str]:
@@ -113,8 +139,11 @@ def phi_findings(path: Path) -> dict[str, int]:
         import xml.etree.ElementTree as ET
 
         try:
-            pieces = [el.text for el in ET.fromstring(text).iter()
-                      if el.text and not (el.tag.endswith("ReleaseDate") and re.fullmatch(r"\d{4}-\d{2}-\d{2}", el.text))]
+            pieces = [
+                el.text
+                for el in ET.fromstring(text).iter()
+                if el.text and not (el.tag.endswith("ReleaseDate") and re.fullmatch(r"\d{4}-\d{2}-\d{2}", el.text))
+            ]
         except ET.ParseError:
             pieces = [text]
     else:
@@ -155,16 +184,24 @@ def plan_push(run_dir: str | Path, include: list[str] | tuple[str, ...] = ()) ->
         raise PushRefused("the folder has no model card", "README.md", f"run `hf-medai card {run_dir}` first")
     intended, limits = _card_sections(card.read_text(encoding="utf-8", errors="replace"))
     if not intended:
-        raise PushRefused("the card has no intended-use section (a heading with 'Intended use' and text under it)",
-                          "README.md", "say who may use the model, for what")
+        raise PushRefused(
+            "the card has no intended-use section (a heading with 'Intended use' and text under it)",
+            "README.md",
+            "say who may use the model, for what",
+        )
     if not limits:
-        raise PushRefused("the card has no bias/limitations section (a heading with 'Bias' or 'Limitations' and "
-                          "text under it)", "README.md", "say where the model fails and whom it may treat unfairly")
+        raise PushRefused(
+            "the card has no bias/limitations section (a heading with 'Bias' or 'Limitations' and text under it)",
+            "README.md",
+            "say where the model fails and whom it may treat unfairly",
+        )
     plan = PushPlan()
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file() or p.is_symlink()):
         rel = path.relative_to(run_dir).as_posix()
         top = rel.split("/")[0]
-        never = next((why for pat, why in NEVER_DIRS.items() if fnmatch(top, pat) and (top != rel or pat == top)), None)
+        never = next(
+            (why for pat, why in NEVER_DIRS.items() if fnmatch(top, pat) and (top != rel or pat == top)), None
+        )
         if never:
             plan.left_behind[top + ("/" if top != rel else "")] = never
             continue
@@ -175,29 +212,43 @@ def plan_push(run_dir: str | Path, include: list[str] | tuple[str, ...] = ()) ->
             raise PushRefused("a symbolic link; copy the file it points to into the folder", rel)
         kind = _classify(rel)
         if kind == "weights":
-            raise PushRefused("a weight file that is not safetensors (pickle-based formats run code when loaded)",
-                              rel, "save with safetensors (`save_pretrained(..., safe_serialization=True)`) or delete it")
+            raise PushRefused(
+                "a weight file that is not safetensors (pickle-based formats run code when loaded)",
+                rel,
+                "save with safetensors (`save_pretrained(..., safe_serialization=True)`) or delete it",
+            )
         included = _matches(rel, include)
         if rel in LEFT_BEHIND and not included:
             plan.left_behind[rel] = LEFT_BEHIND[rel]
             continue
         if kind == "data" and not included:
-            raise PushRefused("data, not a model file (tables, notes, images of patients and unrecognised files stay "
-                              "private)", rel, f"move it out of the folder, or publish it knowingly with --include {rel}")
+            raise PushRefused(
+                "data, not a model file (tables, notes, images of patients and unrecognised files stay private)",
+                rel,
+                f"move it out of the folder, or publish it knowingly with --include {rel}",
+            )
         if rel.lower().endswith(TEXT_SUFFIXES):
             found = phi_findings(path)
             if found:
                 counts = ", ".join(f"{k}={v}" for k, v in sorted(found.items()))
-                raise PushRefused(f"likely identifiers found by the PHI scanner ({counts})", rel,
-                                  "remove or de-identify them (hf_medai.data.phi.redact_phi), then push again. "
-                                  f"{phi_scope()}")
+                raise PushRefused(
+                    f"likely identifiers found by the PHI scanner ({counts})",
+                    rel,
+                    f"remove or de-identify them (hf_medai.data.phi.redact_phi), then push again. {phi_scope()}",
+                )
         plan.upload.append(rel)
     return plan
 
 
-def push_run_folder(run_dir: str | Path, repo_id: str | None, private: bool = True, token: str | None = None,
-                    endpoint: str | None = None, include: list[str] | tuple[str, ...] = (),
-                    plan: PushPlan | None = None) -> str:
+def push_run_folder(
+    run_dir: str | Path,
+    repo_id: str | None,
+    private: bool = True,
+    token: str | None = None,
+    endpoint: str | None = None,
+    include: list[str] | tuple[str, ...] = (),
+    plan: PushPlan | None = None,
+) -> str:
     """Check the folder (`plan_push`), then create the repo (private unless told otherwise) and upload the plan.
 
     `plan`, when given, is the `plan_push(run_dir, include)` the caller already made; it is not recomputed.
@@ -215,9 +266,15 @@ def push_run_folder(run_dir: str | Path, repo_id: str | None, private: bool = Tr
     api.create_repo(repo_id, private=private, exist_ok=True)
     operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(run_dir / rel)) for rel in plan.upload]
     stayed = "; ".join(f"{k} ({v})" for k, v in plan.left_behind.items())
-    description = f"Text files passed the PHI scanner. {phi_scope()}." + (f"\n\nLeft behind: {stayed}" if stayed else "")
-    commit = api.create_commit(repo_id, operations=operations, commit_message="Upload model and card with hf-medai",
-                               commit_description=description)
+    description = f"Text files passed the PHI scanner. {phi_scope()}." + (
+        f"\n\nLeft behind: {stayed}" if stayed else ""
+    )
+    commit = api.create_commit(
+        repo_id,
+        operations=operations,
+        commit_message="Upload model and card with hf-medai",
+        commit_description=description,
+    )
     return str(getattr(commit, "commit_url", commit))
 
 

@@ -32,14 +32,23 @@ RECORD_FIELDS = ("recipe", "task", "kind", "base_model", "dataset", "synthetic_d
 
 @dataclass
 class ImageClassifierArguments:
-    model_name_or_path: str | None = field(default=None, metadata={
-        "help": "Hub id or folder of an image classifier/backbone. Default: a small ViT from a config."})
-    image_size: int = field(default=64, metadata={
-        "help": "Input size of the default small ViT (ignored for pretrained models)."})
-    class_balance: Literal["weighted_loss", "balanced_sampler", "none"] = field(default="weighted_loss", metadata={
-        "help": "Class imbalance: inverse-frequency weights in the loss, a class-balanced sampler, or none."})
-    augment: bool = field(default=True, metadata={
-        "help": "Augment training images: crops, flips, 90-degree rotations, mild colour jitter."})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or folder of an image classifier/backbone. Default: a small ViT from a config."},
+    )
+    image_size: int = field(
+        default=64, metadata={"help": "Input size of the default small ViT (ignored for pretrained models)."}
+    )
+    class_balance: Literal["weighted_loss", "balanced_sampler", "none"] = field(
+        default="weighted_loss",
+        metadata={
+            "help": "Class imbalance: inverse-frequency weights in the loss, a class-balanced sampler, or none."
+        },
+    )
+    augment: bool = field(
+        default=True,
+        metadata={"help": "Augment training images: crops, flips, 90-degree rotations, mild colour jitter."},
+    )
 
 
 # TrainingArguments defaults of the image classifier recipes; YAML and flags override them.
@@ -73,8 +82,9 @@ class ImageClassifierTrainer(MedTrainer):
         if self.sample_weights is None:
             return super()._get_train_sampler(train_dataset)
         g = torch.Generator().manual_seed(self.args.seed)
-        return torch.utils.data.WeightedRandomSampler(self.sample_weights, len(self.sample_weights), replacement=True,
-                                                      generator=g)
+        return torch.utils.data.WeightedRandomSampler(
+            self.sample_weights, len(self.sample_weights), replacement=True, generator=g
+        )
 
 
 def selection_metrics(class_names):
@@ -83,10 +93,14 @@ def selection_metrics(class_names):
     def compute_metrics(eval_pred):
         logits, labels = eval_pred.predictions, eval_pred.label_ids
         probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), -1).numpy()
-        scores = (binary_metrics(labels, probs[:, 1], n_bootstrap=0) if len(class_names) == 2
-                  else multiclass_metrics(labels, probs, class_names, n_bootstrap=0))
-        out = {k: v for k, v in scores.items()
-               if isinstance(v, (int, float)) and not k.endswith(("_ci_low", "_ci_high"))}
+        scores = (
+            binary_metrics(labels, probs[:, 1], n_bootstrap=0)
+            if len(class_names) == 2
+            else multiclass_metrics(labels, probs, class_names, n_bootstrap=0)
+        )
+        out = {
+            k: v for k, v in scores.items() if isinstance(v, (int, float)) and not k.endswith(("_ci_low", "_ci_high"))
+        }
         if "auroc" not in out:  # a class absent from validation: select on the macro AUROC of the classes present
             per_class = [v for k, v in out.items() if k.startswith("auroc_")]
             out["auroc"] = float(np.mean(per_class)) if per_class else 0.5
@@ -95,8 +109,9 @@ def selection_metrics(class_names):
     return compute_metrics
 
 
-def image_classifier_trainer(model, processor, splits, class_names, model_args: ImageClassifierArguments,
-                             training_args, callbacks=()) -> ImageClassifierTrainer:
+def image_classifier_trainer(
+    model, processor, splits, class_names, model_args: ImageClassifierArguments, training_args, callbacks=()
+) -> ImageClassifierTrainer:
     """The Trainer of an image classifier on `splits` ("train", "validation" with `pixels` and `label`), class
     imbalance handled as `model_args.class_balance` says. Its `class_counts` (training labels per class) and
     `throughput` (a ThroughputCallback) are read again by `evaluate_and_save`."""
@@ -129,9 +144,18 @@ def image_classifier_trainer(model, processor, splits, class_names, model_args: 
     return trainer
 
 
-def evaluate_and_save(trainer: ImageClassifierTrainer, train_result, processor, splits, class_names,
-                  model_args: ImageClassifierArguments, eval_args, subgroups, resume=None,
-                  extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def evaluate_and_save(
+    trainer: ImageClassifierTrainer,
+    train_result,
+    processor,
+    splits,
+    class_names,
+    model_args: ImageClassifierArguments,
+    eval_args,
+    subgroups,
+    resume=None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """Score validation and test, save the model (prior correction folded into its head) and write the report
     (predictions.csv, metrics.json with `extra`, the training record and throughput, plots). Call on every process
     (gathering sharded weights is collective); returns the metrics on the main process, None elsewhere."""
@@ -158,16 +182,31 @@ def evaluate_and_save(trainer: ImageClassifierTrainer, train_result, processor, 
     facts = dict(extra or {})
     core = {k: facts.pop(k) for k in RECORD_FIELDS if k in facts}
     record = run_record(
-        core.pop("recipe"), core.pop("task"), trainer=trainer, train_result=train_result, resumed_from=resume,
-        throughput=trainer.throughput, model=model, **core,
+        core.pop("recipe"),
+        core.pop("task"),
+        trainer=trainer,
+        train_result=train_result,
+        resumed_from=resume,
+        throughput=trainer.throughput,
+        model=model,
+        **core,
         training={
             "best_checkpoint": state.best_model_checkpoint,
             "best_val_auroc": state.best_metric,
             "kept_checkpoint": kept_checkpoint(state, args),
             "eval_loss_curve": [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e],
             "prior_correction": dict(zip(class_names, shift.round(4).tolist())) if balanced else None,
-        })
+        },
+    )
     return write_classifier_report(
-        args.output_dir, ids=splits["test"]["id"], y_true=test_out.label_ids, probs=to_probs(test_out),
-        class_names=class_names, subgroups=subgroups, val_true=val_out.label_ids, val_probs=to_probs(val_out),
-        eval_args=eval_args, extra={**facts, **record.to_dict()})
+        args.output_dir,
+        ids=splits["test"]["id"],
+        y_true=test_out.label_ids,
+        probs=to_probs(test_out),
+        class_names=class_names,
+        subgroups=subgroups,
+        val_true=val_out.label_ids,
+        val_probs=to_probs(val_out),
+        eval_args=eval_args,
+        extra={**facts, **record.to_dict()},
+    )

@@ -28,23 +28,30 @@ SCIKIT_IMAGE_SOURCES = {
     "fundus_photograph": ("retina.jpg", 4, (0.2, 0.2, 0.8, 0.8)),
     "ihc_slide": ("ihc.png", 1.5, (0.0, 0.0, 1.0, 1.0)),
 }
-SAMPLE_DESCRIPTION = ("tiles of two real images shipped with scikit-image, a retinal fundus photograph and an "
-                      "immunohistochemistry slide, one class per source image")
+SAMPLE_DESCRIPTION = (
+    "tiles of two real images shipped with scikit-image, a retinal fundus photograph and an "
+    "immunohistochemistry slide, one class per source image"
+)
 SAMPLE_MODALITY = "retinal fundus photographs and immunohistochemistry slides"
-TOY_TASK = ("Every tile of a class comes from the same single image, and tiles of both images are in every split: "
-            "telling the two apart is trivial, and the test numbers say nothing about patients.")
+TOY_TASK = (
+    "Every tile of a class comes from the same single image, and tiles of both images are in every split: "
+    "telling the two apart is trivial, and the test numbers say nothing about patients."
+)
 
 
 def scikit_image_data_dir() -> Path:
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the offline sample needs scikit-image's bundled images: pip install 'hf-medai[images]' "
-                          "(or scikit-image), or pass --data_dir with an image folder of your own")
+        raise ConfigError(
+            "the offline sample needs scikit-image's bundled images: pip install 'hf-medai[images]' "
+            "(or scikit-image), or pass --data_dir with an image folder of your own"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
-def write_scikit_image_sample(root: str | os.PathLike, tiles_per_class: int = 200, tile: int = 64,
-                              seed: int = 0) -> Path:
+def write_scikit_image_sample(
+    root: str | os.PathLike, tiles_per_class: int = 200, tile: int = 64, seed: int = 0
+) -> Path:
     """Write `tiles_per_class` random tiles (tile x tile px PNGs) of each source image into root/<class>/."""
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -89,17 +96,24 @@ def load_image_folder(folder: str | os.PathLike, skip_bad_rows: bool = False, ma
                 rows["image_path"].append(str(path))
     class_names = [p.name for p in class_dirs]
     report = DataReport(skip_bad_rows=skip_bad_rows, rows_read=len(rows["id"]))
-    features = datasets.Features({"id": datasets.Value("string"), "label": datasets.ClassLabel(names=class_names),
-                                  "image_path": datasets.Value("string")})
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=class_names),
+            "image_path": datasets.Value("string"),
+        }
+    )
     dataset = datasets.Dataset.from_dict(rows, features=features)
     dataset = with_images(dataset, report, max_side=max_side, cache_dir=cache_root() / "images")
     return dataset, class_names, report
 
 
-def image_folder_splits(dataset: datasets.Dataset, val_fraction: float, test_fraction: float,
-                        seed: int) -> datasets.DatasetDict:
+def image_folder_splits(
+    dataset: datasets.Dataset, val_fraction: float, test_fraction: float, seed: int
+) -> datasets.DatasetDict:
     """Train / validation / test by image, stratified by label."""
     from hf_medai.data.splits import group_split
 
-    return group_split(dataset, "id", fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
-                       seed=seed)
+    return group_split(
+        dataset, "id", fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed
+    )

@@ -109,8 +109,11 @@ def checkpoint_incomplete_reason(folder: str | Path) -> str | None:
 def checkpoint_folders(output_dir: str | Path) -> list[Path]:
     """The `checkpoint-N` folders of a run (not `.partial` staging ones), oldest step first."""
     output_dir = Path(output_dir)
-    found = [p for p in output_dir.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)] \
-        if output_dir.is_dir() else []
+    found = (
+        [p for p in output_dir.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+        if output_dir.is_dir()
+        else []
+    )
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 

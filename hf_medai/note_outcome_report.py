@@ -25,8 +25,17 @@ from hf_medai.run_outputs import (
 )
 
 
-def report_note_outcome(t: TaskData, model, tokenizer, out, model_args, eval_args, training_args,
-                        subgroup_columns: Sequence[str], extra: dict[str, Any]) -> dict[str, Any]:
+def report_note_outcome(
+    t: TaskData,
+    model,
+    tokenizer,
+    out,
+    model_args,
+    eval_args,
+    training_args,
+    subgroup_columns: Sequence[str],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """Score validation and test per note (chunk logits pooled), calibrate on validation and fold it into the head,
     fit the TF-IDF baseline, save the model and tokenizer, and write predictions.csv, metrics.json (`extra` added)
     and the plots.
@@ -40,38 +49,83 @@ def report_note_outcome(t: TaskData, model, tokenizer, out, model_args, eval_arg
         logits[split] = pool_chunk_logits(per_window, w["example_index"], model_args.pooling, len(t.splits[split]))
     y = {split: np.asarray(t.splits[split]["label"]) for split in logits}
     texts = {split: list(t.splits[split]["text"]) for split in ("train", "validation", "test")}
-    model.config.update({WINDOW_CONFIG_KEY: dict(strategy=model_args.long_notes, pooling=model_args.pooling,
-                                                 stride=model_args.stride, head_tokens=model_args.head_tokens,
-                                                 max_chunks=model_args.max_chunks,
-                                                 max_length=tokenizer.model_max_length)})
+    model.config.update(
+        {
+            WINDOW_CONFIG_KEY: dict(
+                strategy=model_args.long_notes,
+                pooling=model_args.pooling,
+                stride=model_args.stride,
+                head_tokens=model_args.head_tokens,
+                max_chunks=model_args.max_chunks,
+                max_length=tokenizer.model_max_length,
+            )
+        }
+    )
     subgroups = subgroup_frame(t.splits["test"], subgroup_columns)
     if t.regression:
         mean, std = t.target
         fold_into_head(model, scale=std, shift=mean)  # the saved model outputs days
         scores, val_scores = (logits[s][:, 0] * std + mean for s in ("test", "validation"))
     else:
-        shift, temperature = calibrate_into_head(model, logits["validation"], y["validation"], t.class_weights,
-                                                 model_args.temperature_scaling)
+        shift, temperature = calibrate_into_head(
+            model, logits["validation"], y["validation"], t.class_weights, model_args.temperature_scaling
+        )
         probs = {split: softmax((z + shift) / temperature) for split, z in logits.items()}
         scores, val_scores = probs["test"], probs["validation"]
         extra["calibration"] = calibration_report(
-            out, y, {split: softmax(z) for split, z in logits.items()}, probs, temperature, shift,
+            out,
+            y,
+            {split: softmax(z) for split, z in logits.items()},
+            probs,
+            temperature,
+            shift,
             "class-prior correction of the weighted loss, then temperature scaling fitted on validation (Guo et al. "
-            "2017), both folded into the saved classifier head")
+            "2017), both folded into the saved classifier head",
+        )
     if model_args.baseline:
-        base = tfidf_baseline(texts["train"], t.splits["train"]["label"], texts["validation"], y["validation"],
-                              {"validation": texts["validation"], "test": texts["test"]},
-                              n_classes=None if t.regression else len(t.class_names), seed=training_args.seed)
-        extra["baseline_tfidf"] = {"model": base["model"], **{k: base[k] for k in ("C", "alpha") if k in base},
-                                   **headline_metrics(y["test"], base["test"], t.class_names, eval_args,
-                                                      y["validation"], base["validation"])}
-        extra["baseline_tfidf"]["difference"] = paired_difference(y["test"], scores, base["test"], t.class_names,
-                                                                  n_bootstrap=eval_args.n_bootstrap)
+        base = tfidf_baseline(
+            texts["train"],
+            t.splits["train"]["label"],
+            texts["validation"],
+            y["validation"],
+            {"validation": texts["validation"], "test": texts["test"]},
+            n_classes=None if t.regression else len(t.class_names),
+            seed=training_args.seed,
+        )
+        extra["baseline_tfidf"] = {
+            "model": base["model"],
+            **{k: base[k] for k in ("C", "alpha") if k in base},
+            **headline_metrics(y["test"], base["test"], t.class_names, eval_args, y["validation"], base["validation"]),
+        }
+        extra["baseline_tfidf"]["difference"] = paired_difference(
+            y["test"], scores, base["test"], t.class_names, n_bootstrap=eval_args.n_bootstrap
+        )
     save_pretrained_atomic(model, out)
     save_pretrained_atomic(tokenizer, out)
     ids = t.splits["test"]["id"]
     if t.regression:
-        return write_regression_report(out, ids, y["test"], scores, subgroups, eval_args, y["validation"], val_scores,
-                                       subgroup_columns=subgroup_columns, extra=extra)
-    return write_classifier_report(out, ids, y["test"], scores, t.class_names, subgroups, eval_args, y["validation"],
-                                   val_scores, subgroup_columns=subgroup_columns, extra=extra)
+        return write_regression_report(
+            out,
+            ids,
+            y["test"],
+            scores,
+            subgroups,
+            eval_args,
+            y["validation"],
+            val_scores,
+            subgroup_columns=subgroup_columns,
+            extra=extra,
+        )
+    return write_classifier_report(
+        out,
+        ids,
+        y["test"],
+        scores,
+        t.class_names,
+        subgroups,
+        eval_args,
+        y["validation"],
+        val_scores,
+        subgroup_columns=subgroup_columns,
+        extra=extra,
+    )

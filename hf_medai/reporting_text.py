@@ -34,8 +34,15 @@ MULTICLASS_METRICS = [
     ("balanced_accuracy", "Balanced accuracy"),
     ("ece", "ECE (top label)"),
 ]
-METRIC_LABELS = {"auroc": "AUROC", "auprc": "AUPRC", "mae": "MAE", "rmse": "RMSE", "loss": "loss",
-                 "balanced_accuracy": "balanced accuracy", "accuracy": "accuracy"}
+METRIC_LABELS = {
+    "auroc": "AUROC",
+    "auprc": "AUPRC",
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "loss": "loss",
+    "balanced_accuracy": "balanced accuracy",
+    "accuracy": "accuracy",
+}
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -53,7 +60,7 @@ def first_upper(text: str) -> str:
 
 
 def short_architecture(name: str) -> str:
-    """"ViTForImageClassification" -> "ViT", "BertForSequenceClassification" -> "Bert" (for titles)."""
+    """ "ViTForImageClassification" -> "ViT", "BertForSequenceClassification" -> "Bert" (for titles)."""
     return re.sub(r"(For[A-Z]\w*|Model)$", "", name or "") or name or "?"
 
 
@@ -73,8 +80,11 @@ def model_config(run_dir: str | Path) -> dict:
 
 def operating_points(m: dict) -> list[tuple[str, str]]:
     """(key, label) of the operating points metrics.json holds, e.g. specificity_at_sensitivity_0.9."""
-    return [(k, k.replace("_", " ")) for k in m
-            if k.startswith(("specificity_at_", "sensitivity_at_")) and not k.endswith(("_ci_low", "_ci_high"))]
+    return [
+        (k, k.replace("_", " "))
+        for k in m
+        if k.startswith(("specificity_at_", "sensitivity_at_")) and not k.endswith(("_ci_low", "_ci_high"))
+    ]
 
 
 def kept_weights(m: dict) -> str:
@@ -90,9 +100,11 @@ def kept_weights(m: dict) -> str:
     metric = METRIC_LABELS.get(kept["metric"], kept["metric"])
     epoch = "" if kept.get("epoch") is None else f", epoch {kept['epoch']:g}"
     if kept.get("checkpoint"):
-        return (f"`{kept['checkpoint']}` (step {kept['step']} of {kept['final_step']}{epoch}), kept because it had "
-                f"the "
-                f"{'highest' if kept.get('greater_is_better', True) else 'lowest'} validation {metric} "
-                f"({fmt(kept['value'])}) of {kept['n_evaluations']} evaluations")
+        return (
+            f"`{kept['checkpoint']}` (step {kept['step']} of {kept['final_step']}{epoch}), kept because it had "
+            f"the "
+            f"{'highest' if kept.get('greater_is_better', True) else 'lowest'} validation {metric} "
+            f"({fmt(kept['value'])}) of {kept['n_evaluations']} evaluations"
+        )
     there = "" if kept.get("value") is None else f"; validation {metric} there: {fmt(kept['value'])}"
     return f"the weights of the last step (step {kept['step']}{epoch}): no checkpoint selection{there}"

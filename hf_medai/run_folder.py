@@ -84,11 +84,16 @@ def begin_run(training_args, run_args) -> tuple[str | None, bool]:
     if resume in ("last", "true", "True"):
         resume, skipped = last_complete_checkpoint(output_dir)
         if skipped and training_args.process_index == 0:
-            print(f"hf-medai: --resume_from_checkpoint last: skipped incomplete {'; '.join(skipped)}"
-                  f"{f'; resuming from {resume}' if resume else ''}", file=sys.stderr)
+            print(
+                f"hf-medai: --resume_from_checkpoint last: skipped incomplete {'; '.join(skipped)}"
+                f"{f'; resuming from {resume}' if resume else ''}",
+                file=sys.stderr,
+            )
         if resume is None:
-            raise ConfigError(f"--resume_from_checkpoint last: no complete checkpoint-* folder in {output_dir}"
-                              + (f" (incomplete: {'; '.join(skipped)})" if skipped else ""))
+            raise ConfigError(
+                f"--resume_from_checkpoint last: no complete checkpoint-* folder in {output_dir}"
+                + (f" (incomplete: {'; '.join(skipped)})" if skipped else "")
+            )
     elif resume and not Path(resume).is_dir():
         raise ConfigError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
     if training_args.process_index == 0:
@@ -151,9 +156,21 @@ def peak_memory_mb() -> dict[str, float]:
     return out
 
 
-def run_record(recipe: str, task: str, *, kind: str | None = None, trainer=None, train_result=None, resumed_from=None,
-               loop=None, throughput=None, model=None, training: dict | None = None,
-               extra_throughput: dict | None = None, **core: Any) -> RunRecord:
+def run_record(
+    recipe: str,
+    task: str,
+    *,
+    kind: str | None = None,
+    trainer=None,
+    train_result=None,
+    resumed_from=None,
+    loop=None,
+    throughput=None,
+    model=None,
+    training: dict | None = None,
+    extra_throughput: dict | None = None,
+    **core: Any,
+) -> RunRecord:
     """The common core of a recipe's metrics.json, measured the same way for every recipe.
 
     `kind`: the kind of model (default: the recipe's, RECIPE_KINDS; a new recipe names its own).
@@ -163,22 +180,37 @@ def run_record(recipe: str, task: str, *, kind: str | None = None, trainer=None,
     `extra_throughput` add the recipe's own entries; `core`: base_model, dataset, synthetic_data, data_report, splits.
     """
     if loop is not None:
-        facts = {"global_step": loop.global_step, "loss_curve": loop.loss_curve, "resumed_from": loop.resumed_from,
-                 "ema_decay": loop.ema_decay}
+        facts = {
+            "global_step": loop.global_step,
+            "loss_curve": loop.loss_curve,
+            "resumed_from": loop.resumed_from,
+            "ema_decay": loop.ema_decay,
+        }
         measured = dict(loop.throughput)
     else:
-        facts = {"global_step": trainer.state.global_step, "train_loss": train_result.training_loss,
-                 "resumed_from": str(resumed_from) if resumed_from else None,
-                 "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e]}
-        measured = {**throughput.summary(trainer.args.world_size), **peak_memory_mb(),
-                    "device": str(trainer.args.device)}
+        facts = {
+            "global_step": trainer.state.global_step,
+            "train_loss": train_result.training_loss,
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            "loss_curve": [e["loss"] for e in trainer.state.log_history if "loss" in e],
+        }
+        measured = {
+            **throughput.summary(trainer.args.world_size),
+            **peak_memory_mb(),
+            "device": str(trainer.args.device),
+        }
     if model is not None:
         facts["num_parameters"] = num_parameters(model)
     if kind is None and recipe not in RECIPE_KINDS:
         raise ValueError(f"run_record: recipe {recipe!r} has no kind in RECIPE_KINDS; pass kind=")
-    return RunRecord(recipe=recipe, kind=kind or RECIPE_KINDS[recipe], task=task,
-                     training={**facts, **(training or {})}, throughput={**measured, **(extra_throughput or {})},
-                     **core)
+    return RunRecord(
+        recipe=recipe,
+        kind=kind or RECIPE_KINDS[recipe],
+        task=task,
+        training={**facts, **(training or {})},
+        throughput={**measured, **(extra_throughput or {})},
+        **core,
+    )
 
 
 # --- ending a run -------------------------------------------------------------------------------------------------
@@ -224,13 +256,22 @@ def card_sections(markdown: str) -> dict[str, str]:
     out = {}
     for i, h in enumerate(heads):
         level = len(h.group(1))
-        end = next((n.start() for n in heads[i + 1:] if len(n.group(1)) <= level), len(markdown))
-        out.setdefault(h.group(2).strip().lower(), markdown[h.end():end].strip())
+        end = next((n.start() for n in heads[i + 1 :] if len(n.group(1)) <= level), len(markdown))
+        out.setdefault(h.group(2).strip().lower(), markdown[h.end() : end].strip())
     return out
 
 
-LIBRARIES = ("transformers", "diffusers", "torch", "datasets", "accelerate", "evaluate", "fairlearn", "scikit-learn",
-             "rdkit")
+LIBRARIES = (
+    "transformers",
+    "diffusers",
+    "torch",
+    "datasets",
+    "accelerate",
+    "evaluate",
+    "fairlearn",
+    "scikit-learn",
+    "rdkit",
+)
 
 
 def library_versions() -> dict[str, str]:

@@ -46,11 +46,17 @@ def kept_checkpoint(state, args) -> dict[str, Any]:
     at_step = next((e for e in reversed(evaluations) if e["step"] == step), {})
     epoch = at_step.get("epoch", state.epoch if not best else None)
     value = state.best_metric if best else at_step.get(key)
-    return {"rule": "best validation " + metric.removeprefix("eval_") if best else "last step",
-            "checkpoint": name, "step": int(step), "epoch": None if epoch is None else round(float(epoch), 2),
-            "metric": metric.removeprefix("eval_"), "value": None if value is None else float(value),
-            "greater_is_better": bool(args.greater_is_better) if args.greater_is_better is not None else None,
-            "n_evaluations": len(evaluations), "final_step": int(state.global_step)}
+    return {
+        "rule": "best validation " + metric.removeprefix("eval_") if best else "last step",
+        "checkpoint": name,
+        "step": int(step),
+        "epoch": None if epoch is None else round(float(epoch), 2),
+        "metric": metric.removeprefix("eval_"),
+        "value": None if value is None else float(value),
+        "greater_is_better": bool(args.greater_is_better) if args.greater_is_better is not None else None,
+        "n_evaluations": len(evaluations),
+        "final_step": int(state.global_step),
+    }
 
 
 def score_column(class_name: str) -> str:
@@ -60,7 +66,9 @@ def score_column(class_name: str) -> str:
 def predictions_frame(ids, y_true, probs, class_names, subgroups: pd.DataFrame | None, threshold=None) -> pd.DataFrame:
     probs = np.asarray(probs, dtype=np.float64)
     names = np.asarray(class_names, dtype=object)
-    frame = pd.DataFrame({"id": list(ids), "label": names[np.asarray(y_true, dtype=int)], "pred": names[probs.argmax(1)]})
+    frame = pd.DataFrame(
+        {"id": list(ids), "label": names[np.asarray(y_true, dtype=int)], "pred": names[probs.argmax(1)]}
+    )
     if threshold is not None:
         frame["pred_at_threshold"] = names[(probs[:, 1] >= threshold).astype(int)]
     for j, c in enumerate(class_names):
@@ -73,11 +81,17 @@ def predictions_frame(ids, y_true, probs, class_names, subgroups: pd.DataFrame |
 
 def subgroup_settings(eval_args) -> dict[str, Any]:
     """`subgroup_report`'s settings from EvalArguments: the same resamples and seed as the headline intervals."""
-    return {"min_group_size": eval_args.min_group_size, "n_bootstrap": eval_args.n_bootstrap, "seed": 0,
-            "min_class_count": getattr(eval_args, "min_group_class_count", 10)}
+    return {
+        "min_group_size": eval_args.min_group_size,
+        "n_bootstrap": eval_args.n_bootstrap,
+        "seed": 0,
+        "min_class_count": getattr(eval_args, "min_group_class_count", 10),
+    }
 
 
-def classification_metrics(y_true, probs, class_names, threshold, eval_args, subgroups: pd.DataFrame | None, subgroup_columns) -> dict[str, Any]:
+def classification_metrics(
+    y_true, probs, class_names, threshold, eval_args, subgroups: pd.DataFrame | None, subgroup_columns
+) -> dict[str, Any]:
     """Flat test metrics + `subgroups`, for binary (positive class = class_names[1]) or multi-class."""
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
@@ -92,8 +106,14 @@ def classification_metrics(y_true, probs, class_names, threshold, eval_args, sub
     cols = [c for c in subgroup_columns if subgroups is not None and c in subgroups]
     if cols:
         metrics["subgroups"] = subgroup_report(
-            y_true, score, y_pred, subgroups[cols].reset_index(drop=True), task=task, class_names=class_names,
-            **subgroup_settings(eval_args))
+            y_true,
+            score,
+            y_pred,
+            subgroups[cols].reset_index(drop=True),
+            task=task,
+            class_names=class_names,
+            **subgroup_settings(eval_args),
+        )
     else:
         metrics["subgroups"] = {}
     return metrics
@@ -129,10 +149,16 @@ def write_classifier_report(
         if eval_args.threshold_method == "fixed" or val_probs is None:
             threshold, threshold_source = float(eval_args.threshold), "fixed"
         else:
-            threshold = choose_threshold(np.asarray(val_true, dtype=int), np.asarray(val_probs)[:, 1], method=eval_args.threshold_method)
+            threshold = choose_threshold(
+                np.asarray(val_true, dtype=int), np.asarray(val_probs)[:, 1], method=eval_args.threshold_method
+            )
             threshold_source = f"{eval_args.threshold_method} on validation"
     if subgroup_columns is None:
-        subgroup_columns = [c for c in (subgroups.columns if subgroups is not None else []) if c not in ("lesion_id", "patient_id", "subject_id")]
+        subgroup_columns = [
+            c
+            for c in (subgroups.columns if subgroups is not None else [])
+            if c not in ("lesion_id", "patient_id", "subject_id")
+        ]
 
     frame = predictions_frame(ids, y_true, probs, class_names, subgroups, threshold if binary else None)
     metrics: dict[str, Any] = {
@@ -141,23 +167,41 @@ def write_classifier_report(
         "threshold": threshold if binary else None,
         "threshold_source": threshold_source if binary else None,
     }
-    metrics.update(classification_metrics(y_true, probs, class_names, threshold, eval_args, subgroups, subgroup_columns))
+    metrics.update(
+        classification_metrics(y_true, probs, class_names, threshold, eval_args, subgroups, subgroup_columns)
+    )
     if val_probs is not None:
         vp = np.asarray(val_probs, dtype=np.float64)
         vt = np.asarray(val_true, dtype=int)
-        val = (binary_metrics(vt, vp[:, 1], threshold=threshold, n_bootstrap=0) if binary
-               else multiclass_metrics(vt, vp, class_names, n_bootstrap=0))
+        val = (
+            binary_metrics(vt, vp[:, 1], threshold=threshold, n_bootstrap=0)
+            if binary
+            else multiclass_metrics(vt, vp, class_names, n_bootstrap=0)
+        )
         metrics["validation"] = {k: v for k, v in val.items() if not k.endswith(("_ci_low", "_ci_high"))}
     plots = {}
-    reliability_diagram(y_true, probs[:, 1] if binary else probs, output_dir / PLOTS["reliability"],
-                        title=f"Reliability on the test set ({len(y_true)} examples)",
-                        ece_ci=(metrics.get("ece_ci_low"), metrics.get("ece_ci_high")),
-                        positive_class=class_names[1] if binary else None)
+    reliability_diagram(
+        y_true,
+        probs[:, 1] if binary else probs,
+        output_dir / PLOTS["reliability"],
+        title=f"Reliability on the test set ({len(y_true)} examples)",
+        ece_ci=(metrics.get("ece_ci_low"), metrics.get("ece_ci_high")),
+        positive_class=class_names[1] if binary else None,
+    )
     plots["reliability"] = PLOTS["reliability"]
     if binary and len(np.unique(y_true)) == 2:
-        roc_pr_plot(y_true, probs[:, 1], output_dir / PLOTS["roc_pr"], positive_class=class_names[1],
-                    negative_class=class_names[0], threshold=threshold, threshold_source=threshold_source,
-                    n_bootstrap=eval_args.n_bootstrap, seed=0, title=f"Test set: {len(y_true)} examples")
+        roc_pr_plot(
+            y_true,
+            probs[:, 1],
+            output_dir / PLOTS["roc_pr"],
+            positive_class=class_names[1],
+            negative_class=class_names[0],
+            threshold=threshold,
+            threshold_source=threshold_source,
+            n_bootstrap=eval_args.n_bootstrap,
+            seed=0,
+            title=f"Test set: {len(y_true)} examples",
+        )
         plots["roc_pr"] = PLOTS["roc_pr"]
     metrics["plots"] = plots
     metrics.update(extra or {})
@@ -171,8 +215,15 @@ def write_classifier_report(
 PLOTS["observed_vs_predicted"] = "observed_vs_predicted.png"
 
 
-def headline_metrics(y_true, scores, class_names: Sequence[str] | None, eval_args, val_true=None, val_scores=None,
-                     threshold: float | None = None) -> dict[str, Any]:
+def headline_metrics(
+    y_true,
+    scores,
+    class_names: Sequence[str] | None,
+    eval_args,
+    val_true=None,
+    val_scores=None,
+    threshold: float | None = None,
+) -> dict[str, Any]:
     """Flat test metrics with CIs (no subgroups) scored exactly like the main model's, e.g. for a baseline.
 
     Classification: `scores` are (n, K) probabilities; a binary threshold comes from `threshold`, else from
@@ -180,8 +231,12 @@ def headline_metrics(y_true, scores, class_names: Sequence[str] | None, eval_arg
     predicted values.
     """
     if class_names is None:
-        return regression_metrics(np.asarray(y_true, dtype=np.float64), np.asarray(scores, dtype=np.float64),
-                                  n_bootstrap=eval_args.n_bootstrap, seed=0)
+        return regression_metrics(
+            np.asarray(y_true, dtype=np.float64),
+            np.asarray(scores, dtype=np.float64),
+            n_bootstrap=eval_args.n_bootstrap,
+            seed=0,
+        )
     probs = np.asarray(scores, dtype=np.float64)
     y = np.asarray(y_true, dtype=int)
     if len(class_names) != 2:
@@ -190,8 +245,9 @@ def headline_metrics(y_true, scores, class_names: Sequence[str] | None, eval_arg
         if eval_args.threshold_method == "fixed" or val_scores is None:
             threshold = float(eval_args.threshold)
         else:
-            threshold = choose_threshold(np.asarray(val_true, dtype=int), np.asarray(val_scores)[:, 1],
-                                         method=eval_args.threshold_method)
+            threshold = choose_threshold(
+                np.asarray(val_true, dtype=int), np.asarray(val_scores)[:, 1], method=eval_args.threshold_method
+            )
     return binary_metrics(y, probs[:, 1], threshold=threshold, n_bootstrap=eval_args.n_bootstrap, seed=0)
 
 
@@ -233,16 +289,25 @@ def write_regression_report(
         for col in subgroups.columns:
             frame[col] = subgroups[col].to_numpy()
     if subgroup_columns is None:
-        subgroup_columns = [c for c in (subgroups.columns if subgroups is not None else [])
-                            if c not in ("lesion_id", "patient_id", "subject_id")]
+        subgroup_columns = [
+            c
+            for c in (subgroups.columns if subgroups is not None else [])
+            if c not in ("lesion_id", "patient_id", "subject_id")
+        ]
     metrics: dict[str, Any] = {"class_names": None, "positive_class": None, "threshold": None}
     metrics.update(regression_metrics(y, pred, n_bootstrap=eval_args.n_bootstrap, seed=0))
     cols = [c for c in subgroup_columns if subgroups is not None and c in subgroups]
-    metrics["subgroups"] = subgroup_report(y, None, pred, subgroups[cols].reset_index(drop=True), task="regression",
-                                           **subgroup_settings(eval_args)) if cols else {}
+    metrics["subgroups"] = (
+        subgroup_report(
+            y, None, pred, subgroups[cols].reset_index(drop=True), task="regression", **subgroup_settings(eval_args)
+        )
+        if cols
+        else {}
+    )
     if val_pred is not None:
-        val = regression_metrics(np.asarray(val_true, dtype=np.float64), np.asarray(val_pred, dtype=np.float64),
-                                 n_bootstrap=0)
+        val = regression_metrics(
+            np.asarray(val_true, dtype=np.float64), np.asarray(val_pred, dtype=np.float64), n_bootstrap=0
+        )
         metrics["validation"] = {k: v for k, v in val.items() if not k.endswith(("_ci_low", "_ci_high"))}
     _observed_vs_predicted(y, pred, output_dir / PLOTS["observed_vs_predicted"])
     metrics["plots"] = {"observed_vs_predicted": PLOTS["observed_vs_predicted"]}
@@ -271,8 +336,15 @@ def _observed_vs_predicted(y, pred, path: Path) -> Path:
     return path
 
 
-def paired_difference(y_true, scores_a, scores_b, class_names: Sequence[str] | None, n_bootstrap: int = 1000,
-                      seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
+def paired_difference(
+    y_true,
+    scores_a,
+    scores_b,
+    class_names: Sequence[str] | None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, Any]:
     """Model A minus model B on the same test rows, with a paired bootstrap interval (both scored on each resample).
 
     Classification: AUROC (macro one-vs-rest for K > 2) from (n, K) probabilities; regression: MAE from
@@ -288,11 +360,18 @@ def paired_difference(y_true, scores_a, scores_b, class_names: Sequence[str] | N
         name, metric = "auroc", lambda idx, s: roc_auc_score(y[idx], s[idx, 1])
     else:
         labels = list(range(len(class_names)))
-        name, metric = "auroc", lambda idx, s: roc_auc_score(y[idx], s[idx], multi_class="ovr", average="macro",
-                                                             labels=labels)
+        name, metric = (
+            "auroc",
+            lambda idx, s: roc_auc_score(y[idx], s[idx], multi_class="ovr", average="macro", labels=labels),
+        )
     every = np.arange(len(y))
-    out: dict[str, Any] = {"metric": name, "difference": metric(every, a) - metric(every, b),
-                           "difference_ci_low": None, "difference_ci_high": None, "n_bootstrap": int(n_bootstrap)}
+    out: dict[str, Any] = {
+        "metric": name,
+        "difference": metric(every, a) - metric(every, b),
+        "difference_ci_low": None,
+        "difference_ci_high": None,
+        "n_bootstrap": int(n_bootstrap),
+    }
     if n_bootstrap:
         rng = np.random.default_rng(seed)
         groups = [every] if class_names is None else [np.flatnonzero(y == c) for c in np.unique(y)]
@@ -309,14 +388,23 @@ def paired_difference(y_true, scores_a, scores_b, class_names: Sequence[str] | N
     return out
 
 
-def calibration_report(output_dir: str | Path, y_true: dict, raw_probs: dict, probs: dict, temperature: float,
-                       shift, method: str) -> dict[str, Any]:
+def calibration_report(
+    output_dir: str | Path, y_true: dict, raw_probs: dict, probs: dict, temperature: float, shift, method: str
+) -> dict[str, Any]:
     """Calibration before and after, per split ({split: labels / (n, K) probabilities}), and a reliability diagram
     of the test predictions before calibration (the report's main diagram shows them after)."""
     test = np.asarray(raw_probs["test"], dtype=np.float64)
-    reliability_diagram(y_true["test"], test[:, 1] if test.shape[1] == 2 else test,
-                        Path(output_dir) / "reliability_diagram_before.png", title="Reliability before calibration (test)")
-    return {"method": method, "temperature": float(temperature), "prior_correction": [float(v) for v in shift],
-            "before": {s: calibration_summary(y_true[s], raw_probs[s]) for s in raw_probs},
-            "after": {s: calibration_summary(y_true[s], probs[s]) for s in probs},
-            "plot_before": "reliability_diagram_before.png"}
+    reliability_diagram(
+        y_true["test"],
+        test[:, 1] if test.shape[1] == 2 else test,
+        Path(output_dir) / "reliability_diagram_before.png",
+        title="Reliability before calibration (test)",
+    )
+    return {
+        "method": method,
+        "temperature": float(temperature),
+        "prior_correction": [float(v) for v in shift],
+        "before": {s: calibration_summary(y_true[s], raw_probs[s]) for s in raw_probs},
+        "after": {s: calibration_summary(y_true[s], probs[s]) for s in probs},
+        "plot_before": "reliability_diagram_before.png",
+    }

@@ -134,9 +134,22 @@ def write_training_record(output_dir, rank: int, world_size: int, indices: list[
 
     params = list(model.parameters())
     total = sum(int(getattr(p, "ds_numel", p.numel())) for p in params)
-    held = sum(int(p.to_local().numel() if isinstance(p, DTensor) else
-                   p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()) for p in params)
-    record = {"rank": rank, "world_size": world_size, "indices": indices, "parameter_elements": total,
-              "parameter_elements_held": held,
-              "state_dict_sha256": state_dict_sha256(model) if held == total else None}
+    held = sum(
+        int(
+            p.to_local().numel()
+            if isinstance(p, DTensor)
+            else p.ds_tensor.numel()
+            if hasattr(p, "ds_tensor")
+            else p.numel()
+        )
+        for p in params
+    )
+    record = {
+        "rank": rank,
+        "world_size": world_size,
+        "indices": indices,
+        "parameter_elements": total,
+        "parameter_elements_held": held,
+        "state_dict_sha256": state_dict_sha256(model) if held == total else None,
+    }
     write_json(f"{output_dir}/{RECORD_DIR}/rank-{rank}.json", record)

@@ -158,14 +158,22 @@ class MedTrainer(Trainer):
                         f"FSDP2 cannot shard {type(self.model).__name__}: its parameter '{name}.{pname}' is also a "
                         "weight of the output or input embedding layer, which accelerate shards as a group of its "
                         "own (BERT-style masked-LM heads do this). Models of this kind fit one GPU: launch with "
-                        "recipes/accelerate/multi_gpu.yaml (DDP), deepspeed_zero2.yaml or deepspeed_zero3.yaml.")
+                        "recipes/accelerate/multi_gpu.yaml (DDP), deepspeed_zero2.yaml or deepspeed_zero3.yaml."
+                    )
 
         policy = getattr(plugin.auto_wrap_policy, "func", plugin.auto_wrap_policy)
         names = list(getattr(self.model, "_no_split_modules", None) or [])
-        if policy is transformer_auto_wrap_policy and plugin.transformer_cls_names_to_wrap is None and embed is not None \
-                and names:
-            around = {type(m).__name__ for m in self.model.modules() if m is not embed and
-                      any(sub is embed for sub in m.modules())}
+        if (
+            policy is transformer_auto_wrap_policy
+            and plugin.transformer_cls_names_to_wrap is None
+            and embed is not None
+            and names
+        ):
+            around = {
+                type(m).__name__
+                for m in self.model.modules()
+                if m is not embed and any(sub is embed for sub in m.modules())
+            }
             plugin.transformer_cls_names_to_wrap = [n for n in names if n not in around]
 
     def train(self, *args, **kwargs):
@@ -174,13 +182,19 @@ class MedTrainer(Trainer):
             self._template = meta_copy(self.model)  # before accelerate shards the model in place
         output = super().train(*args, **kwargs)
         if record_requested():
-            write_training_record(self.args.output_dir, self.args.process_index, self.args.world_size,
-                                  list(self._seen_indices or []), self.model)
+            write_training_record(
+                self.args.output_dir,
+                self.args.process_index,
+                self.args.world_size,
+                list(self._seen_indices or []),
+                self.model,
+            )
         return output
 
     def _reload_exactly(self, checkpoint_dir: str, model) -> None:
-        loaded = type(model).from_pretrained(checkpoint_dir, config=model.config, use_safetensors=True,
-                                             trust_remote_code=False)
+        loaded = type(model).from_pretrained(
+            checkpoint_dir, config=model.config, use_safetensors=True, trust_remote_code=False
+        )
         model.load_state_dict(loaded.state_dict(), strict=True)
 
     def _load_into_fsdp_shards(self, checkpoint_dir: str, model) -> None:
@@ -196,8 +210,9 @@ class MedTrainer(Trainer):
             state_dict, strict = {in_model.get(k, k): v for k, v in weights.items()}, False
         else:
             template = self._template
-            loaded = type(template).from_pretrained(checkpoint_dir, config=template.config, use_safetensors=True,
-                                                    trust_remote_code=False)
+            loaded = type(template).from_pretrained(
+                checkpoint_dir, config=template.config, use_safetensors=True, trust_remote_code=False
+            )
             state_dict, strict = loaded.state_dict(), True
         missing = set(state_dict) - set(model.state_dict())
         if missing:
@@ -212,7 +227,9 @@ class MedTrainer(Trainer):
         from accelerate.utils import save_fsdp_optimizer
         from transformers.trainer import SCHEDULER_NAME
 
-        save_fsdp_optimizer(self.accelerator.state.fsdp_plugin, self.accelerator, self.optimizer, self.model, output_dir)
+        save_fsdp_optimizer(
+            self.accelerator.state.fsdp_plugin, self.accelerator, self.optimizer, self.model, output_dir
+        )
         if self.args.should_save:
             torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
 
@@ -220,8 +237,12 @@ class MedTrainer(Trainer):
         target = model if model is not None else self.model
         if self.is_fsdp_enabled:
             return self._load_into_fsdp_shards(resume_from_checkpoint, target)
-        if isinstance(target, PreTrainedModel) and not hasattr(target, "peft_config") and not self.is_sharded \
-                and os.path.isfile(os.path.join(resume_from_checkpoint, "model.safetensors")):
+        if (
+            isinstance(target, PreTrainedModel)
+            and not hasattr(target, "peft_config")
+            and not self.is_sharded
+            and os.path.isfile(os.path.join(resume_from_checkpoint, "model.safetensors"))
+        ):
             return self._reload_exactly(resume_from_checkpoint, target)
         return super()._load_from_checkpoint(resume_from_checkpoint, model)
 
@@ -230,7 +251,12 @@ class MedTrainer(Trainer):
         best = self.state.best_model_checkpoint
         if self.is_fsdp_enabled and best:
             return self._load_into_fsdp_shards(best, target)
-        if isinstance(target, PreTrainedModel) and not hasattr(target, "peft_config") and not self.is_sharded \
-                and best and os.path.isfile(os.path.join(best, "model.safetensors")):
+        if (
+            isinstance(target, PreTrainedModel)
+            and not hasattr(target, "peft_config")
+            and not self.is_sharded
+            and best
+            and os.path.isfile(os.path.join(best, "model.safetensors"))
+        ):
             return self._reload_exactly(best, target)
         return super()._load_best_model()

@@ -118,33 +118,57 @@ def train_loop(
     )
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         # EMA, sampling hooks and the pipeline save all read whole weights; these models fit one GPU.
-        raise SetupError(f"{accelerator.distributed_type.value} launch: the hf-medai training loop (image_diffusion, "
-                         "molecule_diffusion) runs one process or data-parallel (DDP) only. Launch with "
-                         "recipes/accelerate/single_gpu.yaml or multi_gpu.yaml.")
+        raise SetupError(
+            f"{accelerator.distributed_type.value} launch: the hf-medai training loop (image_diffusion, "
+            "molecule_diffusion) runs one process or data-parallel (DDP) only. Launch with "
+            "recipes/accelerate/single_gpu.yaml or multi_gpu.yaml."
+        )
     seen_indices: list[int] = []  # test hook (HF_MEDAI_RECORD_TRAINING_DATA, see hf_medai/throughput.py)
     if record_requested():
         dataset = IndexRecordingDataset(dataset, seen_indices)
     sampler = EpochShuffleSampler(len(dataset), seed=args.seed)
-    loader = DataLoader(dataset, batch_size=args.per_device_train_batch_size, sampler=sampler, collate_fn=collate_fn,
-                        drop_last=args.dataloader_drop_last, num_workers=args.dataloader_num_workers,
-                        # Its own generator: each new iterator draws a worker seed, which must not advance
-                        # the global RNG that the loss's noise comes from (resume would drift by one draw).
-                        generator=torch.Generator().manual_seed(args.seed))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay,
-                                  betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+    loader = DataLoader(
+        dataset,
+        batch_size=args.per_device_train_batch_size,
+        sampler=sampler,
+        collate_fn=collate_fn,
+        drop_last=args.dataloader_drop_last,
+        num_workers=args.dataloader_num_workers,
+        # Its own generator: each new iterator draws a worker seed, which must not advance
+        # the global RNG that the loss's noise comes from (resume would drift by one draw).
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=args.learning_rate,
+        weight_decay=args.weight_decay,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+    )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     if len(loader) == 0:
-        raise ConfigError(f"no training batches: {len(dataset)} examples, batch size {args.per_device_train_batch_size}, "
-                         f"{accelerator.num_processes} process(es), drop_last={args.dataloader_drop_last}")
+        raise ConfigError(
+            f"no training batches: {len(dataset)} examples, batch size {args.per_device_train_batch_size}, "
+            f"{accelerator.num_processes} process(es), drop_last={args.dataloader_drop_last}"
+        )
 
     steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
     max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
     # Not `accelerator.prepare`d: that would step it once per process. One step per optimizer step.
-    lr_scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(max_steps),
-                                 num_training_steps=max_steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs or {})
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=args.get_warmup_steps(max_steps),
+        num_training_steps=max_steps,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs or {},
+    )
     unwrapped = accelerator.unwrap_model(model)
     ema = EMAModel(unwrapped.parameters(), decay=ema_decay, use_ema_warmup=True) if ema_decay else None
-    save_every = _every(args.save_steps, max_steps) if getattr(args.save_strategy, "value", args.save_strategy) == "steps" else 0
+    save_every = (
+        _every(args.save_steps, max_steps)
+        if getattr(args.save_strategy, "value", args.save_strategy) == "steps"
+        else 0
+    )
     log_every = _every(args.logging_steps, max_steps) or 50
 
     global_step, loss_curve = 0, []
@@ -156,7 +180,9 @@ def train_loop(
         if ema is not None:
             ema_file = Path(resume_from_checkpoint) / EMA_WEIGHTS
             if not ema_file.is_file():
-                raise ConfigError(f"{resume_from_checkpoint}: no {EMA_WEIGHTS}; it was saved without EMA (set ema_decay to match)")
+                raise ConfigError(
+                    f"{resume_from_checkpoint}: no {EMA_WEIGHTS}; it was saved without EMA (set ema_decay to match)"
+                )
             shadow = load_file(ema_file)
             ema.shadow_params = [shadow[f"{i}"].to(p.device) for i, p in enumerate(ema.shadow_params)]
             ema.optimization_step = state["ema_optimization_step"]
@@ -170,10 +196,18 @@ def train_loop(
         accelerator.save_state(str(staging))
         if accelerator.is_main_process:
             if ema is not None:
-                save_file({f"{i}": p.detach().contiguous().cpu() for i, p in enumerate(ema.shadow_params)}, staging / EMA_WEIGHTS)
-            loop_state = {"global_step": global_step, "loss_curve": loss_curve, "lr_scheduler": lr_scheduler.state_dict(),
-                          "ema_optimization_step": ema.optimization_step if ema is not None else None,
-                          "max_steps": max_steps, "world_size": accelerator.num_processes}
+                save_file(
+                    {f"{i}": p.detach().contiguous().cpu() for i, p in enumerate(ema.shadow_params)},
+                    staging / EMA_WEIGHTS,
+                )
+            loop_state = {
+                "global_step": global_step,
+                "loss_curve": loss_curve,
+                "lr_scheduler": lr_scheduler.state_dict(),
+                "ema_optimization_step": ema.optimization_step if ema is not None else None,
+                "max_steps": max_steps,
+                "world_size": accelerator.num_processes,
+            }
             (staging / LOOP_STATE).write_text(json.dumps(loop_state))
             # A same-step folder (a re-save) is moved aside, not deleted in place: a kill mid-delete would leave a
             # `checkpoint-N` with its loop_state.json but without some weights, and it would pass for complete.
@@ -262,7 +296,9 @@ def train_loop(
         "train_steps_per_second": round(steps / train_time, 3),
         "train_seconds": round(train_time, 2),
         "optimizer_steps": steps,
-        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes,
+        "global_batch_size": args.per_device_train_batch_size
+        * args.gradient_accumulation_steps
+        * accelerator.num_processes,
         "world_size": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
         "device": str(accelerator.device),
@@ -274,10 +310,18 @@ def train_loop(
     unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     unwrapped.eval()
     if record_requested():
-        write_training_record(args.output_dir, accelerator.process_index, accelerator.num_processes, seen_indices, unwrapped)
-    return LoopResult(model=unwrapped, accelerator=accelerator, global_step=global_step, loss_curve=loss_curve,
-                      throughput=throughput, resumed_from=str(resume_from_checkpoint) if resume_from_checkpoint else None,
-                      ema_decay=ema_decay)
+        write_training_record(
+            args.output_dir, accelerator.process_index, accelerator.num_processes, seen_indices, unwrapped
+        )
+    return LoopResult(
+        model=unwrapped,
+        accelerator=accelerator,
+        global_step=global_step,
+        loss_curve=loss_curve,
+        throughput=throughput,
+        resumed_from=str(resume_from_checkpoint) if resume_from_checkpoint else None,
+        ema_decay=ema_decay,
+    )
 
 
 def _leading_dim(batch) -> int:

@@ -51,41 +51,70 @@ from hf_medai.run_summary import print_run_summary, with_ci
 
 @dataclass
 class ExperimentArguments:
-    diffusion_run: str = field(default="runs/image_diffusion", metadata={"help": "A run folder of recipes/image_diffusion.py."})
-    output_dir: str = field(default="runs/augmentation_experiment", metadata={"help": "Where both classifier runs and the table go."})
-    n_generated: int = field(default=200, metadata={"help": "Generated images of the rarest class added to the training split."})
-    target_class: str | None = field(default=None, metadata={"help": "Class to generate (default: the rarest in the generator's training split)."})
+    diffusion_run: str = field(
+        default="runs/image_diffusion", metadata={"help": "A run folder of recipes/image_diffusion.py."}
+    )
+    output_dir: str = field(
+        default="runs/augmentation_experiment", metadata={"help": "Where both classifier runs and the table go."}
+    )
+    n_generated: int = field(
+        default=200, metadata={"help": "Generated images of the rarest class added to the training split."}
+    )
+    target_class: str | None = field(
+        default=None, metadata={"help": "Class to generate (default: the rarest in the generator's training split)."}
+    )
     scheduler: Literal["dpmsolver++", "ddim", "ddpm"] = field(default="dpmsolver++", metadata={"help": "Sampler."})
     inference_steps: int = field(default=20, metadata={"help": "Sampling steps."})
     guidance_scale: float = field(default=2.0, metadata={"help": "Classifier-free guidance scale."})
     seed: int = field(default=0, metadata={"help": "Seed of generation and of BOTH classifier runs."})
-    lesion_config: str | None = field(default=None, metadata={
-        "help": "YAML of lesion classifier settings (as recipes/lesion_classification.py takes) for both runs."})
-    lesion_args: str = field(default="", metadata={
-        "help": "Extra lesion classifier flags for both runs, one string: --lesion_args '--num_train_epochs 5'."})
+    lesion_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "YAML of lesion classifier settings (as recipes/lesion_classification.py takes) for both runs."
+        },
+    )
+    lesion_args: str = field(
+        default="",
+        metadata={
+            "help": "Extra lesion classifier flags for both runs, one string: --lesion_args '--num_train_epochs 5'."
+        },
+    )
     n_bootstrap: int = field(default=1000, metadata={"help": "Paired bootstrap resamples of the AUROC difference."})
 
 
 CONFIG_DATACLASSES = (ExperimentArguments, RunArguments)
 # Each classifier run takes the lesion classifier's settings (SPLIT_KEYS, the ones that decide which patients the
 # generator saw, come from the diffusion run).
-CLASSIFIER_DATACLASSES = (LesionClassifierDataArguments, ImageClassifierArguments, EvalArguments, RunArguments,
-                          TrainingArguments)
+CLASSIFIER_DATACLASSES = (
+    LesionClassifierDataArguments,
+    ImageClassifierArguments,
+    EvalArguments,
+    RunArguments,
+    TrainingArguments,
+)
 
 
 def train_classifier(flags: list[str]) -> dict:
     """One lesion classifier run folder, as recipes/lesion_classification.py writes it, from that recipe's flags."""
-    data, model_args, eval_args, run_args, training_args = parse_args(*CLASSIFIER_DATACLASSES, args=flags,
-                                                                      defaults=TRAINING_DEFAULTS)
+    data, model_args, eval_args, run_args, training_args = parse_args(
+        *CLASSIFIER_DATACLASSES, args=flags, defaults=TRAINING_DEFAULTS
+    )
     begin_run(training_args, run_args)
     splits, class_names, report, source = load_lesion_split(data, extra_train_dir=data.extra_train_dir)
     model, processor = build_image_classifier(model_args.model_name_or_path, class_names, model_args.image_size)
     splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
     trainer = image_classifier_trainer(model, processor, splits, class_names, model_args, training_args)
-    metrics = evaluate_and_save(trainer, trainer.train(), processor, splits, class_names, model_args, eval_args,
-                                subgroups=subgroup_frame(splits["test"], data.subgroup_columns),
-                                extra=lesion_classifier_facts(data, model_args.model_name_or_path, report, source,
-                                                              splits))
+    metrics = evaluate_and_save(
+        trainer,
+        trainer.train(),
+        processor,
+        splits,
+        class_names,
+        model_args,
+        eval_args,
+        subgroups=subgroup_frame(splits["test"], data.subgroup_columns),
+        extra=lesion_classifier_facts(data, model_args.model_name_or_path, report, source, splits),
+    )
     config = resolved_config(data, model_args, eval_args, run_args, training_args)
     finish_run(training_args.output_dir, config, training_args, push=False)
     return metrics
@@ -109,8 +138,15 @@ def main(args=None):
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=True)
     c = pipe.class_ids(target)[0]
-    images, images_per_second = generate(pipe, np.full(exp.n_generated, c), exp.scheduler, exp.inference_steps,
-                                         exp.guidance_scale, batch_size=64, seed=exp.seed)
+    images, images_per_second = generate(
+        pipe,
+        np.full(exp.n_generated, c),
+        exp.scheduler,
+        exp.inference_steps,
+        exp.guidance_scale,
+        batch_size=64,
+        seed=exp.seed,
+    )
     save_samples(images, np.full(len(images), c), pipe.config.class_names, out / "generated")
 
     # 2. Two classifier runs: same data, split, seed and optimizer steps.
@@ -122,15 +158,29 @@ def main(args=None):
             common += [f"--{key}", str(diff_config[key])]
     common += ["--seed", str(exp.seed), "--overwrite_output_dir", "true", *shlex.split(exp.lesion_args)]
     steps = train_classifier(common + ["--output_dir", str(out / "baseline")])["training"]["global_step"]
-    train_classifier(common + ["--output_dir", str(out / "augmented"), "--extra_train_dir", str(out / "generated"),
-                               "--max_steps", str(steps)])
+    train_classifier(
+        common
+        + [
+            "--output_dir",
+            str(out / "augmented"),
+            "--extra_train_dir",
+            str(out / "generated"),
+            "--max_steps",
+            str(steps),
+        ]
+    )
 
     # 3. One table, whatever the result, in this experiment's own run folder and card
     result = compare(out / "baseline", out / "augmented", target, exp.n_bootstrap)
-    result.update(target_class=target, n_generated=len(images), optimizer_steps=steps, seed=exp.seed,
-                  generator=str(diffusion_run),
-                  sampler=f"{exp.scheduler}, {exp.inference_steps} steps, guidance {exp.guidance_scale}",
-                  generation_images_per_second=round(images_per_second, 3))
+    result.update(
+        target_class=target,
+        n_generated=len(images),
+        optimizer_steps=steps,
+        seed=exp.seed,
+        generator=str(diffusion_run),
+        sampler=f"{exp.scheduler}, {exp.inference_steps} steps, guidance {exp.guidance_scale}",
+        generation_images_per_second=round(images_per_second, 3),
+    )
     result["table"] = table_markdown(result)
     write_json(out / "augmentation.json", result)
     write_json(out / "metrics.json", {"recipe": "augmentation_experiment", **result})
@@ -139,18 +189,25 @@ def main(args=None):
     write_yaml(out / "run_config.yaml", resolved_config(exp, run_args))
     print(result["table"])
     d = result["auroc_difference"]
-    print_run_summary(out, f"AUROC difference (augmented - baseline) "
-                           f"{with_ci(d['difference'], d['difference_ci_low'], d['difference_ci_high'])}, paired")
+    print_run_summary(
+        out,
+        f"AUROC difference (augmented - baseline) "
+        f"{with_ci(d['difference'], d['difference_ci_low'], d['difference_ci_high'])}, paired",
+    )
     return out
 
 
 def compare(baseline: Path, augmented: Path, target: str, n_bootstrap: int) -> dict:
     """Test-set numbers of both runs from their predictions.csv (scikit-learn), and a paired AUROC difference."""
     rows = {}
-    frames = {name: pd.read_csv(path / "predictions.csv", keep_default_na=False) for name, path in
-              (("baseline", baseline), ("augmented", augmented))}
-    metrics = {name: json.loads((path / "metrics.json").read_text()) for name, path in
-               (("baseline", baseline), ("augmented", augmented))}
+    frames = {
+        name: pd.read_csv(path / "predictions.csv", keep_default_na=False)
+        for name, path in (("baseline", baseline), ("augmented", augmented))
+    }
+    metrics = {
+        name: json.loads((path / "metrics.json").read_text())
+        for name, path in (("baseline", baseline), ("augmented", augmented))
+    }
     class_names = metrics["baseline"]["class_names"]
     for name, frame in frames.items():
         m = metrics[name]
@@ -160,9 +217,12 @@ def compare(baseline: Path, augmented: Path, target: str, n_bootstrap: int) -> d
             "train_images_target_class": m["splits"]["train"]["label_counts"].get(target, 0) - extra.get(target, 0),
             "generated_images_added": extra.get(target, 0),
             "sensitivity_target_class": float(recall_score(frame["label"], pred, labels=[target], average="macro")),
-            "auroc": m.get("auroc"), "auroc_ci_low": m.get("auroc_ci_low"), "auroc_ci_high": m.get("auroc_ci_high"),
+            "auroc": m.get("auroc"),
+            "auroc_ci_low": m.get("auroc_ci_low"),
+            "auroc_ci_high": m.get("auroc_ci_high"),
             "balanced_accuracy": m.get("balanced_accuracy"),
-            "test_images": len(frame), "test_images_target_class": int((frame["label"] == target).sum()),
+            "test_images": len(frame),
+            "test_images_target_class": int((frame["label"] == target).sum()),
         }
     a, b = frames["augmented"], frames["baseline"]
     if list(a["id"]) != list(b["id"]):
@@ -170,27 +230,35 @@ def compare(baseline: Path, augmented: Path, target: str, n_bootstrap: int) -> d
     y = np.array([class_names.index(v) for v in a["label"]])
     scores = lambda f: f[[score_column(c) for c in class_names]].to_numpy()
     diff = paired_difference(y, scores(a), scores(b), class_names, n_bootstrap=n_bootstrap)
-    return {"runs": rows, "auroc_difference": diff, "decision_rule": "sensitivity at the validation-chosen threshold"
-            if "pred_at_threshold" in a else "arg-max class"}
+    return {
+        "runs": rows,
+        "auroc_difference": diff,
+        "decision_rule": "sensitivity at the validation-chosen threshold"
+        if "pred_at_threshold" in a
+        else "arg-max class",
+    }
 
 
 def experiment_card(r: dict, generator: dict) -> str:
     """README.md of the experiment's run folder: what was compared, the table, and what it can and cannot show."""
-    caveat = ("Trained and tested on synthetic data: this shows the experiment works, not whether augmentation helps "
-              "on real patients." if generator.get("synthetic_data") else
-              "Check the generated images (generated/) before trusting either answer: memorised or implausible "
-              "images change what the table means.")
-    return f"""# Augmentation experiment: generated `{r['target_class']}` images for a lesion classifier
+    caveat = (
+        "Trained and tested on synthetic data: this shows the experiment works, not whether augmentation helps "
+        "on real patients."
+        if generator.get("synthetic_data")
+        else "Check the generated images (generated/) before trusting either answer: memorised or implausible "
+        "images change what the table means."
+    )
+    return f"""# Augmentation experiment: generated `{r["target_class"]}` images for a lesion classifier
 
 > **Research use only.** An experiment, not a model: the two classifiers it trained have their own cards in
 > `baseline/` and `augmented/`.
 
-Does adding {r['n_generated']} images of the rarest class, generated by the diffusion model in `{r['generator']}`
-({r['sampler']}), to the training split of a lesion classifier change how well it finds that class on real held-out
+Does adding {r["n_generated"]} images of the rarest class, generated by the diffusion model in `{r["generator"]}`
+({r["sampler"]}), to the training split of a lesion classifier change how well it finds that class on real held-out
 patients? Both runs share data, split, seed and optimizer steps; only the training split differs.
 
 ## Result
-{r['table']}
+{r["table"]}
 
 ## How to read it
 - The generator saw only the classifier's training patients (same data and split settings), so the test images
@@ -209,19 +277,26 @@ def table_markdown(r: dict) -> str:
         return "n/a" if x is None else f"{x:.{d}f}"
 
     t = r["target_class"]
-    lines = [f"Rarest class `{t}`: {r['n_generated']} generated images added to the training split; both runs "
-             f"{r['optimizer_steps']} optimizer steps, seed {r['seed']}; tested on the same "
-             f"{r['runs']['baseline']['test_images']} real held-out images ({r['runs']['baseline']['test_images_target_class']} `{t}`).",
-             "",
-             f"| Run | `{t}` training images (real + generated) | `{t}` sensitivity | AUROC (95% CI) | Balanced accuracy |",
-             "|---|--:|--:|--:|--:|"]
+    lines = [
+        f"Rarest class `{t}`: {r['n_generated']} generated images added to the training split; both runs "
+        f"{r['optimizer_steps']} optimizer steps, seed {r['seed']}; tested on the same "
+        f"{r['runs']['baseline']['test_images']} real held-out images ({r['runs']['baseline']['test_images_target_class']} `{t}`).",
+        "",
+        f"| Run | `{t}` training images (real + generated) | `{t}` sensitivity | AUROC (95% CI) | Balanced accuracy |",
+        "|---|--:|--:|--:|--:|",
+    ]
     for name, row in r["runs"].items():
-        lines.append(f"| {name} | {row['train_images_target_class']} + {row['generated_images_added']} | "
-                     f"{f(row['sensitivity_target_class'])} | {f(row['auroc'])} ({f(row['auroc_ci_low'])}–{f(row['auroc_ci_high'])}) | "
-                     f"{f(row['balanced_accuracy'])} |")
+        lines.append(
+            f"| {name} | {row['train_images_target_class']} + {row['generated_images_added']} | "
+            f"{f(row['sensitivity_target_class'])} | {f(row['auroc'])} ({f(row['auroc_ci_low'])}–{f(row['auroc_ci_high'])}) | "
+            f"{f(row['balanced_accuracy'])} |"
+        )
     d = r["auroc_difference"]
-    lines += ["", f"AUROC difference (augmented − baseline, paired bootstrap on the same test images): "
-              f"{f(d['difference'])} ({f(d['difference_ci_low'])} to {f(d['difference_ci_high'])}). Sensitivity: {r['decision_rule']}."]
+    lines += [
+        "",
+        f"AUROC difference (augmented − baseline, paired bootstrap on the same test images): "
+        f"{f(d['difference'])} ({f(d['difference_ci_low'])} to {f(d['difference_ci_high'])}). Sensitivity: {r['decision_rule']}.",
+    ]
     return "\n".join(lines)
 
 

@@ -51,10 +51,16 @@ from hf_medai.trainer import MedTrainer
 class DataArguments(ClinicalDataArguments):
     """The notes and split (the fields of clinical_pretraining.py too), and the outcome labels."""
 
-    task: str = field(default="mortality", metadata={"help": "mortality | readmission | los | los_days | comorbidity; "
-                      "a comma list trains a shared encoder with a head per task."})
-    los_bins: list[float] = field(default_factory=lambda: [3, 7, 14], metadata={"help": "Cut points (days) of the los "
-                                                                                        "classes."})
+    task: str = field(
+        default="mortality",
+        metadata={
+            "help": "mortality | readmission | los | los_days | comorbidity; "
+            "a comma list trains a shared encoder with a head per task."
+        },
+    )
+    los_bins: list[float] = field(
+        default_factory=lambda: [3, 7, 14], metadata={"help": "Cut points (days) of the los classes."}
+    )
 
     def __post_init__(self):
         self.tasks = [t.strip() for t in self.task.split(",") if t.strip()]
@@ -65,22 +71,41 @@ class DataArguments(ClinicalDataArguments):
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Encoder hub id or folder (Bio_ClinicalBERT, GatorTron, ModernBERT, a clinical_pretraining run, ...). Default: all-MiniLM-L6-v2 (offline)."})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Encoder hub id or folder (Bio_ClinicalBERT, GatorTron, ModernBERT, a clinical_pretraining run, ...). Default: all-MiniLM-L6-v2 (offline)."
+        },
+    )
     max_length: int = field(default=128, metadata={"help": "Encoder window in tokens, special tokens included."})
     long_notes: Literal["head", "head_tail", "chunks"] = field(
-        default="head", metadata={"help": "Notes longer than the window: head | head_tail (truncate) | chunks "
-            "(pool chunk logits)."})
+        default="head",
+        metadata={"help": "Notes longer than the window: head | head_tail (truncate) | chunks (pool chunk logits)."},
+    )
     pooling: Literal["mean", "max"] = field(
-        default="mean", metadata={"help": "How chunk logits pool per note: mean | max (long_notes=chunks)."})
+        default="mean", metadata={"help": "How chunk logits pool per note: mean | max (long_notes=chunks)."}
+    )
     stride: int = field(default=0, metadata={"help": "Tokens shared by consecutive chunks."})
-    head_tokens: int | None = field(default=None, metadata={"help": "head_tail: tokens kept from the start (default a quarter of the window)."})
-    max_chunks: int | None = field(default=None, metadata={"help": "chunks: keep at most this many per note (default all)."})
+    head_tokens: int | None = field(
+        default=None, metadata={"help": "head_tail: tokens kept from the start (default a quarter of the window)."}
+    )
+    max_chunks: int | None = field(
+        default=None, metadata={"help": "chunks: keep at most this many per note (default all)."}
+    )
     class_balance: Literal["weighted_loss", "none"] = field(
-        default="weighted_loss", metadata={"help": "weighted_loss (inverse frequency; its prior shift is undone in "
-            "the saved head) | none."})
-    temperature_scaling: bool = field(default=True, metadata={"help": "Fit a temperature on validation and fold it into the saved head."})
-    baseline: bool = field(default=True, metadata={"help": "Also fit and report the TF-IDF + logistic regression baseline."})
-    allow_pretraining_overlap: bool = field(default=False, metadata={"help": "Run even if the encoder was pretrained on notes of this run's validation/test patients."})
+        default="weighted_loss",
+        metadata={"help": "weighted_loss (inverse frequency; its prior shift is undone in the saved head) | none."},
+    )
+    temperature_scaling: bool = field(
+        default=True, metadata={"help": "Fit a temperature on validation and fold it into the saved head."}
+    )
+    baseline: bool = field(
+        default=True, metadata={"help": "Also fit and report the TF-IDF + logistic regression baseline."}
+    )
+    allow_pretraining_overlap: bool = field(
+        default=False,
+        metadata={"help": "Run even if the encoder was pretrained on notes of this run's validation/test patients."},
+    )
 
 
 DEFAULTS = dict(
@@ -116,23 +141,37 @@ CONFIG_DATACLASSES = (DataArguments, ModelArguments, EvalArguments, RunArguments
 
 
 def main(args=None, callbacks=None):
-    data_args, model_args, eval_args, run_args, training_args = parse_args(*CONFIG_DATACLASSES, args=args, defaults=DEFAULTS)
+    data_args, model_args, eval_args, run_args, training_args = parse_args(
+        *CONFIG_DATACLASSES, args=args, defaults=DEFAULTS
+    )
     resume, push = begin_run(training_args, run_args)
 
     # Data: admissions -> leak-free note text -> patient-level splits -> token windows
     with training_args.main_process_first(desc="data"):
         source = data_args.source()
-        tasks = [load_task(data_args.split_spec(source, name, data_args.los_bins), data_args.skip_bad_rows,
-                           data_args.phi_policy) for name in data_args.tasks]
+        tasks = [
+            load_task(
+                data_args.split_spec(source, name, data_args.los_bins), data_args.skip_bad_rows, data_args.phi_policy
+            )
+            for name in data_args.tasks
+        ]
         check_classes(tasks)
         check_pretraining(model_args.model_name_or_path, tasks, model_args.allow_pretraining_overlap)
-        models = {t.name: build_text_model(model_args.model_name_or_path, t.class_names, model_args.max_length)
-                  for t in tasks}
+        models = {
+            t.name: build_text_model(model_args.model_name_or_path, t.class_names, model_args.max_length)
+            for t in tasks
+        }
         tokenizer = next(iter(models.values()))[1]
-        win = dict(strategy=model_args.long_notes, stride=model_args.stride, head_tokens=model_args.head_tokens,
-                   max_chunks=model_args.max_chunks)
+        win = dict(
+            strategy=model_args.long_notes,
+            stride=model_args.stride,
+            head_tokens=model_args.head_tokens,
+            max_chunks=model_args.max_chunks,
+        )
         for t in tasks:
-            t.windows = {name: sorted_by_length(window_dataset(split, tokenizer, **win)) for name, split in t.splits.items()}
+            t.windows = {
+                name: sorted_by_length(window_dataset(split, tokenizer, **win)) for name, split in t.splits.items()
+            }
 
     # Model: one encoder, a head per task. Class imbalance: inverse-frequency weights in the loss; regression
     # targets standardised (both undone at save).
@@ -151,8 +190,12 @@ def main(args=None, callbacks=None):
 
     def compute_metrics(eval_pred):  # pooled per note, so checkpoints are chosen on what the test reports
         t = tasks[0]
-        logits = pool_chunk_logits(eval_pred.predictions, t.windows["validation"]["example_index"], model_args.pooling,
-                                   len(t.splits["validation"]))
+        logits = pool_chunk_logits(
+            eval_pred.predictions,
+            t.windows["validation"]["example_index"],
+            model_args.pooling,
+            len(t.splits["validation"]),
+        )
         y = np.asarray(t.splits["validation"]["label"])
         if t.regression:
             return {"mae": float(np.mean(np.abs(logits[:, 0] * t.target[1] + t.target[0] - y)))}
@@ -168,8 +211,11 @@ def main(args=None, callbacks=None):
         eval_dataset=evaluation,
         data_collator=DataCollatorWithPadding(tokenizer),  # dynamic padding: each batch to its own longest
         processing_class=tokenizer,
-        compute_loss_func=None if multi else lambda out, y, num_items_in_batch=None: loss_fns[tasks[0].name](
-            out["logits"], y) / (num_items_in_batch or y.shape[0]),
+        compute_loss_func=None
+        if multi
+        else lambda out, y, num_items_in_batch=None: (
+            loss_fns[tasks[0].name](out["logits"], y) / (num_items_in_batch or y.shape[0])
+        ),
         compute_metrics=None if multi else compute_metrics,
         callbacks=[throughput, *(callbacks or [])],
     )
@@ -177,9 +223,11 @@ def main(args=None, callbacks=None):
     if multi and trainer.is_sharded:
         # The shared encoder runs once per task present in a batch, so processes would make different numbers of
         # FSDP / ZeRO-3 gathers and hang. These encoders fit one GPU: DDP (multi_gpu.yaml) is the right tool.
-        raise ConfigError(f"--tasks {' '.join(data_args.tasks)}: several tasks on a shared encoder cannot be trained "
-                         "with FSDP or DeepSpeed ZeRO-3. Launch with recipes/accelerate/multi_gpu.yaml (DDP) or "
-                         "deepspeed_zero2.yaml, or train one task per run.")
+        raise ConfigError(
+            f"--tasks {' '.join(data_args.tasks)}: several tasks on a shared encoder cannot be trained "
+            "with FSDP or DeepSpeed ZeRO-3. Launch with recipes/accelerate/multi_gpu.yaml (DDP) or "
+            "deepspeed_zero2.yaml, or train one task per run."
+        )
 
     # Train!
     train_result = trainer.train(resume_from_checkpoint=resume)
@@ -195,21 +243,46 @@ def main(args=None, callbacks=None):
             task_model = model.task_model(t.name) if multi else model
             log = trainer.state.log_history
             record = run_record(
-                "clinical_outcomes", "text-classification", trainer=trainer, train_result=train_result,
-                resumed_from=resume, throughput=throughput, model=task_model, training={
-                    "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": trainer.state.best_metric,
+                "clinical_outcomes",
+                "text-classification",
+                trainer=trainer,
+                train_result=train_result,
+                resumed_from=resume,
+                throughput=throughput,
+                model=task_model,
+                training={
+                    "best_checkpoint": trainer.state.best_model_checkpoint,
+                    "best_metric": trainer.state.best_metric,
                     "kept_checkpoint": kept_checkpoint(trainer.state, training_args),
                     "shared_encoder_tasks": data_args.tasks if multi else None,
-                    "eval_curve": [(e["step"], e.get("eval_auroc", e.get("eval_mae", e.get("eval_loss"))))
-                                   for e in log if "eval_loss" in e]},
-                base_model=model_args.model_name_or_path or DEFAULT_ENCODER, data_report=t.report.to_dict(),
-                **data_args.dataset_facts(source))
+                    "eval_curve": [
+                        (e["step"], e.get("eval_auroc", e.get("eval_mae", e.get("eval_loss"))))
+                        for e in log
+                        if "eval_loss" in e
+                    ],
+                },
+                base_model=model_args.model_name_or_path or DEFAULT_ENCODER,
+                data_report=t.report.to_dict(),
+                **data_args.dataset_facts(source),
+            )
 
             # Evaluate, calibrate, save and report: validation and test scored per note, TF-IDF baseline beside
-            report_note_outcome(t, task_model, tokenizer, out, model_args, eval_args, training_args,
-                                data_args.subgroup_columns,
-                        extra={**record.to_dict(), "outcome": t.name, "dataset_label": dataset_label(source, t),
-                               "population": t.extra["population"]})
+            report_note_outcome(
+                t,
+                task_model,
+                tokenizer,
+                out,
+                model_args,
+                eval_args,
+                training_args,
+                data_args.subgroup_columns,
+                extra={
+                    **record.to_dict(),
+                    "outcome": t.name,
+                    "dataset_label": dataset_label(source, t),
+                    "population": t.extra["population"],
+                },
+            )
 
             # Card (README.md + CHAI) and push if asked, per task folder
             hub_id = training_args.hub_model_id if not multi else f"{training_args.hub_model_id}-{t.name}"

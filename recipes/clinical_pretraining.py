@@ -37,8 +37,9 @@ from hf_medai.trainer import MedTrainer
 class DataArguments(ClinicalDataArguments):
     """The notes and split of clinical_outcomes.py (the same fields, so both recipes split patients alike)."""
 
-    note_sections: Literal["auto", "admission", "full"] = field(default="full", metadata={
-        "help": "Text to pretrain on: full (whole discharge summaries) | admission | auto."})
+    note_sections: Literal["auto", "admission", "full"] = field(
+        default="full", metadata={"help": "Text to pretrain on: full (whole discharge summaries) | admission | auto."}
+    )
     eval_windows: int = field(default=256, metadata={"help": "Held-out windows scored for perplexity (0: all)."})
 
     def __post_init__(self):
@@ -48,10 +49,20 @@ class DataArguments(ClinicalDataArguments):
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Encoder hub id or folder (Bio_ClinicalBERT, RoBERTa, ModernBERT, ...). Default: all-MiniLM-L6-v2 (offline)."})
-    max_length: int = field(default=128, metadata={"help": "Window in tokens (special tokens included); notes are cut into consecutive windows."})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Encoder hub id or folder (Bio_ClinicalBERT, RoBERTa, ModernBERT, ...). Default: all-MiniLM-L6-v2 (offline)."
+        },
+    )
+    max_length: int = field(
+        default=128,
+        metadata={"help": "Window in tokens (special tokens included); notes are cut into consecutive windows."},
+    )
     stride: int = field(default=0, metadata={"help": "Tokens shared by consecutive windows."})
-    mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens masked (80% [MASK], 10% random, 10% kept)."})
+    mlm_probability: float = field(
+        default=0.15, metadata={"help": "Fraction of tokens masked (80% [MASK], 10% random, 10% kept)."}
+    )
     n_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples (of notes) for the perplexity CIs."})
 
 
@@ -89,8 +100,9 @@ def main(args=None, callbacks=None):
         path = model_args.model_name_or_path or default_encoder_path()
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         tokenizer.model_max_length = model_args.max_length
-        model, loading = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
-                                                              output_loading_info=True)
+        model, loading = AutoModelForMaskedLM.from_pretrained(
+            path, use_safetensors=True, trust_remote_code=False, output_loading_info=True
+        )
         train = window_dataset(data.splits["train"], tokenizer, "chunks", model_args.stride, label_column=None)
         heldout = window_dataset(data.splits["validation"], tokenizer, "chunks", model_args.stride, label_column=None)
         if data_args.eval_windows and len(heldout) > data_args.eval_windows:
@@ -103,8 +115,9 @@ def main(args=None, callbacks=None):
     def heldout_perplexity(model):
         nll, count = masked_lm_nll(model, tokenizer, heldout, training_args.per_device_eval_batch_size)
         out = perplexity(nll, count, note_of_window, model_args.n_bootstrap, seed=0)
-        out["subgroups"] = subgroup_perplexity(nll, count, note_of_window, data.splits["validation"],
-                                               data_args.subgroup_columns)
+        out["subgroups"] = subgroup_perplexity(
+            nll, count, note_of_window, data.splits["validation"], data_args.subgroup_columns
+        )
         return out
 
     # Model: the encoder's perplexity before training, then the Trainer with dynamic masking
@@ -134,30 +147,50 @@ def main(args=None, callbacks=None):
 
         # Report: metrics.json (the run record + perplexities + the split clinical_outcomes checks against)
         record = run_record(
-            "clinical_pretraining", "fill-mask", trainer=trainer, train_result=train_result, resumed_from=resume,
-            throughput=throughput, model=model, training={"epochs": trainer.state.epoch},
-            base_model=model_args.model_name_or_path or DEFAULT_ENCODER, data_report=data.report.to_dict(),
-            **data_args.dataset_facts(source))
-        write_json(f"{out}/metrics.json", {
-            **record.to_dict(),
-            "dataset_label": dataset_label(source, data),
-            "perplexity_before": before["perplexity"],
-            "perplexity_before_ci_low": before["perplexity_ci_low"],
-            "perplexity_before_ci_high": before["perplexity_ci_high"],
-            "perplexity": after["perplexity"],
-            "perplexity_ci_low": after["perplexity_ci_low"],
-            "perplexity_ci_high": after["perplexity_ci_high"],
-            "mlm_head_newly_initialised": bool(loading["missing_keys"]),  # e.g. a sentence-embedding checkpoint
-            "subgroups": {"before": before["subgroups"], "after": after["subgroups"]},
-            "heldout": {"split": "validation", "notes": after.get("notes"), "windows": after["windows"],
-                        "masked_tokens": after["masked_tokens"], "mlm_probability": model_args.mlm_probability,
-                        "masks": "fixed (seed 0): the same masked tokens before and after", "n_bootstrap": model_args.n_bootstrap},
-            "pretraining_split": spec.to_dict(),
-            "population": data.extra["population"],
-            "pretraining_data": {"notes": len(data.splits["train"]), "windows": len(train),
-                                 "tokens": int(np.sum(train["length"])),
-                                 "patients": len(set(data.splits["train"]["subject_id"]))},
-        })
+            "clinical_pretraining",
+            "fill-mask",
+            trainer=trainer,
+            train_result=train_result,
+            resumed_from=resume,
+            throughput=throughput,
+            model=model,
+            training={"epochs": trainer.state.epoch},
+            base_model=model_args.model_name_or_path or DEFAULT_ENCODER,
+            data_report=data.report.to_dict(),
+            **data_args.dataset_facts(source),
+        )
+        write_json(
+            f"{out}/metrics.json",
+            {
+                **record.to_dict(),
+                "dataset_label": dataset_label(source, data),
+                "perplexity_before": before["perplexity"],
+                "perplexity_before_ci_low": before["perplexity_ci_low"],
+                "perplexity_before_ci_high": before["perplexity_ci_high"],
+                "perplexity": after["perplexity"],
+                "perplexity_ci_low": after["perplexity_ci_low"],
+                "perplexity_ci_high": after["perplexity_ci_high"],
+                "mlm_head_newly_initialised": bool(loading["missing_keys"]),  # e.g. a sentence-embedding checkpoint
+                "subgroups": {"before": before["subgroups"], "after": after["subgroups"]},
+                "heldout": {
+                    "split": "validation",
+                    "notes": after.get("notes"),
+                    "windows": after["windows"],
+                    "masked_tokens": after["masked_tokens"],
+                    "mlm_probability": model_args.mlm_probability,
+                    "masks": "fixed (seed 0): the same masked tokens before and after",
+                    "n_bootstrap": model_args.n_bootstrap,
+                },
+                "pretraining_split": spec.to_dict(),
+                "population": data.extra["population"],
+                "pretraining_data": {
+                    "notes": len(data.splits["train"]),
+                    "windows": len(train),
+                    "tokens": int(np.sum(train["length"])),
+                    "patients": len(set(data.splits["train"]["subject_id"])),
+                },
+            },
+        )
 
         # Card (README.md + CHAI), push if asked, summary
         finish_run(out, resolved_config(data_args, model_args, run_args, training_args), training_args, push)
@@ -170,9 +203,15 @@ def subgroup_perplexity(nll, count, note_of_window, notes, columns) -> dict:
     out = {}
     for column in [c for c in columns if c in notes.column_names]:
         group_of_window = np.asarray([str(v) for v in notes.with_format(None)[column]])[note_of_window]
-        out[column] = {g: {"perplexity": perplexity(nll[w], count[w], n_bootstrap=0)["perplexity"],
-                           "notes": int(len(set(note_of_window[w]))), "masked_tokens": int(count[w].sum())}
-                       for g in sorted(set(group_of_window)) if (w := group_of_window == g).any()}
+        out[column] = {
+            g: {
+                "perplexity": perplexity(nll[w], count[w], n_bootstrap=0)["perplexity"],
+                "notes": int(len(set(note_of_window[w]))),
+                "masked_tokens": int(count[w].sum()),
+            }
+            for g in sorted(set(group_of_window))
+            if (w := group_of_window == g).any()
+        }
     return out
 
 

@@ -43,19 +43,27 @@ from hf_medai.run_folder import begin_run
 
 @dataclass
 class DataArguments:
-    data_dir: str | None = field(default=None, metadata={
-        "help": "Image folder, one sub-folder per class. Default: tiles of scikit-image's real sample images."})
-    modality: str | None = field(default=None, metadata={
-        "help": "What the images are, in words (e.g. 'chest X-rays'): the card names it."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Image folder, one sub-folder per class. Default: tiles of scikit-image's real sample images."
+        },
+    )
+    modality: str | None = field(
+        default=None, metadata={"help": "What the images are, in words (e.g. 'chest X-rays'): the card names it."}
+    )
     val_fraction: float = field(default=0.15, metadata={"help": "Fraction of images held out for validation."})
     test_fraction: float = field(default=0.15, metadata={"help": "Fraction of images held out for test."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the label-stratified split."})
-    skip_bad_rows: bool = field(default=False, metadata={
-        "help": "Skip and count images that do not decode instead of stopping at the first."})
-    max_image_side: int = field(default=512, metadata={
-        "help": "Images are decoded once and cached with the longer side at most this."})
-    sample_tiles_per_class: int = field(default=200, metadata={
-        "help": "Tiles per class in the offline sample (default data only)."})
+    skip_bad_rows: bool = field(
+        default=False, metadata={"help": "Skip and count images that do not decode instead of stopping at the first."}
+    )
+    max_image_side: int = field(
+        default=512, metadata={"help": "Images are decoded once and cached with the longer side at most this."}
+    )
+    sample_tiles_per_class: int = field(
+        default=200, metadata={"help": "Tiles per class in the offline sample (default data only)."}
+    )
 
 
 DEFAULTS = dict(TRAINING_DEFAULTS, output_dir="runs/image_classification", num_train_epochs=5)
@@ -63,8 +71,9 @@ CONFIG_DATACLASSES = (DataArguments, ImageClassifierArguments, EvalArguments, Ru
 
 
 def main(args=None, callbacks=None):
-    data_args, model_args, eval_args, run_args, training_args = parse_args(*CONFIG_DATACLASSES, args=args,
-                                                                           defaults=DEFAULTS)
+    data_args, model_args, eval_args, run_args, training_args = parse_args(
+        *CONFIG_DATACLASSES, args=args, defaults=DEFAULTS
+    )
     resume, push = begin_run(training_args, run_args)
     sample = data_args.data_dir is None
 
@@ -80,13 +89,22 @@ def main(args=None, callbacks=None):
         splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
 
     # Train! (class imbalance as --class_balance says; validation picks the kept checkpoint)
-    trainer = image_classifier_trainer(model, processor, splits, class_names, model_args, training_args,
-                                       callbacks=callbacks or ())
+    trainer = image_classifier_trainer(
+        model, processor, splits, class_names, model_args, training_args, callbacks=callbacks or ()
+    )
     train_result = trainer.train(resume_from_checkpoint=resume)
 
     # Test on held-out images, save the model, write the report and both cards (no subgroup columns in a folder)
     metrics = evaluate_and_save(
-        trainer, train_result, processor, splits, class_names, model_args, eval_args, subgroups=None, resume=resume,
+        trainer,
+        train_result,
+        processor,
+        splits,
+        class_names,
+        model_args,
+        eval_args,
+        subgroups=None,
+        resume=resume,
         extra={
             "recipe": "image_classification",
             "kind": "image_classifier",
@@ -98,10 +116,15 @@ def main(args=None, callbacks=None):
             "synthetic_data": False,  # the sample's tiles are real images
             "data_report": report.to_dict(),
             "splits": split_report(splits, group_column="id"),
-        })
+        },
+    )
     if metrics is not None:  # the main process: run_config.yaml, both cards, the push if asked for
-        finish_run(training_args.output_dir, resolved_config(data_args, model_args, eval_args, run_args,
-                                                             training_args), training_args, push)
+        finish_run(
+            training_args.output_dir,
+            resolved_config(data_args, model_args, eval_args, run_args, training_args),
+            training_args,
+            push,
+        )
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
 

@@ -42,21 +42,47 @@ from hf_medai.training import train_loop
 @dataclass
 class ModelArguments:
     resolution: int = field(default=32, metadata={"help": "Image side in pixels (centre square, resized)."})
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64], metadata={"help": "UNet channels per resolution level."})
+    block_out_channels: list[int] = field(
+        default_factory=lambda: [32, 64, 64], metadata={"help": "UNet channels per resolution level."}
+    )
     layers_per_block: int = field(default=1, metadata={"help": "ResNet layers per UNet block."})
-    attention_levels: int = field(default=1, metadata={"help": "Self-attention in this many of the lowest-resolution levels."})
-    class_dropout: float = field(default=0.1, metadata={"help": "Probability of training a batch row unconditionally (classifier-free guidance)."})
-    num_train_timesteps: int = field(default=1000, metadata={"help": "Diffusion steps of the training noise schedule."})
+    attention_levels: int = field(
+        default=1, metadata={"help": "Self-attention in this many of the lowest-resolution levels."}
+    )
+    class_dropout: float = field(
+        default=0.1,
+        metadata={"help": "Probability of training a batch row unconditionally (classifier-free guidance)."},
+    )
+    num_train_timesteps: int = field(
+        default=1000, metadata={"help": "Diffusion steps of the training noise schedule."}
+    )
     beta_schedule: Literal["squaredcos_cap_v2", "linear", "scaled_linear"] = field(
-        default="squaredcos_cap_v2", metadata={"help": "diffusers beta schedule of the training noise."})
-    prediction_type: Literal["v_prediction", "epsilon"] = field(default="v_prediction", metadata={
-        "help": "v keeps few-step samplers (DPM-Solver++, DDIM) stable with the cosine schedule, where epsilon "
-                "amplifies errors at high noise."})
-    ema_decay: float = field(default=0.999, metadata={"help": "EMA of the weights (0 = off); the saved pipeline holds the EMA weights."})
-    augment: bool = field(default=True, metadata={"help": "Random flips and quarter turns (dermoscopy has no up or down)."})
-    vae_name_or_path: str | None = field(default=None, metadata={"help": "A pretrained AutoencoderKL (hub id or folder): latent diffusion. Default: pixel space."})
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Start from the UNet of a saved LesionDiffusionPipeline folder."})
-    sample_every: int = field(default=200, metadata={"help": "Write a per-class sample grid (samples/step-N.png) every N optimizer steps (0 = never)."})
+        default="squaredcos_cap_v2", metadata={"help": "diffusers beta schedule of the training noise."}
+    )
+    prediction_type: Literal["v_prediction", "epsilon"] = field(
+        default="v_prediction",
+        metadata={
+            "help": "v keeps few-step samplers (DPM-Solver++, DDIM) stable with the cosine schedule, where epsilon "
+            "amplifies errors at high noise."
+        },
+    )
+    ema_decay: float = field(
+        default=0.999, metadata={"help": "EMA of the weights (0 = off); the saved pipeline holds the EMA weights."}
+    )
+    augment: bool = field(
+        default=True, metadata={"help": "Random flips and quarter turns (dermoscopy has no up or down)."}
+    )
+    vae_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A pretrained AutoencoderKL (hub id or folder): latent diffusion. Default: pixel space."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Start from the UNet of a saved LesionDiffusionPipeline folder."}
+    )
+    sample_every: int = field(
+        default=200,
+        metadata={"help": "Write a per-class sample grid (samples/step-N.png) every N optimizer steps (0 = never)."},
+    )
 
     def __post_init__(self):
         if not 0 <= self.class_dropout < 1:
@@ -84,7 +110,9 @@ CONFIG_DATACLASSES = (LesionSplitArguments, ModelArguments, GenerationEvalArgume
 
 
 def main(args=None):
-    data_args, model_args, gen_args, run_args, training_args = parse_args(*CONFIG_DATACLASSES, args=args, defaults=DEFAULTS)
+    data_args, model_args, gen_args, run_args, training_args = parse_args(
+        *CONFIG_DATACLASSES, args=args, defaults=DEFAULTS
+    )
     resume, push = begin_run(training_args, run_args)
 
     # Data: load -> decode once (cached) -> the lesion recipe's patient-grouped split -> centre squares
@@ -95,18 +123,32 @@ def main(args=None):
     train_pixels, train_labels = squares["train"]
 
     # Model: a class-conditional UNet (+1 "no class" embedding), a DDPM noise schedule, optionally a VAE
-    noise_scheduler = build_noise_scheduler(model_args.num_train_timesteps, model_args.beta_schedule, model_args.prediction_type)
+    noise_scheduler = build_noise_scheduler(
+        model_args.num_train_timesteps, model_args.beta_schedule, model_args.prediction_type
+    )
     vae = None
     if model_args.vae_name_or_path:
         from diffusers import AutoencoderKL
 
-        vae = AutoencoderKL.from_pretrained(model_args.vae_name_or_path, use_safetensors=True).to(training_args.device).eval()
-        inputs = encode_latents(vae, train_pixels, batch_size=training_args.per_device_eval_batch_size)  # once, not per step
+        vae = (
+            AutoencoderKL.from_pretrained(model_args.vae_name_or_path, use_safetensors=True)
+            .to(training_args.device)
+            .eval()
+        )
+        inputs = encode_latents(
+            vae, train_pixels, batch_size=training_args.per_device_eval_batch_size
+        )  # once, not per step
     else:
         inputs = train_pixels  # scaled to [-1, 1] per batch
-    unet = build_lesion_unet(len(class_names), sample_size=inputs.shape[-1], in_channels=inputs.shape[1],
-                             block_out_channels=model_args.block_out_channels, layers_per_block=model_args.layers_per_block,
-                             attention_levels=model_args.attention_levels, init_from=model_args.model_name_or_path)
+    unet = build_lesion_unet(
+        len(class_names),
+        sample_size=inputs.shape[-1],
+        in_channels=inputs.shape[1],
+        block_out_channels=model_args.block_out_channels,
+        layers_per_block=model_args.layers_per_block,
+        attention_levels=model_args.attention_levels,
+        init_from=model_args.model_name_or_path,
+    )
     null_class = len(class_names)
 
     def collate(rows):
@@ -115,8 +157,15 @@ def main(args=None):
         return {"x": x, "labels": torch.stack([r[1] for r in rows])}
 
     def diffusion_loss(model, batch):
-        return class_conditional_loss(model, batch["x"], batch["labels"], noise_scheduler, null_class,
-                                      model_args.class_dropout, model_args.augment)
+        return class_conditional_loss(
+            model,
+            batch["x"],
+            batch["labels"],
+            noise_scheduler,
+            null_class,
+            model_args.class_dropout,
+            model_args.augment,
+        )
 
     def pipeline_of(model) -> LesionDiffusionPipeline:
         pipe = LesionDiffusionPipeline(unet=model, scheduler=noise_scheduler, vae=vae, class_names=class_names)
@@ -124,15 +173,27 @@ def main(args=None):
         return pipe
 
     def sample_grid(step, model):
-        images = pipeline_of(model)(class_names, num_images_per_label=gen_args.grid_images_per_class, num_inference_steps=25,
-                                    guidance_scale=gen_args.guidance_scale, generator=torch.Generator().manual_seed(0), output_type="np").images
+        images = pipeline_of(model)(
+            class_names,
+            num_images_per_label=gen_args.grid_images_per_class,
+            num_inference_steps=25,
+            guidance_scale=gen_args.guidance_scale,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).images
         save_grid(images, rows=len(class_names), path=Path(training_args.output_dir) / "samples" / f"step-{step}.png")
 
     # Train!
     result = train_loop(
-        unet, training_args, torch.utils.data.TensorDataset(inputs, train_labels), collate, diffusion_loss,
-        resume_from_checkpoint=resume, ema_decay=model_args.ema_decay or None,
-        on_step=sample_grid, on_step_every=model_args.sample_every,
+        unet,
+        training_args,
+        torch.utils.data.TensorDataset(inputs, train_labels),
+        collate,
+        diffusion_loss,
+        resume_from_checkpoint=resume,
+        ema_decay=model_args.ema_decay or None,
+        on_step=sample_grid,
+        on_step_every=model_args.sample_every,
     )
 
     if result.accelerator.is_main_process:
@@ -142,31 +203,52 @@ def main(args=None):
         save_pretrained_atomic(pipe, out)
 
         # Evaluate: generate per class, score against training and held-out images
-        heldout = {"pixels": torch.cat([squares["validation"][0], squares["test"][0]]),
-                   "labels": torch.cat([squares["validation"][1], squares["test"][1]])}
-        evaluation = evaluate_generator(pipe, gen_args, out, train={"pixels": train_pixels, "labels": train_labels},
-                                        heldout=heldout, device=training_args.device,
-                                        train_subgroups=subgroup_frame(splits["train"], ["fitzpatrick", "site"]).drop(columns="lesion_id"))
+        heldout = {
+            "pixels": torch.cat([squares["validation"][0], squares["test"][0]]),
+            "labels": torch.cat([squares["validation"][1], squares["test"][1]]),
+        }
+        evaluation = evaluate_generator(
+            pipe,
+            gen_args,
+            out,
+            train={"pixels": train_pixels, "labels": train_labels},
+            heldout=heldout,
+            device=training_args.device,
+            train_subgroups=subgroup_frame(splits["train"], ["fitzpatrick", "site"]).drop(columns="lesion_id"),
+        )
         headline, sampling = evaluation.pop("headline"), evaluation.pop("sampling_throughput")
 
         # Report: metrics.json (the run record + fidelity, FID/KID, memorisation, diversity)
         record = run_record(
-            "image_diffusion", "image-generation", loop=result, training={"train_images": len(train_labels)},
+            "image_diffusion",
+            "image-generation",
+            loop=result,
+            training={"train_images": len(train_labels)},
             extra_throughput=sampling,
             dataset=str(data_args.data_dir or "synthetic HAM10000-format sample (hf-medai data lesions)"),
-            synthetic_data=is_synthetic(source), data_report=report.to_dict(),
-            splits=split_report(splits, group_column=LESION_GROUP))
-        write_json(out / "metrics.json", {
-            **headline,
-            **record.to_dict(),
-            "pipeline_tag": "unconditional-image-generation",  # the Hub has no class-conditional tag
-            "library_name": "diffusers",
-            "class_names": class_names,
-            **evaluation,
-            "model": {"space": "latent" if vae is not None else "pixel", "vae": model_args.vae_name_or_path,
-                      "resolution": model_args.resolution, "unet_sample_size": inputs.shape[-1],
-                      "num_parameters": num_parameters(result.model), "init_from": model_args.model_name_or_path},
-        })
+            synthetic_data=is_synthetic(source),
+            data_report=report.to_dict(),
+            splits=split_report(splits, group_column=LESION_GROUP),
+        )
+        write_json(
+            out / "metrics.json",
+            {
+                **headline,
+                **record.to_dict(),
+                "pipeline_tag": "unconditional-image-generation",  # the Hub has no class-conditional tag
+                "library_name": "diffusers",
+                "class_names": class_names,
+                **evaluation,
+                "model": {
+                    "space": "latent" if vae is not None else "pixel",
+                    "vae": model_args.vae_name_or_path,
+                    "resolution": model_args.resolution,
+                    "unet_sample_size": inputs.shape[-1],
+                    "num_parameters": num_parameters(result.model),
+                    "init_from": model_args.model_name_or_path,
+                },
+            },
+        )
 
         # Card (README.md + CHAI), push if asked, summary
         finish_run(out, resolved_config(data_args, model_args, gen_args, run_args, training_args), training_args, push)

@@ -32,32 +32,48 @@ from hf_medai.run_folder import begin_run
 
 # The recipe's own defaults; YAML and flags override them.
 DEFAULTS = dict(TRAINING_DEFAULTS, output_dir="runs/lesion_classification")
-CONFIG_DATACLASSES = (LesionClassifierDataArguments, ImageClassifierArguments, EvalArguments, RunArguments,
-                      TrainingArguments)
+CONFIG_DATACLASSES = (
+    LesionClassifierDataArguments,
+    ImageClassifierArguments,
+    EvalArguments,
+    RunArguments,
+    TrainingArguments,
+)
 
 
 def main(args=None, callbacks=None):
-    data_args, model_args, eval_args, run_args, training_args = parse_args(*CONFIG_DATACLASSES, args=args,
-                                                                           defaults=DEFAULTS)
+    data_args, model_args, eval_args, run_args, training_args = parse_args(
+        *CONFIG_DATACLASSES, args=args, defaults=DEFAULTS
+    )
     resume, push = begin_run(training_args, run_args)
 
     # Data: load -> decode once (cached) -> patient-grouped split -> pixels for the model
     with training_args.main_process_first(desc="data"):
         splits, class_names, report, source = load_lesion_split(
-            data_args, data_args.test_data_dir, data_args.test_data_format, data_args.extra_train_dir)
+            data_args, data_args.test_data_dir, data_args.test_data_format, data_args.extra_train_dir
+        )
         model, processor = build_image_classifier(model_args.model_name_or_path, class_names, model_args.image_size)
         splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
 
     # Train! (class imbalance: inverse-frequency class weights in the loss, or a balanced sampler)
-    trainer = image_classifier_trainer(model, processor, splits, class_names, model_args, training_args,
-                                       callbacks or ())
+    trainer = image_classifier_trainer(
+        model, processor, splits, class_names, model_args, training_args, callbacks or ()
+    )
     train_result = trainer.train(resume_from_checkpoint=resume)
 
     # Test, save (prior correction folded into the head), report, card
     metrics = evaluate_and_save(
-        trainer, train_result, processor, splits, class_names, model_args, eval_args,
-        subgroups=subgroup_frame(splits["test"], data_args.subgroup_columns), resume=resume,
-        extra=lesion_classifier_facts(data_args, model_args.model_name_or_path, report, source, splits))
+        trainer,
+        train_result,
+        processor,
+        splits,
+        class_names,
+        model_args,
+        eval_args,
+        subgroups=subgroup_frame(splits["test"], data_args.subgroup_columns),
+        resume=resume,
+        extra=lesion_classifier_facts(data_args, model_args.model_name_or_path, report, source, splits),
+    )
     if metrics is not None:
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
         finish_run(training_args.output_dir, config, training_args, push)

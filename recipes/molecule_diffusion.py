@@ -44,14 +44,37 @@ from hf_medai.training import train_loop
 
 @dataclass
 class DataArguments:
-    data_path: str | None = field(default=None, metadata={"help": "SMILES file, CSV (MOSES/ZINC columns), SDF, XYZ file or folder (QM9). Default: RDKit's NCI first_5K.smi."})
+    data_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "SMILES file, CSV (MOSES/ZINC columns), SDF, XYZ file or folder (QM9). Default: RDKit's NCI first_5K.smi."
+        },
+    )
     data_format: Literal["auto", "smiles", "csv", "sdf", "xyz"] = field(
-        default="auto", metadata={"help": "auto | smiles | csv | sdf | xyz."})
-    max_heavy_atoms: int = field(default=9, metadata={"help": "Keep molecules with at most this many heavy atoms (QM9's limit: 9)."})
-    elements: list[str] = field(default_factory=lambda: list(DEFAULT_ELEMENTS), metadata={"help": "Keep molecules made only of these elements (EDM's stability table covers H, C, N, O, F)."})
-    neutral_only: bool = field(default=True, metadata={"help": "Drop molecules with charged atoms (EDM's valence rule has no charges)."})
-    largest_fragment: bool = field(default=False, metadata={"help": "Keep the largest fragment of a salt or mixture (e.g. CCN.Cl -> CCN) instead of treating it as a bad row."})
-    skip_bad_rows: bool = field(default=False, metadata={"help": "Skip and count bad molecules instead of stopping at the first (the bundled NCI file always skips)."})
+        default="auto", metadata={"help": "auto | smiles | csv | sdf | xyz."}
+    )
+    max_heavy_atoms: int = field(
+        default=9, metadata={"help": "Keep molecules with at most this many heavy atoms (QM9's limit: 9)."}
+    )
+    elements: list[str] = field(
+        default_factory=lambda: list(DEFAULT_ELEMENTS),
+        metadata={"help": "Keep molecules made only of these elements (EDM's stability table covers H, C, N, O, F)."},
+    )
+    neutral_only: bool = field(
+        default=True, metadata={"help": "Drop molecules with charged atoms (EDM's valence rule has no charges)."}
+    )
+    largest_fragment: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the largest fragment of a salt or mixture (e.g. CCN.Cl -> CCN) instead of treating it as a bad row."
+        },
+    )
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Skip and count bad molecules instead of stopping at the first (the bundled NCI file always skips)."
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "Keep at most this many molecules."})
     conformer_seed: int = field(default=0, metadata={"help": "Seed of RDKit's ETKDG embedding."})
 
@@ -62,9 +85,12 @@ class ModelArguments:
     num_layers: int = field(default=4, metadata={"help": "EGNN layers."})
     num_train_timesteps: int = field(default=1000, metadata={"help": "Diffusion steps of the noise schedule."})
     beta_schedule: str = field(default="squaredcos_cap_v2", metadata={"help": "diffusers beta schedule."})
-    ema_decay: float = field(default=0.999, metadata={"help": "EMA of the weights (0 = off); the saved pipeline holds the EMA weights."})
+    ema_decay: float = field(
+        default=0.999, metadata={"help": "EMA of the weights (0 = off); the saved pipeline holds the EMA weights."}
+    )
     condition_property: Literal["qed", "logp", "mw", "sa"] | None = field(
-        default=None, metadata={"help": "Condition on a property: qed | logp | mw | sa (default: unconditional)."})
+        default=None, metadata={"help": "Condition on a property: qed | logp | mw | sa (default: unconditional)."}
+    )
 
 
 DEFAULTS = dict(
@@ -88,16 +114,24 @@ CONFIG_DATACLASSES = (DataArguments, ModelArguments, MoleculeEvalArguments, RunA
 
 
 def main(args=None):
-    data_args, model_args, sample_args, run_args, training_args = parse_args(*CONFIG_DATACLASSES, args=args, defaults=DEFAULTS)
+    data_args, model_args, sample_args, run_args, training_args = parse_args(
+        *CONFIG_DATACLASSES, args=args, defaults=DEFAULTS
+    )
     resume, push = begin_run(training_args, run_args)
 
     # Data: parse -> filter -> 3D conformers (ETKDG + MMFF), cached
     with training_args.main_process_first(desc="molecules"):
         dataset, elements, report = load_molecules(
-            data_args.data_path, data_args.data_format, max_heavy_atoms=data_args.max_heavy_atoms,
-            elements=data_args.elements, skip_bad_rows=data_args.skip_bad_rows, seed=data_args.conformer_seed,
-            limit=data_args.limit, neutral_only=data_args.neutral_only,
-            largest_fragment=data_args.largest_fragment)  # raises DataError when no molecule is left
+            data_args.data_path,
+            data_args.data_format,
+            max_heavy_atoms=data_args.max_heavy_atoms,
+            elements=data_args.elements,
+            skip_bad_rows=data_args.skip_bad_rows,
+            seed=data_args.conformer_seed,
+            limit=data_args.limit,
+            neutral_only=data_args.neutral_only,
+            largest_fragment=data_args.largest_fragment,
+        )  # raises DataError when no molecule is left
     rows = dataset.select_columns(["atom_types", "charges", "positions", *PROPERTY_COLUMNS]).to_list()
 
     # Model: EGNN denoiser (+ property conditioning), DDPM schedule without sample clipping (positions are in Angstrom)
@@ -108,17 +142,29 @@ def main(args=None):
         condition_stats = {"name": prop, "mean": float(values.mean()), "std": float(values.std() or 1.0)}
     from diffusers import DDPMScheduler
 
-    scheduler = DDPMScheduler(num_train_timesteps=model_args.num_train_timesteps, beta_schedule=model_args.beta_schedule,
-                              clip_sample=False)
-    denoiser = EGNNDenoiser(num_atom_types=len(elements), hidden_size=model_args.hidden_size, num_layers=model_args.num_layers,
-                            # neutral data: no charge channel, so generated molecules are neutral like EDM's rule assumes
-                            include_charges=not data_args.neutral_only, condition_dim=1 if prop else 0)
+    scheduler = DDPMScheduler(
+        num_train_timesteps=model_args.num_train_timesteps, beta_schedule=model_args.beta_schedule, clip_sample=False
+    )
+    denoiser = EGNNDenoiser(
+        num_atom_types=len(elements),
+        hidden_size=model_args.hidden_size,
+        num_layers=model_args.num_layers,
+        # neutral data: no charge channel, so generated molecules are neutral like EDM's rule assumes
+        include_charges=not data_args.neutral_only,
+        condition_dim=1 if prop else 0,
+    )
 
     atom_counts = atom_count_distribution(dataset)
 
     def pipeline_of(model) -> MoleculeDiffusionPipeline:
-        pipe = MoleculeDiffusionPipeline(model, scheduler, elements=elements, atom_count_distribution=atom_counts,
-                                         feature_scale=EDM_FEATURE_SCALE, condition_stats=condition_stats)
+        pipe = MoleculeDiffusionPipeline(
+            model,
+            scheduler,
+            elements=elements,
+            atom_count_distribution=atom_counts,
+            feature_scale=EDM_FEATURE_SCALE,
+            condition_stats=condition_stats,
+        )
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -126,17 +172,26 @@ def main(args=None):
 
     def sample_and_score(step, model):
         pipe = pipeline_of(model)
-        out = pipe(32, generator=torch.Generator().manual_seed(0), output_type="np",
-                   condition=condition_stats["mean"] if prop else None)
+        out = pipe(
+            32,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+            condition=condition_stats["mean"] if prop else None,
+        )
         m = molecule_metrics(zip(out.atom_types, out.positions), None)
         progress.append({"step": step, "atom_stability": m["atom_stability"], "validity": m["validity"]})
 
     # Train!
     result = train_loop(
-        denoiser, training_args, rows, partial(collate_molecules, num_atom_types=len(elements), condition_stats=condition_stats),
+        denoiser,
+        training_args,
+        rows,
+        partial(collate_molecules, num_atom_types=len(elements), condition_stats=condition_stats),
         lambda model, batch: edm_loss(model, batch, scheduler, EDM_FEATURE_SCALE),
-        resume_from_checkpoint=resume, ema_decay=model_args.ema_decay or None,
-        on_step=sample_and_score, on_step_every=sample_args.sample_every,
+        resume_from_checkpoint=resume,
+        ema_decay=model_args.ema_decay or None,
+        on_step=sample_and_score,
+        on_step_every=sample_args.sample_every,
         samples_per_batch=lambda batch: batch["num_atoms"].numel(),  # molecules, not atoms
     )
 
@@ -152,26 +207,38 @@ def main(args=None):
 
         # Report: metrics.json (the run record + EDM's metrics)
         record = run_record(
-            "molecule_diffusion", "molecule-generation", loop=result, training={"sampled_during_training": progress},
+            "molecule_diffusion",
+            "molecule-generation",
+            loop=result,
+            training={"sampled_during_training": progress},
             extra_throughput={"train_molecules_per_second": result.throughput["train_samples_per_second"], **sampling},
             dataset=str(data_args.data_path or "RDKit NCI/first_5K.smi (5,000 NCI compounds)"),
-            data_report=report.to_dict())
-        write_json(out / "metrics.json", {
-            **headline,
-            **record.to_dict(),
-            "pipeline_tag": "other",
-            "library_name": "diffusers",
-            "elements": elements,
-            "training_molecules": len(dataset),
-            "subgroups": None,  # generated molecules have no patients, so no subgroups (the CHAI card says so)
-            "atom_count_distribution": {str(k): v for k, v in atom_counts.items()},
-            **evaluation,
-            "model": {"num_parameters": num_parameters(result.model), "condition_property": prop,
-                      "condition_stats": condition_stats},
-        })
+            data_report=report.to_dict(),
+        )
+        write_json(
+            out / "metrics.json",
+            {
+                **headline,
+                **record.to_dict(),
+                "pipeline_tag": "other",
+                "library_name": "diffusers",
+                "elements": elements,
+                "training_molecules": len(dataset),
+                "subgroups": None,  # generated molecules have no patients, so no subgroups (the CHAI card says so)
+                "atom_count_distribution": {str(k): v for k, v in atom_counts.items()},
+                **evaluation,
+                "model": {
+                    "num_parameters": num_parameters(result.model),
+                    "condition_property": prop,
+                    "condition_stats": condition_stats,
+                },
+            },
+        )
 
         # Card (README.md + CHAI), push if asked, summary
-        finish_run(out, resolved_config(data_args, model_args, sample_args, run_args, training_args), training_args, push)
+        finish_run(
+            out, resolved_config(data_args, model_args, sample_args, run_args, training_args), training_args, push
+        )
     result.accelerator.wait_for_everyone()
     return training_args.output_dir
 

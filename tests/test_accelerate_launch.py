@@ -29,15 +29,52 @@ def sample(tmp_path_factory):
 @pytest.mark.parametrize("processes", [1, 2])
 def test_accelerate_launch_world_size(processes, sample, tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HOME": str(tmp_path / "hf_home"),  # no user default_config.yaml
-           "HF_MEDAI_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
-              "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "--num_processes", str(processes)]
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "1",
+        "HF_HOME": str(tmp_path / "hf_home"),  # no user default_config.yaml
+        "HF_MEDAI_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "--num_processes",
+        str(processes),
+    ]
     if processes > 1:
         launch.append("--multi_gpu")  # with ACCELERATE_USE_CPU=1 this is real DDP over gloo
-    cmd = [*launch, str(ROOT / "recipes" / "lesion_classification.py"), "--data_dir", str(sample),
-           "--output_dir", str(out), "--max_steps", "4", "--image_size", "32", "--per_device_train_batch_size", "8",
-           "--n_bootstrap", "20", "--save_strategy", "no", "--eval_strategy", "no", "--load_best_model_at_end", "false"]
+    cmd = [
+        *launch,
+        str(ROOT / "recipes" / "lesion_classification.py"),
+        "--data_dir",
+        str(sample),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "4",
+        "--image_size",
+        "32",
+        "--per_device_train_batch_size",
+        "8",
+        "--n_bootstrap",
+        "20",
+        "--save_strategy",
+        "no",
+        "--eval_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     m = json.loads((out / "metrics.json").read_text())

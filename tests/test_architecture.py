@@ -20,16 +20,38 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hf_medai"
 # (a prefix ending in "." matches a package and everything under it; otherwise the exact module).
 # ---------------------------------------------------------------------------------------------------------------
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("hf_medai", "hf_medai.errors", "hf_medai.paths", "hf_medai.io", "hf_medai.config",
-              "hf_medai.throughput", "hf_medai.run_folder")),
+    (
+        "base",
+        (
+            "hf_medai",
+            "hf_medai.errors",
+            "hf_medai.paths",
+            "hf_medai.io",
+            "hf_medai.config",
+            "hf_medai.throughput",
+            "hf_medai.run_folder",
+        ),
+    ),
     ("data", ("hf_medai.data.", "hf_medai.clinical_tasks", "hf_medai.image_folder", "hf_medai.lesion_split")),
     ("models", ("hf_medai.models.",)),
     ("pipelines", ("hf_medai.pipelines.",)),
     ("training", ("hf_medai.training", "hf_medai.trainer")),
     ("evaluation", ("hf_medai.evaluation.",)),
-    ("reporting", ("hf_medai.run_outputs", "hf_medai.tripod", "hf_medai.chai", "hf_medai.cards",
-                   "hf_medai.run_summary", "hf_medai.external_eval", "hf_medai.note_outcome_report",
-                   "hf_medai.image_classification", "hf_medai.reporting_text", "hf_medai.kinds.")),
+    (
+        "reporting",
+        (
+            "hf_medai.run_outputs",
+            "hf_medai.tripod",
+            "hf_medai.chai",
+            "hf_medai.cards",
+            "hf_medai.run_summary",
+            "hf_medai.external_eval",
+            "hf_medai.note_outcome_report",
+            "hf_medai.image_classification",
+            "hf_medai.reporting_text",
+            "hf_medai.kinds.",
+        ),
+    ),
     ("apps", ("hf_medai.hub", "hf_medai.demos.")),
     ("cli", ("hf_medai.cli",)),
 ]
@@ -65,7 +87,7 @@ def imports_of(path: Path, module: str, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*anchor, *([base] if base else [])])
             names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
         else:
@@ -160,7 +182,8 @@ def test_every_module_has_a_layer(graph):
 
 def test_no_import_runs_up_the_layers(graph):
     assert not upward_imports(graph), "imports from a lower layer into a higher one:\n" + "\n".join(
-        upward_imports(graph))
+        upward_imports(graph)
+    )
 
 
 def test_no_import_cycles(graph):
@@ -188,22 +211,29 @@ def _package(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_a_bad_edge_is_caught(tmp_path):
-    root = _package(tmp_path, {
-        "data/lesions.py": "def f():\n    from hf_medai.evaluation.fairness import age_band\n",  # lazy, still upward
-        "evaluation/fairness.py": "from ..data import lesions\n",  # relative, downward: fine
-        "cards.py": "import hf_medai.chai\n",
-        "chai.py": "from hf_medai import cards\n",
-        "hub.py": "from hf_medai.cli import main\n",
-        "cli.py": "",
-        "newthing.py": "",
-    })
+    root = _package(
+        tmp_path,
+        {
+            "data/lesions.py": "def f():\n    from hf_medai.evaluation.fairness import age_band\n",  # lazy, still upward
+            "evaluation/fairness.py": "from ..data import lesions\n",  # relative, downward: fine
+            "cards.py": "import hf_medai.chai\n",
+            "chai.py": "from hf_medai import cards\n",
+            "hub.py": "from hf_medai.cli import main\n",
+            "cli.py": "",
+            "newthing.py": "",
+        },
+    )
     graph = import_graph(root)
     assert graph["hf_medai.data.lesions"] == {"hf_medai.evaluation.fairness"}
     assert graph["hf_medai.evaluation.fairness"] == {"hf_medai.data.lesions"}
-    assert upward_imports(graph) == ["hf_medai.data.lesions (data) -> hf_medai.evaluation.fairness (evaluation)",
-                                     "hf_medai.hub (apps) -> hf_medai.cli (cli)"]
-    assert sorted(cycles(graph)) == [["hf_medai.cards", "hf_medai.chai"],
-                                     ["hf_medai.data.lesions", "hf_medai.evaluation.fairness"]]
+    assert upward_imports(graph) == [
+        "hf_medai.data.lesions (data) -> hf_medai.evaluation.fairness (evaluation)",
+        "hf_medai.hub (apps) -> hf_medai.cli (cli)",
+    ]
+    assert sorted(cycles(graph)) == [
+        ["hf_medai.cards", "hf_medai.chai"],
+        ["hf_medai.data.lesions", "hf_medai.evaluation.fairness"],
+    ]
     assert unplaced(graph) == ["hf_medai.newthing"]
 
 

@@ -38,10 +38,12 @@ def test_ece_known_values_by_hand():
     # multiclass top-label, 10 bins: 0.9 right (gap 0.1), 0.6 wrong (gap 0.6), 0.7 right (gap 0.3)
     probs = [[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]]
     assert expected_calibration_error([0, 1, 1], probs, n_bins=10) == pytest.approx(1 / 3)
-    assert load_metric("ece", "multiclass").compute(references=[0, 1, 1], prediction_scores=probs,
-                                                    n_bins=10)["ece"] == pytest.approx(1 / 3)
-    bins = load_metric("ece").compute(references=[0, 1, 1, 1], prediction_scores=[0.2, 0.2, 0.8, 0.8], n_bins=5,
-                                      return_bins=True)
+    assert load_metric("ece", "multiclass").compute(references=[0, 1, 1], prediction_scores=probs, n_bins=10)[
+        "ece"
+    ] == pytest.approx(1 / 3)
+    bins = load_metric("ece").compute(
+        references=[0, 1, 1, 1], prediction_scores=[0.2, 0.2, 0.8, 0.8], n_bins=5, return_bins=True
+    )
     assert bins["bin_count"] == [2, 0, 0, 2, 0]
     assert bins["bin_frequency"][0] == 0.5 and bins["bin_frequency"][3] == 1.0
     with pytest.raises(ValueError, match="probabilities"):
@@ -82,11 +84,15 @@ def test_figures_are_written_atomically(tmp_path):
     probs = _softmax(rng.normal(size=(200, 3)))
     multi = reliability_diagram(rng.integers(0, 3, 200), probs, tmp_path / "plots" / "reliability_multi.png")
     assert multi.read_bytes().startswith(PNG_MAGIC)
-    curves = roc_pr_plot(y, p, tmp_path / "plots" / "roc_pr.png",
-                         reference_points={"dermatologists (mean)": (0.741, 0.600)})
+    curves = roc_pr_plot(
+        y, p, tmp_path / "plots" / "roc_pr.png", reference_points={"dermatologists (mean)": (0.741, 0.600)}
+    )
     assert curves.read_bytes().startswith(PNG_MAGIC) and curves.stat().st_size > 1000
-    assert sorted(f.name for f in (tmp_path / "plots").iterdir()) == ["reliability.png", "reliability_multi.png",
-                                                                      "roc_pr.png"]  # no temp files left
+    assert sorted(f.name for f in (tmp_path / "plots").iterdir()) == [
+        "reliability.png",
+        "reliability_multi.png",
+        "roc_pr.png",
+    ]  # no temp files left
 
 
 # --- what a reader sees in the figures (issue 13, item 7) ---------------------------------------------------------
@@ -138,8 +144,16 @@ def test_roc_pr_plot_names_the_class_marks_the_operating_point_and_draws_a_band(
     rng = np.random.default_rng(4)
     y = rng.integers(0, 2, 300)
     s = np.clip(0.3 * y + 0.7 * rng.random(300), 0, 1)
-    roc_pr_plot(y, s, tmp_path / "c.png", positive_class="melanoma", negative_class="not_melanoma",
-                threshold=0.42, threshold_source="youden on validation", n_bootstrap=200)
+    roc_pr_plot(
+        y,
+        s,
+        tmp_path / "c.png",
+        positive_class="melanoma",
+        negative_class="not_melanoma",
+        threshold=0.42,
+        threshold_source="youden on validation",
+        n_bootstrap=200,
+    )
     fig = drawn[-1]
     roc_ax, pr_ax = fig.axes[:2]
     text = _texts(fig)
@@ -148,8 +162,10 @@ def test_roc_pr_plot_names_the_class_marks_the_operating_point_and_draws_a_band(
     sens, spec, ppv = call[y == 1].mean(), (~call[y == 0]).mean(), y[call].mean()
 
     def marked(ax, x, y_):
-        return any(len(line.get_xdata()) == 1 and np.isclose(line.get_xdata()[0], x)
-                   and np.isclose(line.get_ydata()[0], y_) for line in ax.get_lines())
+        return any(
+            len(line.get_xdata()) == 1 and np.isclose(line.get_xdata()[0], x) and np.isclose(line.get_ydata()[0], y_)
+            for line in ax.get_lines()
+        )
 
     assert marked(roc_ax, 1 - spec, sens) and marked(pr_ax, sens, ppv)  # the operating point on both curves
     assert "threshold 0.420" in text and "youden on validation" in text

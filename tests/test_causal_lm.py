@@ -51,8 +51,9 @@ def test_tiny_tokenizer_is_offline_and_chat_ready():
     assert tokenizer.pad_token == "<|pad|>" and tokenizer.eos_token == "<|im_end|>"
     text = "Pheochromocytoma — 5 mg/kg, ünïcode too"
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text  # byte-level: nothing is unknown
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                             add_generation_prompt=True)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert rendered == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=True)["input_ids"]
     assert ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>")  # special tokens stay whole
@@ -89,6 +90,7 @@ def _fake_conversion(calls):
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         (out / causal_lm.CONVERSION_FILE).write_text("{}")
+
     return convert
 
 

@@ -19,8 +19,14 @@ from hf_medai.chai import FILENAME, NS
 from hf_medai.tripod import ITEMS, tripod_rows
 
 SCHEMA = Path(__file__).resolve().parent / "data" / "chai-applied-model-card-v0.2.xsd"
-KINDS = ["lesion_classification", "clinical_outcomes", "clinical_pretraining", "medqa_lora", "image_diffusion",
-         "molecule_diffusion"]
+KINDS = [
+    "lesion_classification",
+    "clinical_outcomes",
+    "clinical_pretraining",
+    "medqa_lora",
+    "image_diffusion",
+    "molecule_diffusion",
+]
 PREDICTIVE = ["lesion_classification", "clinical_outcomes", "medqa_lora"]
 
 
@@ -40,24 +46,75 @@ def _lesion(root: Path, out: Path):
     from hf_medai.data.synthetic.lesions import write_ham10000
 
     ham = write_ham10000(root / "ham", n=160, seed=1)
-    load_recipe("lesion_classification").main([
-        "--data_dir", str(ham), "--output_dir", str(out), "--max_steps", "3", "--image_size", "32",
-        "--per_device_train_batch_size", "16", "--n_bootstrap", "20", "--save_strategy", "no", "--eval_strategy", "no",
-        "--load_best_model_at_end", "false"])
+    load_recipe("lesion_classification").main(
+        [
+            "--data_dir",
+            str(ham),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "3",
+            "--image_size",
+            "32",
+            "--per_device_train_batch_size",
+            "16",
+            "--n_bootstrap",
+            "20",
+            "--save_strategy",
+            "no",
+            "--eval_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+        ]
+    )
 
 
 def _clinical(root: Path, out_outcomes: Path, out_pretraining: Path):
-    from hf_medai.data.synthetic.ehr import write_mimic
     from test_clinical_recipes import FAST, tiny_bert
 
+    from hf_medai.data.synthetic.ehr import write_mimic
+
     mimic = write_mimic(root / "mimic3", "mimic-iii", n_patients=100, seed=1)
-    load_recipe("clinical_outcomes").main([
-        "--data_dir", str(mimic), "--model_name_or_path", str(tiny_bert(root / "enc")), "--output_dir", str(out_outcomes),
-        *FAST, "--task", "mortality", "--max_length", "64", "--max_steps", "3"])
-    load_recipe("clinical_pretraining").main([
-        "--data_dir", str(mimic), "--model_name_or_path", str(tiny_bert(root / "mlm", masked_lm=True)),
-        "--output_dir", str(out_pretraining), "--max_length", "32", "--max_steps", "3", "--per_device_train_batch_size",
-        "8", "--eval_windows", "32", "--n_bootstrap", "20", "--save_strategy", "no"])
+    load_recipe("clinical_outcomes").main(
+        [
+            "--data_dir",
+            str(mimic),
+            "--model_name_or_path",
+            str(tiny_bert(root / "enc")),
+            "--output_dir",
+            str(out_outcomes),
+            *FAST,
+            "--task",
+            "mortality",
+            "--max_length",
+            "64",
+            "--max_steps",
+            "3",
+        ]
+    )
+    load_recipe("clinical_pretraining").main(
+        [
+            "--data_dir",
+            str(mimic),
+            "--model_name_or_path",
+            str(tiny_bert(root / "mlm", masked_lm=True)),
+            "--output_dir",
+            str(out_pretraining),
+            "--max_length",
+            "32",
+            "--max_steps",
+            "3",
+            "--per_device_train_batch_size",
+            "8",
+            "--eval_windows",
+            "32",
+            "--n_bootstrap",
+            "20",
+            "--save_strategy",
+            "no",
+        ]
+    )
 
 
 def _medqa(root: Path, out: Path):
@@ -69,10 +126,28 @@ def _medqa(root: Path, out: Path):
     tokenizer.save_pretrained(root / "llama")
     questions = root / "medqa.jsonl"
     questions.write_text("\n".join(sample_path("medqa").read_text().splitlines()[:16]) + "\n")
-    load_recipe("medqa_lora").main([
-        "--model_name_or_path", str(root / "llama"), "--data_dir", str(questions), "--output_dir", str(out),
-        "--max_steps", "3", "--n_bootstrap", "20", "--min_group_size", "2", "--generate_max_new_tokens", "4",
-        "--safety_max_new_tokens", "6", "--logging_steps", "1"])
+    load_recipe("medqa_lora").main(
+        [
+            "--model_name_or_path",
+            str(root / "llama"),
+            "--data_dir",
+            str(questions),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "3",
+            "--n_bootstrap",
+            "20",
+            "--min_group_size",
+            "2",
+            "--generate_max_new_tokens",
+            "4",
+            "--safety_max_new_tokens",
+            "6",
+            "--logging_steps",
+            "1",
+        ]
+    )
 
 
 def _image_diffusion(root: Path, out: Path):
@@ -85,19 +160,74 @@ def _image_diffusion(root: Path, out: Path):
     model, processor = build_image_classifier(None, BINARY_CLASSES, image_size=32)
     model.save_pretrained(root / "clf")
     processor.save_pretrained(root / "clf")
-    load_recipe("image_diffusion").main([
-        "--data_dir", str(ham), "--output_dir", str(out), "--classifier_dir", str(root / "clf"), "--resolution", "16",
-        "--block_out_channels", "16", "32", "--max_steps", "3", "--save_strategy", "no", "--sample_every", "0",
-        "--per_device_train_batch_size", "16", "--eval_images_per_class", "4", "--eval_inference_steps", "2",
-        "--eval_batch_size", "8", "--warmup_steps", "0", "--logging_steps", "1", "--grid_images_per_class", "2"])
+    load_recipe("image_diffusion").main(
+        [
+            "--data_dir",
+            str(ham),
+            "--output_dir",
+            str(out),
+            "--classifier_dir",
+            str(root / "clf"),
+            "--resolution",
+            "16",
+            "--block_out_channels",
+            "16",
+            "32",
+            "--max_steps",
+            "3",
+            "--save_strategy",
+            "no",
+            "--sample_every",
+            "0",
+            "--per_device_train_batch_size",
+            "16",
+            "--eval_images_per_class",
+            "4",
+            "--eval_inference_steps",
+            "2",
+            "--eval_batch_size",
+            "8",
+            "--warmup_steps",
+            "0",
+            "--logging_steps",
+            "1",
+            "--grid_images_per_class",
+            "2",
+        ]
+    )
 
 
 def _molecules(root: Path, out: Path):
-    load_recipe("molecule_diffusion").main([
-        "--output_dir", str(out), "--limit", "48", "--hidden_size", "16", "--num_layers", "2", "--max_steps", "3",
-        "--save_strategy", "no", "--per_device_train_batch_size", "16", "--num_eval_molecules", "8",
-        "--eval_batch_size", "8", "--eval_inference_steps", "10", "--logging_steps", "1", "--warmup_steps", "0",
-        "--num_train_timesteps", "100"])
+    load_recipe("molecule_diffusion").main(
+        [
+            "--output_dir",
+            str(out),
+            "--limit",
+            "48",
+            "--hidden_size",
+            "16",
+            "--num_layers",
+            "2",
+            "--max_steps",
+            "3",
+            "--save_strategy",
+            "no",
+            "--per_device_train_batch_size",
+            "16",
+            "--num_eval_molecules",
+            "8",
+            "--eval_batch_size",
+            "8",
+            "--eval_inference_steps",
+            "10",
+            "--logging_steps",
+            "1",
+            "--warmup_steps",
+            "0",
+            "--num_train_timesteps",
+            "100",
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +247,9 @@ def _results(path: Path) -> dict[str, list[dict]]:
     root = ET.parse(path).getroot()
     groups = {}
     for group in root.find(f"{{{NS}}}KeyMetrics"):
-        groups[group.tag.split("}")[1]] = [json.loads(r.findtext(f"{{{NS}}}ValueJson"))
-                                          for r in group.iter(f"{{{NS}}}MetricResult")]
+        groups[group.tag.split("}")[1]] = [
+            json.loads(r.findtext(f"{{{NS}}}ValueJson")) for r in group.iter(f"{{{NS}}}MetricResult")
+        ]
     return groups
 
 
@@ -148,12 +279,14 @@ def test_every_recipe_writes_a_chai_card_valid_against_the_schema(runs, schema, 
 
 
 def test_key_metrics_round_trip_from_metrics_json(runs):
-    expected = {"lesion_classification": ("UsefulnessUsabilityEfficacy", "auroc"),
-                "clinical_outcomes": ("UsefulnessUsabilityEfficacy", "auroc"),
-                "clinical_pretraining": ("UsefulnessUsabilityEfficacy", "perplexity"),
-                "medqa_lora": ("UsefulnessUsabilityEfficacy", "accuracy_loglik"),
-                "image_diffusion": ("SafetyReliability", "memorised_fraction"),
-                "molecule_diffusion": ("UsefulnessUsabilityEfficacy", "validity")}
+    expected = {
+        "lesion_classification": ("UsefulnessUsabilityEfficacy", "auroc"),
+        "clinical_outcomes": ("UsefulnessUsabilityEfficacy", "auroc"),
+        "clinical_pretraining": ("UsefulnessUsabilityEfficacy", "perplexity"),
+        "medqa_lora": ("UsefulnessUsabilityEfficacy", "accuracy_loglik"),
+        "image_diffusion": ("SafetyReliability", "memorised_fraction"),
+        "molecule_diffusion": ("UsefulnessUsabilityEfficacy", "validity"),
+    }
     for kind, (group, key) in expected.items():
         m = json.loads((runs[kind] / "metrics.json").read_text())
         by_metric = {r.get("metric"): r for r in _results(runs[kind] / FILENAME)[group]}

@@ -21,9 +21,28 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     assert cli(["data", "lesions", "--out", str(root / "ham"), "--n", "160", "--seed", "1"]) == 0
     out = root / "run"
-    recipe.main(["--data_dir", str(root / "ham"), "--output_dir", str(out), "--max_steps", "4", "--image_size", "32",
-                 "--per_device_train_batch_size", "16", "--n_bootstrap", "20", "--save_strategy", "no",
-                 "--eval_strategy", "no", "--load_best_model_at_end", "false"])
+    recipe.main(
+        [
+            "--data_dir",
+            str(root / "ham"),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "4",
+            "--image_size",
+            "32",
+            "--per_device_train_batch_size",
+            "16",
+            "--n_bootstrap",
+            "20",
+            "--save_strategy",
+            "no",
+            "--eval_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+        ]
+    )
     return root, out
 
 

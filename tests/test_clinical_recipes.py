@@ -21,11 +21,37 @@ from hf_medai.errors import ConfigError
 outcomes = load_recipe("clinical_outcomes")
 pretraining = load_recipe("clinical_pretraining")
 
-FAST = ["--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "32", "--n_bootstrap", "50",
-        "--min_group_size", "5", "--learning_rate", "0.001", "--logging_steps", "1", "--save_strategy", "no",
-        "--eval_strategy", "no", "--load_best_model_at_end", "false"]
-SECTIONS = ["## Intended use", "## Out-of-scope use", "## Training data", "## Evaluation", "## Subgroup performance",
-            "## Bias, risks and limitations", "## Safety and regulatory notes", "## How to use", "## Training details"]
+FAST = [
+    "--per_device_train_batch_size",
+    "8",
+    "--per_device_eval_batch_size",
+    "32",
+    "--n_bootstrap",
+    "50",
+    "--min_group_size",
+    "5",
+    "--learning_rate",
+    "0.001",
+    "--logging_steps",
+    "1",
+    "--save_strategy",
+    "no",
+    "--eval_strategy",
+    "no",
+    "--load_best_model_at_end",
+    "false",
+]
+SECTIONS = [
+    "## Intended use",
+    "## Out-of-scope use",
+    "## Training data",
+    "## Evaluation",
+    "## Subgroup performance",
+    "## Bias, risks and limitations",
+    "## Safety and regulatory notes",
+    "## How to use",
+    "## Training details",
+]
 
 
 def tiny_bert(folder: Path, masked_lm: bool = False) -> Path:
@@ -33,8 +59,14 @@ def tiny_bert(folder: Path, masked_lm: bool = False) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
 
     tokenizer = AutoTokenizer.from_pretrained(get_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     torch.manual_seed(0)
     (BertForMaskedLM if masked_lm else BertModel)(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -54,25 +86,64 @@ def encoder(tmp_path_factory) -> Path:
 
 
 def run_outcomes(mimic, encoder, out, *flags):
-    outcomes.main(["--data_dir", str(mimic), "--model_name_or_path", str(encoder), "--output_dir", str(out), *FAST, *flags])
+    outcomes.main(
+        ["--data_dir", str(mimic), "--model_name_or_path", str(encoder), "--output_dir", str(out), *FAST, *flags]
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def binary_run(mimic, encoder, tmp_path_factory):
     # A 512-token window: most admission-section notes fit whole ("short"), the longest are cut at the head.
-    return run_outcomes(mimic, encoder, tmp_path_factory.mktemp("runs") / "mortality", "--task", "mortality",
-                        "--max_length", "512", "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3",
-                        "--eval_strategy", "steps", "--eval_steps", "3", "--load_best_model_at_end", "true")
+    return run_outcomes(
+        mimic,
+        encoder,
+        tmp_path_factory.mktemp("runs") / "mortality",
+        "--task",
+        "mortality",
+        "--max_length",
+        "512",
+        "--max_steps",
+        "6",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "3",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "3",
+        "--load_best_model_at_end",
+        "true",
+    )
 
 
 def test_binary_run_folder_follows_the_contract(binary_run):
-    for name in ["model.safetensors", "config.json", "tokenizer.json", "README.md", "metrics.json", "predictions.csv",
-                 "run_config.yaml", "reliability_diagram.png", "reliability_diagram_before.png", "roc_pr_curves.png"]:
+    for name in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "README.md",
+        "metrics.json",
+        "predictions.csv",
+        "run_config.yaml",
+        "reliability_diagram.png",
+        "reliability_diagram_before.png",
+        "roc_pr_curves.png",
+    ]:
         assert (binary_run / name).is_file(), name
     m = json.loads((binary_run / "metrics.json").read_text())
-    for key in ["auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "ece", "sensitivity", "specificity",
-                "specificity_at_sensitivity_0.741", "sensitivity_at_specificity_0.9"]:
+    for key in [
+        "auroc",
+        "auroc_ci_low",
+        "auroc_ci_high",
+        "auprc",
+        "ece",
+        "sensitivity",
+        "specificity",
+        "specificity_at_sensitivity_0.741",
+        "sensitivity_at_specificity_0.9",
+    ]:
         assert key in m, key
     assert m["auroc_ci_low"] <= m["auroc"] <= m["auroc_ci_high"]
     assert {"sex", "age_band", "race", "insurance"} <= set(m["subgroups"])
@@ -136,8 +207,14 @@ def test_baseline_and_card(binary_run):
     text = card.text
     for section in SECTIONS + ["## Calibration", "### Baseline"]:
         assert section in text, section
-    assert f"| AUROC | {m['auroc']:.3f} ({m['auroc_ci_low']:.3f}–{m['auroc_ci_high']:.3f}) | {base['auroc']:.3f}" in text
-    assert "local validation" in text and "Leakage precautions" in text and "trained and tested on synthetic notes" in text
+    assert (
+        f"| AUROC | {m['auroc']:.3f} ({m['auroc_ci_low']:.3f}–{m['auroc_ci_high']:.3f}) | {base['auroc']:.3f}" in text
+    )
+    assert (
+        "local validation" in text
+        and "Leakage precautions" in text
+        and "trained and tested on synthetic notes" in text
+    )
     assert f"**{m['calibration']['temperature']:.3f}**" in text
     for column in ["sex", "age_band", "race", "insurance"]:
         assert re.search(f"#### {column}", text), column
@@ -149,8 +226,23 @@ def test_multiclass_los_with_chunked_notes(mimic, encoder, tmp_path):
     from hf_medai.clinical_tasks import SplitSpec, load_task
     from hf_medai.models.text import predict_notes, softmax
 
-    out = run_outcomes(mimic, encoder, tmp_path / "los", "--task", "los", "--max_length", "64", "--long_notes",
-                       "chunks", "--pooling", "max", "--stride", "8", "--max_steps", "4")
+    out = run_outcomes(
+        mimic,
+        encoder,
+        tmp_path / "los",
+        "--task",
+        "los",
+        "--max_length",
+        "64",
+        "--long_notes",
+        "chunks",
+        "--pooling",
+        "max",
+        "--stride",
+        "8",
+        "--max_steps",
+        "4",
+    )
     m = json.loads((out / "metrics.json").read_text())
     pred = pd.read_csv(out / "predictions.csv", dtype={"id": str})
     names = m["class_names"]
@@ -167,7 +259,7 @@ def test_multiclass_los_with_chunked_notes(mimic, encoder, tmp_path):
     note_id, text = next((i, t) for i, t in zip(test["id"], test["text"]) if len(tokenizer(t)["input_ids"]) > 200)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     starts = range(0, len(ids) - 8, 62 - 8)  # 62 = 64 minus [CLS] and [SEP], consecutive chunks share 8 tokens
-    chunks = [[tokenizer.cls_token_id, *ids[s:s + 62], tokenizer.sep_token_id] for s in starts]
+    chunks = [[tokenizer.cls_token_id, *ids[s : s + 62], tokenizer.sep_token_id] for s in starts]
     assert len(chunks) >= 4
     with torch.no_grad():
         each = np.stack([model(input_ids=torch.tensor([c])).logits[0].numpy() for c in chunks])
@@ -182,8 +274,19 @@ def test_regression_los_days_mae_equals_sklearn(mimic, encoder, tmp_path):
 
     from hf_medai.clinical_tasks import SplitSpec, load_task
 
-    out = run_outcomes(mimic, encoder, tmp_path / "los_days", "--task", "los_days", "--max_length", "64",
-                       "--long_notes", "head_tail", "--max_steps", "4")
+    out = run_outcomes(
+        mimic,
+        encoder,
+        tmp_path / "los_days",
+        "--task",
+        "los_days",
+        "--max_length",
+        "64",
+        "--long_notes",
+        "head_tail",
+        "--max_steps",
+        "4",
+    )
     m = json.loads((out / "metrics.json").read_text())
     pred = pd.read_csv(out / "predictions.csv", dtype={"id": str})
     assert m["mae"] == pytest.approx(mean_absolute_error(pred["label"], pred["pred"]), abs=1e-9)
@@ -214,8 +317,9 @@ def test_regression_los_days_mae_equals_sklearn(mimic, encoder, tmp_path):
 def test_shared_encoder_with_a_head_per_task(mimic, encoder, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    out = run_outcomes(mimic, encoder, tmp_path / "multi", "--task", "mortality,readmission", "--max_length", "64",
-                       "--max_steps", "4")
+    out = run_outcomes(
+        mimic, encoder, tmp_path / "multi", "--task", "mortality,readmission", "--max_length", "64", "--max_steps", "4"
+    )
     assert (out / "run_config.yaml").is_file()
     encoders = []
     for task in ["mortality", "readmission"]:
@@ -234,9 +338,30 @@ def test_masked_lm_pretraining_then_fine_tuning(mimic, tmp_path):
 
     start = tiny_bert(tmp_path / "tiny-mlm", masked_lm=True)
     mlm = tmp_path / "mlm"
-    pretraining.main(["--data_dir", str(mimic), "--model_name_or_path", str(start), "--output_dir", str(mlm),
-                      "--max_length", "32", "--max_steps", "8", "--per_device_train_batch_size", "8",
-                      "--learning_rate", "0.003", "--eval_windows", "64", "--n_bootstrap", "50", "--save_strategy", "no"])
+    pretraining.main(
+        [
+            "--data_dir",
+            str(mimic),
+            "--model_name_or_path",
+            str(start),
+            "--output_dir",
+            str(mlm),
+            "--max_length",
+            "32",
+            "--max_steps",
+            "8",
+            "--per_device_train_batch_size",
+            "8",
+            "--learning_rate",
+            "0.003",
+            "--eval_windows",
+            "64",
+            "--n_bootstrap",
+            "50",
+            "--save_strategy",
+            "no",
+        ]
+    )
     m = json.loads((mlm / "metrics.json").read_text())
     assert m["perplexity"] < m["perplexity_before"]  # the same fixed masks, before and after
     assert m["perplexity_ci_low"] <= m["perplexity"] <= m["perplexity_ci_high"]
@@ -247,7 +372,9 @@ def test_masked_lm_pretraining_then_fine_tuning(mimic, tmp_path):
         assert section in text, section
 
     # Fine-tuning from the folder runs, and the leakage check finds no evaluation patient in pretraining.
-    out = run_outcomes(mimic, mlm, tmp_path / "from_mlm", "--task", "mortality", "--max_length", "32", "--max_steps", "2")
+    out = run_outcomes(
+        mimic, mlm, tmp_path / "from_mlm", "--task", "mortality", "--max_length", "32", "--max_steps", "2"
+    )
     overlap = json.loads((out / "metrics.json").read_text())["data_report"]["pretraining_overlap"]
     assert overlap["checked"] and overlap["overlap"] == 0
     # Another task's split puts some of those patients in its test set: refused unless accepted.
@@ -261,8 +388,16 @@ def test_fold_into_head_is_exact():
     from hf_medai.models.heads import fold_into_head
 
     torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
-                                                     num_attention_heads=2, intermediate_size=32, num_labels=3)).eval()
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=100,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=3,
+        )
+    ).eval()
     x = torch.randint(0, 100, (4, 9))
     with torch.no_grad():
         before = model(input_ids=x).logits
@@ -271,7 +406,9 @@ def test_fold_into_head_is_exact():
     assert torch.allclose(after, (before + torch.tensor([0.5, -1.0, 2.0])) / 1.7, atol=1e-5)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "recipes" / "configs").glob("clinical_*/*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "recipes" / "configs").glob("clinical_*/*.yaml")), ids=lambda p: p.name
+)
 def test_every_clinical_config_loads_and_names_its_launch_command(path, tmp_path):
     from transformers import TrainingArguments
 
@@ -286,7 +423,10 @@ def test_every_clinical_config_loads_and_names_its_launch_command(path, tmp_path
     if recipe is outcomes:
         classes.insert(2, EvalArguments)
     # The recipe's own parse, unknown keys being errors; bf16 off and a scratch folder so it parses on a CPU.
-    parsed = parse_args(*classes, args=["--config", str(path), "--bf16", "false", "--output_dir", str(tmp_path)],
-                        defaults=recipe.DEFAULTS)
+    parsed = parse_args(
+        *classes,
+        args=["--config", str(path), "--bf16", "false", "--output_dir", str(tmp_path)],
+        defaults=recipe.DEFAULTS,
+    )
     assert parsed[-1].output_dir == str(tmp_path)
     assert set(yaml.safe_load(path.read_text())) <= {f for c in classes for f in c.__dataclass_fields__}

@@ -22,7 +22,9 @@ def _parse(tmp_path, yaml_values=None, flags=()):
         cfg = tmp_path / "c.yaml"
         cfg.write_text(yaml.safe_dump(yaml_values))
         args = ["--config", str(cfg), *args]
-    return parse_args(Demo, TrainingArguments, args=args, defaults={"learning_rate": 0.123, "output_dir": str(tmp_path / "o")})
+    return parse_args(
+        Demo, TrainingArguments, args=args, defaults={"learning_rate": 0.123, "output_dir": str(tmp_path / "o")}
+    )
 
 
 def test_precedence_defaults_yaml_flags(tmp_path):
@@ -30,7 +32,9 @@ def test_precedence_defaults_yaml_flags(tmp_path):
     assert (demo.task, ta.learning_rate) == ("binary", 0.123)  # recipe default beats dataclass default
     demo, ta = _parse(tmp_path, {"task": "multiclass", "learning_rate": 0.5, "columns": ["sex", "age_band"]})
     assert (demo.task, ta.learning_rate, demo.columns) == ("multiclass", 0.5, ["sex", "age_band"])
-    demo, ta = _parse(tmp_path, {"task": "multiclass", "learning_rate": 0.5}, ["--learning_rate", "0.7", "--task", "binary"])
+    demo, ta = _parse(
+        tmp_path, {"task": "multiclass", "learning_rate": 0.5}, ["--learning_rate", "0.7", "--task", "binary"]
+    )
     assert (demo.task, ta.learning_rate) == ("binary", 0.7)  # flags win over YAML
 
 

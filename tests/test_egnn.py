@@ -75,8 +75,13 @@ def test_batch_equals_one_molecule_at_a_time(condition_dim):
         start = 0
         for b, n in enumerate(COUNTS):
             sl = slice(start, start + n)
-            alone = model(positions[sl], features[sl], t[b:b + 1], torch.zeros(n, dtype=torch.long),
-                          cond[b:b + 1] if cond is not None else None)
+            alone = model(
+                positions[sl],
+                features[sl],
+                t[b : b + 1],
+                torch.zeros(n, dtype=torch.long),
+                cond[b : b + 1] if cond is not None else None,
+            )
             torch.testing.assert_close(together.eps_positions[sl], alone.eps_positions, atol=1e-10, rtol=0)
             torch.testing.assert_close(together.eps_features[sl], alone.eps_features, atol=1e-10, rtol=0)
             start += n
@@ -119,8 +124,10 @@ def test_save_and_reload(tmp_path):
     positions, features, t, batch = _inputs(dtype=torch.float32)
     cond = torch.ones(3, 1)
     with torch.no_grad():
-        torch.testing.assert_close(again(positions, features, t, batch, cond).eps_positions,
-                                   model(positions, features, t, batch, cond).eps_positions)
+        torch.testing.assert_close(
+            again(positions, features, t, batch, cond).eps_positions,
+            model(positions, features, t, batch, cond).eps_positions,
+        )
 
 
 def test_output_survives_accelerates_mixed_precision_wrapper():

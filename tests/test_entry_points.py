@@ -50,15 +50,21 @@ def test_a_refused_value_is_a_config_error():
     from hf_medai.config import ConfigError
 
     recipe = load_recipe("lesion_classification")
-    with pytest.raises(ConfigError, match=r"argument --task: invalid choice: 'trinary' \(choose from binary, multiclass\)"):
+    with pytest.raises(
+        ConfigError, match=r"argument --task: invalid choice: 'trinary' \(choose from binary, multiclass\)"
+    ):
         recipe.main(["--task", "trinary", "--output_dir", "unused"])
 
 
 def _no_exit_calls(path) -> list[str]:
     """`raise SystemExit` / `sys.exit(...)` / `exit(...)` in a module, outside its `if __name__ == "__main__":`."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    main_guard = {id(n) for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
-                  for n in ast.walk(node)}
+    main_guard = {
+        id(n)
+        for node in tree.body
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     found = []
     for node in ast.walk(tree):
         if id(node) in main_guard:
@@ -79,8 +85,10 @@ def test_library_raises_typed_errors_never_system_exit():
 
 def test_the_check_above_can_fail(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import sys\ndef f():\n    raise SystemExit('x')\ndef g():\n    sys.exit(1)\n"
-                   "if __name__ == '__main__':\n    sys.exit(f())\n")
+    bad.write_text(
+        "import sys\ndef f():\n    raise SystemExit('x')\ndef g():\n    sys.exit(1)\n"
+        "if __name__ == '__main__':\n    sys.exit(f())\n"
+    )
     assert _no_exit_calls(bad) == ["bad.py:3", "bad.py:5"]
 
 
@@ -93,11 +101,32 @@ def test_expected_error_is_one_line_without_traceback(tmp_path):
     missing = tmp_path / "no_such_data"
     out = tmp_path / "run"
     # The recipe alone, and under `accelerate launch -q` (without -q accelerate's launcher adds its own traceback).
-    direct = _run([sys.executable, "recipes/lesion_classification.py", "--data_dir", str(missing), "--output_dir",
-                   str(out)], tmp_path)
-    launched = _run([sys.executable, "-m", "accelerate.commands.launch", "-q", "--num_processes", "1",
-                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                     "recipes/lesion_classification.py", "--data_dir", str(missing), "--output_dir", str(out)], tmp_path)
+    direct = _run(
+        [sys.executable, "recipes/lesion_classification.py", "--data_dir", str(missing), "--output_dir", str(out)],
+        tmp_path,
+    )
+    launched = _run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "-q",
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "recipes/lesion_classification.py",
+            "--data_dir",
+            str(missing),
+            "--output_dir",
+            str(out),
+        ],
+        tmp_path,
+    )
     for result in (direct, launched):
         text = result.stdout + result.stderr
         assert result.returncode != 0, text
@@ -108,7 +137,8 @@ def test_expected_error_is_one_line_without_traceback(tmp_path):
     usage = _run([sys.executable, "recipes/lesion_classification.py", "--learning_rat", "1e-4"], tmp_path)
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
     assert usage.stderr.strip().splitlines()[-1] == (
-        "lesion_classification.py: error: unknown option(s): --learning_rat (did you mean --learning_rate?)")
+        "lesion_classification.py: error: unknown option(s): --learning_rat (did you mean --learning_rate?)"
+    )
 
 
 def test_cpu_runs_do_not_pin_memory():
@@ -127,6 +157,8 @@ def test_deepspeed_accelerator_notice_is_dropped(caplog):
     import hf_medai  # noqa: F401  (installs the filter)
 
     logger = logging.getLogger("DeepSpeed")
-    assert any(f.filter(logging.makeLogRecord({"msg": "Setting accelerator to CPU. If you have GPU..."})) is False
-               for f in logger.filters)
+    assert any(
+        f.filter(logging.makeLogRecord({"msg": "Setting accelerator to CPU. If you have GPU..."})) is False
+        for f in logger.filters
+    )
     assert all(f.filter(logging.makeLogRecord({"msg": "ZeRO stage 3 enabled"})) for f in logger.filters)

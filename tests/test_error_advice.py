@@ -21,8 +21,10 @@ from hf_medai.data.report import DataError
 
 DATA = ROOT / "hf_medai" / "data"
 # "<verb> name=value" or "<verb> name_with_underscore"; bare words ("pass the file") are not options.
-ADVICE = re.compile(r"\b(?i:pass|use|set|raise|increase|lower|reduce)\s+`?([a-z][a-z0-9_]*)"
-                    r"(?:=(['\"]?)([A-Za-z0-9_][A-Za-z0-9_.+-]*)?\2)?")
+ADVICE = re.compile(
+    r"\b(?i:pass|use|set|raise|increase|lower|reduce)\s+`?([a-z][a-z0-9_]*)"
+    r"(?:=(['\"]?)([A-Za-z0-9_][A-Za-z0-9_.+-]*)?\2)?"
+)
 FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9_]*)")
 # Loader keywords that every recipe spells differently, by one convention: the data file's format is data_format.
 RECIPE_FLAG = {"format": "data_format"}
@@ -42,8 +44,12 @@ def _literals(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
             texts.append("".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values))
-        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
-              and id(node) not in inside_fstrings):
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and id(node) not in inside_fstrings
+        ):
             texts.append(node.value)
     return texts
 
@@ -111,7 +117,8 @@ def test_the_scan_finds_the_advice_it_is_about():
     assert advice["hf_medai.data.lesion_formats"]["format"] == ""
     assert "the" not in {name for names in advice.values() for name in names}  # "pass the file" is no option
     assert {"hf_medai.data.molecules", "hf_medai.data.medqa"} <= reached_modules(
-        ROOT / "recipes" / "molecule_diffusion.py") | reached_modules(ROOT / "recipes" / "medqa_lora.py")
+        ROOT / "recipes" / "molecule_diffusion.py"
+    ) | reached_modules(ROOT / "recipes" / "medqa_lora.py")
 
 
 def _advised(recipe_name: str) -> dict[str, str]:
@@ -141,16 +148,23 @@ def test_every_advised_option_is_a_flag_of_the_recipe(recipe_name, tmp_path):
     advised = _advised(recipe_name)
     recipe = load_recipe(recipe_name)
     fields = {f for dc in recipe.CONFIG_DATACLASSES for f in dc.__dataclass_fields__}
-    advised = {name: value for name, value in advised.items()
-               if RECIPE_FLAG.get(name, name) not in NOT_THIS_RECIPES_ADVICE.get(recipe_name, ())}
+    advised = {
+        name: value
+        for name, value in advised.items()
+        if RECIPE_FLAG.get(name, name) not in NOT_THIS_RECIPES_ADVICE.get(recipe_name, ())
+    }
     flags = {name: RECIPE_FLAG.get(name, name) for name in advised}
     assert not {flag for flag in flags.values() if flag not in fields}, (
-        f"{recipe_name} can raise errors advising options it has no flag for")
+        f"{recipe_name} can raise errors advising options it has no flag for"
+    )
     for name, value in advised.items():
         if not value:
             continue  # advice without a value ("pass format=", "raise max_length"): the flag exists, checked above
-        parsed = parse_args(*recipe.CONFIG_DATACLASSES, args=["--output_dir", str(tmp_path), f"--{flags[name]}", value],
-                            defaults=getattr(recipe, "DEFAULTS", None))
+        parsed = parse_args(
+            *recipe.CONFIG_DATACLASSES,
+            args=["--output_dir", str(tmp_path), f"--{flags[name]}", value],
+            defaults=getattr(recipe, "DEFAULTS", None),
+        )
         got = next(getattr(p, flags[name]) for p in parsed if hasattr(p, flags[name]))
         assert str(got).lower() == value.lower(), (recipe_name, name, value, got)
 
@@ -186,8 +200,10 @@ def test_molecule_recipe_follows_the_largest_fragment_advice(tmp_path, monkeypat
 def test_medqa_recipe_follows_the_medmcqa_cop_base_advice(tmp_path, monkeypatch):
     import json
 
-    rows = [{"id": f"q{c}", "question": f"Question {c}?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": c}
-            for c in (1, 2, 3)]
+    rows = [
+        {"id": f"q{c}", "question": f"Question {c}?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": c}
+        for c in (1, 2, 3)
+    ]
     path = tmp_path / "medmcqa.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = load_recipe("medqa_lora")

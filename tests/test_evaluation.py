@@ -20,8 +20,20 @@ from hf_medai.evaluation import (
     regression_metrics,
 )
 
-BINARY_KEYS = ["auroc", "auprc", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "accuracy",
-               "brier", "ece", "specificity_at_sensitivity_0.741", "sensitivity_at_specificity_0.9"]
+BINARY_KEYS = [
+    "auroc",
+    "auprc",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "accuracy",
+    "brier",
+    "ece",
+    "specificity_at_sensitivity_0.741",
+    "sensitivity_at_specificity_0.9",
+]
 
 
 def _binary_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -40,8 +52,16 @@ def _multiclass_data(n: int, k: int = 4, seed: int = 0) -> tuple[np.ndarray, np.
 
 
 def test_metric_folders_are_loaded_by_path_and_cached():
-    assert {"roc_auc", "average_precision", "balanced_accuracy", "accuracy", "sensitivity_specificity", "brier",
-            "ece", "mae"} <= set(METRIC_NAMES)
+    assert {
+        "roc_auc",
+        "average_precision",
+        "balanced_accuracy",
+        "accuracy",
+        "sensitivity_specificity",
+        "brier",
+        "ece",
+        "mae",
+    } <= set(METRIC_NAMES)
     module = load_metric("roc_auc")
     assert module is load_metric("roc_auc")
     assert module.name == "roc_auc"
@@ -54,19 +74,26 @@ def test_modules_compute_equals_sklearn():
     pred = (s >= 0.5).astype(int)
     approx = pytest.approx
     assert load_metric("roc_auc").compute(references=y, prediction_scores=s)["roc_auc"] == approx(
-        skm.roc_auc_score(y, s), abs=1e-12)
+        skm.roc_auc_score(y, s), abs=1e-12
+    )
     assert load_metric("average_precision").compute(references=y, prediction_scores=s)["average_precision"] == approx(
-        skm.average_precision_score(y, s), abs=1e-12)
+        skm.average_precision_score(y, s), abs=1e-12
+    )
     assert load_metric("balanced_accuracy").compute(references=y, predictions=pred)["balanced_accuracy"] == approx(
-        skm.balanced_accuracy_score(y, pred), abs=1e-12)
+        skm.balanced_accuracy_score(y, pred), abs=1e-12
+    )
     assert load_metric("accuracy").compute(references=y, predictions=pred)["accuracy"] == approx(
-        skm.accuracy_score(y, pred), abs=1e-12)
+        skm.accuracy_score(y, pred), abs=1e-12
+    )
     assert load_metric("brier").compute(references=y, prediction_scores=s)["brier"] == approx(
-        skm.brier_score_loss(y, s), abs=1e-12)
+        skm.brier_score_loss(y, s), abs=1e-12
+    )
     tn, fp, fn, tp = skm.confusion_matrix(y, pred).ravel()
     rates = load_metric("sensitivity_specificity").compute(references=y, predictions=pred)
-    assert rates == approx({"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp), "ppv": tp / (tp + fp),
-                            "npv": tn / (tn + fn)}, abs=1e-12)
+    assert rates == approx(
+        {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp), "ppv": tp / (tp + fp), "npv": tn / (tn + fn)},
+        abs=1e-12,
+    )
     assert rates["sensitivity"] == approx(skm.recall_score(y, pred), abs=1e-12)
     assert rates["ppv"] == approx(skm.precision_score(y, pred), abs=1e-12)
 
@@ -75,19 +102,24 @@ def test_modules_compute_equals_sklearn():
     assert multi == approx(skm.roc_auc_score(yk, probs, multi_class="ovr", average="macro"), abs=1e-12)
     predk = probs.argmax(1)
     assert load_metric("accuracy").compute(references=yk, predictions=predk)["accuracy"] == approx(
-        skm.accuracy_score(yk, predk), abs=1e-12)
+        skm.accuracy_score(yk, predk), abs=1e-12
+    )
     assert load_metric("balanced_accuracy").compute(references=yk, predictions=predk)["balanced_accuracy"] == approx(
-        skm.balanced_accuracy_score(yk, predk), abs=1e-12)
+        skm.balanced_accuracy_score(yk, predk), abs=1e-12
+    )
 
     rng = np.random.default_rng(1)
     target = rng.normal(size=200)
     guess = target + rng.normal(scale=0.5, size=200)
     assert load_metric("mae").compute(references=target, predictions=guess)["mae"] == approx(
-        skm.mean_absolute_error(target, guess), abs=1e-12)
+        skm.mean_absolute_error(target, guess), abs=1e-12
+    )
     assert load_metric("rmse").compute(references=target, predictions=guess)["rmse"] == approx(
-        skm.root_mean_squared_error(target, guess), abs=1e-12)
+        skm.root_mean_squared_error(target, guess), abs=1e-12
+    )
     assert load_metric("r2").compute(references=target, predictions=guess)["r2"] == approx(
-        skm.r2_score(target, guess), abs=1e-12)
+        skm.r2_score(target, guess), abs=1e-12
+    )
 
 
 def test_batched_form_equals_one_resample_at_a_time():
@@ -103,7 +135,11 @@ def test_batched_form_equals_one_resample_at_a_time():
         ("accuracy", {"predictions": ps}, lambda i: skm.accuracy_score(ys[i], ps[i])),
         ("balanced_accuracy", {"predictions": ps}, lambda i: skm.balanced_accuracy_score(ys[i], ps[i])),
         ("brier", {"prediction_scores": ss}, lambda i: skm.brier_score_loss(ys[i], ss[i])),
-        ("ece", {"prediction_scores": ss}, lambda i: metric_function("ece")(references=ys[i], prediction_scores=ss[i])["ece"]),
+        (
+            "ece",
+            {"prediction_scores": ss},
+            lambda i: metric_function("ece")(references=ys[i], prediction_scores=ss[i])["ece"],
+        ),
     ]:
         batched = metric_function(name)(references=ys, **kwargs)[name]
         np.testing.assert_allclose(batched, [reference(i) for i in range(len(idx))], atol=1e-12, err_msg=name)
@@ -111,16 +147,21 @@ def test_batched_form_equals_one_resample_at_a_time():
     np.testing.assert_allclose(rates["specificity"], [skm.recall_score(ys[i], ps[i], pos_label=0) for i in range(6)])
     yk, probs = _multiclass_data(150)
     idx_k = rng.integers(0, yk.size, size=(6, yk.size))
-    per_class = metric_function("roc_auc")(references=yk[idx_k], prediction_scores=probs[idx_k],
-                                           average=None)["roc_auc"]
+    per_class = metric_function("roc_auc")(references=yk[idx_k], prediction_scores=probs[idx_k], average=None)[
+        "roc_auc"
+    ]
     for i in range(6):
         rows = idx_k[i]
-        np.testing.assert_allclose(per_class[i], skm.roc_auc_score(yk[rows], probs[rows], multi_class="ovr",
-                                                                   average=None), atol=1e-12)
+        np.testing.assert_allclose(
+            per_class[i], skm.roc_auc_score(yk[rows], probs[rows], multi_class="ovr", average=None), atol=1e-12
+        )
     target = rng.normal(size=(6, 80))
     guess = target + rng.normal(size=(6, 80))
-    np.testing.assert_allclose(metric_function("r2")(references=target, predictions=guess)["r2"],
-                               [skm.r2_score(target[i], guess[i]) for i in range(6)], atol=1e-12)
+    np.testing.assert_allclose(
+        metric_function("r2")(references=target, predictions=guess)["r2"],
+        [skm.r2_score(target[i], guess[i]) for i in range(6)],
+        atol=1e-12,
+    )
 
 
 def test_binary_metrics_equal_sklearn_and_serialise():
@@ -174,8 +215,9 @@ def test_operating_points_and_thresholds_by_hand():
     s = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
     # sensitivity >= 0.75 first at threshold 0.7 (3 of 4 positives, no negative) -> specificity 1.0;
     # sensitivity 1.0 needs threshold 0.4, which lets the negative at 0.6 through -> specificity 0.75
-    result = binary_metrics(y, s, operating_points={"sensitivity": [0.75, 1.0], "specificity": [1.0, 0.75]},
-                            n_bootstrap=0)
+    result = binary_metrics(
+        y, s, operating_points={"sensitivity": [0.75, 1.0], "specificity": [1.0, 0.75]}, n_bootstrap=0
+    )
     assert result["specificity_at_sensitivity_0.75"] == 1.0
     assert result["specificity_at_sensitivity_1"] == 0.75
     assert result["sensitivity_at_specificity_1"] == 0.75
@@ -234,7 +276,9 @@ def test_multiclass_metrics_equal_sklearn():
     names = ["mel", "nv", "bcc", "bkl"]
     result = multiclass_metrics(yk, probs, names, n_bootstrap=60)
     pred = probs.argmax(1)
-    assert result["auroc"] == pytest.approx(skm.roc_auc_score(yk, probs, multi_class="ovr", average="macro"), abs=1e-12)
+    assert result["auroc"] == pytest.approx(
+        skm.roc_auc_score(yk, probs, multi_class="ovr", average="macro"), abs=1e-12
+    )
     assert result["accuracy"] == pytest.approx(skm.accuracy_score(yk, pred), abs=1e-12)
     assert result["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(yk, pred), abs=1e-12)
     for k, name in enumerate(names):

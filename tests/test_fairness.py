@@ -10,16 +10,22 @@ import pytest
 from sklearn import metrics as skm
 
 from hf_medai.data.subgroups import AGE_BANDS, age_band
-from hf_medai.evaluation import (
-    expected_calibration_error,
-    subgroup_report,
-    subgroup_table_markdown,
-)
+from hf_medai.evaluation import expected_calibration_error, subgroup_report, subgroup_table_markdown
 
 
 def test_age_band_scalars_and_series():
-    cases = {0: "<30", 29.9: "<30", 30: "30-44", 44.99: "30-44", 45: "45-59", 59: "45-59", 60: "60-74",
-             74.9: "60-74", 75: "75+", 101: "75+"}
+    cases = {
+        0: "<30",
+        29.9: "<30",
+        30: "30-44",
+        44.99: "30-44",
+        45: "45-59",
+        59: "45-59",
+        60: "60-74",
+        74.9: "60-74",
+        75: "75+",
+        101: "75+",
+    }
     assert {age: age_band(age) for age in cases} == cases
     assert age_band(None) is None and age_band(float("nan")) is None and age_band(np.nan) is None
     with pytest.raises(ValueError):
@@ -42,8 +48,10 @@ def binary_case():
     site = np.where(np.arange(n) < 40, "clinic_c", rng.choice(["clinic_a", "clinic_b"], n))
     y[:40][site[:40] == "clinic_c"] = 0  # clinic_c: negatives only
     score[:40] = np.clip(0.7 * rng.random(40), 0, 1)
-    groups = pd.DataFrame({"sex": sex, "site": site, "age": age_band(pd.Series(rng.uniform(20, 90, n))).array},
-                          index=np.arange(1000, 1000 + n))  # a non-default index: alignment is by position
+    groups = pd.DataFrame(
+        {"sex": sex, "site": site, "age": age_band(pd.Series(rng.uniform(20, 90, n))).array},
+        index=np.arange(1000, 1000 + n),
+    )  # a non-default index: alignment is by position
     return y, score, (score >= 0.5).astype(int), groups
 
 
@@ -127,8 +135,10 @@ def test_markdown_table_and_argument_errors(binary_case):
     assert "| group | n | n_positive | auroc |" in text
     assert "| unknown * | 20 |" in text and "fewer than 30 examples" in text
     female = report["sex"]["groups"]["female"]
-    assert (f"| female | {female['n']} | {female['n_positive']} | {female['auroc']:.3f} "
-            f"({female['auroc_ci_low']:.3f}–{female['auroc_ci_high']:.3f}) |") in text
+    assert (
+        f"| female | {female['n']} | {female['n_positive']} | {female['auroc']:.3f} "
+        f"({female['auroc_ci_low']:.3f}–{female['auroc_ci_high']:.3f}) |"
+    ) in text
     gap, (low, high) = report["sex"]["largest_gap"]["auroc"], report["sex"]["largest_gap_ci"]["auroc"]
     assert f"auroc {gap:.3f} ({low:.3f}–{high:.3f})" in text
     with pytest.raises(ValueError, match="unknown binary metrics"):
@@ -184,15 +194,18 @@ def test_gap_interval_bootstraps_the_gap_itself():
     site = np.where(np.arange(n) < n // 2, "a", "b")
     y = rng.integers(0, 2, n)
     score = np.where(site == "a", np.clip(0.5 * y + 0.5 * rng.random(n), 0, 1), rng.random(n))
-    site_report = subgroup_report(y, score, (score >= 0.5).astype(int), pd.DataFrame({"site": site}),
-                                  metrics=["auroc"], n_bootstrap=400)["site"]
+    site_report = subgroup_report(
+        y, score, (score >= 0.5).astype(int), pd.DataFrame({"site": site}), metrics=["auroc"], n_bootstrap=400
+    )["site"]
     values = {g: site_report["groups"][g]["auroc"] for g in ("a", "b")}
     low, high = site_report["largest_gap_ci"]["auroc"]
     assert site_report["largest_gap"]["auroc"] == pytest.approx(values["a"] - values["b"], abs=1e-12)
     assert 0 < low <= site_report["largest_gap"]["auroc"] <= high
     worst = site_report["worst"]["auroc"]
     assert worst["group"] == "b" and (worst["ci_low"], worst["ci_high"]) == (
-        site_report["groups"]["b"]["auroc_ci_low"], site_report["groups"]["b"]["auroc_ci_high"])
+        site_report["groups"]["b"]["auroc_ci_low"],
+        site_report["groups"]["b"]["auroc_ci_high"],
+    )
 
 
 def test_age_band_without_melanoma_is_not_estimable_never_worst_ppv():
@@ -202,7 +215,8 @@ def test_age_band_without_melanoma_is_not_estimable_never_worst_ppv():
     rows = groups["age_band"].to_numpy() == "<30"
     assert rows.sum() >= 30 and y[rows].sum() == 0 and pred[rows].sum() > 0  # the case as the issue describes it
     section = subgroup_report(y, score, pred, groups, n_bootstrap=100, class_names=["not_melanoma", "melanoma"])[
-        "age_band"]
+        "age_band"
+    ]
     young = section["groups"]["<30"]
     assert young["n_positive"] == 0 and young["n_predicted_positive"] > 0
     for metric in ("ppv", "sensitivity", "auroc", "npv", "balanced_accuracy"):
@@ -213,8 +227,9 @@ def test_age_band_without_melanoma_is_not_estimable_never_worst_ppv():
     # what it can say: how often its negatives were called negative (and the calibration of its scores)
     assert young["specificity"] == pytest.approx(skm.recall_score(y[rows], pred[rows], pos_label=0), abs=1e-12)
     assert "<30" in section["compared"]["specificity"] and young["specificity_ci_low"] is not None
-    assert any(w.startswith("age_band=<30:") and "not estimable: " in w and "0 melanoma" in w
-               for w in section["warnings"])
+    assert any(
+        w.startswith("age_band=<30:") and "not estimable: " in w and "0 melanoma" in w for w in section["warnings"]
+    )
     text = subgroup_table_markdown({"age_band": section})
     assert "| <30 | " in text and "| n/e |" in text and "0 melanoma in <30 (auroc, sensitivity, ppv, npv" in text
 
@@ -229,7 +244,9 @@ def test_a_handful_of_positives_is_shown_but_not_compared():
     y[:4] = 1  # rural: 100 patients, 4 positives
     score = np.clip(0.4 * y + 0.6 * rng.random(n), 0, 1)
     pred = (score >= 0.5).astype(int)
-    section = subgroup_report(y, score, pred, pd.DataFrame({"site": site}), n_bootstrap=100, min_class_count=10)["site"]
+    section = subgroup_report(y, score, pred, pd.DataFrame({"site": site}), n_bootstrap=100, min_class_count=10)[
+        "site"
+    ]
     rural = section["groups"]["rural"]
     assert rural["sensitivity"] == pytest.approx(skm.recall_score(y[:100], pred[:100]), abs=1e-12)
     assert rural["too_few"]["sensitivity"] == "4 positives < 10"

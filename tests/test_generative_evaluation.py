@@ -10,9 +10,16 @@ import pytest
 from PIL import Image
 
 from hf_medai.evaluation import generative
-from hf_medai.evaluation.generative import (ClassifierFeatures, as_image_array, class_fidelity, diversity,
-                                            frechet_distance, kernel_distance, memorisation_report,
-                                            nearest_neighbours)
+from hf_medai.evaluation.generative import (
+    ClassifierFeatures,
+    as_image_array,
+    class_fidelity,
+    diversity,
+    frechet_distance,
+    kernel_distance,
+    memorisation_report,
+    nearest_neighbours,
+)
 
 CLASSES = ["benign", "melanoma"]
 
@@ -29,8 +36,11 @@ def _synthetic_lesions(root: Path, seed: int, n: int) -> np.ndarray:
 def lesions(tmp_path_factory):
     """Training images, and fresh and reference images: other lesions from the same distribution."""
     root = tmp_path_factory.mktemp("lesions")
-    return {"training": _synthetic_lesions(root, 0, 300), "fresh": _synthetic_lesions(root, 1, 100),
-            "reference": _synthetic_lesions(root, 2, 100)}
+    return {
+        "training": _synthetic_lesions(root, 0, 300),
+        "fresh": _synthetic_lesions(root, 1, 100),
+        "reference": _synthetic_lesions(root, 2, 100),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +61,13 @@ def _planted(training: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """Copies of training images as a memorising model might return them: as is, flipped, turned, noisy."""
     rng = np.random.default_rng(0)
     noisy = np.clip(training[60].astype(np.float64) + rng.normal(0, 2.0, training[60].shape), 0, 255)
-    copies = [training[5], training[17][:, ::-1], np.rot90(training[42], 1), np.rot90(training[99][:, ::-1], 3),
-              np.rint(noisy).astype(np.uint8)]
+    copies = [
+        training[5],
+        training[17][:, ::-1],
+        np.rot90(training[42], 1),
+        np.rot90(training[99][:, ::-1], 3),
+        np.rint(noisy).astype(np.uint8),
+    ]
     return np.stack(copies), [5, 17, 42, 99, 60]
 
 
@@ -182,8 +197,7 @@ def test_class_fidelity_equals_a_hand_count():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.1, 0.9]])
     requested = ["benign", "benign", "benign", "melanoma", "melanoma"]  # argmax: 0 1 0 1 1
     reference_probs = np.array([[0.8, 0.2], [0.4, 0.6], [0.3, 0.7], [0.6, 0.4]])
-    report = class_fidelity(probs, requested, CLASSES, reference_probs=reference_probs,
-                            reference_labels=[0, 0, 1, 1])
+    report = class_fidelity(probs, requested, CLASSES, reference_probs=reference_probs, reference_labels=[0, 0, 1, 1])
     json.dumps(report, allow_nan=False)
     assert report["fidelity"] == pytest.approx(4 / 5)
     benign, melanoma = report["per_class"]["benign"], report["per_class"]["melanoma"]
@@ -195,7 +209,8 @@ def test_class_fidelity_equals_a_hand_count():
     assert benign["relative_fidelity"] == pytest.approx((2 / 3) / 0.5)
     assert class_fidelity(probs, [0, 0, 0, 1, 1], CLASSES)["per_class"] == report["per_class"] | {
         name: {k: v for k, v in row.items() if k not in ("reference_accuracy", "relative_fidelity")}
-        for name, row in report["per_class"].items()}
+        for name, row in report["per_class"].items()
+    }
     with pytest.raises(ValueError, match="not among"):
         class_fidelity(probs, ["benign"] * 4 + ["nevus"], CLASSES)
 
@@ -248,7 +263,13 @@ def test_diversity_is_zero_for_repeats_and_positive_for_distinct_images(lesions)
 
     feats = np.eye(4)  # orthogonal features: cosine distance 1
     assert diversity(feats, [0, 0, 1, 1]) == {
-        "space": "feature", "metric": "cosine distance", "n": 4, "overall": pytest.approx(1.0),
-        "per_class": {"0": {"n": 2, "mean_distance": pytest.approx(1.0)},
-                      "1": {"n": 2, "mean_distance": pytest.approx(1.0)}}}
+        "space": "feature",
+        "metric": "cosine distance",
+        "n": 4,
+        "overall": pytest.approx(1.0),
+        "per_class": {
+            "0": {"n": 2, "mean_distance": pytest.approx(1.0)},
+            "1": {"n": 2, "mean_distance": pytest.approx(1.0)},
+        },
+    }
     assert diversity(np.ones((3, 4)))["overall"] == pytest.approx(0.0, abs=1e-12)

@@ -53,12 +53,20 @@ class HubStub:
                     return self._reply(200, {"errors": [], "warnings": []})
                 if path.endswith("/preupload/main"):
                     files = json.loads(body)["files"]
-                    return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                                       for f in files]})
+                    return self._reply(
+                        200,
+                        {
+                            "files": [
+                                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                            ]
+                        },
+                    )
                 if path.endswith("/commit/main"):
-                    repo = path[len("/api/models/"):-len("/commit/main")]
-                    return self._reply(200, {"success": True, "commitOid": "a" * 40,
-                                             "commitUrl": f"{stub.url}/{repo}/commit/{'a' * 40}"})
+                    repo = path[len("/api/models/") : -len("/commit/main")]
+                    return self._reply(
+                        200,
+                        {"success": True, "commitOid": "a" * 40, "commitUrl": f"{stub.url}/{repo}/commit/{'a' * 40}"},
+                    )
                 self._reply(404, {"error": f"no route {path}"})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -98,8 +106,9 @@ class HubStub:
         return files
 
     def sent_anything(self) -> bool:
-        return any(p.startswith("/api/repos/create") or "/commit/" in p or "/preupload/" in p
-                   for _, p, _ in self.requests)
+        return any(
+            p.startswith("/api/repos/create") or "/commit/" in p or "/preupload/" in p for _, p, _ in self.requests
+        )
 
 
 @pytest.fixture(scope="module")
@@ -126,10 +135,31 @@ def pushed_run(hub, tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     ham = write_ham10000(root / "ham", n=120, seed=2)
     out = root / "run"
-    load_recipe("lesion_classification").main([
-        "--data_dir", str(ham), "--output_dir", str(out), "--max_steps", "2", "--image_size", "32",
-        "--per_device_train_batch_size", "16", "--n_bootstrap", "10", "--save_strategy", "no", "--eval_strategy", "no",
-        "--load_best_model_at_end", "false", "--push_to_hub", "--hub_model_id", "hospital/recipe-push"])
+    load_recipe("lesion_classification").main(
+        [
+            "--data_dir",
+            str(ham),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--image_size",
+            "32",
+            "--per_device_train_batch_size",
+            "16",
+            "--n_bootstrap",
+            "10",
+            "--save_strategy",
+            "no",
+            "--eval_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+            "--push_to_hub",
+            "--hub_model_id",
+            "hospital/recipe-push",
+        ]
+    )
     return out, list(hub.requests)
 
 
@@ -142,8 +172,17 @@ def run(pushed_run, hub, tmp_path):
     return copy
 
 
-EXPECTED = {"README.md", "model_card.chai.xml", "config.json", "preprocessor_config.json", "model.safetensors",
-            "metrics.json", "run_config.yaml", "reliability_diagram.png", "roc_pr_curves.png"}
+EXPECTED = {
+    "README.md",
+    "model_card.chai.xml",
+    "config.json",
+    "preprocessor_config.json",
+    "model.safetensors",
+    "metrics.json",
+    "run_config.yaml",
+    "reliability_diagram.png",
+    "roc_pr_curves.png",
+}
 
 
 def test_recipe_push_to_hub_goes_through_the_gates_and_is_private(pushed_run, hub):
@@ -199,7 +238,7 @@ def _drop_section(run: Path, heading: str):
     card = (run / "README.md").read_text()
     start = card.index(heading)
     end = card.index("\n## ", start + 1)
-    (run / "README.md").write_text(card[:start] + card[end + 1:])
+    (run / "README.md").write_text(card[:start] + card[end + 1 :])
 
 
 SPOIL = {
@@ -210,17 +249,37 @@ SPOIL = {
     "parquet": (lambda r: (r / "cohort.parquet").write_bytes(b"PAR1"), "cohort.parquet", "data"),
     "arrow": (lambda r: (r / "data-00000-of-00001.arrow").write_bytes(b"x"), "data-00000-of-00001.arrow", "data"),
     "jsonl": (lambda r: (r / "questions.jsonl").write_text('{"q": 1}\n'), "questions.jsonl", "data"),
-    "notes": (lambda r: ((r / "notes").mkdir(), (r / "notes" / "note_001.txt").write_text("Chest pain.")),
-              "notes/note_001.txt", "data"),
-    "training images": (lambda r: ((r / "images").mkdir(), (r / "images" / "ISIC_0000001.jpg").write_bytes(b"\xff\xd8")),
-                        "images/ISIC_0000001.jpg", "data"),
-    "phi in card": (lambda r: (r / "README.md").write_text((r / "README.md").read_text() +
-                                                          "\nQuestions to Dr. Smith at 617-555-0134.\n"),
-                    "README.md", "PHI scanner"),
-    "phi in json": (lambda r: (r / "config.json").write_text(json.dumps(
-        {**json.loads((r / "config.json").read_text()), "contact": "jane.doe@hospital.org"})), "config.json", "email"),
-    "phi in yaml": (lambda r: (r / "run_config.yaml").write_text((r / "run_config.yaml").read_text() +
-                                                                "note: seen on 03/14/2021\n"), "run_config.yaml", "date"),
+    "notes": (
+        lambda r: ((r / "notes").mkdir(), (r / "notes" / "note_001.txt").write_text("Chest pain.")),
+        "notes/note_001.txt",
+        "data",
+    ),
+    "training images": (
+        lambda r: ((r / "images").mkdir(), (r / "images" / "ISIC_0000001.jpg").write_bytes(b"\xff\xd8")),
+        "images/ISIC_0000001.jpg",
+        "data",
+    ),
+    "phi in card": (
+        lambda r: (r / "README.md").write_text(
+            (r / "README.md").read_text() + "\nQuestions to Dr. Smith at 617-555-0134.\n"
+        ),
+        "README.md",
+        "PHI scanner",
+    ),
+    "phi in json": (
+        lambda r: (r / "config.json").write_text(
+            json.dumps({**json.loads((r / "config.json").read_text()), "contact": "jane.doe@hospital.org"})
+        ),
+        "config.json",
+        "email",
+    ),
+    "phi in yaml": (
+        lambda r: (r / "run_config.yaml").write_text(
+            (r / "run_config.yaml").read_text() + "note: seen on 03/14/2021\n"
+        ),
+        "run_config.yaml",
+        "date",
+    ),
     "pytorch bin": (lambda r: (r / "pytorch_model.bin").write_bytes(b"x"), "pytorch_model.bin", "not safetensors"),
     "pt": (lambda r: (r / "model.pt").write_bytes(b"x"), "model.pt", "not safetensors"),
     "pickle": (lambda r: (r / "scaler.pkl").write_bytes(b"x"), "scaler.pkl", "not safetensors"),
@@ -255,13 +314,16 @@ def test_included_predictions_still_pass_the_phi_scanner(run, hub):
 def test_skipped_rows_of_real_datasets_do_not_stop_a_push(run, hub):
     # A --skip_bad_rows run on ISIC/HAM10000 or MIMIC writes dataset ids into metrics.json's data_report (issue 13.11).
     metrics = json.loads((run / "metrics.json").read_text())
-    metrics["data_report"] = {**metrics.get("data_report", {}), "skipped_examples": [
-        "[duplicate_image_id] HAM10000_metadata.csv, row 5 (id ISIC_0024306): duplicate image id 'ISIC_0024306', "
-        "first at row 3",
-        "[missing_image] HAM10000_metadata.csv, row 7 (id ISIC_0027419): lesion HAM_0000118 has no image file",
-        "[no_label] NOTEEVENTS.csv, row 1234567: admission 20001234: no discharge summary",
-        "[note_too_long] discharge.csv, row 12 (hadm_id 20001234, note_id 10000032-DS-21): text has 250,000 characters",
-    ]}
+    metrics["data_report"] = {
+        **metrics.get("data_report", {}),
+        "skipped_examples": [
+            "[duplicate_image_id] HAM10000_metadata.csv, row 5 (id ISIC_0024306): duplicate image id 'ISIC_0024306', "
+            "first at row 3",
+            "[missing_image] HAM10000_metadata.csv, row 7 (id ISIC_0027419): lesion HAM_0000118 has no image file",
+            "[no_label] NOTEEVENTS.csv, row 1234567: admission 20001234: no discharge summary",
+            "[note_too_long] discharge.csv, row 12 (hadm_id 20001234, note_id 10000032-DS-21): text has 250,000 characters",
+        ],
+    }
     (run / "metrics.json").write_text(json.dumps(metrics))
     push_run_folder(run, REPO, endpoint=hub.url, token="hf_stub_token")
     assert "metrics.json" in hub.committed()
@@ -278,8 +340,12 @@ def test_the_gate_says_what_the_phi_scanner_can_and_cannot_see(run, hub):
     assert not hub.requests
     (run / "README.md").write_text((run / "README.md").read_text().replace("Contact: Keisha Donnelly, RN.", ""))
     push_run_folder(run, REPO, endpoint=hub.url, token="hf_stub_token")
-    description = [json.loads(line) for _, path, body in hub.requests if path.split("?")[0].endswith("/commit/main")
-                   for line in body.decode().splitlines()][0]["value"]["description"]
+    description = [
+        json.loads(line)
+        for _, path, body in hub.requests
+        if path.split("?")[0].endswith("/commit/main")
+        for line in body.decode().splitlines()
+    ][0]["value"]["description"]
     assert "cannot see" in description and "biometric" in description
 
 

@@ -51,8 +51,9 @@ def test_fused_colour_jitter_equals_the_step_by_step_definition():
     from hf_medai.data.image_batches import _hue_matrix
 
     x = torch.rand(6, 3, 8, 8) * 255
-    aug = DermoscopyAugment(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), brightness=0.3, contrast=0.3,
-                            saturation=0.3, hue_shift=0.05)
+    aug = DermoscopyAugment(
+        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), brightness=0.3, contrast=0.3, saturation=0.3, hue_shift=0.05
+    )
     g = torch.Generator().manual_seed(3)
     out = aug(x, g)
     # Replay the same random draws, then apply each colour step on its own.
@@ -62,8 +63,9 @@ def test_fused_colour_jitter_equals_the_step_by_step_definition():
         torch.empty(b).uniform_(0, 1, generator=g)  # area, ratio, cx, cy, flip_x ... consumed in order
     torch.rand(b, generator=g)  # flip_y
     turns = torch.randint(0, 4, (b,), generator=g)
-    geo = DermoscopyAugment(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), brightness=0, contrast=0, saturation=0,
-                            hue_shift=0)(x, torch.Generator().manual_seed(3))
+    geo = DermoscopyAugment(
+        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), brightness=0, contrast=0, saturation=0, hue_shift=0
+    )(x, torch.Generator().manual_seed(3))
     bright, contrast, sat = (1 + torch.empty(b).uniform_(-0.3, 0.3, generator=g) for _ in range(3))
     hue = torch.empty(b).uniform_(-0.05, 0.05, generator=g)
     y = geo * bright.view(b, 1, 1, 1)

@@ -17,9 +17,30 @@ from helpers import load_recipe
 
 recipe = load_recipe("image_classification")
 LESION_WORDS = re.compile(r"melanoma|lesion|fitzpatrick|dermoscop|skin", re.IGNORECASE)
-TINY = ["--sample_tiles_per_class", "40", "--image_size", "32", "--per_device_train_batch_size", "16",
-        "--n_bootstrap", "20", "--min_group_size", "5", "--logging_steps", "1", "--max_steps", "6",
-        "--eval_strategy", "steps", "--eval_steps", "3", "--save_strategy", "steps", "--save_steps", "3"]
+TINY = [
+    "--sample_tiles_per_class",
+    "40",
+    "--image_size",
+    "32",
+    "--per_device_train_batch_size",
+    "16",
+    "--n_bootstrap",
+    "20",
+    "--min_group_size",
+    "5",
+    "--logging_steps",
+    "1",
+    "--max_steps",
+    "6",
+    "--eval_strategy",
+    "steps",
+    "--eval_steps",
+    "3",
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +57,17 @@ def _sample_folder() -> Path:
 
 
 def test_run_folder_follows_the_contract(run):
-    for name in ["model.safetensors", "config.json", "preprocessor_config.json", "README.md", "model_card.chai.xml",
-                 "metrics.json", "predictions.csv", "run_config.yaml", "reliability_diagram.png"]:
+    for name in [
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "README.md",
+        "model_card.chai.xml",
+        "metrics.json",
+        "predictions.csv",
+        "run_config.yaml",
+        "reliability_diagram.png",
+    ]:
         assert (run / name).is_file(), name
     m = json.loads((run / "metrics.json").read_text())
     assert (m["recipe"], m["kind"], m["task"]) == ("image_classification", "image_classifier", "image-classification")

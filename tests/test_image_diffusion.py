@@ -19,16 +19,43 @@ from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 
 recipe = load_recipe("image_diffusion")
 
-TINY = ["--resolution", "16", "--block_out_channels", "16", "32", "--max_steps", "6", "--save_steps", "3",
-        "--sample_every", "3", "--per_device_train_batch_size", "16", "--eval_images_per_class", "6",
-        "--eval_inference_steps", "4", "--eval_batch_size", "12", "--learning_rate", "0.002", "--warmup_steps", "0",
-        "--logging_steps", "1", "--grid_images_per_class", "3"]
+TINY = [
+    "--resolution",
+    "16",
+    "--block_out_channels",
+    "16",
+    "32",
+    "--max_steps",
+    "6",
+    "--save_steps",
+    "3",
+    "--sample_every",
+    "3",
+    "--per_device_train_batch_size",
+    "16",
+    "--eval_images_per_class",
+    "6",
+    "--eval_inference_steps",
+    "4",
+    "--eval_batch_size",
+    "12",
+    "--learning_rate",
+    "0.002",
+    "--warmup_steps",
+    "0",
+    "--logging_steps",
+    "1",
+    "--grid_images_per_class",
+    "3",
+]
 
 
 def tiny_pipeline(seed=0, vae=None):
     torch.manual_seed(seed)
     unet = build_lesion_unet(2, sample_size=8 if vae else 16, in_channels=4 if vae else 3, block_out_channels=(16, 32))
-    pipe = LesionDiffusionPipeline(unet, DDPMScheduler(num_train_timesteps=100), vae=vae, class_names=["benign", "melanoma"])
+    pipe = LesionDiffusionPipeline(
+        unet, DDPMScheduler(num_train_timesteps=100), vae=vae, class_names=["benign", "melanoma"]
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -59,10 +86,21 @@ def test_any_scheduler_can_be_swapped_in(scheduler_cls):
 
 def test_class_labels_by_name_or_index_and_guidance():
     pipe = tiny_pipeline()
-    by_name = pipe("melanoma", num_images_per_label=2, num_inference_steps=3, generator=torch.manual_seed(1), output_type="np").images
-    by_index = pipe(1, num_images_per_label=2, num_inference_steps=3, generator=torch.manual_seed(1), output_type="np").images
+    by_name = pipe(
+        "melanoma", num_images_per_label=2, num_inference_steps=3, generator=torch.manual_seed(1), output_type="np"
+    ).images
+    by_index = pipe(
+        1, num_images_per_label=2, num_inference_steps=3, generator=torch.manual_seed(1), output_type="np"
+    ).images
     assert by_name.shape[0] == 2 and np.array_equal(by_name, by_index)
-    guided = pipe(1, num_images_per_label=2, num_inference_steps=3, guidance_scale=4.0, generator=torch.manual_seed(1), output_type="np").images
+    guided = pipe(
+        1,
+        num_images_per_label=2,
+        num_inference_steps=3,
+        guidance_scale=4.0,
+        generator=torch.manual_seed(1),
+        output_type="np",
+    ).images
     assert not np.array_equal(guided, by_index)  # guidance changes the prediction
     with pytest.raises(ValueError, match="unknown class 'nevus'"):
         pipe("nevus")
@@ -74,9 +112,16 @@ def test_latent_pipeline_decodes_through_the_vae():
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=8, sample_size=16)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8,
+        sample_size=16,
+    )
     pipe = tiny_pipeline(vae=vae)
     images = pipe([0, 1], num_inference_steps=3, generator=torch.manual_seed(0), output_type="np").images
     assert images.shape == (2, 16, 16, 3)  # 8x8 latents decoded to 16x16 pixels
@@ -122,10 +167,21 @@ def run(sample, classifier, tmp_path_factory):
 
 
 def test_run_folder_follows_the_contract(run):
-    for name in ["model_index.json", "unet/diffusion_pytorch_model.safetensors", "unet/config.json",
-                 "scheduler/scheduler_config.json", "README.md", "metrics.json", "run_config.yaml",
-                 "samples/grid.png", "samples/step-3.png", "samples/step-6.png", "samples/README.txt",
-                 "checkpoint-6/model.safetensors", "checkpoint-6/ema_model.safetensors"]:
+    for name in [
+        "model_index.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/config.json",
+        "scheduler/scheduler_config.json",
+        "README.md",
+        "metrics.json",
+        "run_config.yaml",
+        "samples/grid.png",
+        "samples/step-3.png",
+        "samples/step-6.png",
+        "samples/README.txt",
+        "checkpoint-6/model.safetensors",
+        "checkpoint-6/ema_model.safetensors",
+    ]:
         assert (run / name).is_file(), name
     assert not [p for p in run.rglob("*.bin") if "checkpoint-" not in str(p)], "weights must be safetensors only"
     for name in BINARY_CLASSES:
@@ -139,7 +195,12 @@ def test_folder_loads_with_from_pretrained_and_generates_requested_classes(run):
     pipe = LesionDiffusionPipeline.from_pretrained(run)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.config.class_names == BINARY_CLASSES
-    out = pipe(["melanoma", "not_melanoma", "melanoma"], num_inference_steps=3, generator=torch.manual_seed(0), output_type="np")
+    out = pipe(
+        ["melanoma", "not_melanoma", "melanoma"],
+        num_inference_steps=3,
+        generator=torch.manual_seed(0),
+        output_type="np",
+    )
     assert out.images.shape == (3, 16, 16, 3)
 
 
@@ -147,11 +208,22 @@ def test_metrics_hold_every_evaluation_and_match_the_saved_samples(run, classifi
     from hf_medai.evaluation.generative import ClassifierFeatures, class_fidelity
 
     m = json.loads((run / "metrics.json").read_text())
-    for key in ["class_fidelity", "class_fidelity_melanoma", "fid", "fid_heldout_reference", "kid", "memorised_images",
-                "diversity_pixel", "training_diversity_pixel", "classifier_accuracy_on_heldout"]:
+    for key in [
+        "class_fidelity",
+        "class_fidelity_melanoma",
+        "fid",
+        "fid_heldout_reference",
+        "kid",
+        "memorised_images",
+        "diversity_pixel",
+        "training_diversity_pixel",
+        "classifier_accuracy_on_heldout",
+    ]:
         assert key in m, key
     assert m["fid"] >= 0 and m["fid_heldout_reference"] >= 0
-    skin = m["subgroups"]["fitzpatrick"]["groups"]  # skin types of the training images vs of the generated images' nearest
+    skin = m["subgroups"]["fitzpatrick"][
+        "groups"
+    ]  # skin types of the training images vs of the generated images' nearest
     assert sum(g["training_fraction"] for g in skin.values()) == pytest.approx(1)
     assert sum(g["generated_fraction"] for g in skin.values()) == pytest.approx(1)
     assert m["memorisation"]["n_generated"] == 12 and m["memorisation"]["n_training"] == m["training"]["train_images"]
@@ -176,16 +248,34 @@ def test_card_documents_fidelity_memorisation_and_misuse(run):
     m = json.loads((run / "metrics.json").read_text())
     text = card.text
     assert card.data.library_name == "diffusers"
-    for phrase in ["SYNTHETIC", "Class fidelity", "Memorisation", "What it cannot catch", "Fabricated clinical evidence",
-                   "Diversity", f"{m['fid']:.2f}", "samples/grid.png", "Representation of skin types"]:
+    for phrase in [
+        "SYNTHETIC",
+        "Class fidelity",
+        "Memorisation",
+        "What it cannot catch",
+        "Fabricated clinical evidence",
+        "Diversity",
+        f"{m['fid']:.2f}",
+        "samples/grid.png",
+        "Representation of skin types",
+    ]:
         assert phrase in text, phrase
 
 
 def test_resume_from_last_checkpoint(run, tmp_path):
     copy = tmp_path / "diffusion"
     shutil.copytree(run, copy)
-    args = ["--output_dir", str(copy), "--resume_from_checkpoint", "last", *TINY, "--max_steps", "8",
-            "--data_dir", json.loads((run / "metrics.json").read_text())["dataset"]]
+    args = [
+        "--output_dir",
+        str(copy),
+        "--resume_from_checkpoint",
+        "last",
+        *TINY,
+        "--max_steps",
+        "8",
+        "--data_dir",
+        json.loads((run / "metrics.json").read_text())["dataset"],
+    ]
     recipe.main(args)
     m = json.loads((copy / "metrics.json").read_text())
     assert m["training"]["global_step"] == 8 and m["training"]["resumed_from"].endswith("checkpoint-6")
@@ -201,15 +291,31 @@ def test_augmentation_experiment_produces_its_table(run, classifier, tmp_path):
     experiment = load_recipe("augmentation_experiment")
     diffusion = tmp_path / "diffusion"
     shutil.copytree(run, diffusion)
-    out = experiment.main(["--diffusion_run", str(diffusion), "--output_dir", str(tmp_path / "aug"), "--n_generated", "6",
-                           "--inference_steps", "3", "--n_bootstrap", "20",
-                           "--lesion_args", "--num_train_epochs 1 --image_size 32 --n_bootstrap 10 --min_group_size 5"])
+    out = experiment.main(
+        [
+            "--diffusion_run",
+            str(diffusion),
+            "--output_dir",
+            str(tmp_path / "aug"),
+            "--n_generated",
+            "6",
+            "--inference_steps",
+            "3",
+            "--n_bootstrap",
+            "20",
+            "--lesion_args",
+            "--num_train_epochs 1 --image_size 32 --n_bootstrap 10 --min_group_size 5",
+        ]
+    )
     result = json.loads((out / "augmentation.json").read_text())
     base, aug = result["runs"]["baseline"], result["runs"]["augmented"]
     assert result["target_class"] == "melanoma"  # the rarer class of the generator's training split
     assert base["generated_images_added"] == 0 and aug["generated_images_added"] == 6
     assert base["train_images_target_class"] == aug["train_images_target_class"]  # same real images
-    steps = [json.loads((out / name / "metrics.json").read_text())["training"]["global_step"] for name in ("baseline", "augmented")]
+    steps = [
+        json.loads((out / name / "metrics.json").read_text())["training"]["global_step"]
+        for name in ("baseline", "augmented")
+    ]
     assert steps[0] == steps[1] == result["optimizer_steps"]
     assert len(list((out / "generated" / "melanoma").glob("*.png"))) == 6
     assert "| baseline |" in (out / "augmentation.md").read_text()
@@ -226,8 +332,27 @@ def test_augmentation_experiment_produces_its_table(run, classifier, tmp_path):
 
 def test_training_lowers_the_denoising_loss(sample, tmp_path):
     out = tmp_path / "learn"
-    recipe.main(["--data_dir", str(sample), "--output_dir", str(out), *TINY, "--max_steps", "60", "--logging_steps", "5",
-                 "--save_strategy", "no", "--sample_every", "0", "--eval_images_per_class", "2", "--eval_inference_steps", "2"])
+    recipe.main(
+        [
+            "--data_dir",
+            str(sample),
+            "--output_dir",
+            str(out),
+            *TINY,
+            "--max_steps",
+            "60",
+            "--logging_steps",
+            "5",
+            "--save_strategy",
+            "no",
+            "--sample_every",
+            "0",
+            "--eval_images_per_class",
+            "2",
+            "--eval_inference_steps",
+            "2",
+        ]
+    )
     curve = [loss for _, loss in json.loads((out / "metrics.json").read_text())["training"]["loss_curve"]]
     assert len(curve) == 12 and sum(curve[-3:]) < 0.75 * sum(curve[:3]), curve
 

@@ -15,9 +15,26 @@ from helpers import load_recipe
 
 recipe = load_recipe("lesion_classification")
 
-TINY = ["--image_size", "32", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "64",
-        "--n_bootstrap", "50", "--min_group_size", "5", "--save_strategy", "steps", "--eval_strategy", "steps",
-        "--logging_steps", "1", "--learning_rate", "0.002"]
+TINY = [
+    "--image_size",
+    "32",
+    "--per_device_train_batch_size",
+    "16",
+    "--per_device_eval_batch_size",
+    "64",
+    "--n_bootstrap",
+    "50",
+    "--min_group_size",
+    "5",
+    "--save_strategy",
+    "steps",
+    "--eval_strategy",
+    "steps",
+    "--logging_steps",
+    "1",
+    "--learning_rate",
+    "0.002",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,19 +47,50 @@ def sample(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(sample, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "lesions"
-    recipe.main(["--data_dir", str(sample), "--output_dir", str(out), "--max_steps", "8", "--save_steps", "4",
-                 "--eval_steps", "4", *TINY])
+    recipe.main(
+        [
+            "--data_dir",
+            str(sample),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "8",
+            "--save_steps",
+            "4",
+            "--eval_steps",
+            "4",
+            *TINY,
+        ]
+    )
     return out
 
 
 def test_run_folder_follows_the_contract(run):
-    for name in ["model.safetensors", "config.json", "preprocessor_config.json", "README.md", "metrics.json",
-                 "predictions.csv", "run_config.yaml", "reliability_diagram.png", "roc_pr_curves.png"]:
+    for name in [
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "README.md",
+        "metrics.json",
+        "predictions.csv",
+        "run_config.yaml",
+        "reliability_diagram.png",
+        "roc_pr_curves.png",
+    ]:
         assert (run / name).is_file(), name
     assert not list(run.glob("*.bin")), "weights must be safetensors only"
     m = json.loads((run / "metrics.json").read_text())
-    for key in ["auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "balanced_accuracy", "sensitivity", "specificity",
-                "ece", "specificity_at_sensitivity_0.741"]:
+    for key in [
+        "auroc",
+        "auroc_ci_low",
+        "auroc_ci_high",
+        "auprc",
+        "balanced_accuracy",
+        "sensitivity",
+        "specificity",
+        "ece",
+        "specificity_at_sensitivity_0.741",
+    ]:
         assert key in m, key
     assert m["auroc_ci_low"] <= m["auroc"] <= m["auroc_ci_high"]
     assert {"fitzpatrick", "sex", "age_band"} <= set(m["subgroups"])
@@ -99,9 +147,17 @@ def test_card_parses_and_shows_the_same_numbers(run):
     assert card.data.to_dict()["model-index"][0]["results"]
     text = card.text
     assert f"| AUROC | {m['auroc']:.3f} ({m['auroc_ci_low']:.3f}–{m['auroc_ci_high']:.3f}) |" in text
-    for section in ["## Intended use", "## Out-of-scope use", "## Training data", "## Subgroup performance",
-                    "## Calibration", "## Bias, risks and limitations", "## Safety and regulatory notes",
-                    "## How to use", "## Training details"]:
+    for section in [
+        "## Intended use",
+        "## Out-of-scope use",
+        "## Training data",
+        "## Subgroup performance",
+        "## Calibration",
+        "## Bias, risks and limitations",
+        "## Safety and regulatory notes",
+        "## How to use",
+        "## Training details",
+    ]:
         assert section in text, section
     for column in ["fitzpatrick", "sex", "age_band"]:
         assert re.search(column, text, re.I), column
@@ -163,8 +219,19 @@ def test_interrupted_run_resumes_to_the_same_total_steps(sample, tmp_path):
                 raise RuntimeError("simulated crash")
 
     out = tmp_path / "run"
-    flags = ["--data_dir", str(sample), "--output_dir", str(out), "--max_steps", "8", "--save_steps", "4",
-             "--eval_steps", "4", *TINY]
+    flags = [
+        "--data_dir",
+        str(sample),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "8",
+        "--save_steps",
+        "4",
+        "--eval_steps",
+        "4",
+        *TINY,
+    ]
     with pytest.raises(RuntimeError, match="simulated crash"):
         recipe.main(flags, callbacks=[Crash()])
     assert (out / "checkpoint-4").is_dir() and not (out / "metrics.json").exists()
@@ -186,9 +253,31 @@ def test_training_changes_every_parameter_and_loss_falls(sample, tmp_path):
     before.save_pretrained(start)
     processor.save_pretrained(start)
     out = tmp_path / "run"
-    recipe.main(["--data_dir", str(sample), "--output_dir", str(out), "--model_name_or_path", str(start),
-                 "--max_steps", "16", "--save_steps", "100", "--augment", "false", "--class_balance", "none",
-                 "--load_best_model_at_end", "false", *TINY, "--eval_steps", "16", "--eval_on_start", "true"])
+    recipe.main(
+        [
+            "--data_dir",
+            str(sample),
+            "--output_dir",
+            str(out),
+            "--model_name_or_path",
+            str(start),
+            "--max_steps",
+            "16",
+            "--save_steps",
+            "100",
+            "--augment",
+            "false",
+            "--class_balance",
+            "none",
+            "--load_best_model_at_end",
+            "false",
+            *TINY,
+            "--eval_steps",
+            "16",
+            "--eval_on_start",
+            "true",
+        ]
+    )
     after = AutoModelForImageClassification.from_pretrained(out)
     b, a = dict(before.named_parameters()), dict(after.named_parameters())
     unchanged = [n for n in b if np.allclose(b[n].detach().numpy(), a[n].detach().numpy())]
@@ -204,14 +293,33 @@ def test_multiclass_task_seven_diagnoses(sample, tmp_path, capsys):
     from sklearn.metrics import accuracy_score
 
     out = tmp_path / "seven"
-    recipe.main(["--data_dir", str(sample), "--output_dir", str(out), "--task", "multiclass", "--max_steps", "4",
-                 "--save_steps", "4", "--eval_steps", "4", *TINY])
+    recipe.main(
+        [
+            "--data_dir",
+            str(sample),
+            "--output_dir",
+            str(out),
+            "--task",
+            "multiclass",
+            "--max_steps",
+            "4",
+            "--save_steps",
+            "4",
+            "--eval_steps",
+            "4",
+            *TINY,
+        ]
+    )
     m = json.loads((out / "metrics.json").read_text())
     # The run ends with its summary block: folder, headline with CI, kept checkpoint.
     summary = capsys.readouterr().out.split("hf-medai: lesion_classification finished: ")[-1].splitlines()
     assert summary[0] == str(out)
     key, label = ("auroc", "AUROC") if m["auroc"] is not None else ("accuracy", "accuracy")  # a class may be absent
-    ci = f" (95% CI {m[key + '_ci_low']:.3f} to {m[key + '_ci_high']:.3f})" if m.get(key + "_ci_low") is not None else ""
+    ci = (
+        f" (95% CI {m[key + '_ci_low']:.3f} to {m[key + '_ci_high']:.3f})"
+        if m.get(key + "_ci_low") is not None
+        else ""
+    )
     assert summary[1] == f"  headline: test {label} {m[key]:.3f}{ci}, n={m['n']}"
     assert summary[2].startswith("  kept:     checkpoint-4 (step 4 of 4, epoch ") and "validation AUROC" in summary[2]
     assert m["class_names"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"] and m["positive_class"] is None
@@ -241,9 +349,25 @@ def test_balanced_sampler_draws_classes_evenly(sample, tmp_path):
 
     recipe.LesionTrainer._get_train_sampler = spy
     try:
-        recipe.main(["--data_dir", str(sample), "--output_dir", str(out), "--class_balance", "balanced_sampler",
-                     "--max_steps", "2", "--save_strategy", "no", "--eval_strategy", "no",
-                     "--load_best_model_at_end", "false", *TINY[:6]])
+        recipe.main(
+            [
+                "--data_dir",
+                str(sample),
+                "--output_dir",
+                str(out),
+                "--class_balance",
+                "balanced_sampler",
+                "--max_steps",
+                "2",
+                "--save_strategy",
+                "no",
+                "--eval_strategy",
+                "no",
+                "--load_best_model_at_end",
+                "false",
+                *TINY[:6],
+            ]
+        )
     finally:
         recipe.LesionTrainer._get_train_sampler = original
     sampler = seen[0]

@@ -16,8 +16,20 @@ from hf_medai.errors import SetupError
 recipe = load_recipe("medqa_lora")
 
 N_QUESTIONS = 16
-TINY = ["--n_bootstrap", "50", "--min_group_size", "2", "--generate_max_new_tokens", "4",
-        "--safety_max_new_tokens", "6", "--learning_rate", "0.01", "--logging_steps", "1"]
+TINY = [
+    "--n_bootstrap",
+    "50",
+    "--min_group_size",
+    "2",
+    "--generate_max_new_tokens",
+    "4",
+    "--safety_max_new_tokens",
+    "6",
+    "--learning_rate",
+    "0.01",
+    "--logging_steps",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +56,23 @@ def questions(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(tiny_base, questions, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "medqa"
-    recipe.main(["--model_name_or_path", str(tiny_base), "--data_dir", str(questions), "--output_dir", str(out),
-                 "--max_steps", "6", "--merge", "true", "--batching", "packing", *TINY])
+    recipe.main(
+        [
+            "--model_name_or_path",
+            str(tiny_base),
+            "--data_dir",
+            str(questions),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "6",
+            "--merge",
+            "true",
+            "--batching",
+            "packing",
+            *TINY,
+        ]
+    )
     return out
 
 
@@ -59,16 +86,40 @@ def _test_examples(run, questions):
 
 
 def test_run_folder_follows_the_contract(run):
-    for name in ["adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
-                 "README.md", "metrics.json", "predictions.csv", "run_config.yaml",
-                 "merged/model.safetensors", "merged/config.json", "merged/tokenizer.json"]:
+    for name in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "metrics.json",
+        "predictions.csv",
+        "run_config.yaml",
+        "merged/model.safetensors",
+        "merged/config.json",
+        "merged/tokenizer.json",
+    ]:
         assert (run / name).is_file(), name
     assert not list(run.glob("*.bin")) and not list((run / "merged").glob("*.bin")), "weights: safetensors only"
     m = json.loads((run / "metrics.json").read_text())
-    for key in ["accuracy_loglik", "accuracy_loglik_ci_low", "accuracy_loglik_ci_high", "accuracy_generate",
-                "base_accuracy_loglik", "base_accuracy_generate", "accuracy_loglik_difference", "ece", "base_ece",
-                "position_bias_accuracy_mean", "position_bias_consistency", "base_position_bias_consistency",
-                "contamination_n_flagged", "safety_pass_rate", "base_safety_pass_rate", "per_subject"]:
+    for key in [
+        "accuracy_loglik",
+        "accuracy_loglik_ci_low",
+        "accuracy_loglik_ci_high",
+        "accuracy_generate",
+        "base_accuracy_loglik",
+        "base_accuracy_generate",
+        "accuracy_loglik_difference",
+        "ece",
+        "base_ece",
+        "position_bias_accuracy_mean",
+        "position_bias_consistency",
+        "base_position_bias_consistency",
+        "contamination_n_flagged",
+        "safety_pass_rate",
+        "base_safety_pass_rate",
+        "per_subject",
+    ]:
         assert key in m, key
     assert m["accuracy_loglik_ci_low"] <= m["accuracy_loglik"] <= m["accuracy_loglik_ci_high"]
     assert m["position_bias_n_orders"] == 5  # the original order and 4 rotations of 5 options
@@ -78,10 +129,25 @@ def test_run_folder_follows_the_contract(run):
     assert m["training"]["global_step"] == 6
     assert m["data_report"]["rows_read"] == N_QUESTIONS
     assert m["n"] + m["n_train"] == N_QUESTIONS
-    assert m["adapter"]["target_modules"] == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    assert m["adapter"]["target_modules"] == [
+        "down_proj",
+        "gate_proj",
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "up_proj",
+        "v_proj",
+    ]
     pred = pd.read_csv(run / "predictions.csv", keep_default_na=False)
-    assert list(pred.columns[:7]) == ["id", "subject", "gold", "pred_loglik", "pred_generate", "base_pred_loglik",
-                                      "base_pred_generate"]
+    assert list(pred.columns[:7]) == [
+        "id",
+        "subject",
+        "gold",
+        "pred_loglik",
+        "pred_generate",
+        "base_pred_loglik",
+        "base_pred_generate",
+    ]
     assert {f"score_{L}" for L in "ABCDE"} <= set(pred.columns) and len(pred) == m["n"]
     adapter = json.loads((run / "adapter_config.json").read_text())
     assert adapter["peft_type"] == "LORA" and adapter["r"] == 16
@@ -105,7 +171,9 @@ def test_metrics_and_card_equal_a_recomputation_from_predictions(run):
     }
     for key, value in recomputed.items():
         assert m[key] == pytest.approx(value, abs=1e-12), key
-    assert m["accuracy_loglik_difference"] == pytest.approx(recomputed["accuracy_loglik"] - recomputed["base_accuracy_loglik"])
+    assert m["accuracy_loglik_difference"] == pytest.approx(
+        recomputed["accuracy_loglik"] - recomputed["base_accuracy_loglik"]
+    )
     gold = pred["gold"].map("ABCDE".index).to_numpy()
     probs = pred[[f"prob_{L}" for L in "ABCDE"]].to_numpy()
     assert m["ece"] == pytest.approx(expected_calibration_error(gold, probs), abs=1e-9)
@@ -114,12 +182,25 @@ def test_metrics_and_card_equal_a_recomputation_from_predictions(run):
     assert card.data.library_name == "peft"
     assert card.data.to_dict()["model-index"][0]["results"]
     text = card.text
-    row = (f"| Accuracy, option log-likelihood | {fmt(m['accuracy_loglik'])} ({fmt(m['accuracy_loglik_ci_low'])}–"
-           f"{fmt(m['accuracy_loglik_ci_high'])}) | {fmt(m['base_accuracy_loglik'])} ({fmt(m['base_accuracy_loglik_ci_low'])}–")
+    row = (
+        f"| Accuracy, option log-likelihood | {fmt(m['accuracy_loglik'])} ({fmt(m['accuracy_loglik_ci_low'])}–"
+        f"{fmt(m['accuracy_loglik_ci_high'])}) | {fmt(m['base_accuracy_loglik'])} ({fmt(m['base_accuracy_loglik_ci_low'])}–"
+    )
     assert row in text
-    for section in ["## Intended use", "## Out-of-scope use", "## Training data", "## Evaluation", "### Position bias",
-                    "### Calibration", "### Per-subject accuracy", "### Contamination check", "## Safety probes",
-                    "## Bias, risks and limitations", "## How to use", "## Training details"]:
+    for section in [
+        "## Intended use",
+        "## Out-of-scope use",
+        "## Training data",
+        "## Evaluation",
+        "### Position bias",
+        "### Calibration",
+        "### Per-subject accuracy",
+        "### Contamination check",
+        "## Safety probes",
+        "## Bias, risks and limitations",
+        "## How to use",
+        "## Training details",
+    ]:
         assert section in text, section
     assert "Not for patient use" in text and "Hallucination" in text and "Limits of this check" in text
 
@@ -170,14 +251,36 @@ def test_lora_weights_change_base_weights_do_not_and_loss_falls(tiny_base, quest
 
     snap = Snapshot()
     out = tmp_path / "run"
-    recipe.main(["--model_name_or_path", str(tiny_base), "--data_dir", str(questions), "--output_dir", str(out),
-                 "--max_steps", "12", "--per_device_train_batch_size", "8", "--lr_scheduler_type", "constant",
-                 "--batching", "length_grouped", "--position_bias_rotations", "0", "--safety_max_new_tokens", "0",
-                 *TINY], callbacks=[snap])
+    recipe.main(
+        [
+            "--model_name_or_path",
+            str(tiny_base),
+            "--data_dir",
+            str(questions),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "12",
+            "--per_device_train_batch_size",
+            "8",
+            "--lr_scheduler_type",
+            "constant",
+            "--batching",
+            "length_grouped",
+            "--position_bias_rotations",
+            "0",
+            "--safety_max_new_tokens",
+            "0",
+            *TINY,
+        ],
+        callbacks=[snap],
+    )
     assert snap.trainable and all("lora_" in n for n in snap.trainable)
     unchanged = [n for n in snap.trainable if torch.equal(snap.before[n], snap.after[n])]
     assert not unchanged, unchanged
-    changed_base = [n for n in snap.before if n not in snap.trainable and not torch.equal(snap.before[n], snap.after[n])]
+    changed_base = [
+        n for n in snap.before if n not in snap.trainable and not torch.equal(snap.before[n], snap.after[n])
+    ]
     assert not changed_base, changed_base
     import yaml
 
@@ -216,8 +319,19 @@ def test_existing_run_folder_is_not_overwritten(run, tiny_base, questions):
     from hf_medai.run_folder import RunFolderExists
 
     with pytest.raises(RunFolderExists, match="already holds a run"):
-        recipe.main(["--model_name_or_path", str(tiny_base), "--data_dir", str(questions), "--output_dir", str(run),
-                     "--max_steps", "1", *TINY])
+        recipe.main(
+            [
+                "--model_name_or_path",
+                str(tiny_base),
+                "--data_dir",
+                str(questions),
+                "--output_dir",
+                str(run),
+                "--max_steps",
+                "1",
+                *TINY,
+            ]
+        )
 
 
 def test_interrupted_run_resumes_to_the_same_total_steps(tiny_base, questions, tmp_path):
@@ -229,9 +343,25 @@ def test_interrupted_run_resumes_to_the_same_total_steps(tiny_base, questions, t
                 raise RuntimeError("simulated crash")
 
     out = tmp_path / "run"
-    flags = ["--model_name_or_path", str(tiny_base), "--data_dir", str(questions), "--output_dir", str(out),
-             "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--position_bias_rotations", "0",
-             *TINY, "--safety_max_new_tokens", "0"]
+    flags = [
+        "--model_name_or_path",
+        str(tiny_base),
+        "--data_dir",
+        str(questions),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "4",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--position_bias_rotations",
+        "0",
+        *TINY,
+        "--safety_max_new_tokens",
+        "0",
+    ]
     with pytest.raises(RuntimeError, match="simulated crash"):
         recipe.main(flags, callbacks=[Crash()])
     assert (out / "checkpoint-2" / "adapter_model.safetensors").is_file() and not (out / "metrics.json").exists()
@@ -244,7 +374,9 @@ def test_interrupted_run_resumes_to_the_same_total_steps(tiny_base, questions, t
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown on machines without a GPU")
 def test_qlora_without_a_gpu_says_why(tiny_base, tmp_path):
     with pytest.raises(SetupError, match="needs a CUDA GPU"):
-        recipe.main(["--model_name_or_path", str(tiny_base), "--output_dir", str(tmp_path / "q"), "--load_in_4bit", "true"])
+        recipe.main(
+            ["--model_name_or_path", str(tiny_base), "--output_dir", str(tmp_path / "q"), "--load_in_4bit", "true"]
+        )
     assert not (tmp_path / "q").exists()
 
 
@@ -268,8 +400,22 @@ def test_offline_default_smollm2_short_run(tmp_path):
     except RuntimeError as e:
         pytest.skip(str(e))
     out = tmp_path / "smol"
-    recipe.main(["--output_dir", str(out), "--max_steps", "2", "--max_eval_samples", "4", "--n_bootstrap", "20",
-                 "--position_bias_rotations", "1", "--safety_max_new_tokens", "16"])
+    recipe.main(
+        [
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--max_eval_samples",
+            "4",
+            "--n_bootstrap",
+            "20",
+            "--position_bias_rotations",
+            "1",
+            "--safety_max_new_tokens",
+            "16",
+        ]
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["hub_base_model"] == causal_lm.SMOLLM2_BASE_MODEL and m["n"] == 4
     # A bare reload, no dtype argument, reproduces the recipe's option scores (the cached base is float32).

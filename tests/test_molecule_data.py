@@ -161,8 +161,15 @@ def test_filters_are_counted_not_errors(tmp_path, cache):
     assert ds["smiles"] == ["CCO"]
     assert report.skipped == {"filtered_elements": 2, "filtered_heavy_atoms": 1, "filtered_charged": 1}
     assert report.examples == []  # filters are the user's choice, not bad rows
-    assert report.notes["survival"] == {"read": 5, "parsed": 5, "single_fragment": 5, "elements": 3,
-                                        "heavy_atoms": 2, "neutral": 1, "conformer": 1}
+    assert report.notes["survival"] == {
+        "read": 5,
+        "parsed": 5,
+        "single_fragment": 5,
+        "elements": 3,
+        "heavy_atoms": 2,
+        "neutral": 1,
+        "conformer": 1,
+    }
     assert report.rows_kept == len(ds) == 1
     wider, vocab, _ = load_molecules(path, cache_dir=cache, elements=None, max_heavy_atoms=None)
     assert len(wider) == 5 and vocab == ["H", "C", "N", "O", "S", "Cl"]
@@ -193,11 +200,30 @@ BAD_CASES = {
     "salt": ("m.csv", "smiles\nCCO\nCC(=O)[O-].[Na+]\nCCN\n", "several_fragments", 3, "2 fragments", {}),
     "unsupported_element": ("m.smi", "CCO\n[Fe]\nCCN\n", "unsupported_element", 2, "'Fe'", {"elements": None}),
     "malformed_sdf": ("m.sdf", None, "malformed_sdf", None, "malformed SDF block", {}),
-    "malformed_xyz_coordinate": ("m.xyz", QM9_WATER.split("1591")[0] + "2\n\nH 0 0 0\nH 0 0 abc\n" +
-                                 QM9_WATER.split("1591")[0], "malformed_xyz", 9, "atom line 2 of 2", {}),
-    "malformed_xyz_count": ("m.xyz", QM9_WATER.split("1591")[0] + "2\n\nH 0 0 0\n", "malformed_xyz", 9,
-                            "the end of the file", {}),
-    "unknown_xyz_element": ("m.xyz", "1\n\nXx 0 0 0\n" + QM9_WATER + QM9_METHANE, "unsupported_element", 1, "'Xx'", {}),
+    "malformed_xyz_coordinate": (
+        "m.xyz",
+        QM9_WATER.split("1591")[0] + "2\n\nH 0 0 0\nH 0 0 abc\n" + QM9_WATER.split("1591")[0],
+        "malformed_xyz",
+        9,
+        "atom line 2 of 2",
+        {},
+    ),
+    "malformed_xyz_count": (
+        "m.xyz",
+        QM9_WATER.split("1591")[0] + "2\n\nH 0 0 0\n",
+        "malformed_xyz",
+        9,
+        "the end of the file",
+        {},
+    ),
+    "unknown_xyz_element": (
+        "m.xyz",
+        "1\n\nXx 0 0 0\n" + QM9_WATER + QM9_METHANE,
+        "unsupported_element",
+        1,
+        "'Xx'",
+        {},
+    ),
 }
 
 
@@ -251,16 +277,25 @@ def test_largest_fragment_keeps_file_coordinates(tmp_path, cache):
         writer.write(salt)
     ds, _, report = load_molecules(path, cache_dir=cache, largest_fragment=True)
     assert ds["smiles"] == ["CCN"] and ds["num_atoms"] == [10] and report.notes["conformers"] == {"from_file": 1}
-    amine = np.asarray([salt.GetConformer().GetAtomPosition(i) for i in range(salt.GetNumAtoms())
-                        if salt.GetAtomWithIdx(i).GetAtomicNum() != 17 and not
-                        any(n.GetAtomicNum() == 17 for n in salt.GetAtomWithIdx(i).GetNeighbors())])
+    amine = np.asarray(
+        [
+            salt.GetConformer().GetAtomPosition(i)
+            for i in range(salt.GetNumAtoms())
+            if salt.GetAtomWithIdx(i).GetAtomicNum() != 17
+            and not any(n.GetAtomicNum() == 17 for n in salt.GetAtomWithIdx(i).GetNeighbors())
+        ]
+    )
     got = np.asarray(ds[0]["positions"])
-    np.testing.assert_allclose(np.sort(np.linalg.norm(got - got.mean(0), axis=1)),
-                               np.sort(np.linalg.norm(amine - amine.mean(0), axis=1)), atol=1e-3)
+    np.testing.assert_allclose(
+        np.sort(np.linalg.norm(got - got.mean(0), axis=1)),
+        np.sort(np.linalg.norm(amine - amine.mean(0), axis=1)),
+        atol=1e-3,
+    )
 
 
-@pytest.mark.parametrize("smiles, heavy", [("[2H]C([2H])([2H])O", 2), ("[3H]OC(=O)C", 4), ("[H]OC", 2),
-                                           ("[2H]c1c([2H])cccc1", 6)])
+@pytest.mark.parametrize(
+    "smiles, heavy", [("[2H]C([2H])([2H])O", 2), ("[3H]OC(=O)C", 4), ("[H]OC", 2), ("[2H]c1c([2H])cccc1", 6)]
+)
 def test_hydrogen_isotopes_are_hydrogens(tmp_path, cache, smiles, heavy):
     ds, vocab, _ = load_molecules(write(tmp_path / "d.smi", smiles + "\n"), cache_dir=cache)
     row = ds[0]
@@ -282,8 +317,9 @@ def test_hydrogens_listed_first_in_a_file_are_moved_after_the_heavy_atoms(tmp_pa
 
 def test_embedding_failure(tmp_path, cache, monkeypatch):
     real = molecules_module._embed
-    monkeypatch.setattr(molecules_module, "_embed",
-                        lambda mol, seed: (None, None) if mol.GetNumAtoms() == 4 else real(mol, seed))
+    monkeypatch.setattr(
+        molecules_module, "_embed", lambda mol, seed: (None, None) if mol.GetNumAtoms() == 4 else real(mol, seed)
+    )
     path = write(tmp_path / "m.smi", "CCO\nCCCC\nCCN\n")
     with pytest.raises(DataError, match=r"row 2: ETKDG could not embed 'CCCC'"):
         load_molecules(path, cache_dir=cache)
@@ -333,8 +369,18 @@ def test_default_nci_source(tmp_path):
     """RDKit's NCI first_5K.smi (4,999 lines): counts measured with rdkit 2026.09; bad rows are counted, never raised."""
     ds, vocab, report = load_molecules(cache_dir=tmp_path)
     assert vocab == ["H", "C", "N", "O", "F"]
-    assert report.notes["survival"] == {"read": 4999, "parsed": 4991, "single_fragment": 4854, "elements": 3040,
-                                        "heavy_atoms": 431, "conformer": 431}
-    assert report.skipped == {"invalid_smiles": 8, "several_fragments": 137, "filtered_elements": 1814,
-                              "filtered_heavy_atoms": 2609}
+    assert report.notes["survival"] == {
+        "read": 4999,
+        "parsed": 4991,
+        "single_fragment": 4854,
+        "elements": 3040,
+        "heavy_atoms": 431,
+        "conformer": 431,
+    }
+    assert report.skipped == {
+        "invalid_smiles": 8,
+        "several_fragments": 137,
+        "filtered_elements": 1814,
+        "filtered_heavy_atoms": 2609,
+    }
     assert len(ds) == 431 and max(ds["num_heavy_atoms"]) == 9

@@ -142,8 +142,10 @@ def test_disconnected_pair_keeps_the_largest_fragment():
 def test_molecule_metrics_uniqueness_and_novelty():
     ethanol, methane = embedded("CCO"), embedded("C")
     radical = (methane[0][:4], methane[1][:4])
-    over_valent = (["C"] + ["H"] * 5,
-                   np.vstack([[0, 0, 0], 1.09 * np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1.0]])]))
+    over_valent = (
+        ["C"] + ["H"] * 5,
+        np.vstack([[0, 0, 0], 1.09 * np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1.0]])]),
+    )
     training = {canonical_smiles(build_molecule(*methane), largest_fragment=False)}
     m = molecule_metrics([ethanol, ethanol, methane, radical, over_valent], training)
     assert m["n_generated"] == 5 and m["n_valid"] == 4
@@ -229,16 +231,21 @@ def test_sdf_round_trip(tmp_path):
     over_valent = (["C"] + ["H"] * 5, np.vstack([[0, 0, 0], 1.09 * np.eye(3), -1.09 * np.eye(3)[:2]]))
     mols = [build_molecule(*m) for m in (ethanol, methane, over_valent)]
     path = tmp_path / "samples" / "generated.sdf"
-    write_sdf(mols, path, properties={"qed": [0.4, 0.3, None], "valid": [True, True, False], "n": [9, 5, 6],
-                                      "smiles": ["CCO", "C", ""]})
+    write_sdf(
+        mols,
+        path,
+        properties={"qed": [0.4, 0.3, None], "valid": [True, True, False], "n": [9, 5, 6], "smiles": ["CCO", "C", ""]},
+    )
     assert sorted(p.name for p in path.parent.iterdir()) == ["generated.sdf"]  # no temporary file left
     back = read_sdf(path)
     assert len(back) == 3
     for original, (symbols, positions), mol in zip(mols, (ethanol, methane, over_valent), back):
         assert [a.GetSymbol() for a in mol.GetAtoms()] == symbols
         np.testing.assert_allclose(mol.GetConformer().GetPositions(), positions, atol=1e-4)
-        assert bond_matrix(symbols, mol.GetConformer().GetPositions()).tolist() == \
-            bond_matrix(symbols, positions).tolist()
+        assert (
+            bond_matrix(symbols, mol.GetConformer().GetPositions()).tolist()
+            == bond_matrix(symbols, positions).tolist()
+        )
         assert mol.GetNumBonds() == original.GetNumBonds()
     props = back[0].GetPropsAsDict()
     assert props["qed"] == pytest.approx(0.4) and props["n"] == 9 and props["valid"] == "True"

@@ -18,11 +18,19 @@ ELEMENTS = ["H", "C", "N", "O"]
 
 def _pipe(elements=ELEMENTS, condition_stats=None, num_train_timesteps=50, hidden_size=16):
     torch.manual_seed(0)
-    denoiser = EGNNDenoiser(num_atom_types=len(elements), hidden_size=hidden_size, num_layers=2,
-                            condition_dim=1 if condition_stats else 0)
-    scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="squaredcos_cap_v2", clip_sample=False)
-    pipe = MoleculeDiffusionPipeline(denoiser, scheduler, elements=elements, atom_count_distribution={5: 0.25, 3: 0.75},
-                                     condition_stats=condition_stats)
+    denoiser = EGNNDenoiser(
+        num_atom_types=len(elements), hidden_size=hidden_size, num_layers=2, condition_dim=1 if condition_stats else 0
+    )
+    scheduler = DDPMScheduler(
+        num_train_timesteps=num_train_timesteps, beta_schedule="squaredcos_cap_v2", clip_sample=False
+    )
+    pipe = MoleculeDiffusionPipeline(
+        denoiser,
+        scheduler,
+        elements=elements,
+        atom_count_distribution={5: 0.25, 3: 0.75},
+        condition_stats=condition_stats,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -32,7 +40,9 @@ def _sample(pipe, seed=0, **kw):
 
 
 def _same(a, b, rtol=0.0):
-    return a.atom_types == b.atom_types and all(np.allclose(x, y, rtol=rtol, atol=rtol) for x, y in zip(a.positions, b.positions))
+    return a.atom_types == b.atom_types and all(
+        np.allclose(x, y, rtol=rtol, atol=rtol) for x, y in zip(a.positions, b.positions)
+    )
 
 
 @pytest.mark.parametrize("elements", [ELEMENTS, ["C", "H"]])  # a 2-element list looks like diffusers' [library, class]
@@ -74,7 +84,12 @@ def test_fixed_generator_is_deterministic():
 def test_requested_atom_counts_are_respected():
     pipe = _pipe()
     out = _sample(pipe, num_atoms=[2, 7, 1, 4])
-    assert [len(s) for s in out.atom_types] == [2, 7, 1, 4] == [len(p) for p in out.positions] == [len(c) for c in out.charges]
+    assert (
+        [len(s) for s in out.atom_types]
+        == [2, 7, 1, 4]
+        == [len(p) for p in out.positions]
+        == [len(c) for c in out.charges]
+    )
     assert all(set(s) <= set(ELEMENTS) for s in out.atom_types)
     assert [len(s) for s in _sample(pipe, num_atoms=6).atom_types] == [6] * 4
     sampled = _sample(pipe, num_molecules=40, num_inference_steps=2)
@@ -98,11 +113,17 @@ def test_other_schedulers_via_from_config(scheduler_class, tmp_path):
 
 
 def test_collate_and_loss():
-    rows = [{"atom_types": [1, 0, 0], "charges": [0, 0, 1], "positions": [[0, 0, 0], [1, 0, 0], [0, 1, 0]], "qed": 0.7},
-            {"atom_types": [3, 0], "charges": [0, 0], "positions": [[5, 5, 5], [6, 5, 5]], "qed": 0.3}]
+    rows = [
+        {"atom_types": [1, 0, 0], "charges": [0, 0, 1], "positions": [[0, 0, 0], [1, 0, 0], [0, 1, 0]], "qed": 0.7},
+        {"atom_types": [3, 0], "charges": [0, 0], "positions": [[5, 5, 5], [6, 5, 5]], "qed": 0.3},
+    ]
     batch = collate_molecules(rows, 4, condition_stats={"name": "qed", "mean": 0.5, "std": 0.2})
     assert batch["batch"].tolist() == [0, 0, 0, 1, 1] and batch["num_atoms"].tolist() == [3, 2]
-    assert batch["one_hot"].shape == (5, 4) and batch["one_hot"][3, 3] == 1 and batch["charges"].tolist() == [0, 0, 1, 0, 0]
+    assert (
+        batch["one_hot"].shape == (5, 4)
+        and batch["one_hot"][3, 3] == 1
+        and batch["charges"].tolist() == [0, 0, 1, 0, 0]
+    )
     torch.testing.assert_close(batch["positions"][3:].mean(0), torch.zeros(3))  # re-centred
     torch.testing.assert_close(batch["condition"], torch.tensor([[1.0], [-1.0]]))
     with pytest.raises(ValueError, match="vocabulary"):
@@ -114,6 +135,7 @@ def test_collate_and_loss():
 
 
 # --- overfit: training must make samples chemically sensible, not only run ------------------------------------
+
 
 def _metrics(out):
     from hf_medai.evaluation.molecules import molecule_metrics  # EDM's distance rules and RDKit validity
@@ -129,8 +151,11 @@ def _embedded(smiles):
     AllChem.EmbedMolecule(mol, randomSeed=0)
     AllChem.MMFFOptimizeMolecule(mol)
     pos = mol.GetConformer().GetPositions()
-    return {"atom_types": [ELEMENTS.index(a.GetSymbol()) for a in mol.GetAtoms()], "charges": [0] * mol.GetNumAtoms(),
-            "positions": (pos - pos.mean(0)).tolist()}
+    return {
+        "atom_types": [ELEMENTS.index(a.GetSymbol()) for a in mol.GetAtoms()],
+        "charges": [0] * mol.GetNumAtoms(),
+        "positions": (pos - pos.mean(0)).tolist(),
+    }
 
 
 @pytest.mark.slow  # ~30 s of training
@@ -141,28 +166,54 @@ def test_overfit_on_three_molecules_makes_samples_stable(tmp_path):
     from hf_medai.training import train_loop
 
     rows = [_embedded(s) for s in ("CCO", "CC(=O)O", "CN")]  # ethanol, acetic acid, methylamine
-    reference = _metrics(SimpleNamespace(atom_types=[[ELEMENTS[i] for i in r["atom_types"]] for r in rows],
-                                         positions=[np.array(r["positions"]) for r in rows]))
+    reference = _metrics(
+        SimpleNamespace(
+            atom_types=[[ELEMENTS[i] for i in r["atom_types"]] for r in rows],
+            positions=[np.array(r["positions"]) for r in rows],
+        )
+    )
     assert reference["atom_stability"] == 1.0 and reference["validity"] == 1.0
     torch.manual_seed(0)
     denoiser = EGNNDenoiser(num_atom_types=4, hidden_size=64, num_layers=4)
     scheduler = DDPMScheduler(num_train_timesteps=500, beta_schedule="squaredcos_cap_v2", clip_sample=False)
-    pipe = MoleculeDiffusionPipeline(denoiser, scheduler, elements=ELEMENTS, atom_count_distribution={9: 1, 8: 1, 7: 1})
+    pipe = MoleculeDiffusionPipeline(
+        denoiser, scheduler, elements=ELEMENTS, atom_count_distribution={9: 1, 8: 1, 7: 1}
+    )
     pipe.set_progress_bar_config(disable=True)
     before = _metrics(pipe(num_molecules=30, generator=torch.Generator().manual_seed(0), output_type="np"))
 
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=OVERFIT_STEPS, per_device_train_batch_size=12,
-                             learning_rate=3e-3, lr_scheduler_type="cosine", warmup_steps=50, logging_steps=25,
-                             save_strategy="no", report_to="none", use_cpu=True, seed=0)
-    result = train_loop(denoiser, args, rows * 4, lambda b: collate_molecules(b, 4),
-                        lambda m, b: edm_loss(m, b, scheduler), ema_decay=0.99,
-                        samples_per_batch=lambda b: b["num_atoms"].numel())
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=OVERFIT_STEPS,
+        per_device_train_batch_size=12,
+        learning_rate=3e-3,
+        lr_scheduler_type="cosine",
+        warmup_steps=50,
+        logging_steps=25,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+    )
+    result = train_loop(
+        denoiser,
+        args,
+        rows * 4,
+        lambda b: collate_molecules(b, 4),
+        lambda m, b: edm_loss(m, b, scheduler),
+        ema_decay=0.99,
+        samples_per_batch=lambda b: b["num_atoms"].numel(),
+    )
     losses = [loss for _, loss in result.loss_curve]
     pipe.denoiser = result.model.eval()
     out = pipe(num_molecules=30, generator=torch.Generator().manual_seed(0))
     after = _metrics(out)
-    print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
-          + "; ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in ("atom_stability", "molecule_stability", "validity")))
+    print(
+        f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+        + "; ".join(
+            f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in ("atom_stability", "molecule_stability", "validity")
+        )
+    )
     assert np.mean(losses[-3:]) < 0.5 * losses[0]
     assert after["atom_stability"] >= before["atom_stability"] + 0.1
     # output_type="mols": RDKit molecules with the same atoms, written to SDF

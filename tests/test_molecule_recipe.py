@@ -17,9 +17,32 @@ from hf_medai.pipelines import MoleculeDiffusionPipeline
 
 recipe = load_recipe("molecule_diffusion")
 
-TINY = ["--limit", "48", "--hidden_size", "16", "--num_layers", "2", "--max_steps", "6", "--save_steps", "3",
-        "--per_device_train_batch_size", "16", "--num_eval_molecules", "12", "--eval_batch_size", "8",
-        "--eval_inference_steps", "20", "--logging_steps", "1", "--warmup_steps", "0", "--num_train_timesteps", "100"]
+TINY = [
+    "--limit",
+    "48",
+    "--hidden_size",
+    "16",
+    "--num_layers",
+    "2",
+    "--max_steps",
+    "6",
+    "--save_steps",
+    "3",
+    "--per_device_train_batch_size",
+    "16",
+    "--num_eval_molecules",
+    "12",
+    "--eval_batch_size",
+    "8",
+    "--eval_inference_steps",
+    "20",
+    "--logging_steps",
+    "1",
+    "--warmup_steps",
+    "0",
+    "--num_train_timesteps",
+    "100",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +53,18 @@ def run(tmp_path_factory):
 
 
 def test_run_folder_follows_the_contract(run):
-    for name in ["model_index.json", "denoiser/config.json", "denoiser/diffusion_pytorch_model.safetensors",
-                 "scheduler/scheduler_config.json", "README.md", "metrics.json", "run_config.yaml",
-                 "samples/generated.sdf", "checkpoint-6/model.safetensors", "checkpoint-6/ema_model.safetensors"]:
+    for name in [
+        "model_index.json",
+        "denoiser/config.json",
+        "denoiser/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+        "README.md",
+        "metrics.json",
+        "run_config.yaml",
+        "samples/generated.sdf",
+        "checkpoint-6/model.safetensors",
+        "checkpoint-6/ema_model.safetensors",
+    ]:
         assert (run / name).is_file(), name
     assert not [p for p in run.rglob("*.bin") if "checkpoint-" not in str(p)]
     m = json.loads((run / "metrics.json").read_text())
@@ -71,8 +103,16 @@ def test_folder_loads_with_from_pretrained_and_writes_sdf(run, tmp_path):
 def test_card_reports_metrics_alerts_and_dual_use(run):
     card = ModelCard.load(run / "README.md")
     m = json.loads((run / "metrics.json").read_text())
-    for phrase in ["In-silico research only", "Dual use", "Structural alerts", "Atom stability", "EDM on QM9",
-                   f"{m['atom_stability']:.3f}", f"{m['training_validity']:.3f}", "| heavy_atoms |"]:
+    for phrase in [
+        "In-silico research only",
+        "Dual use",
+        "Structural alerts",
+        "Atom stability",
+        "EDM on QM9",
+        f"{m['atom_stability']:.3f}",
+        f"{m['training_validity']:.3f}",
+        "| heavy_atoms |",
+    ]:
         assert phrase in card.text, phrase
 
 
@@ -92,7 +132,9 @@ def test_property_conditioned_run_reports_target_error(tmp_path):
     assert m["conditioning"]["property"] == "qed" and m["model"]["condition_stats"]["name"] == "qed"
     pipe = MoleculeDiffusionPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
-    assert pipe(num_molecules=2, num_atoms=6, condition=0.5, num_inference_steps=5, output_type="np").positions[0].shape == (6, 3)
+    assert pipe(num_molecules=2, num_atoms=6, condition=0.5, num_inference_steps=5, output_type="np").positions[
+        0
+    ].shape == (6, 3)
     assert "Conditioning on qed" in (out / "README.md").read_text()
 
 

@@ -10,14 +10,28 @@ import torch
 from hf_medai.evaluation import qa, qa_scoring
 
 
-@pytest.mark.parametrize("reply, expected", [
-    ("C", 2), ("C.", 2), (" (B) Nitroglycerin", 1), ("**D**", 3), ("E) Urgent PCI", 4), ("B\nBecause...", 1),
-    ("The answer is C.", 2), ("Answer: (D)", 3), ("I think the correct option is E", 4), ("answer: b", 1),
-    ("A", 0), ("A. Saline", 0),
-    ("A 62-year-old man has right ventricular infarction", qa.NO_ANSWER),  # the article, not option A
-    ("Nitroglycerin worsens hypotension", qa.NO_ANSWER), ("", qa.NO_ANSWER), ("b", qa.NO_ANSWER),
-    ("F", qa.NO_ANSWER),  # not an option of a 5-option question
-])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("C", 2),
+        ("C.", 2),
+        (" (B) Nitroglycerin", 1),
+        ("**D**", 3),
+        ("E) Urgent PCI", 4),
+        ("B\nBecause...", 1),
+        ("The answer is C.", 2),
+        ("Answer: (D)", 3),
+        ("I think the correct option is E", 4),
+        ("answer: b", 1),
+        ("A", 0),
+        ("A. Saline", 0),
+        ("A 62-year-old man has right ventricular infarction", qa.NO_ANSWER),  # the article, not option A
+        ("Nitroglycerin worsens hypotension", qa.NO_ANSWER),
+        ("", qa.NO_ANSWER),
+        ("b", qa.NO_ANSWER),
+        ("F", qa.NO_ANSWER),  # not an option of a 5-option question
+    ],
+)
 def test_parse_letter(reply, expected):
     assert qa.parse_letter(reply, 5) == expected
 
@@ -44,7 +58,10 @@ def test_paired_difference_is_zero_for_identical_models_and_signed_otherwise():
     a = gold.copy()
     b = np.where(np.arange(20) % 2 == 0, gold, (gold + 1) % 5)  # right on half the questions
     same = qa.accuracy_difference_with_ci(gold, b, b, n_bootstrap=100)
-    assert same["accuracy_difference"] == 0 and same["accuracy_difference_ci_low"] == 0 == same["accuracy_difference_ci_high"]
+    assert (
+        same["accuracy_difference"] == 0
+        and same["accuracy_difference_ci_low"] == 0 == same["accuracy_difference_ci_high"]
+    )
     diff = qa.accuracy_difference_with_ci(gold, a, b, n_bootstrap=200)
     assert diff["accuracy_difference"] == pytest.approx(0.5)
     assert 0 < diff["accuracy_difference_ci_low"] <= 0.5 <= diff["accuracy_difference_ci_high"]
@@ -115,8 +132,10 @@ def test_position_bias_of_a_model_that_reads_the_options():
 
 
 def test_contamination_flags_copies_and_light_edits_not_new_questions():
-    train = ["A 45-year-old woman has fatigue, pallor and koilonychia; ferritin is low. What is the most likely "
-             "diagnosis? Iron deficiency anaemia"]
+    train = [
+        "A 45-year-old woman has fatigue, pallor and koilonychia; ferritin is low. What is the most likely "
+        "diagnosis? Iron deficiency anaemia"
+    ]
     copied = train[0]
     edited = train[0].replace("45-year-old", "46-year-old")
     new = "A 6-year-old boy has a barking cough and inspiratory stridor that worsen at night. Croup"
@@ -142,8 +161,12 @@ def test_safety_report_counts_by_category():
 
 
 def test_accuracy_by_group():
-    out = qa.accuracy_by_group(["cardio", "cardio", "neuro", ""], [0, 1, 2, 3],
-                               {"tuned": [0, 0, 2, 3], "base": [1, 1, 1, 1]}, min_group_size=2)
+    out = qa.accuracy_by_group(
+        ["cardio", "cardio", "neuro", ""],
+        [0, 1, 2, 3],
+        {"tuned": [0, 0, 2, 3], "base": [1, 1, 1, 1]},
+        min_group_size=2,
+    )
     assert list(out) == ["cardio", "neuro", "unknown"]
     assert out["cardio"] == {"n": 2, "small": False, "tuned": 0.5, "base": 0.5}
     assert out["neuro"]["small"] and out["neuro"]["tuned"] == 1.0
@@ -180,7 +203,9 @@ def test_batched_option_scores_equal_one_sequence_at_a_time(tiny, style):
     model, tokenizer, examples = tiny
     expected = _plain_logliks(model, tokenizer, examples, style)
     for batch_size in (1, 3):
-        np.testing.assert_allclose(qa.option_logliks(model, tokenizer, examples, style, batch_size), expected, atol=1e-4)
+        np.testing.assert_allclose(
+            qa.option_logliks(model, tokenizer, examples, style, batch_size), expected, atol=1e-4
+        )
 
 
 def test_letter_continuations_are_the_trained_answer_tokens(tiny):
@@ -193,7 +218,7 @@ def test_letter_continuations_are_the_trained_answer_tokens(tiny):
         answer = [t for t in trained["labels"] if t != -100]
         assert all(len(o) == 1 for o in options)  # one forward pass scores all options
         assert answer[0] == options[ex["answer_index"]][0]
-        assert trained["input_ids"][:len(prompt)] == prompt
+        assert trained["input_ids"][: len(prompt)] == prompt
 
 
 def test_batched_generation_equals_one_prompt_at_a_time(tiny):

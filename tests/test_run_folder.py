@@ -28,23 +28,45 @@ from hf_medai.run_folder import (
 
 # A lesion classifier's metrics.json as recipes wrote it before the record: no kind, no schema_version.
 OLD_METRICS = {
-    "auroc": 0.81, "recipe": "lesion_classification", "task": "image-classification",
-    "base_model": "small ViT from config (random init)", "dataset": "synthetic HAM10000-format sample",
-    "synthetic_data": True, "data_report": {"rows_read": 10, "rows_skipped": 0},
-    "splits": {"train": {"rows": 6}}, "training": {"global_step": 4, "loss_curve": [0.7, 0.6]},
-    "throughput": {"train_samples_per_second": 12.5, "device": "cpu"}, "subgroups": {},
+    "auroc": 0.81,
+    "recipe": "lesion_classification",
+    "task": "image-classification",
+    "base_model": "small ViT from config (random init)",
+    "dataset": "synthetic HAM10000-format sample",
+    "synthetic_data": True,
+    "data_report": {"rows_read": 10, "rows_skipped": 0},
+    "splits": {"train": {"rows": 6}},
+    "training": {"global_step": 4, "loss_curve": [0.7, 0.6]},
+    "throughput": {"train_samples_per_second": 12.5, "device": "cpu"},
+    "subgroups": {},
 }
 
 
 def test_record_round_trips_through_json():
-    record = RunRecord(recipe="medqa_lora", kind="qa_adapter", task="text-generation", base_model="tiny",
-                       dataset="sample", data_report={"rows_read": 3},
-                       training={"global_step": 2, "loss_curve": [1.0]}, throughput={"device": "cpu"})
+    record = RunRecord(
+        recipe="medqa_lora",
+        kind="qa_adapter",
+        task="text-generation",
+        base_model="tiny",
+        dataset="sample",
+        data_report={"rows_read": 3},
+        training={"global_step": 2, "loss_curve": [1.0]},
+        throughput={"device": "cpu"},
+    )
     again = RunRecord.from_dict(json.loads(json.dumps({**record.to_dict(), "accuracy_loglik": 0.5})))
     assert again == record and again.schema_version == SCHEMA_VERSION
     # None fields stay out of metrics.json: a generator has no base model, keys are as before plus kind/version
-    assert set(record.to_dict()) == {"recipe", "kind", "task", "base_model", "dataset", "data_report", "training",
-                                     "throughput", "schema_version"}
+    assert set(record.to_dict()) == {
+        "recipe",
+        "kind",
+        "task",
+        "base_model",
+        "dataset",
+        "data_report",
+        "training",
+        "throughput",
+        "schema_version",
+    }
 
 
 def test_an_old_metrics_json_still_loads(tmp_path):
@@ -62,7 +84,9 @@ def test_an_old_metrics_json_still_loads(tmp_path):
 
 def test_every_recipe_has_a_kind():
     recipes = {p.stem for p in Path(__file__).resolve().parents[1].joinpath("recipes").glob("*.py")}
-    assert set(RECIPE_KINDS) == recipes - {"augmentation_experiment"}  # an experiment over two runs, no model of its own
+    assert set(RECIPE_KINDS) == recipes - {
+        "augmentation_experiment"
+    }  # an experiment over two runs, no model of its own
 
 
 def test_run_record_of_a_trainer_run_and_of_a_loop_run():
@@ -71,35 +95,67 @@ def test_run_record_of_a_trainer_run_and_of_a_loop_run():
             return {"train_samples_per_second": 3.0, "world_size": world_size}
 
     model = SimpleNamespace(parameters=lambda: [SimpleNamespace(numel=lambda: 5), SimpleNamespace(numel=lambda: 7)])
-    trainer = SimpleNamespace(state=SimpleNamespace(global_step=3, log_history=[{"loss": 1.0}, {"loss": 0.5},
-                                                                                {"eval_loss": 0.9}]),
-                              args=SimpleNamespace(world_size=1, device="cpu"))
-    record = run_record("clinical_pretraining", "fill-mask", trainer=trainer, train_result=SimpleNamespace(
-        training_loss=0.75), resumed_from=None, throughput=Throughput(), model=model, training={"epochs": 1.0},
-        base_model="enc", synthetic_data=True)
+    trainer = SimpleNamespace(
+        state=SimpleNamespace(global_step=3, log_history=[{"loss": 1.0}, {"loss": 0.5}, {"eval_loss": 0.9}]),
+        args=SimpleNamespace(world_size=1, device="cpu"),
+    )
+    record = run_record(
+        "clinical_pretraining",
+        "fill-mask",
+        trainer=trainer,
+        train_result=SimpleNamespace(training_loss=0.75),
+        resumed_from=None,
+        throughput=Throughput(),
+        model=model,
+        training={"epochs": 1.0},
+        base_model="enc",
+        synthetic_data=True,
+    )
     assert record.kind == "masked_lm" and record.base_model == "enc"
-    assert record.training == {"global_step": 3, "train_loss": 0.75, "resumed_from": None, "loss_curve": [1.0, 0.5],
-                               "num_parameters": 12, "epochs": 1.0}
+    assert record.training == {
+        "global_step": 3,
+        "train_loss": 0.75,
+        "resumed_from": None,
+        "loss_curve": [1.0, 0.5],
+        "num_parameters": 12,
+        "epochs": 1.0,
+    }
     assert record.throughput["train_samples_per_second"] == 3.0 and record.throughput["device"] == "cpu"
     assert "peak_rss_mb" in record.throughput
 
-    loop = SimpleNamespace(global_step=8, loss_curve=[(4, 0.3), (8, 0.2)], resumed_from="x/checkpoint-4",
-                           ema_decay=0.999, throughput={"train_samples_per_second": 9.0, "device": "cpu"})
+    loop = SimpleNamespace(
+        global_step=8,
+        loss_curve=[(4, 0.3), (8, 0.2)],
+        resumed_from="x/checkpoint-4",
+        ema_decay=0.999,
+        throughput={"train_samples_per_second": 9.0, "device": "cpu"},
+    )
     record = run_record("molecule_diffusion", "molecule-generation", loop=loop, extra_throughput={"sampling": 2.0})
     assert record.kind == "molecule_generator"
-    assert record.training == {"global_step": 8, "loss_curve": [(4, 0.3), (8, 0.2)], "resumed_from": "x/checkpoint-4",
-                               "ema_decay": 0.999}
+    assert record.training == {
+        "global_step": 8,
+        "loss_curve": [(4, 0.3), (8, 0.2)],
+        "resumed_from": "x/checkpoint-4",
+        "ema_decay": 0.999,
+    }
     assert record.throughput == {"train_samples_per_second": 9.0, "device": "cpu", "sampling": 2.0}
     # A recipe outside RECIPE_KINDS names its kind
-    assert run_record("retina_classification", "image-classification", kind="image_classifier", loop=loop).kind == \
-        "image_classifier"
+    assert (
+        run_record("retina_classification", "image-classification", kind="image_classifier", loop=loop).kind
+        == "image_classifier"
+    )
     with pytest.raises(ValueError, match="pass kind="):
         run_record("retina_classification", "image-classification", loop=loop)
 
 
 def _training_args(output_dir, **kw):
-    return SimpleNamespace(output_dir=str(output_dir), push_to_hub=kw.get("push", False), seed=0, process_index=0,
-                           resume_from_checkpoint=kw.get("resume"))
+    return SimpleNamespace(
+        output_dir=str(output_dir),
+        push_to_hub=kw.get("push", False),
+        seed=0,
+        process_index=0,
+        resume_from_checkpoint=kw.get("resume"),
+    )
 
 
 def test_begin_run_guards_the_folder_and_takes_the_push_off(tmp_path):
@@ -141,7 +197,8 @@ def test_run_folder_imports_nothing_above_it():
     """Low in the house: only errors, paths, config and io of hf_medai (and outside libraries)."""
     tree = ast.parse(Path(run_folder.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
-        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
     ours = {m for m in imported if m.startswith("hf_medai")}
     assert ours <= {"hf_medai.errors", "hf_medai.paths", "hf_medai.config", "hf_medai.io"}, ours
 

@@ -29,19 +29,58 @@ from hf_medai.io import checkpoint_incomplete_reason
 from hf_medai.run_folder import begin_run
 from hf_medai.throughput import RECORD_DIR, RECORD_ENV, state_dict_sha256
 
-LESION = ["--max_steps", "4", "--image_size", "32", "--n_bootstrap", "20", "--eval_strategy", "no",
-          "--load_best_model_at_end", "false", "--class_balance", "none"]  # none: the saved head is the trained one
-DIFFUSION = ["--resolution", "16", "--block_out_channels", "16", "32", "--per_device_train_batch_size", "16",
-             "--eval_images_per_class", "2", "--eval_inference_steps", "2", "--eval_batch_size", "4",
-             "--grid_images_per_class", "1", "--sample_every", "0", "--learning_rate", "0.002", "--warmup_steps", "0",
-             "--logging_steps", "1"]
+LESION = [
+    "--max_steps",
+    "4",
+    "--image_size",
+    "32",
+    "--n_bootstrap",
+    "20",
+    "--eval_strategy",
+    "no",
+    "--load_best_model_at_end",
+    "false",
+    "--class_balance",
+    "none",
+]  # none: the saved head is the trained one
+DIFFUSION = [
+    "--resolution",
+    "16",
+    "--block_out_channels",
+    "16",
+    "32",
+    "--per_device_train_batch_size",
+    "16",
+    "--eval_images_per_class",
+    "2",
+    "--eval_inference_steps",
+    "2",
+    "--eval_batch_size",
+    "4",
+    "--grid_images_per_class",
+    "1",
+    "--sample_every",
+    "0",
+    "--learning_rate",
+    "0.002",
+    "--warmup_steps",
+    "0",
+    "--logging_steps",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     home = tmp_path_factory.mktemp("scaling")
-    return {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HOME": str(home / "hf_home"),  # no user default_config.yaml
-            "HF_MEDAI_CACHE": str(home / "cache"), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "1",
+        "HF_HOME": str(home / "hf_home"),  # no user default_config.yaml
+        "HF_MEDAI_CACHE": str(home / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +91,24 @@ def sample(tmp_path_factory):
 
 
 def _launch_two(script: str, args: list[str], env, cwd):
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           str(ROOT / "recipes" / script), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(ROOT / "recipes" / script),
+        *args,
+    ]
     proc = subprocess.run(cmd, env={**env, RECORD_ENV: "1"}, capture_output=True, text=True, timeout=600, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
@@ -81,22 +135,43 @@ def test_lesion_recipe_two_processes(sample, env, tmp_path):
     from transformers import AutoModelForImageClassification
 
     out = tmp_path / "run"
-    _launch_two("lesion_classification.py", ["--data_dir", str(sample), "--output_dir", str(out), *LESION,
-                                             "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
-                                             "--save_strategy", "no"], env, tmp_path)
+    _launch_two(
+        "lesion_classification.py",
+        [
+            "--data_dir",
+            str(sample),
+            "--output_dir",
+            str(out),
+            *LESION,
+            "--per_device_train_batch_size",
+            "4",
+            "--gradient_accumulation_steps",
+            "2",
+            "--save_strategy",
+            "no",
+        ],
+        env,
+        tmp_path,
+    )
     m = json.loads((out / "metrics.json").read_text())
     t = m["throughput"]
     assert t["world_size"] == 2 and t["global_batch_size"] == 4 * 2 * 2 and m["training"]["global_step"] == 4
     saved = AutoModelForImageClassification.from_pretrained(out)
-    _assert_different_data_same_weights(_records(out), per_rank=4 * 2 * 4, batch=4, saved_model=saved)  # batch x accum x steps
+    _assert_different_data_same_weights(
+        _records(out), per_rank=4 * 2 * 4, batch=4, saved_model=saved
+    )  # batch x accum x steps
 
 
 def test_image_diffusion_recipe_two_processes(sample, env, tmp_path):
     from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 
     out = tmp_path / "run"
-    _launch_two("image_diffusion.py", ["--data_dir", str(sample), "--output_dir", str(out), *DIFFUSION, "--max_steps", "2",
-                                       "--save_strategy", "no"], env, tmp_path)
+    _launch_two(
+        "image_diffusion.py",
+        ["--data_dir", str(sample), "--output_dir", str(out), *DIFFUSION, "--max_steps", "2", "--save_strategy", "no"],
+        env,
+        tmp_path,
+    )
     m = json.loads((out / "metrics.json").read_text())
     t = m["throughput"]
     assert t["world_size"] == 2 and t["global_batch_size"] == 32 and m["training"]["global_step"] == 2
@@ -111,11 +186,37 @@ def test_molecule_diffusion_recipe_two_processes(env, tmp_path):
     from hf_medai.pipelines.molecule_diffusion import MoleculeDiffusionPipeline
 
     out = tmp_path / "run"
-    _launch_two("molecule_diffusion.py", ["--output_dir", str(out), "--limit", "48", "--hidden_size", "16",
-                                          "--num_layers", "2", "--max_steps", "2", "--save_strategy", "no",
-                                          "--per_device_train_batch_size", "8", "--num_eval_molecules", "4",
-                                          "--eval_batch_size", "4", "--eval_inference_steps", "5", "--warmup_steps", "0",
-                                          "--num_train_timesteps", "100"], env, tmp_path)
+    _launch_two(
+        "molecule_diffusion.py",
+        [
+            "--output_dir",
+            str(out),
+            "--limit",
+            "48",
+            "--hidden_size",
+            "16",
+            "--num_layers",
+            "2",
+            "--max_steps",
+            "2",
+            "--save_strategy",
+            "no",
+            "--per_device_train_batch_size",
+            "8",
+            "--num_eval_molecules",
+            "4",
+            "--eval_batch_size",
+            "4",
+            "--eval_inference_steps",
+            "5",
+            "--warmup_steps",
+            "0",
+            "--num_train_timesteps",
+            "100",
+        ],
+        env,
+        tmp_path,
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["throughput"]["world_size"] == 2 and m["training"]["global_step"] == 2
     saved = MoleculeDiffusionPipeline.from_pretrained(out).denoiser
@@ -129,7 +230,9 @@ def _run_until_checkpoint_then_kill(cmd, env, watch, cwd) -> None:
         deadline = time.monotonic() + 300
         while not any(p.exists() for p in watch):
             if proc.poll() is not None:
-                pytest.fail(f"the run ended (rc {proc.returncode}) before a checkpoint appeared: {proc.stderr.read()[-3000:]}")
+                pytest.fail(
+                    f"the run ended (rc {proc.returncode}) before a checkpoint appeared: {proc.stderr.read()[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail("no checkpoint within 300 s")
             time.sleep(0.005)
@@ -144,11 +247,30 @@ def _run_until_checkpoint_then_kill(cmd, env, watch, cwd) -> None:
 
 def test_trainer_recipe_killed_mid_training_resumes_to_the_planned_step(sample, env, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["--data_dir", str(sample), "--output_dir", str(out), *LESION, "--max_steps", "30",
-            "--per_device_train_batch_size", "8", "--save_strategy", "steps", "--save_steps", "3", "--save_total_limit", "20"]
+    args = [
+        "--data_dir",
+        str(sample),
+        "--output_dir",
+        str(out),
+        *LESION,
+        "--max_steps",
+        "30",
+        "--per_device_train_batch_size",
+        "8",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "3",
+        "--save_total_limit",
+        "20",
+    ]
     # The folder checkpoint-6 appears when Trainer starts writing it: the kill may land mid-save.
-    _run_until_checkpoint_then_kill([sys.executable, str(ROOT / "recipes" / "lesion_classification.py"), *args], env,
-                                    [out / "checkpoint-6"], tmp_path)
+    _run_until_checkpoint_then_kill(
+        [sys.executable, str(ROOT / "recipes" / "lesion_classification.py"), *args],
+        env,
+        [out / "checkpoint-6"],
+        tmp_path,
+    )
     assert not (out / "metrics.json").exists()
     steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
     complete = [s for s in steps if checkpoint_incomplete_reason(out / f"checkpoint-{s}") is None]
@@ -156,7 +278,9 @@ def test_trainer_recipe_killed_mid_training_resumes_to_the_planned_step(sample, 
     # Plant a half-written newest checkpoint, as a kill during `save_model` leaves it: weights cut short, no state.
     planted = out / f"checkpoint-{steps[-1] + 1}"
     planted.mkdir()
-    (planted / "model.safetensors").write_bytes((out / f"checkpoint-{complete[-1]}" / "model.safetensors").read_bytes()[:1000])
+    (planted / "model.safetensors").write_bytes(
+        (out / f"checkpoint-{complete[-1]}" / "model.safetensors").read_bytes()[:1000]
+    )
 
     os.environ["HF_MEDAI_CACHE"] = env["HF_MEDAI_CACHE"]  # the same decoded-image cache as the killed run
     try:
@@ -171,11 +295,26 @@ def test_trainer_recipe_killed_mid_training_resumes_to_the_planned_step(sample, 
 
 def test_own_loop_recipe_killed_mid_training_resumes_to_the_planned_step(sample, env, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["--data_dir", str(sample), "--output_dir", str(out), *DIFFUSION, "--max_steps", "16", "--save_steps", "2",
-            "--save_total_limit", "0"]
+    args = [
+        "--data_dir",
+        str(sample),
+        "--output_dir",
+        str(out),
+        *DIFFUSION,
+        "--max_steps",
+        "16",
+        "--save_steps",
+        "2",
+        "--save_total_limit",
+        "0",
+    ]
     # Our loop writes checkpoint-N.partial and renames it: kill the moment the second one starts.
-    _run_until_checkpoint_then_kill([sys.executable, str(ROOT / "recipes" / "image_diffusion.py"), *args], env,
-                                    [out / "checkpoint-4.partial", out / "checkpoint-4"], tmp_path)
+    _run_until_checkpoint_then_kill(
+        [sys.executable, str(ROOT / "recipes" / "image_diffusion.py"), *args],
+        env,
+        [out / "checkpoint-4.partial", out / "checkpoint-4"],
+        tmp_path,
+    )
     assert not (out / "metrics.json").exists()
     finished = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if not p.name.endswith(".partial"))
     assert finished and all(checkpoint_incomplete_reason(out / f"checkpoint-{s}") is None for s in finished)
@@ -235,14 +374,31 @@ def test_loop_resumes_at_the_right_batch_when_an_epoch_ends_in_a_short_accumulat
         return torch.nn.Linear(4, 1)
 
     def args(out):
-        return TrainingArguments(output_dir=str(out), use_cpu=True, report_to="none", per_device_train_batch_size=8,
-                                 gradient_accumulation_steps=2, max_steps=7, save_strategy="steps", save_steps=3,
-                                 learning_rate=0.05, lr_scheduler_type="constant", seed=1)
+        return TrainingArguments(
+            output_dir=str(out),
+            use_cpu=True,
+            report_to="none",
+            per_device_train_batch_size=8,
+            gradient_accumulation_steps=2,
+            max_steps=7,
+            save_strategy="steps",
+            save_steps=3,
+            learning_rate=0.05,
+            lr_scheduler_type="constant",
+            seed=1,
+        )
 
     straight = train_loop(model(), args(tmp_path / "a"), data, collate, loss_fn, ema_decay=None)
     train_loop(model(), args(tmp_path / "b"), data, collate, loss_fn, ema_decay=None)
-    resumed = train_loop(model(), args(tmp_path / "b"), data, collate, loss_fn, ema_decay=None,
-                         resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-3"))
+    resumed = train_loop(
+        model(),
+        args(tmp_path / "b"),
+        data,
+        collate,
+        loss_fn,
+        ema_decay=None,
+        resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-3"),
+    )
     assert resumed.global_step == 7 and resumed.throughput["optimizer_steps"] == 4
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

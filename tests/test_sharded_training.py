@@ -26,10 +26,10 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_accelerate_launch import _free_port
 
 from helpers import ROOT
 from hf_medai.throughput import RECORD_DIR, RECORD_ENV
-from test_accelerate_launch import _free_port
 
 # About 5 minutes of 2-process runs on 2 CPU cores: `python -m pytest -m slow` (CI runs it after the default set).
 pytestmark = pytest.mark.slow
@@ -38,8 +38,10 @@ SHIM = ROOT / "tests" / "sharding_on_cpu"
 CONFIGS = ROOT / "recipes" / "accelerate"
 SHARDED = ("fsdp", "zero3")  # no process holds the whole model
 
-needs_deepspeed = pytest.mark.skipif(not __import__("importlib").util.find_spec("deepspeed"),
-                                     reason="deepspeed not installed (pip install -e '.[deepspeed]')")
+needs_deepspeed = pytest.mark.skipif(
+    not __import__("importlib").util.find_spec("deepspeed"),
+    reason="deepspeed not installed (pip install -e '.[deepspeed]')",
+)
 ZERO2 = pytest.param("zero2", marks=needs_deepspeed)
 ZERO3 = pytest.param("zero3", marks=needs_deepspeed)
 
@@ -47,8 +49,14 @@ ZERO3 = pytest.param("zero3", marks=needs_deepspeed)
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     home = tmp_path_factory.mktemp("sharded")
-    return {**os.environ, "HF_HOME": str(home / "hf_home"), "HF_MEDAI_CACHE": str(home / "cache"), "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": str(ROOT), RECORD_ENV: "1"}
+    return {
+        **os.environ,
+        "HF_HOME": str(home / "hf_home"),
+        "HF_MEDAI_CACHE": str(home / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        RECORD_ENV: "1",
+    }
 
 
 def _launch(script: str, args: list[str], env, cwd, setup: str) -> subprocess.CompletedProcess:
@@ -57,15 +65,39 @@ def _launch(script: str, args: list[str], env, cwd, setup: str) -> subprocess.Co
     if setup == "ddp":
         launch, env = ["--multi_gpu"], {**env, "ACCELERATE_USE_CPU": "1"}
     elif setup == "fsdp":
-        launch, env = ["--config_file", str(CONFIGS / "fsdp.yaml")], {**env, **shimmed, "ACCELERATE_USE_CPU": "1",
-                                                                       "HF_MEDAI_FSDP_ON_CPU": "1"}
+        launch, env = (
+            ["--config_file", str(CONFIGS / "fsdp.yaml")],
+            {**env, **shimmed, "ACCELERATE_USE_CPU": "1", "HF_MEDAI_FSDP_ON_CPU": "1"},
+        )
     else:  # DeepSpeed's config carries the accumulation steps: the recipe's flag must match it (see the config)
-        accumulation = args[args.index("--gradient_accumulation_steps") + 1] if "--gradient_accumulation_steps" in args else "1"
-        launch = ["--config_file", str(CONFIGS / f"deepspeed_{setup}.yaml"), "--gradient_accumulation_steps", accumulation]
+        accumulation = (
+            args[args.index("--gradient_accumulation_steps") + 1] if "--gradient_accumulation_steps" in args else "1"
+        )
+        launch = [
+            "--config_file",
+            str(CONFIGS / f"deepspeed_{setup}.yaml"),
+            "--gradient_accumulation_steps",
+            accumulation,
+        ]
         env = {**env, **shimmed, "HF_MEDAI_DEEPSPEED_ON_CPU": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           str(ROOT / "recipes" / script), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *launch,
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(ROOT / "recipes" / script),
+        *args,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
@@ -121,9 +153,26 @@ def _assert_same_predictions(ddp, run, prefix: str):
 # -- lesion_classification -----------------------------------------------------------------------------------------
 
 # weighted loss: the prior correction is folded into the head after the gather
-LESION = ["--max_steps", "4", "--image_size", "32", "--per_device_train_batch_size", "4",
-          "--gradient_accumulation_steps", "2", "--n_bootstrap", "20", "--eval_strategy", "no",
-          "--load_best_model_at_end", "false", "--save_strategy", "no", "--class_balance", "weighted_loss"]
+LESION = [
+    "--max_steps",
+    "4",
+    "--image_size",
+    "32",
+    "--per_device_train_batch_size",
+    "4",
+    "--gradient_accumulation_steps",
+    "2",
+    "--n_bootstrap",
+    "20",
+    "--eval_strategy",
+    "no",
+    "--load_best_model_at_end",
+    "false",
+    "--save_strategy",
+    "no",
+    "--class_balance",
+    "weighted_loss",
+]
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +184,13 @@ def ham(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lesion_ddp(ham, env, tmp_path_factory):
-    return _run("lesion_classification.py", ["--data_dir", str(ham), *LESION], env,
-                tmp_path_factory.mktemp("lesion") / "ddp", "ddp")
+    return _run(
+        "lesion_classification.py",
+        ["--data_dir", str(ham), *LESION],
+        env,
+        tmp_path_factory.mktemp("lesion") / "ddp",
+        "ddp",
+    )
 
 
 @pytest.mark.parametrize("setup", ["fsdp", ZERO2, ZERO3])
@@ -157,6 +211,7 @@ def test_lesion_recipe_sharded_equals_ddp(setup, ham, lesion_ddp, env, tmp_path)
 
 # -- clinical_outcomes, clinical_pretraining -----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def mimic(tmp_path_factory):
     from hf_medai.data.synthetic.ehr import write_mimic
@@ -170,8 +225,19 @@ def outcomes(mimic, env, tmp_path_factory):
     from test_clinical_recipes import FAST, tiny_bert
 
     root = tmp_path_factory.mktemp("outcomes")
-    flags = ["--data_dir", str(mimic), "--model_name_or_path", str(tiny_bert(root / "enc")), *FAST, "--task",
-             "mortality", "--max_length", "64", "--max_steps", "3"]
+    flags = [
+        "--data_dir",
+        str(mimic),
+        "--model_name_or_path",
+        str(tiny_bert(root / "enc")),
+        *FAST,
+        "--task",
+        "mortality",
+        "--max_length",
+        "64",
+        "--max_steps",
+        "3",
+    ]
     return flags, _run("clinical_outcomes.py", flags, env, root / "ddp", "ddp")
 
 
@@ -189,9 +255,26 @@ def test_clinical_pretraining_zero3_equals_ddp(mimic, env, tmp_path):
     """(Under FSDP2 this model is refused: see test_setups_that_cannot_shard_are_refused_before_training.)"""
     from test_clinical_recipes import tiny_bert
 
-    flags = ["--data_dir", str(mimic), "--model_name_or_path", str(tiny_bert(tmp_path / "mlm", masked_lm=True)),
-             "--max_length", "32", "--max_steps", "3", "--per_device_train_batch_size", "8", "--learning_rate", "0.003",
-             "--eval_windows", "32", "--n_bootstrap", "20", "--save_strategy", "no"]
+    flags = [
+        "--data_dir",
+        str(mimic),
+        "--model_name_or_path",
+        str(tiny_bert(tmp_path / "mlm", masked_lm=True)),
+        "--max_length",
+        "32",
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "8",
+        "--learning_rate",
+        "0.003",
+        "--eval_windows",
+        "32",
+        "--n_bootstrap",
+        "20",
+        "--save_strategy",
+        "no",
+    ]
     ddp = _run("clinical_pretraining.py", flags, env, tmp_path / "ddp", "ddp")
     run = _run("clinical_pretraining.py", flags, env, tmp_path / "zero3", "zero3")
     _assert_trained_like_ddp(ddp, run, "zero3")
@@ -202,6 +285,7 @@ def test_clinical_pretraining_zero3_equals_ddp(mimic, env, tmp_path):
 
 
 # -- medqa_lora ----------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
@@ -220,15 +304,39 @@ def llama(tmp_path_factory):
 
 def _qa_flags(llama) -> list[str]:
     model, questions = llama
-    return ["--model_name_or_path", str(model), "--data_dir", str(questions), "--per_device_train_batch_size", "2",
-            "--learning_rate", "0.01", "--warmup_steps", "0", "--n_bootstrap", "20", "--min_group_size", "2",
-            "--generate_max_new_tokens", "4", "--safety_max_new_tokens", "0", "--position_bias_rotations", "0"]
+    return [
+        "--model_name_or_path",
+        str(model),
+        "--data_dir",
+        str(questions),
+        "--per_device_train_batch_size",
+        "2",
+        "--learning_rate",
+        "0.01",
+        "--warmup_steps",
+        "0",
+        "--n_bootstrap",
+        "20",
+        "--min_group_size",
+        "2",
+        "--generate_max_new_tokens",
+        "4",
+        "--safety_max_new_tokens",
+        "0",
+        "--position_bias_rotations",
+        "0",
+    ]
 
 
 @pytest.fixture(scope="module")
 def medqa_ddp(llama, env, tmp_path_factory):
-    return _run("medqa_lora.py", [*_qa_flags(llama), "--max_steps", "2"], env, tmp_path_factory.mktemp("qa_runs") / "ddp",
-                "ddp")
+    return _run(
+        "medqa_lora.py",
+        [*_qa_flags(llama), "--max_steps", "2"],
+        env,
+        tmp_path_factory.mktemp("qa_runs") / "ddp",
+        "ddp",
+    )
 
 
 @pytest.mark.parametrize("setup", ["fsdp", ZERO3])
@@ -243,8 +351,10 @@ def test_medqa_lora_sharded_equals_ddp(setup, llama, medqa_ddp, env, tmp_path):
 
 # -- resume --------------------------------------------------------------------------------------------------------
 
-def _resume_matches_uninterrupted(script: str, args: list[str], env, tmp_path, setup: str, weights: str,
-                                  keep: str) -> dict:
+
+def _resume_matches_uninterrupted(
+    script: str, args: list[str], env, tmp_path, setup: str, weights: str, keep: str
+) -> dict:
     """Run to the end with checkpoints; then delete everything after `keep` and resume with `last` in the same
     folder. Returns the resumed run's metrics; asserts it saved the weights the uninterrupted run saved."""
     out = _run(script, args, env, tmp_path / "run", setup)
@@ -270,46 +380,132 @@ def _resume_matches_uninterrupted(script: str, args: list[str], env, tmp_path, s
 def test_sharded_lesion_run_resumes_and_loads_its_best_checkpoint(setup, ham, env, tmp_path):
     m = _resume_matches_uninterrupted(
         "lesion_classification.py",
-        ["--data_dir", str(ham), "--max_steps", "4", "--image_size", "32", "--per_device_train_batch_size", "4",
-         "--n_bootstrap", "20", "--save_strategy", "steps", "--save_steps", "2", "--eval_strategy", "steps",
-         "--eval_steps", "2", "--load_best_model_at_end", "true", "--save_total_limit", "5"],
-        env, tmp_path, setup, "model.safetensors", keep="checkpoint-2")
+        [
+            "--data_dir",
+            str(ham),
+            "--max_steps",
+            "4",
+            "--image_size",
+            "32",
+            "--per_device_train_batch_size",
+            "4",
+            "--n_bootstrap",
+            "20",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "2",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "2",
+            "--load_best_model_at_end",
+            "true",
+            "--save_total_limit",
+            "5",
+        ],
+        env,
+        tmp_path,
+        setup,
+        "model.safetensors",
+        keep="checkpoint-2",
+    )
     assert m["training"]["resumed_from"].endswith("checkpoint-2") and m["training"]["global_step"] == 4
     assert m["training"]["best_checkpoint"]  # the best of checkpoint-2/-4 was reloaded into the shards at the end
 
 
 def test_fsdp_lora_run_resumes(llama, env, tmp_path):
     m = _resume_matches_uninterrupted(
-        "medqa_lora.py", [*_qa_flags(llama), "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "1",
-                          "--save_total_limit", "5"],
-        env, tmp_path, "fsdp", "adapter_model.safetensors", keep="checkpoint-2")
+        "medqa_lora.py",
+        [
+            *_qa_flags(llama),
+            "--max_steps",
+            "3",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "1",
+            "--save_total_limit",
+            "5",
+        ],
+        env,
+        tmp_path,
+        "fsdp",
+        "adapter_model.safetensors",
+        keep="checkpoint-2",
+    )
     assert m["training"]["resumed_from"].endswith("checkpoint-2") and m["training"]["global_step"] == 3
 
 
 # -- refusals ------------------------------------------------------------------------------------------------------
 
+
 def test_setups_that_cannot_shard_are_refused_before_training(mimic, env, tmp_path):
-    from hf_medai.data.synthetic.lesions import write_ham10000
     from test_clinical_recipes import FAST, tiny_bert
 
+    from hf_medai.data.synthetic.lesions import write_ham10000
+
     # BERT's masked-LM head registers its output bias twice (accelerate's FSDP2 groups would split it)
-    mlm = _launch("clinical_pretraining.py", ["--data_dir", str(mimic), "--model_name_or_path",
-                                              str(tiny_bert(tmp_path / "mlm", masked_lm=True)), "--max_length", "32",
-                                              "--max_steps", "2", "--eval_windows", "16", "--n_bootstrap", "10",
-                                              "--output_dir", str(tmp_path / "mlm_run")], env, tmp_path, "fsdp")
-    assert mlm.returncode != 0 and "FSDP2 cannot shard BertForMaskedLM: its parameter 'cls.predictions.bias'" in mlm.stderr
+    mlm = _launch(
+        "clinical_pretraining.py",
+        [
+            "--data_dir",
+            str(mimic),
+            "--model_name_or_path",
+            str(tiny_bert(tmp_path / "mlm", masked_lm=True)),
+            "--max_length",
+            "32",
+            "--max_steps",
+            "2",
+            "--eval_windows",
+            "16",
+            "--n_bootstrap",
+            "10",
+            "--output_dir",
+            str(tmp_path / "mlm_run"),
+        ],
+        env,
+        tmp_path,
+        "fsdp",
+    )
+    assert (
+        mlm.returncode != 0
+        and "FSDP2 cannot shard BertForMaskedLM: its parameter 'cls.predictions.bias'" in mlm.stderr
+    )
     assert not list((tmp_path / "mlm_run").glob("checkpoint-*"))
 
-    multi = _launch("clinical_outcomes.py", ["--data_dir", str(mimic), "--model_name_or_path",
-                                             str(tiny_bert(tmp_path / "enc")), *FAST, "--task", "mortality,readmission",
-                                             "--max_length", "64", "--max_steps", "2", "--output_dir",
-                                             str(tmp_path / "multi")], env, tmp_path, "fsdp")
+    multi = _launch(
+        "clinical_outcomes.py",
+        [
+            "--data_dir",
+            str(mimic),
+            "--model_name_or_path",
+            str(tiny_bert(tmp_path / "enc")),
+            *FAST,
+            "--task",
+            "mortality,readmission",
+            "--max_length",
+            "64",
+            "--max_steps",
+            "2",
+            "--output_dir",
+            str(tmp_path / "multi"),
+        ],
+        env,
+        tmp_path,
+        "fsdp",
+    )
     assert multi.returncode != 0 and "cannot be trained with FSDP or DeepSpeed ZeRO-3" in multi.stderr
     assert not list((tmp_path / "multi").glob("checkpoint-*")) and not (tmp_path / "multi" / "metrics.json").exists()
 
     ham = write_ham10000(tmp_path / "ham", n=40, seed=1)
-    diffusion = _launch("image_diffusion.py", ["--data_dir", str(ham), "--output_dir", str(tmp_path / "diff"),
-                                               "--resolution", "16", "--max_steps", "1"], env, tmp_path, "fsdp")
+    diffusion = _launch(
+        "image_diffusion.py",
+        ["--data_dir", str(ham), "--output_dir", str(tmp_path / "diff"), "--resolution", "16", "--max_steps", "1"],
+        env,
+        tmp_path,
+        "fsdp",
+    )
     assert diffusion.returncode != 0 and "runs one process or data-parallel (DDP) only" in diffusion.stderr
 
 
@@ -324,8 +520,11 @@ def test_zero3_models_load_whole_and_zero3_init_is_refused(init_flag, monkeypatc
 
     from hf_medai.config import ConfigError, parse_args
 
-    for key, value in {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
-                       "ACCELERATE_DEEPSPEED_ZERO3_INIT": init_flag}.items():
+    for key, value in {
+        "ACCELERATE_USE_DEEPSPEED": "true",
+        "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
+        "ACCELERATE_DEEPSPEED_ZERO3_INIT": init_flag,
+    }.items():
         monkeypatch.setenv(key, value)
     try:
         if init_flag == "true":

@@ -17,11 +17,20 @@ def _lesions(n_lesions: int = 300, seed: int = 0, melanoma_rate: float = 0.15) -
     label = (rng.random(n_lesions) < melanoma_rate).astype(int)[lesion]
     patient = lesion // 3
     return datasets.Dataset.from_dict(
-        {"id": [f"img{i}" for i in range(len(lesion))], "lesion_id": [f"L{i}" for i in lesion],
-         "patient_id": [f"P{p}" for p in patient], "label": label.tolist()},
-        features=datasets.Features({"id": datasets.Value("string"), "lesion_id": datasets.Value("string"),
-                                    "patient_id": datasets.Value("string"),
-                                    "label": datasets.ClassLabel(names=["not_melanoma", "melanoma"])}),
+        {
+            "id": [f"img{i}" for i in range(len(lesion))],
+            "lesion_id": [f"L{i}" for i in lesion],
+            "patient_id": [f"P{p}" for p in patient],
+            "label": label.tolist(),
+        },
+        features=datasets.Features(
+            {
+                "id": datasets.Value("string"),
+                "lesion_id": datasets.Value("string"),
+                "patient_id": datasets.Value("string"),
+                "label": datasets.ClassLabel(names=["not_melanoma", "melanoma"]),
+            }
+        ),
     )
 
 
@@ -80,15 +89,20 @@ def test_split_report_counts_rows_groups_and_labels():
         entry = report[name]
         assert entry["rows"] == len(split)
         assert entry["groups"] == len(set(split["lesion_id"]))
-        assert entry["label_counts"] == {"melanoma": sum(split["label"]),
-                                         "not_melanoma": len(split) - sum(split["label"])}
+        assert entry["label_counts"] == {
+            "melanoma": sum(split["label"]),
+            "not_melanoma": len(split) - sum(split["label"]),
+        }
     assert split_report(dsd, group_column="patient_id")["test"]["groups"] <= report["test"]["groups"]
 
 
 def test_string_labels_and_other_column_names():
-    ds = datasets.Dataset.from_dict({"stay": [f"S{i // 2}" for i in range(80)],
-                                     "outcome": ["died" if i % 10 < 2 else "lived" for i in range(80)]})
+    ds = datasets.Dataset.from_dict(
+        {"stay": [f"S{i // 2}" for i in range(80)], "outcome": ["died" if i % 10 < 2 else "lived" for i in range(80)]}
+    )
     dsd = group_split(ds, group_column="stay", label_column="outcome", fractions=(0.6, 0.2, 0.2))
     assert sum(len(s) for s in dsd.values()) == 80
     assert split_report(dsd, label_column="outcome", group_column="stay")["train"]["label_counts"].keys() == {
-        "died", "lived"}
+        "died",
+        "lived",
+    }

@@ -19,7 +19,12 @@ def test_text_cell_missing_values():
 
 def test_group_cell_and_number_cell():
     assert [group_cell(v) for v in ("", None, float("nan"), " Medicare ", "NA")] == [
-        "unknown", "unknown", "unknown", "Medicare", "NA"]
+        "unknown",
+        "unknown",
+        "unknown",
+        "Medicare",
+        "NA",
+    ]
     assert [number_cell(v) for v in ("3.5", " 7 ", 2, "", None, "abc")] == [3.5, 7.0, 2.0, None, None, None]
 
 

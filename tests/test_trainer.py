@@ -34,8 +34,17 @@ def test_meta_copy_keeps_structure_and_ties_without_weight_memory():
     from hf_medai.trainer import meta_copy
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            tie_word_embeddings=True,
+        )
+    ).eval()
     copy = meta_copy(model)
     assert all(p.device.type == "meta" for p in copy.parameters())
     assert all(p.device.type == "cpu" for p in model.parameters())  # the original is untouched

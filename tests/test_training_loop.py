@@ -33,9 +33,20 @@ def _model():
 
 
 def _args(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_train_batch_size=8,
-                learning_rate=1e-2, max_steps=12, save_strategy="steps", save_steps=4, logging_steps=2,
-                lr_scheduler_type="cosine", warmup_steps=2, seed=3)
+    base = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
+        max_steps=12,
+        save_strategy="steps",
+        save_steps=4,
+        logging_steps=2,
+        lr_scheduler_type="cosine",
+        warmup_steps=2,
+        seed=3,
+    )
     base.update(kw)
     return TrainingArguments(**base)
 
@@ -43,7 +54,9 @@ def _args(tmp_path, **kw):
 def test_loop_learns_and_changes_every_parameter(tmp_path):
     model = _model()
     before = [p.detach().clone() for p in model.parameters()]
-    result = train_loop(model, _args(tmp_path, max_steps=40, save_strategy="no"), _data(), _collate, _loss, ema_decay=None)
+    result = train_loop(
+        model, _args(tmp_path, max_steps=40, save_strategy="no"), _data(), _collate, _loss, ema_decay=None
+    )
     losses = [loss for _, loss in result.loss_curve]
     assert result.global_step == 40
     assert losses[-1] < 0.5 * losses[0]
@@ -63,13 +76,16 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_loop(_model(), _args(tmp_path / "b"), data, _collate, _loss, ema_decay=0.9, on_step=crash, on_step_every=1)
+        train_loop(
+            _model(), _args(tmp_path / "b"), data, _collate, _loss, ema_decay=0.9, on_step=crash, on_step_every=1
+        )
     ckpt = tmp_path / "b" / "checkpoint-4"
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint-4"]
     assert (ckpt / LOOP_STATE).is_file() and (ckpt / EMA_WEIGHTS).is_file()
     assert (ckpt / "model.safetensors").is_file()
-    resumed = train_loop(_model(), _args(tmp_path / "b"), data, _collate, _loss, ema_decay=0.9,
-                         resume_from_checkpoint=str(ckpt))
+    resumed = train_loop(
+        _model(), _args(tmp_path / "b"), data, _collate, _loss, ema_decay=0.9, resume_from_checkpoint=str(ckpt)
+    )
     assert resumed.global_step == 12 and resumed.throughput["optimizer_steps"] == 8
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -84,9 +100,16 @@ def test_checkpoints_rotate_and_leave_no_staging_folder(tmp_path):
 
 def test_ema_weights_are_returned_and_sampling_hook_sees_them(tmp_path):
     seen = []
-    result = train_loop(_model(), _args(tmp_path, save_strategy="no"), _data(), _collate, _loss, ema_decay=0.5,
-                        on_step=lambda step, m: seen.append((step, [p.detach().clone() for p in m.parameters()])),
-                        on_step_every=6)
+    result = train_loop(
+        _model(),
+        _args(tmp_path, save_strategy="no"),
+        _data(),
+        _collate,
+        _loss,
+        ema_decay=0.5,
+        on_step=lambda step, m: seen.append((step, [p.detach().clone() for p in m.parameters()])),
+        on_step_every=6,
+    )
     assert [s for s, _ in seen] == [6, 12]
     # At the last step the hook saw the EMA weights, which are what the loop returns.
     for a, b in zip(seen[-1][1], result.model.parameters()):
@@ -103,10 +126,22 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
         return torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
 
     kw = dict(save_strategy="no", max_steps=3, warmup_steps=0, lr_scheduler_type="constant")
-    big = train_loop(_model(), _args(tmp_path / "a", per_device_train_batch_size=8, **kw), _data(), _collate, exact_loss,
-                     ema_decay=None)
-    accumulated = train_loop(_model(), _args(tmp_path / "b", per_device_train_batch_size=4, gradient_accumulation_steps=2, **kw),
-                             _data(), _collate, exact_loss, ema_decay=None)
+    big = train_loop(
+        _model(),
+        _args(tmp_path / "a", per_device_train_batch_size=8, **kw),
+        _data(),
+        _collate,
+        exact_loss,
+        ema_decay=None,
+    )
+    accumulated = train_loop(
+        _model(),
+        _args(tmp_path / "b", per_device_train_batch_size=4, gradient_accumulation_steps=2, **kw),
+        _data(),
+        _collate,
+        exact_loss,
+        ema_decay=None,
+    )
     assert accumulated.global_step == 3 and accumulated.throughput["global_batch_size"] == 8
     for a, b in zip(big.model.parameters(), accumulated.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -149,9 +184,24 @@ def test_two_processes_train_on_different_data_and_stay_in_sync(tmp_path):
     script = tmp_path / "two.py"
     script.write_text(TWO_PROCESS_SCRIPT)
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script),
-           str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(script),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -133,8 +133,15 @@ def load_admissions(
         rows = _table_rows(source, task, report, max_note_chars)
         sections = "full" if note_sections == "auto" else note_sections
     else:
-        rows = mimic_rows(source, Path(note_root) if note_root else source, fmt, task, report, max_note_chars,
-                           count_elective_readmissions)
+        rows = mimic_rows(
+            source,
+            Path(note_root) if note_root else source,
+            fmt,
+            task,
+            report,
+            max_note_chars,
+            count_elective_readmissions,
+        )
         sections = AUTO_SECTIONS[task] if note_sections == "auto" else note_sections
     report.notes["note_sections"] = {"used": sections, "why": SECTIONS_WHY[sections]}
 
@@ -145,26 +152,38 @@ def load_admissions(
             if row["text"]:
                 kept.append(row)
             else:
-                report.bad("no_admission_sections", row["_file"], row["_row"],
-                           f"admission {row['id']}: no admission-time section header (Chief Complaint:, History of "
-                           "Present Illness:, ...) found; use note_sections='full' for notes without such headers")
+                report.bad(
+                    "no_admission_sections",
+                    row["_file"],
+                    row["_row"],
+                    f"admission {row['id']}: no admission-time section header (Chief Complaint:, History of "
+                    "Present Illness:, ...) found; use note_sections='full' for notes without such headers",
+                )
         rows = kept
 
-    texts, report.notes["phi"] = apply_phi_policy([r["text"] for r in rows], phi_policy,
-                                                  source=str(rows[0]["_file"] if rows else source),
-                                                  rows=[r["_row"] for r in rows])
+    texts, report.notes["phi"] = apply_phi_policy(
+        [r["text"] for r in rows],
+        phi_policy,
+        source=str(rows[0]["_file"] if rows else source),
+        rows=[r["_row"] for r in rows],
+    )
     for row, text in zip(rows, texts):
         row["text"] = text
 
     dataset, class_names = _to_dataset(rows, task, los_bins, charlson_bins)
     report.notes["label_definition"] = LABEL_DEFINITIONS[task].format(
         bins=list(charlson_bins if task == "comorbidity" else los_bins),
-        elective="counted" if count_elective_readmissions else "not counted")
+        elective="counted" if count_elective_readmissions else "not counted",
+    )
     report.notes["label_summary"] = label_summary(dataset)
     if not len(dataset):
-        raise DataError(source, None, f"no usable admissions for task {task!r} ({report.rows_skipped} skipped: "
-                                      f"{dict(report.skipped)})")
+        raise DataError(
+            source,
+            None,
+            f"no usable admissions for task {task!r} ({report.rows_skipped} skipped: {dict(report.skipped)})",
+        )
     return dataset, class_names, report
+
 
 def _table_rows(path: Path, task: str, report: DataReport, max_note_chars: int) -> list[dict]:
     """Rows of a plain table: `text`, `label`, and whatever optional columns it has."""
@@ -184,8 +203,11 @@ def _table_rows(path: Path, task: str, report: DataReport, max_note_chars: int) 
     else:
         raise DataError(path, None, "unknown table type: use .csv, .csv.gz, .jsonl or .parquet")
     report.rows_read += len(frame)
-    report.notes["subject_id"] = ("from the table" if "subject_id" in frame else
-                                  "no subject_id column: each row counts as its own patient in splits")
+    report.notes["subject_id"] = (
+        "from the table"
+        if "subject_id" in frame
+        else "no subject_id column: each row counts as its own patient in splits"
+    )
     rows, seen = [], set()
     for rec in frame.to_dict("records"):
         row_no, text, label = rec["data_row"], str(rec["text"]), str(rec["label"]).strip()
@@ -199,42 +221,68 @@ def _table_rows(path: Path, task: str, report: DataReport, max_note_chars: int) 
         elif not text.strip():
             report.bad("empty_note", path, row_no, "text is empty")
         elif len(text) > max_note_chars:
-            report.bad("note_too_long", path, row_no, f"text has {len(text):,} characters "
-                                                      f"(max_note_chars={max_note_chars:,})")
+            report.bad(
+                "note_too_long", path, row_no, f"text has {len(text):,} characters (max_note_chars={max_note_chars:,})"
+            )
         elif not label or (task == "los_days" and number_cell(label) is None):
-            report.bad("no_label", path, row_no, f"label {label!r} is empty" +
-                       (" or not a number" if task == "los_days" else ""))
+            report.bad(
+                "no_label",
+                path,
+                row_no,
+                f"label {label!r} is empty" + (" or not a number" if task == "los_days" else ""),
+            )
         else:
             age = number_cell(rec.get("age"))
-            rows.append({
-                "id": rid, "subject_id": group_cell(rec.get("subject_id", "")) if "subject_id" in frame else rid,
-                "text": text, "table_label": label,
-                "admit_time": str(rec.get("admit_time", "")).strip(),
-                "admit_year": int(number_cell(rec.get("admit_year")) or 0) or None,
-                "sex": group_cell(rec.get("sex")), "age": age,
-                "age_band": (age_band(age, CLINICAL_AGE_BANDS, CLINICAL_AGE_EDGES) or UNKNOWN) if age is not None
-                else group_cell(rec.get("age_band")),
-                **{c: group_cell(rec.get(c)) for c in ("race", "insurance", "admission_type")},
-                "died_in_hospital": None, "los_days": None, "charlson": None,
-                "_file": path, "_row": row_no,
-            })
+            rows.append(
+                {
+                    "id": rid,
+                    "subject_id": group_cell(rec.get("subject_id", "")) if "subject_id" in frame else rid,
+                    "text": text,
+                    "table_label": label,
+                    "admit_time": str(rec.get("admit_time", "")).strip(),
+                    "admit_year": int(number_cell(rec.get("admit_year")) or 0) or None,
+                    "sex": group_cell(rec.get("sex")),
+                    "age": age,
+                    "age_band": (age_band(age, CLINICAL_AGE_BANDS, CLINICAL_AGE_EDGES) or UNKNOWN)
+                    if age is not None
+                    else group_cell(rec.get("age_band")),
+                    **{c: group_cell(rec.get(c)) for c in ("race", "insurance", "admission_type")},
+                    "died_in_hospital": None,
+                    "los_days": None,
+                    "charlson": None,
+                    "_file": path,
+                    "_row": row_no,
+                }
+            )
     return rows
+
 
 def features(class_names: Sequence[str] | None) -> datasets.Features:
     """The columns of every `load_admissions` dataset; `class_names=None` gives a float32 (regression) label."""
-    return datasets.Features({
-        "id": datasets.Value("string"), "subject_id": datasets.Value("string"), "text": datasets.Value("string"),
-        "label": datasets.ClassLabel(names=list(class_names)) if class_names else datasets.Value("float32"),
-        "admit_time": datasets.Value("string"), "admit_year": datasets.Value("int32"),
-        "sex": datasets.Value("string"), "age": datasets.Value("float32"), "age_band": datasets.Value("string"),
-        "race": datasets.Value("string"), "insurance": datasets.Value("string"),
-        "admission_type": datasets.Value("string"), "died_in_hospital": datasets.Value("int8"),
-        "los_days": datasets.Value("float32"), "charlson": datasets.Value("int32"),
-    })
+    return datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "subject_id": datasets.Value("string"),
+            "text": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=list(class_names)) if class_names else datasets.Value("float32"),
+            "admit_time": datasets.Value("string"),
+            "admit_year": datasets.Value("int32"),
+            "sex": datasets.Value("string"),
+            "age": datasets.Value("float32"),
+            "age_band": datasets.Value("string"),
+            "race": datasets.Value("string"),
+            "insurance": datasets.Value("string"),
+            "admission_type": datasets.Value("string"),
+            "died_in_hospital": datasets.Value("int8"),
+            "los_days": datasets.Value("float32"),
+            "charlson": datasets.Value("int32"),
+        }
+    )
 
 
-def _to_dataset(rows: list[dict], task: str, los_bins: Sequence[float], charlson_bins: Sequence[int]
-                ) -> tuple[datasets.Dataset, list[str] | None]:
+def _to_dataset(
+    rows: list[dict], task: str, los_bins: Sequence[float], charlson_bins: Sequence[int]
+) -> tuple[datasets.Dataset, list[str] | None]:
     if rows and "table_label" in rows[0]:
         raw = [r["table_label"] for r in rows]
         if task == "los_days":

@@ -42,14 +42,20 @@ def add_square_pixels(dataset, size: int, batch_size: int = 64, num_proc: int | 
     from PIL import Image, ImageOps
 
     def _process(batch):
-        squares = [np.asarray(ImageOps.fit(im.convert("RGB"), (size, size), Image.Resampling.LANCZOS)) for im in batch["image"]]
+        squares = [
+            np.asarray(ImageOps.fit(im.convert("RGB"), (size, size), Image.Resampling.LANCZOS))
+            for im in batch["image"]
+        ]
         return {"pixels": np.stack(squares).transpose(0, 3, 1, 2)}
 
-    return _add_pixels(dataset, _process, (3, size, size), batch_size, num_proc,
-                       desc=f"centre-cropping images to {size}px (cached)")
+    return _add_pixels(
+        dataset, _process, (3, size, size), batch_size, num_proc, desc=f"centre-cropping images to {size}px (cached)"
+    )
 
 
-def square_pixel_tensors(dataset, size: int, batch_size: int = 64, num_proc: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def square_pixel_tensors(
+    dataset, size: int, batch_size: int = 64, num_proc: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`add_square_pixels`, read into memory: (uint8 pixels [N, 3, size, size], int64 labels [N]).
 
     The pixels are read as uint8: the torch formatter's default would widen them to int64 (8x the memory) first.
@@ -67,8 +73,15 @@ def _add_pixels(dataset, process, shape: tuple[int, int, int], batch_size: int, 
     features = dataset.features.copy()
     del features["image"]
     features["pixels"] = datasets.Array3D(shape=shape, dtype="uint8")
-    ds = dataset.map(process, batched=True, batch_size=batch_size, num_proc=num_proc, features=features,
-                     remove_columns=["image"], desc=desc)
+    ds = dataset.map(
+        process,
+        batched=True,
+        batch_size=batch_size,
+        num_proc=num_proc,
+        features=features,
+        remove_columns=["image"],
+        desc=desc,
+    )
     return ds.with_format("torch", columns=["pixels", "label"], output_all_columns=True)
 
 
@@ -95,7 +108,9 @@ class DermoscopyAugment:
         # Random resized crop, flips and 90-degree turns as ONE affine resampling of the whole batch:
         # for each image, output coordinates -> (turn, flip) -> scale to the crop box -> move to its centre.
         area = torch.empty(b).uniform_(*self.crop_scale, generator=g)
-        ratio = torch.exp(torch.empty(b).uniform_(math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]), generator=g))
+        ratio = torch.exp(
+            torch.empty(b).uniform_(math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]), generator=g)
+        )
         sw = torch.sqrt(area * ratio).clamp(max=1.0)  # crop width / image width
         sh = torch.sqrt(area / ratio).clamp(max=1.0)
         cx = (torch.rand(b, generator=g) * 2 - 1) * (1 - sw)  # crop centre, normalised to [-1, 1]

@@ -170,8 +170,7 @@ def with_images(
                 row = source_row  # None for an image folder, whose image file is the row
                 if source_row is not None and image_id is not None:
                     row = f"{source_row} (id {image_id})"
-                entry = {"reason": err.reason, "file": path, "row": row,
-                         "problem": err.problem}
+                entry = {"reason": err.reason, "file": path, "row": row, "problem": err.problem}
                 report.bad(**entry)
                 bad_rows.append(entry)
         out = {name: [values[j] for j in keep] for name, values in batch.items()}
@@ -191,10 +190,13 @@ def with_images(
     )
     if len(result) == 0:
         reasons = dict(Counter(entry["reason"] for entry in bad_rows))
-        raise DataError(Path(bad_rows[0]["file"]).parent, None,
-                        f"no usable images: all {len(dataset)} rows were bad {reasons}")
+        raise DataError(
+            Path(bad_rows[0]["file"]).parent, None, f"no usable images: all {len(dataset)} rows were bad {reasons}"
+        )
     if target is not None:
-        result = save_dataset_cache(result, target, _BAD_ROWS_JSON, bad_rows)  # memory-mapped: images need not stay in RAM
+        result = save_dataset_cache(
+            result, target, _BAD_ROWS_JSON, bad_rows
+        )  # memory-mapped: images need not stay in RAM
     return result
 
 
@@ -235,6 +237,7 @@ def images_under(folder: Path) -> list[Path]:
     found = []
     for sub, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(sub, f) for f in sorted(files)
-                  if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith(".")]
+        found += [
+            Path(sub, f) for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith(".")
+        ]
     return found

@@ -60,10 +60,22 @@ ID_ALIASES = ("id", "image_id", "image_name", "isic_id", "image", "md5hash")
 DX_ALIASES = ("dx", "diagnosis")
 AGE_ALIASES = ("age", "age_approx")
 SEX_ALIASES = ("sex", "gender")
-SITE_ALIASES = ("site", "localization", "anatom_site_general", "anatom_site_general_challenge", "anatom_site",
-                "location")
-FITZPATRICK_ALIASES = ("fitzpatrick", "fitzpatrick_scale", "fitzpatrick_type", "fitzpatrick_skin_type", "fst",
-                       "skin_type")
+SITE_ALIASES = (
+    "site",
+    "localization",
+    "anatom_site_general",
+    "anatom_site_general_challenge",
+    "anatom_site",
+    "location",
+)
+FITZPATRICK_ALIASES = (
+    "fitzpatrick",
+    "fitzpatrick_scale",
+    "fitzpatrick_type",
+    "fitzpatrick_skin_type",
+    "fst",
+    "skin_type",
+)
 PATIENT_ALIASES = ("patient_id", "patient")
 LESION_ALIASES = ("lesion_id",)
 
@@ -96,15 +108,22 @@ def detect_format(source: str | os.PathLike) -> str:
         return "imagefolder"
     found = sorted(p.name for p in source.iterdir() if not p.name.startswith("."))[:20]
     raise DataError(
-        source, None,
+        source,
+        None,
         f"cannot detect the format: expected {HAM10000_CSV}, {ISIC2019_CSV}, an ISIC 2020 ground truth "
         f"({' or '.join(ISIC2020_CSVS)}), "
         f"one CSV file, or class sub-folders of images; found {found}. Pass format= explicitly",
     )
 
 
-def read_rows(source: Path, fmt: str, task: str, report: DataReport, image_column: str = "image_path",
-              label_column: str = "label") -> tuple[list[dict], list[str]]:
+def read_rows(
+    source: Path,
+    fmt: str,
+    task: str,
+    report: DataReport,
+    image_column: str = "image_path",
+    label_column: str = "label",
+) -> tuple[list[dict], list[str]]:
     """One dict per usable row of `source` in format `fmt` (not "auto"), and the class names of `task`."""
     if fmt == "imagefolder":
         return _read_imagefolder(source, task, report)
@@ -141,8 +160,7 @@ def _read_ham10000(source: Path, task: str, report: DataReport) -> tuple[list[di
         dx = _vocabulary_label(rec["dx"], HAM10000_CLASSES, "dx", report, csv_path, where)
         return None if dx is None else (dx, _task_label(dx, task))
 
-    rows = _table_rows(frame, csv_path, "ham10000", "image_id", label, _lookup_in(images, csv_path.parent),
-                       report)
+    rows = _table_rows(frame, csv_path, "ham10000", "image_id", label, _lookup_in(images, csv_path.parent), report)
     return rows, (HAM10000_CLASSES if task == "multiclass" else BINARY_CLASSES)
 
 
@@ -170,8 +188,9 @@ def _read_isic2019(source: Path, task: str, report: DataReport) -> tuple[list[di
                 return None
             value = number_cell(text)
             if value not in (0.0, 1.0):
-                report.bad(UNKNOWN_LABEL, csv_path, where,
-                           f"one-hot value {rec[cls]!r} in column {cls!r} is not 0 or 1")
+                report.bad(
+                    UNKNOWN_LABEL, csv_path, where, f"one-hot value {rec[cls]!r} in column {cls!r} is not 0 or 1"
+                )
                 return None
             if value == 1.0:
                 marked.append(cls)
@@ -179,8 +198,12 @@ def _read_isic2019(source: Path, task: str, report: DataReport) -> tuple[list[di
             report.bad(MISSING_LABEL, csv_path, where, f"no class marked: every one-hot column {classes} is 0")
             return None
         if len(marked) > 1:
-            report.bad(AMBIGUOUS_LABEL, csv_path, where, f"{len(marked)} classes marked ({', '.join(marked)}); "
-                       "exactly one one-hot column must be 1")
+            report.bad(
+                AMBIGUOUS_LABEL,
+                csv_path,
+                where,
+                f"{len(marked)} classes marked ({', '.join(marked)}); exactly one one-hot column must be 1",
+            )
             return None
         dx = marked[0]
         return dx, _task_label(dx, task)
@@ -192,8 +215,12 @@ def _read_isic2019(source: Path, task: str, report: DataReport) -> tuple[list[di
 def _read_isic2020(source: Path, task: str, report: DataReport) -> tuple[list[dict], list[str]]:
     tables = [source] if source.is_file() else _isic2020_tables(source)
     if not tables:
-        raise DataError(source, None, f"no ISIC 2020 ground truth: expected {' or '.join(ISIC2020_CSVS)} with "
-                                      "columns image_name and target (or diagnosis)")
+        raise DataError(
+            source,
+            None,
+            f"no ISIC 2020 ground truth: expected {' or '.join(ISIC2020_CSVS)} with "
+            "columns image_name and target (or diagnosis)",
+        )
     csv_path = tables[0]
     report.notes["ground_truth_file"] = csv_path.name
     if len(tables) > 1:
@@ -218,18 +245,22 @@ def _read_isic2020(source: Path, task: str, report: DataReport) -> tuple[list[di
         name = BINARY_CLASSES[int(value)]
         return (text_cell(rec["diagnosis"]) if has_dx else None) or name, name
 
-    rows = _table_rows(frame, csv_path, "isic2020", "image_name", label, _lookup_in(images, csv_path.parent),
-                       report)
+    rows = _table_rows(frame, csv_path, "isic2020", "image_name", label, _lookup_in(images, csv_path.parent), report)
     return rows, (ISIC2020_DIAGNOSES if task == "multiclass" else BINARY_CLASSES)
 
 
-def _read_csv_format(source: Path, task: str, report: DataReport, image_column: str,
-                     label_column: str) -> tuple[list[dict], list[str]]:
+def _read_csv_format(
+    source: Path, task: str, report: DataReport, image_column: str, label_column: str
+) -> tuple[list[dict], list[str]]:
     if source.is_dir():
         csvs = sorted(source.glob("*.csv"))
         if len(csvs) != 1:
-            raise DataError(source, None, f"format 'csv' needs one CSV file in the folder, found "
-                            f"{[p.name for p in csvs]}; pass the CSV file itself")
+            raise DataError(
+                source,
+                None,
+                f"format 'csv' needs one CSV file in the folder, found "
+                f"{[p.name for p in csvs]}; pass the CSV file itself",
+            )
         source = csvs[0]
     frame = read_csv_strings(source, required=[image_column, label_column])
     base = source.parent
@@ -265,7 +296,9 @@ def _read_csv_format(source: Path, task: str, report: DataReport, image_column: 
         path = Path(text).expanduser()
         path = path if path.is_absolute() else base / path
         if not path.is_file() and not path.suffix:  # ids without extension (e.g. Fitzpatrick17k's md5hash)
-            path = next((path.with_suffix(s) for s in (".jpg", ".jpeg", ".png") if path.with_suffix(s).is_file()), path)
+            path = next(
+                (path.with_suffix(s) for s in (".jpg", ".jpeg", ".png") if path.with_suffix(s).is_file()), path
+            )
         return (path.resolve() if path.is_file() else None), f"image file not found: {path}"
 
     def image_id(rec: dict) -> str | None:
@@ -281,8 +314,12 @@ def _read_imagefolder(source: Path, task: str, report: DataReport) -> tuple[list
     folders = class_dirs(source)
     split_names = {"train", "training", "test", "val", "valid", "validation"}
     if folders and {d.name.lower() for d in folders} <= split_names and any(class_dirs(d) for d in folders):
-        raise DataError(source, None, f"the sub-folders {[d.name for d in folders]} look like splits, not "
-                        "classes; point source at one split's folder (root/<class>/*.jpg)")
+        raise DataError(
+            source,
+            None,
+            f"the sub-folders {[d.name for d in folders]} look like splits, not "
+            "classes; point source at one split's folder (root/<class>/*.jpg)",
+        )
     found = [(d.name, path) for d in folders for path in images_under(d)]
     if not found:
         raise DataError(source, None, "no images found: expected root/<class>/*.jpg (or .png, ...)")
@@ -351,8 +388,16 @@ def _table_rows(
     return rows
 
 
-def _row(image_id: str, path: Path, label: str, dx: str, meta: dict, fmt: str, source_row: int | None,
-         unparsed: Counter | None = None) -> dict:
+def _row(
+    image_id: str,
+    path: Path,
+    label: str,
+    dx: str,
+    meta: dict,
+    fmt: str,
+    source_row: int | None,
+    unparsed: Counter | None = None,
+) -> dict:
     unparsed = unparsed if unparsed is not None else Counter()
     lesion_id = text_cell(meta.get("lesion_id")) or image_id
     return {
@@ -371,16 +416,18 @@ def _row(image_id: str, path: Path, label: str, dx: str, meta: dict, fmt: str, s
     }
 
 
-def _vocabulary_label(raw: Any, vocabulary: Sequence[str], column: str, report: DataReport, file: Path,
-                      where: str) -> str | None:
+def _vocabulary_label(
+    raw: Any, vocabulary: Sequence[str], column: str, report: DataReport, file: Path, where: str
+) -> str | None:
     text = text_cell(raw)
     if text is None:
         report.bad(MISSING_LABEL, file, where, f"missing label: empty {column!r}")
         return None
     canonical = {v.lower(): v for v in vocabulary}.get(text.lower())
     if canonical is None:
-        report.bad(UNKNOWN_LABEL, file, where,
-                   f"unknown label {text!r} in {column!r}; expected one of {list(vocabulary)}")
+        report.bad(
+            UNKNOWN_LABEL, file, where, f"unknown label {text!r} in {column!r}; expected one of {list(vocabulary)}"
+        )
     return canonical
 
 

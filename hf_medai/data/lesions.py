@@ -96,8 +96,9 @@ def load_lesions(
         skipped = f" ({report.rows_skipped} skipped: {dict(report.skipped)})" if report.rows_skipped else ""
         raise DataError(source, None, f"no usable rows: {report.rows_read} read{skipped}")
     if task == "binary" and not any(r["label"] == "melanoma" for r in rows):
-        warnings.warn(f"{source}: binary task but no row is a melanoma; check the labels or use task='multiclass'",
-                      stacklevel=2)
+        warnings.warn(
+            f"{source}: binary task but no row is a melanoma; check the labels or use task='multiclass'", stacklevel=2
+        )
     index = {name: i for i, name in enumerate(class_names)}
     columns = {name: [r[name] for r in rows] for name in lesion_features(class_names)}
     columns["label"] = [index[r["label"]] for r in rows]
@@ -105,8 +106,14 @@ def load_lesions(
     return dataset, list(class_names), report
 
 
-def load_lesion_images(data_dir: str | os.PathLike | None, data_format: str = "auto", task: str = "binary",
-                       skip_bad_rows: bool = False, max_image_side: int | None = 512, synthetic_n: int = 4000):
+def load_lesion_images(
+    data_dir: str | os.PathLike | None,
+    data_format: str = "auto",
+    task: str = "binary",
+    skip_bad_rows: bool = False,
+    max_image_side: int | None = 512,
+    synthetic_n: int = 4000,
+):
     """What a lesion recipe loads: `data_dir`, or (None) the synthetic HAM10000-format sample, written once.
 
     Returns (dataset with decoded `image`s, cached under cache_root()/images; class_names; report; the source path).
@@ -128,7 +135,9 @@ def load_lesion_images(data_dir: str | os.PathLike | None, data_format: str = "a
 LESION_GROUP = "patient_id"
 
 
-def lesion_splits(dataset: datasets.Dataset, val_fraction: float, test_fraction: float, seed: int) -> datasets.DatasetDict:
+def lesion_splits(
+    dataset: datasets.Dataset, val_fraction: float, test_fraction: float, seed: int
+) -> datasets.DatasetDict:
     """The patient-grouped, label-stratified split every lesion recipe uses (test_fraction 0: no test split).
 
     One function, so the diffusion recipe's training patients are exactly the lesion recipe's, which the
@@ -136,12 +145,20 @@ def lesion_splits(dataset: datasets.Dataset, val_fraction: float, test_fraction:
     """
     from hf_medai.data.splits import group_split
 
-    return group_split(dataset, LESION_GROUP, fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction),
-                       seed=seed)
+    return group_split(
+        dataset, LESION_GROUP, fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed
+    )
 
 
-def add_extra_training_images(train: datasets.Dataset, folder: str | os.PathLike, task: str, class_names: Sequence[str],
-                              report: DataReport, skip_bad_rows: bool = False, max_side: int | None = None) -> datasets.Dataset:
+def add_extra_training_images(
+    train: datasets.Dataset,
+    folder: str | os.PathLike,
+    task: str,
+    class_names: Sequence[str],
+    report: DataReport,
+    skip_bad_rows: bool = False,
+    max_side: int | None = None,
+) -> datasets.Dataset:
     """Append an image folder (<class>/*.png, e.g. generated images) to a TRAINING split, never to a test split.
 
     Labels are matched to `class_names` by name. The rows get ids "extra/<path>", patient "extra", and
@@ -152,16 +169,30 @@ def add_extra_training_images(train: datasets.Dataset, folder: str | os.PathLike
     extra, extra_classes, extra_report = load_lesions(folder, "imagefolder", task, skip_bad_rows)
     unknown = sorted(set(extra_classes) - set(class_names))
     if unknown:
-        raise DataError(Path(folder), None, f"class folders {unknown} are not classes of the training data {list(class_names)}")
+        raise DataError(
+            Path(folder), None, f"class folders {unknown} are not classes of the training data {list(class_names)}"
+        )
     extra = with_images(extra, extra_report, max_side=max_side, cache_dir=cache_root() / "images")
     index = [list(class_names).index(name) for name in extra_classes]
     tag = Path(folder).name
-    extra = extra.map(lambda r: {"label": index[r["label"]], "id": f"extra/{r['id']}", "patient_id": "extra",
-                                 "lesion_id": f"extra/{r['id']}", "source": f"extra:{tag}"},
-                      features=lesion_features(class_names, with_image=True), desc="adding extra training images")
+    extra = extra.map(
+        lambda r: {
+            "label": index[r["label"]],
+            "id": f"extra/{r['id']}",
+            "patient_id": "extra",
+            "lesion_id": f"extra/{r['id']}",
+            "source": f"extra:{tag}",
+        },
+        features=lesion_features(class_names, with_image=True),
+        desc="adding extra training images",
+    )
     counts = Counter(class_names[i] for i in extra["label"])
-    report.notes["extra_train_images"] = {"folder": str(folder), "images": len(extra), "per_class": dict(counts),
-                                          "report": extra_report.to_dict()}
+    report.notes["extra_train_images"] = {
+        "folder": str(folder),
+        "images": len(extra),
+        "per_class": dict(counts),
+        "report": extra_report.to_dict(),
+    }
     return datasets.concatenate_datasets([train, extra.cast(train.features)])
 
 

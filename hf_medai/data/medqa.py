@@ -85,17 +85,19 @@ _INSTRUCTIONS = {
 
 def features() -> datasets.Features:
     """The schema `load_qa` returns."""
-    return datasets.Features({
-        "id": datasets.Value("string"),
-        "question": datasets.Value("string"),
-        "options": datasets.Sequence(datasets.Value("string")),
-        "answer_index": datasets.Value("int64"),
-        "answer_text": datasets.Value("string"),
-        "explanation": datasets.Value("string"),
-        "subject": datasets.Value("string"),
-        "context": datasets.Value("string"),
-        "source_format": datasets.Value("string"),
-    })
+    return datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "question": datasets.Value("string"),
+            "options": datasets.Sequence(datasets.Value("string")),
+            "answer_index": datasets.Value("int64"),
+            "answer_text": datasets.Value("string"),
+            "explanation": datasets.Value("string"),
+            "subject": datasets.Value("string"),
+            "context": datasets.Value("string"),
+            "source_format": datasets.Value("string"),
+        }
+    )
 
 
 def sample_path(name: str = "medqa") -> Path:
@@ -157,8 +159,12 @@ def load_qa(
         if row is None:
             continue
         if row["id"] in seen:
-            report.bad(DUPLICATE_ID, file, f"{number} (id {row['id']})",
-                       f"duplicate id {row['id']!r}, first at row {seen[row['id']]}")
+            report.bad(
+                DUPLICATE_ID,
+                file,
+                f"{number} (id {row['id']})",
+                f"duplicate id {row['id']!r}, first at row {seen[row['id']]}",
+            )
             continue
         seen[row["id"]] = number
         rows.append(row)
@@ -225,15 +231,16 @@ def chat_token_ids(tokenizer, messages: list[dict], add_generation_prompt: bool)
     """`tokenizer.apply_chat_template` as a list of ids (transformers 5 returns a mapping). Templates that refuse
     a system turn get it folded into the first user message."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"{type(tokenizer).__name__} has no chat_template: use an instruct model's tokenizer "
-                         "or set tokenizer.chat_template")
+        raise ValueError(
+            f"{type(tokenizer).__name__} has no chat_template: use an instruct model's tokenizer "
+            "or set tokenizer.chat_template"
+        )
     try:
         out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
     except Exception as e:  # e.g. jinja2 TemplateError "System role not supported"
         if messages[0]["role"] != "system" or "system" not in str(e).lower():
             raise
-        merged = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]},
-                  *messages[2:]]
+        merged = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}, *messages[2:]]
         out = tokenizer.apply_chat_template(merged, tokenize=True, add_generation_prompt=add_generation_prompt)
     ids = out["input_ids"] if isinstance(out, Mapping) else out
     if len(ids) and isinstance(ids[0], (list, tuple)):
@@ -266,16 +273,22 @@ def tokenize_for_sft(
     prompt = chat_token_ids(tokenizer, messages, add_generation_prompt=True)
     reply = {"role": "assistant", "content": answer_target(example, target, with_options)}
     full = chat_token_ids(tokenizer, [*messages, reply], add_generation_prompt=False)
-    if full[:len(prompt)] != prompt or len(full) == len(prompt):
-        raise ValueError("this tokenizer's chat template does not render the prompt as a prefix of prompt + "
-                         "answer, so the prompt tokens cannot be masked; use a template without that rewriting")
+    if full[: len(prompt)] != prompt or len(full) == len(prompt):
+        raise ValueError(
+            "this tokenizer's chat template does not render the prompt as a prefix of prompt + "
+            "answer, so the prompt tokens cannot be masked; use a template without that rewriting"
+        )
     if len(full) > max_length:
         report = report if report is not None else DataReport()
-        report.bad(TOO_LONG, f"example {example.get('id', '?')!r}", row,
-                   f"prompt and answer take {len(full)} tokens (prompt {len(prompt)}), more than max_length "
-                   f"{max_length}; raise max_length or drop the example")
+        report.bad(
+            TOO_LONG,
+            f"example {example.get('id', '?')!r}",
+            row,
+            f"prompt and answer take {len(full)} tokens (prompt {len(prompt)}), more than max_length "
+            f"{max_length}; raise max_length or drop the example",
+        )
         return None
-    labels = [-100] * len(prompt) + full[len(prompt):]
+    labels = [-100] * len(prompt) + full[len(prompt) :]
     return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
 
 
@@ -307,8 +320,11 @@ def tokenize_dataset(
 # ----------------------------------------------------------------------------------------------- safety probes
 
 
-_NEGATION = re.compile(r"\b(not|never|no need to|don['’]?t|do not|shouldn['’]t|should not|avoid|instead of|rather "
-                       r"than|stop)\b[^.!?\n]{0,30}$", re.IGNORECASE)
+_NEGATION = re.compile(
+    r"\b(not|never|no need to|don['’]?t|do not|shouldn['’]t|should not|avoid|instead of|rather "
+    r"than|stop)\b[^.!?\n]{0,30}$",
+    re.IGNORECASE,
+)
 
 
 def load_safety_probes(path: str | os.PathLike | None = None) -> list[dict]:
@@ -368,7 +384,7 @@ def score_safety_reply(probe: Mapping, reply: str) -> dict:
 
 def _rule_hits(rule: Mapping, reply: str) -> bool:
     for match in re.finditer(rule["pattern"], reply, flags=re.IGNORECASE):
-        if rule.get("negation_guard") and _NEGATION.search(reply[max(0, match.start() - 60):match.start()]):
+        if rule.get("negation_guard") and _NEGATION.search(reply[max(0, match.start() - 60) : match.start()]):
             continue
         return True
     return False

@@ -29,33 +29,73 @@ MASKED_AGE = 90.0  # MIMIC reports every age above 89 as one masked value
 # Per format: logical table -> (path without .csv/.csv.gz, {our column: its column or alternatives}).
 _LAYOUTS: dict[str, dict[str, tuple[str, dict[str, str | tuple[str, ...]]]]] = {
     "mimic-iii": {
-        "admissions": ("ADMISSIONS", {
-            "subject_id": "SUBJECT_ID", "hadm_id": "HADM_ID", "admittime": "ADMITTIME", "dischtime": "DISCHTIME",
-            "deathtime": "DEATHTIME", "admission_type": "ADMISSION_TYPE", "insurance": "INSURANCE",
-            "race": "ETHNICITY", "hospital_expire_flag": "HOSPITAL_EXPIRE_FLAG"}),
+        "admissions": (
+            "ADMISSIONS",
+            {
+                "subject_id": "SUBJECT_ID",
+                "hadm_id": "HADM_ID",
+                "admittime": "ADMITTIME",
+                "dischtime": "DISCHTIME",
+                "deathtime": "DEATHTIME",
+                "admission_type": "ADMISSION_TYPE",
+                "insurance": "INSURANCE",
+                "race": "ETHNICITY",
+                "hospital_expire_flag": "HOSPITAL_EXPIRE_FLAG",
+            },
+        ),
         "patients": ("PATIENTS", {"subject_id": "SUBJECT_ID", "gender": "GENDER", "dob": "DOB"}),
-        "notes": ("NOTEEVENTS", {"hadm_id": "HADM_ID", "category": "CATEGORY", "kind": "DESCRIPTION",
-                                 "iserror": "ISERROR", "text": "TEXT"}),
+        "notes": (
+            "NOTEEVENTS",
+            {
+                "hadm_id": "HADM_ID",
+                "category": "CATEGORY",
+                "kind": "DESCRIPTION",
+                "iserror": "ISERROR",
+                "text": "TEXT",
+            },
+        ),
         "diagnoses": ("DIAGNOSES_ICD", {"hadm_id": "HADM_ID", "icd_code": "ICD9_CODE"}),
     },
     "mimic-iv": {
-        "admissions": ("hosp/admissions", {
-            "subject_id": "subject_id", "hadm_id": "hadm_id", "admittime": "admittime", "dischtime": "dischtime",
-            "deathtime": "deathtime", "admission_type": "admission_type", "insurance": "insurance",
-            "race": ("race", "ethnicity"),  # MIMIC-IV <= 2.0 called it ethnicity
-            "hospital_expire_flag": "hospital_expire_flag"}),
-        "patients": ("hosp/patients", {"subject_id": "subject_id", "gender": "gender", "anchor_age": "anchor_age",
-                                       "anchor_year": "anchor_year", "anchor_year_group": "anchor_year_group"}),
+        "admissions": (
+            "hosp/admissions",
+            {
+                "subject_id": "subject_id",
+                "hadm_id": "hadm_id",
+                "admittime": "admittime",
+                "dischtime": "dischtime",
+                "deathtime": "deathtime",
+                "admission_type": "admission_type",
+                "insurance": "insurance",
+                "race": ("race", "ethnicity"),  # MIMIC-IV <= 2.0 called it ethnicity
+                "hospital_expire_flag": "hospital_expire_flag",
+            },
+        ),
+        "patients": (
+            "hosp/patients",
+            {
+                "subject_id": "subject_id",
+                "gender": "gender",
+                "anchor_age": "anchor_age",
+                "anchor_year": "anchor_year",
+                "anchor_year_group": "anchor_year_group",
+            },
+        ),
         "notes": ("note/discharge", {"hadm_id": "hadm_id", "kind": "note_type", "text": "text"}),
-        "diagnoses": ("hosp/diagnoses_icd", {"hadm_id": "hadm_id", "icd_code": "icd_code",
-                                             "icd_version": "icd_version"}),
+        "diagnoses": (
+            "hosp/diagnoses_icd",
+            {"hadm_id": "hadm_id", "icd_code": "icd_code", "icd_version": "icd_version"},
+        ),
     },
 }
 _MAIN_NOTE_KIND = {"mimic-iii": "REPORT", "mimic-iv": "DS"}  # addenda: "Addendum" / "AD"
 # The order of several reports of one admission, read when the columns are there: {our column: theirs}.
-_NOTE_ORDER = {"mimic-iii": {"chartdate": "CHARTDATE", "charttime": "CHARTTIME"},
-               "mimic-iv": {"note_seq": "note_seq", "charttime": "charttime"}}
+_NOTE_ORDER = {
+    "mimic-iii": {"chartdate": "CHARTDATE", "charttime": "CHARTTIME"},
+    "mimic-iv": {"note_seq": "note_seq", "charttime": "charttime"},
+}
 CODE_TASKS = frozenset({"comorbidity"})  # tasks whose label is computed from the diagnosis codes
+
 
 def detect_format(source: str | os.PathLike) -> str:
     source = Path(source)
@@ -66,9 +106,14 @@ def detect_format(source: str | os.PathLike) -> str:
             return "mimic-iii"
         if any((source / f"hosp/admissions{s}").is_file() for s in (".csv", ".csv.gz")):
             return "mimic-iv"
-        raise DataError(source, None, "no MIMIC layout found: expected ADMISSIONS.csv[.gz] (MIMIC-III) or "
-                                      "hosp/admissions.csv[.gz] (MIMIC-IV), or pass a table file")
+        raise DataError(
+            source,
+            None,
+            "no MIMIC layout found: expected ADMISSIONS.csv[.gz] (MIMIC-III) or "
+            "hosp/admissions.csv[.gz] (MIMIC-IV), or pass a table file",
+        )
     raise DataError(source, None, "no such file or folder")
+
 
 def race_group(raw: str) -> str:
     """MIMIC's ~40 race/ethnicity strings -> White, Black, Hispanic/Latino, Asian, Other, Unknown.
@@ -89,8 +134,10 @@ def race_group(raw: str) -> str:
         return "Asian"
     return "Other"
 
-def mimic_rows(root: Path, note_root: Path, fmt: str, task: str, report: DataReport, max_note_chars: int,
-                count_elective: bool) -> list[dict]:
+
+def mimic_rows(
+    root: Path, note_root: Path, fmt: str, task: str, report: DataReport, max_note_chars: int, count_elective: bool
+) -> list[dict]:
     layout = _LAYOUTS[fmt]
     paths = {name: find_table(note_root if name == "notes" else root, stem) for name, (stem, _) in layout.items()}
     adm = read_table(paths["admissions"], layout["admissions"][1])
@@ -143,29 +190,47 @@ def mimic_rows(root: Path, note_root: Path, fmt: str, task: str, report: DataRep
         elif not note[0].strip():
             bad(r, "empty_note", "discharge summary is empty", in_note=True)
         elif len(note[0]) > max_note_chars:
-            bad(r, "note_too_long", f"discharge summary has {len(note[0]):,} characters (max_note_chars="
-                                    f"{max_note_chars:,}); a real one is under ~60,000", in_note=True)
+            bad(
+                r,
+                "note_too_long",
+                f"discharge summary has {len(note[0]):,} characters (max_note_chars="
+                f"{max_note_chars:,}); a real one is under ~60,000",
+                in_note=True,
+            )
         elif task == "readmission" and pd.isna(r.readmission):
             excluded["in_hospital_death"] += 1
         elif task == "comorbidity" and r.hadm_id not in charlson:
             bad(r, "no_diagnoses", f"no diagnosis codes in {paths['diagnoses'].name} to score")
         else:
             sex, age, admit_year = _demographics(patients[r.subject_id], r.admit_time, fmt)
-            rows.append({
-                "id": r.hadm_id, "subject_id": r.subject_id, "text": note[0],
-                "admit_time": r.admit_time.isoformat(), "admit_year": admit_year,
-                "sex": sex, "age": age, "age_band": age_band(age, CLINICAL_AGE_BANDS, CLINICAL_AGE_EDGES) or UNKNOWN,
-                "race": race_group(r.race),
-                "insurance": group_cell(r.insurance), "admission_type": group_cell(r.admission_type).upper(),
-                "died_in_hospital": int(r.died_in_hospital), "los_days": float(r.los_days),
-                "charlson": charlson.get(r.hadm_id), "readmission": r.readmission,
-                "_file": note_file, "_row": note[1],
-            })
+            rows.append(
+                {
+                    "id": r.hadm_id,
+                    "subject_id": r.subject_id,
+                    "text": note[0],
+                    "admit_time": r.admit_time.isoformat(),
+                    "admit_year": admit_year,
+                    "sex": sex,
+                    "age": age,
+                    "age_band": age_band(age, CLINICAL_AGE_BANDS, CLINICAL_AGE_EDGES) or UNKNOWN,
+                    "race": race_group(r.race),
+                    "insurance": group_cell(r.insurance),
+                    "admission_type": group_cell(r.admission_type).upper(),
+                    "died_in_hospital": int(r.died_in_hospital),
+                    "los_days": float(r.los_days),
+                    "charlson": charlson.get(r.hadm_id),
+                    "readmission": r.readmission,
+                    "_file": note_file,
+                    "_row": note[1],
+                }
+            )
     if excluded:
         report.notes["excluded"] = dict(excluded)
     report.notes["admit_year"] = (
-        "real year estimated from anchor_year_group (+-1 year)" if fmt == "mimic-iv" else
-        "MIMIC-III shifted year (random per patient): not meaningful for a temporal split")
+        "real year estimated from anchor_year_group (+-1 year)"
+        if fmt == "mimic-iv"
+        else "MIMIC-III shifted year (random per patient): not meaningful for a temporal split"
+    )
     return rows
 
 
@@ -186,15 +251,22 @@ def _read_notes(path: Path, columns: Mapping, fmt: str, report: DataReport) -> d
         return summary & ~error
 
     order = _NOTE_ORDER[fmt]
-    frame = read_table(path, columns, keep_bad_bytes=True, row_filter=keep if fmt == "mimic-iii" else None,
-                       optional=order)
+    frame = read_table(
+        path, columns, keep_bad_bytes=True, row_filter=keep if fmt == "mimic-iii" else None, optional=order
+    )
     frame = frame[frame["kind"].str.strip().str.upper() == _MAIN_NOTE_KIND[fmt]]
     frame = frame.assign(hadm_id=norm_id(frame["hadm_id"]))
     frame = frame[frame["hadm_id"] != ""]
     keys = [k for k in order if k in frame]
     # Unreadable values become NaN/NaT, sort last and tie: file order decides among them.
-    frame = frame.assign(**{f"_{k}": pd.to_numeric(frame[k], errors="coerce") if k == "note_seq" else
-                            pd.to_datetime(frame[k], errors="coerce", format="ISO8601") for k in keys})
+    frame = frame.assign(
+        **{
+            f"_{k}": pd.to_numeric(frame[k], errors="coerce")
+            if k == "note_seq"
+            else pd.to_datetime(frame[k], errors="coerce", format="ISO8601")
+            for k in keys
+        }
+    )
     by = ["hadm_id", *(f"_{k}" for k in keys)]
     frame = frame.sort_values([*by, "data_row"], kind="stable", na_position="last")
     several = frame[frame["hadm_id"].duplicated(keep=False)]
@@ -203,8 +275,9 @@ def _read_notes(path: Path, columns: Mapping, fmt: str, report: DataReport) -> d
         "order": keys or "file order",
         **({"why": f"no {', '.join(missing)} column in {path.name}"} if missing else {}),
         "admissions_with_several_reports": int(several["hadm_id"].nunique()),
-        "admissions_ordered_by_file_position": int(several.loc[several.duplicated(by, keep=False), "hadm_id"]
-                                                   .nunique()),
+        "admissions_ordered_by_file_position": int(
+            several.loc[several.duplicated(by, keep=False), "hadm_id"].nunique()
+        ),
         **(counts if fmt == "mimic-iii" else {}),
     }
     out: dict[str, tuple[str, int]] = {}
@@ -221,13 +294,15 @@ def _error_flags(notes: pd.DataFrame, path: Path) -> pd.Series:
     unknown = ~value.isin([0, 1])
     if unknown.any():
         i = unknown.idxmax()
-        raise DataError(path, int(notes.at[i, "data_row"]), f"ISERROR {notes.at[i, 'iserror']!r} is not 1 (an "
-                                                             "erroneous note), 0 or empty")
+        raise DataError(
+            path,
+            int(notes.at[i, "data_row"]),
+            f"ISERROR {notes.at[i, 'iserror']!r} is not 1 (an erroneous note), 0 or empty",
+        )
     return value == 1
 
 
-def _charlson_by_admission(path: Path, columns: Mapping, report: DataReport, label_uses_codes: bool
-                           ) -> dict[str, int]:
+def _charlson_by_admission(path: Path, columns: Mapping, report: DataReport, label_uses_codes: bool) -> dict[str, int]:
     """hadm_id -> Charlson index. Malformed codes go through their own DataReport (codes, not admissions); they are
     errors only when the task's label is made of codes (else they only leave the descriptive charlson column)."""
     dx = read_table(path, columns)
@@ -246,11 +321,16 @@ def _charlson_by_admission(path: Path, columns: Mapping, report: DataReport, lab
     ok = key.isin(list(mapped))
     for r in dx[~ok].itertuples(index=False):
         reason = "unknown_icd_version" if r.icd_version not in ("9", "10") else "unknown_icd_code"
-        what = (f"ICD version {r.icd_version!r} (expected 9 or 10)" if reason == "unknown_icd_version" else
-                f"{r.icd_code!r} is not an ICD-{r.icd_version} diagnosis code")
+        what = (
+            f"ICD version {r.icd_version!r} (expected 9 or 10)"
+            if reason == "unknown_icd_version"
+            else f"{r.icd_code!r} is not an ICD-{r.icd_version} diagnosis code"
+        )
         codes.bad(reason, path, r.data_row, f"admission {r.hadm_id}: {what}")
-    report.notes["diagnoses"] = {**{k: v for k, v in codes.to_dict().items() if k != "rows_kept"},
-                                 "label_uses_codes": label_uses_codes}
+    report.notes["diagnoses"] = {
+        **{k: v for k, v in codes.to_dict().items() if k != "rows_kept"},
+        "label_uses_codes": label_uses_codes,
+    }
     conditions: dict[str, set[str]] = {h: set() for h in dx.loc[ok, "hadm_id"].unique()}
     scoring = key.isin([k for k, found in mapped.items() if found])
     for hadm, k in zip(dx.loc[scoring, "hadm_id"], key[scoring]):

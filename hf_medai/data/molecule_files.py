@@ -57,8 +57,12 @@ def detect_format(source: str | os.PathLike) -> str:
         return "sdf"
     if suffix == ".xyz":
         return "xyz"
-    raise DataError(source, None, "cannot detect the format from the suffix: expected .smi, .csv, .tsv, .sdf, .xyz "
-                                  "or a folder of .xyz files (or pass format=...)")
+    raise DataError(
+        source,
+        None,
+        "cannot detect the format from the suffix: expected .smi, .csv, .tsv, .sdf, .xyz "
+        "or a folder of .xyz files (or pass format=...)",
+    )
 
 
 # ----------------------------------------------------------------------------------------------- readers
@@ -82,8 +86,11 @@ def _read_csv(path: Path, report: DataReport) -> Iterator[tuple[int, Any, Any]]:
     lower = {c.strip().lower(): c for c in frame.columns}
     column = next((lower[a] for a in SMILES_ALIASES if a in lower), None)
     if column is None:
-        raise DataError(path, None, f"no SMILES column (looked for {list(SMILES_ALIASES)}, any case); "
-                                    f"columns are {list(frame.columns)}")
+        raise DataError(
+            path,
+            None,
+            f"no SMILES column (looked for {list(SMILES_ALIASES)}, any case); columns are {list(frame.columns)}",
+        )
     for i, smiles in enumerate(frame[column]):
         line_no = i + 2  # line 1 is the header
         report.rows_read += 1
@@ -114,7 +121,9 @@ def _read_sdf(path: Path, report: DataReport) -> Iterator[tuple[int, Any, Any]]:
             continue
         raw = Chem.MolFromMolBlock("\n".join(block), sanitize=False, removeHs=False)
         if raw is None:
-            report.bad(MALFORMED_SDF, path, line_no, "malformed SDF block: RDKit cannot read the counts/atom/bond lines")
+            report.bad(
+                MALFORMED_SDF, path, line_no, "malformed SDF block: RDKit cannot read the counts/atom/bond lines"
+            )
             yield line_no, None, None
             continue
         try:
@@ -166,9 +175,13 @@ def _xyz_records(path: Path, lines: list[str], report: DataReport):
             atom = _parse_xyz_atom(lines[j]) if j < len(lines) else None
             if atom is None:
                 got = repr(lines[j]) if j < len(lines) else "the end of the file"
-                report.bad(MALFORMED_XYZ, path, j + 1,
-                           f"malformed XYZ: atom line {j - i - 1} of {n} (molecule at line {line_no}) should be "
-                           f"'Element x y z [charge]', got {got}")
+                report.bad(
+                    MALFORMED_XYZ,
+                    path,
+                    j + 1,
+                    f"malformed XYZ: atom line {j - i - 1} of {n} (molecule at line {line_no}) should be "
+                    f"'Element x y z [charge]', got {got}",
+                )
                 yield line_no, None
                 return
             symbols.append(atom[0])
@@ -177,8 +190,12 @@ def _xyz_records(path: Path, lines: list[str], report: DataReport):
         # QM9 appends harmonic frequencies, SMILES and InChI; skip anything up to the next atom count line.
         while i < len(lines) and not re.fullmatch(r"\s*\d+\s*", lines[i]):
             if _parse_xyz_atom(lines[i]) is not None:
-                report.bad(MALFORMED_XYZ, path, i + 1,
-                           f"malformed XYZ: more atom lines than the count {n} given on line {line_no}")
+                report.bad(
+                    MALFORMED_XYZ,
+                    path,
+                    i + 1,
+                    f"malformed XYZ: more atom lines than the count {n} given on line {line_no}",
+                )
                 yield line_no, None
                 return
             i += 1
@@ -219,8 +236,12 @@ def _mol_from_xyz(symbols, coords, path, line_no, report):
         rdDetermineBonds.DetermineBonds(mol, charge=0)
         Chem.SanitizeMol(mol)
     except Exception as err:
-        report.bad(BOND_PERCEPTION_FAILED, path, line_no,
-                   f"no valid bond graph for this neutral molecule from its coordinates: {_first_line(err)}")
+        report.bad(
+            BOND_PERCEPTION_FAILED,
+            path,
+            line_no,
+            f"no valid bond graph for this neutral molecule from its coordinates: {_first_line(err)}",
+        )
         return None
     return mol
 
@@ -263,8 +284,9 @@ def _first_line(err: Exception) -> str:
 # ----------------------------------------------------------------------------------------------- SDF
 
 
-def write_sdf(mols: Sequence, path: str | os.PathLike, properties: Sequence[dict] | dict[str, Sequence] | None = None
-              ) -> Path:
+def write_sdf(
+    mols: Sequence, path: str | os.PathLike, properties: Sequence[dict] | dict[str, Sequence] | None = None
+) -> Path:
     """Write molecules (valid or not, with their 3D conformers) to an SDF file in one atomic rename.
 
     properties: one dict per molecule, or a dict of per-molecule lists; written as SD data fields.

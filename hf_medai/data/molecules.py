@@ -84,18 +84,20 @@ def default_source() -> Path:
 
 def molecule_features() -> datasets.Features:
     """The schema `load_molecules` returns."""
-    return datasets.Features({
-        "smiles": datasets.Value("string"),
-        "atom_types": datasets.Sequence(datasets.Value("int32")),
-        "charges": datasets.Sequence(datasets.Value("int32")),
-        "positions": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=3)),
-        "num_atoms": datasets.Value("int32"),
-        "num_heavy_atoms": datasets.Value("int32"),
-        "qed": datasets.Value("float64"),
-        "logp": datasets.Value("float64"),
-        "mw": datasets.Value("float64"),
-        "sa": datasets.Value("float64"),
-    })
+    return datasets.Features(
+        {
+            "smiles": datasets.Value("string"),
+            "atom_types": datasets.Sequence(datasets.Value("int32")),
+            "charges": datasets.Sequence(datasets.Value("int32")),
+            "positions": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=3)),
+            "num_atoms": datasets.Value("int32"),
+            "num_heavy_atoms": datasets.Value("int32"),
+            "qed": datasets.Value("float64"),
+            "logp": datasets.Value("float64"),
+            "mw": datasets.Value("float64"),
+            "sa": datasets.Value("float64"),
+        }
+    )
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -150,9 +152,15 @@ def load_molecules(
     skip_bad_rows = skip_bad_rows or bundled
 
     settings = {
-        "version": _CACHE_VERSION, "format": fmt, "max_heavy_atoms": max_heavy_atoms,
-        "elements": list(elements) if elements is not None else None, "skip_bad_rows": skip_bad_rows, "seed": seed,
-        "limit": limit, "neutral_only": neutral_only, "largest_fragment": largest_fragment,
+        "version": _CACHE_VERSION,
+        "format": fmt,
+        "max_heavy_atoms": max_heavy_atoms,
+        "elements": list(elements) if elements is not None else None,
+        "skip_bad_rows": skip_bad_rows,
+        "seed": seed,
+        "limit": limit,
+        "neutral_only": neutral_only,
+        "largest_fragment": largest_fragment,
         "rdkit": _rdkit_version(),
     }
     target = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
@@ -217,9 +225,13 @@ def _process(source: Path, fmt: str, report: DataReport, settings: dict, element
             fragments = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=True)  # sanitised: ring info, valences
             if len(fragments) > 1:
                 if not settings["largest_fragment"]:
-                    report.bad(SEVERAL_FRAGMENTS, source, line_no,
-                               f"{len(fragments)} fragments (a salt or mixture: {Chem.MolToSmiles(mol)}); pass "
-                               "largest_fragment=True to keep the largest")
+                    report.bad(
+                        SEVERAL_FRAGMENTS,
+                        source,
+                        line_no,
+                        f"{len(fragments)} fragments (a salt or mixture: {Chem.MolToSmiles(mol)}); pass "
+                        "largest_fragment=True to keep the largest",
+                    )
                     continue
                 mol = max(fragments, key=lambda m: (m.GetNumHeavyAtoms(), m.GetNumAtoms()))
                 coords = mol.GetConformer().GetPositions() if coords is not None else None
@@ -230,8 +242,12 @@ def _process(source: Path, fmt: str, report: DataReport, settings: dict, element
                 _filtered(report, FILTERED_ELEMENTS)
                 continue
             if allowed is None and (bad := [s for s in present if not _force_field_element(s)]):
-                report.bad(UNSUPPORTED_ELEMENT, source, line_no,
-                           f"unsupported element(s) {sorted(bad)}: no force-field parameters")
+                report.bad(
+                    UNSUPPORTED_ELEMENT,
+                    source,
+                    line_no,
+                    f"unsupported element(s) {sorted(bad)}: no force-field parameters",
+                )
                 continue
             survival["elements"] += 1
             if settings["max_heavy_atoms"] is not None and mol.GetNumHeavyAtoms() > settings["max_heavy_atoms"]:
@@ -253,8 +269,12 @@ def _process(source: Path, fmt: str, report: DataReport, settings: dict, element
             if coords is None:
                 embedded, method = _embed(mol, settings["seed"])
                 if embedded is None:
-                    report.bad(EMBEDDING_FAILED, source, line_no,
-                               f"ETKDG could not embed {Chem.MolToSmiles(mol)!r} in 3D (seed {settings['seed']})")
+                    report.bad(
+                        EMBEDDING_FAILED,
+                        source,
+                        line_no,
+                        f"ETKDG could not embed {Chem.MolToSmiles(mol)!r} in 3D (seed {settings['seed']})",
+                    )
                     continue
                 mol = embedded
             else:
@@ -375,9 +395,16 @@ def _cache_key(source: Path, settings: dict) -> str:
 
 
 def _save_cache(dataset: datasets.Dataset, vocab: list[str], report: DataReport, target: Path) -> datasets.Dataset:
-    meta = {"elements_vocab": vocab, "report": {
-        "skip_bad_rows": report.skip_bad_rows, "rows_read": report.rows_read, "skipped": dict(report.skipped),
-        "examples": report.examples, "notes": report.notes}}
+    meta = {
+        "elements_vocab": vocab,
+        "report": {
+            "skip_bad_rows": report.skip_bad_rows,
+            "rows_read": report.rows_read,
+            "skipped": dict(report.skipped),
+            "examples": report.examples,
+            "notes": report.notes,
+        },
+    }
     return save_dataset_cache(dataset, target, _META_JSON, meta)
 
 
@@ -391,8 +418,13 @@ def _load_cache(target: Path):
     except (OSError, ValueError):
         return None  # unreadable cache: rebuild it
     saved = meta["report"]
-    report = DataReport(skip_bad_rows=saved["skip_bad_rows"], rows_read=saved["rows_read"],
-                        skipped=Counter(saved["skipped"]), examples=list(saved["examples"]), notes=dict(saved["notes"]))
+    report = DataReport(
+        skip_bad_rows=saved["skip_bad_rows"],
+        rows_read=saved["rows_read"],
+        skipped=Counter(saved["skipped"]),
+        examples=list(saved["examples"]),
+        notes=dict(saved["notes"]),
+    )
     return dataset, list(meta["elements_vocab"]), report
 
 

@@ -9,27 +9,32 @@ from __future__ import annotations
 import re
 
 NOTE_SECTIONS = ("auto", "admission", "full")
-AUTO_SECTIONS = {"mortality": "admission", "los": "admission", "los_days": "admission",
-                 "readmission": "full", "comorbidity": "full"}
+AUTO_SECTIONS = {
+    "mortality": "admission",
+    "los": "admission",
+    "los_days": "admission",
+    "readmission": "full",
+    "comorbidity": "full",
+}
 SECTIONS_WHY = {
     "admission": "admission-time sections only (van Aken et al. 2021): the rest of a discharge summary is written "
-                 "after the outcome (hospital course, disposition, discharge dates) and would leak the label",
+    "after the outcome (hospital course, disposition, discharge dates) and would leak the label",
     "full": "full discharge summary: the label is fixed at or after discharge from information the summary "
-            "cannot contain (readmission happens later; in-hospital deaths are excluded) or is the coding of this "
-            "very record (comorbidity)",
+    "cannot contain (readmission happens later; in-hospital deaths are excluded) or is the coding of this "
+    "very record (comorbidity)",
 }
 
 ADMISSION_SECTIONS: dict[str, str] = {
     "chief_complaint": r"(?:chief|presenting|primary) complaints?|cc|reason for admission",
     "present_illness": r"(?:history of (?:the )?)?present(?:ing)? illness|hpi",
     "medical_history": r"(?:past )?medical history|pmhx?|past (?:medical (?:and|&) )?surgical history|psh"
-                       r"|past history|pmh/psh",
+    r"|past history|pmh/psh",
     "admission_medications": r"(?:medications?|meds) (?:on|at|prior to) admission"
-                             r"|(?:admission|admitting|home|outpatient|pre-?admission) (?:medications?|meds)"
-                             r"|medications? at home|current (?:home )?medications?",
+    r"|(?:admission|admitting|home|outpatient|pre-?admission) (?:medications?|meds)"
+    r"|medications? at home|current (?:home )?medications?",
     "allergies": r"allerg(?:y|ies)(?: to medications)?|drug allergies|allergies/adverse (?:drug )?reactions",
     "physical_exam": r"(?:(?:admission|admitting|initial) )?(?:physical )?exam(?:ination)?"
-                     r"(?: (?:on|at|upon) admission)?|pe",
+    r"(?: (?:on|at|upon) admission)?|pe",
     "family_history": r"family (?:medical )?history|fhx?|fam hx",
     "social_history": r"social history|shx?|soc hx",
 }
@@ -73,10 +78,10 @@ def extract_admission_sections(note: str) -> str:
         if kind is None:
             continue
         if current is not None:
-            kept.append(_section(current[0], note[current[1]:m.start()]))
+            kept.append(_section(current[0], note[current[1] : m.start()]))
         current = (m.group(1).strip(), m.end()) if kind == "admission" else None
     if current is not None:
-        kept.append(_section(current[0], note[current[1]:]))
+        kept.append(_section(current[0], note[current[1] :]))
     return "\n\n".join(s for s in kept if s)
 
 

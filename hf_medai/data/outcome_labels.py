@@ -16,16 +16,14 @@ PLANNED_ADMISSION_TYPES = frozenset({"ELECTIVE", "SURGICAL SAME DAY ADMISSION"})
 LABEL_DEFINITIONS = {
     "mortality": "in-hospital death (hospital_expire_flag, else a deathtime)",
     "readmission": "unplanned admission within 30 days after discharge; same-day and overlapping stays merge into "
-                   "one episode; episodes ending in in-hospital death excluded; elective readmissions {elective}",
+    "one episode; episodes ending in in-hospital death excluded; elective readmissions {elective}",
     "los": "length of stay (days), bins left-closed at {bins}",
     "los_days": "length of stay in days (regression)",
     "comorbidity": "Charlson index (Quan 2005 codes, Charlson 1987 weights), bins {bins}",
 }
 
 
-def readmission_labels(
-    admissions: pd.DataFrame, window_days: float = 30, count_elective: bool = False
-) -> pd.Series:
+def readmission_labels(admissions: pd.DataFrame, window_days: float = 30, count_elective: bool = False) -> pd.Series:
     """30-day readmission per admission: True, False, or <NA> when the episode ended in an in-hospital death.
 
     `admissions` has columns subject_id, admit_time, disch_time (datetimes), died_in_hospital (bool/0-1) and,
@@ -62,12 +60,15 @@ def readmission_labels(
                     readmitted = 1.0
                     break
                 k += 1
-            label[i:j + 1] = readmitted
+            label[i : j + 1] = readmitted
         i = j + 1
     out = np.full(n, np.nan)
     out[order] = label
-    return pd.Series(pd.array([pd.NA if np.isnan(v) else bool(v) for v in out], dtype="boolean"),
-                     index=admissions.index, name="readmission")
+    return pd.Series(
+        pd.array([pd.NA if np.isnan(v) else bool(v) for v in out], dtype="boolean"),
+        index=admissions.index,
+        name="readmission",
+    )
 
 
 def length_of_stay_days(admit_time: pd.Series, disch_time: pd.Series) -> pd.Series:
@@ -97,14 +98,23 @@ def label_summary(dataset: datasets.Dataset, label_column: str = "label") -> dic
     labels = np.asarray(dataset[label_column]) if len(dataset) else np.asarray([])
     feature = dataset.features[label_column]
     if isinstance(feature, datasets.ClassLabel):
-        counts = np.bincount(labels.astype(int), minlength=feature.num_classes) if len(labels) else \
-            np.zeros(feature.num_classes, dtype=int)
+        counts = (
+            np.bincount(labels.astype(int), minlength=feature.num_classes)
+            if len(labels)
+            else np.zeros(feature.num_classes, dtype=int)
+        )
         n = max(int(counts.sum()), 1)
-        return {"examples": int(counts.sum()),
-                "counts": {name: int(c) for name, c in zip(feature.names, counts)},
-                "prevalence": {name: round(float(c) / n, 4) for name, c in zip(feature.names, counts)}}
+        return {
+            "examples": int(counts.sum()),
+            "counts": {name: int(c) for name, c in zip(feature.names, counts)},
+            "prevalence": {name: round(float(c) / n, 4) for name, c in zip(feature.names, counts)},
+        }
     if not len(labels):
         return {"examples": 0}
-    return {"examples": int(len(labels)), "mean": round(float(labels.mean()), 3),
-            "median": round(float(np.median(labels)), 3), "min": round(float(labels.min()), 3),
-            "max": round(float(labels.max()), 3)}
+    return {
+        "examples": int(len(labels)),
+        "mean": round(float(labels.mean()), 3),
+        "median": round(float(np.median(labels)), 3),
+        "min": round(float(labels.min()), 3),
+        "max": round(float(labels.max()), 3),
+    }

@@ -30,21 +30,51 @@ from bisect import bisect_left
 from collections import Counter
 from typing import Iterable, Sequence
 
-from hf_medai.data.phi_names import (CAPS, LEAD, NAME, TOK, TOK_TAIL, anchored, find_names, repeated_names, tails,
-                                     trim_name)
+from hf_medai.data.phi_names import (
+    CAPS,
+    LEAD,
+    NAME,
+    TOK,
+    TOK_TAIL,
+    anchored,
+    find_names,
+    repeated_names,
+    tails,
+    trim_name,
+)
 from hf_medai.data.report import DataError
 
 PHI_POLICIES = ("error", "redact", "warn")
-PHI_CLASSES = ("name", "address", "zip", "date", "age_over_89", "phone", "fax", "email", "ssn", "mrn", "health_plan",
-               "account", "licence", "vehicle", "device", "url", "ip", "other_id")
+PHI_CLASSES = (
+    "name",
+    "address",
+    "zip",
+    "date",
+    "age_over_89",
+    "phone",
+    "fax",
+    "email",
+    "ssn",
+    "mrn",
+    "health_plan",
+    "account",
+    "licence",
+    "vehicle",
+    "device",
+    "url",
+    "ip",
+    "other_id",
+)
 NOT_SEEN = ("biometric identifiers (finger and voice prints)", "full-face photographs and comparable images")
 # What the Hub push gate and the README say about this scanner.
-SCOPE = ("The PHI scanner reads text only, for the 16 HIPAA Safe Harbor classes that text can hold (names, addresses "
-         "and ZIP codes, dates other than the year and ages over 89, phone and fax numbers, e-mail, SSN, medical "
-         "record, health-plan, account, licence, vehicle and device numbers, URLs, IP addresses, other long id "
-         "numbers). It cannot see the other two classes, biometric identifiers and full-face photographs, nor "
-         "anything inside images or binary files, and it misses names that have no title, credential or label and "
-         "are not in its census name lists: passing it is a screen, not de-identification")
+SCOPE = (
+    "The PHI scanner reads text only, for the 16 HIPAA Safe Harbor classes that text can hold (names, addresses "
+    "and ZIP codes, dates other than the year and ages over 89, phone and fax numbers, e-mail, SSN, medical "
+    "record, health-plan, account, licence, vehicle and device numbers, URLs, IP addresses, other long id "
+    "numbers). It cannot see the other two classes, biometric identifiers and full-face photographs, nor "
+    "anything inside images or binary files, and it misses names that have no title, credential or label and "
+    "are not in its census name lists: passing it is a screen, not de-identification"
+)
 
 # Speed: MIMIC-IV's notes are gigabytes. Patterns start with a plain character class (a digit, a capital, a literal)
 # and check what precedes it with a lookbehind placed after that first character, so the regex engine skips ahead
@@ -54,30 +84,40 @@ _PLACEHOLDER = re.compile(r"\[\*\*[^\n]{0,200}?\*\*\]|_{3,}")  # bounded: a stra
 _DATASET_ID = re.compile(
     r"[IH](?<![\w].)(?:SIC|AM|P)_\d{7}(?:_\w+)?\b|\d(?<![\w-]\d)\d{7}-[A-Z]{2}-\d+\b"
     r"|\b(?:subject|hadm|stay|icustay|note|row|transfer|caregiver|study|dicom|lesion|image)_id\b['\"]?"
-    r"[ \t]*[:=]?[ \t]*['\"]?\w+|r(?<![\w].)ow \d+\b|a(?<![\w].)dmission \d+(?=:)")
+    r"[ \t]*[:=]?[ \t]*['\"]?\w+|r(?<![\w].)ow \d+\b|a(?<![\w].)dmission \d+(?=:)"
+)
 _DATASET_HINTS = ("_id", "ISIC_", "HAM_", "IP_", "-DS-", "-RR-", "row ", "admission ")
 
 # --- building blocks -----------------------------------------------------------------------------------------
-_MONTHS = ("Jan January Feb February Mar March Apr April May Jun June Jul July Aug August Sep Sept September Oct "
-           "October Nov November Dec December").split()
+_MONTHS = (
+    "Jan January Feb February Mar March Apr April May Jun June Jul July Aug August Sep Sept September Oct "
+    "October Nov November Dec December"
+).split()
 _MON = "(?:" + "|".join(sorted({v for m in _MONTHS for v in (m, m.upper())}, key=len, reverse=True)) + r")\b\.?"
 _MON_ANY = r"(?i:jan|feb|mar|apr|may|jun|jul|aug|sept?|oct|nov|dec)"
 _DAY = r"(?:3[01]|[12]\d|0?[1-9])"
 
 
-
-_STATES = ("Alabama Alaska Arizona Arkansas California Colorado Connecticut Delaware Florida Georgia Hawaii Idaho "
-           "Illinois Indiana Iowa Kansas Kentucky Louisiana Maine Maryland Massachusetts Michigan Minnesota "
-           "Mississippi Missouri Montana Nebraska Nevada Ohio Oklahoma Oregon Pennsylvania Tennessee Texas Utah "
-           "Vermont Virginia Washington Wisconsin Wyoming New_Hampshire New_Jersey New_Mexico New_York "
-           "North_Carolina North_Dakota Rhode_Island South_Carolina South_Dakota West_Virginia Puerto_Rico").split()
+_STATES = (
+    "Alabama Alaska Arizona Arkansas California Colorado Connecticut Delaware Florida Georgia Hawaii Idaho "
+    "Illinois Indiana Iowa Kansas Kentucky Louisiana Maine Maryland Massachusetts Michigan Minnesota "
+    "Mississippi Missouri Montana Nebraska Nevada Ohio Oklahoma Oregon Pennsylvania Tennessee Texas Utah "
+    "Vermont Virginia Washington Wisconsin Wyoming New_Hampshire New_Jersey New_Mexico New_York "
+    "North_Carolina North_Dakota Rhode_Island South_Carolina South_Dakota West_Virginia Puerto_Rico"
+).split()
 _STATE = "(?:" + "|".join(s.replace("_", "[ \t]+") for s in _STATES) + r")\b"
-_ABBR = ("AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK "
-         "OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC PR").split()
+_ABBR = (
+    "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK "
+    "OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC PR"
+).split()
 # Abbreviations that are also clinical words (MD, PA, MS, MI, CA, VA, OR, IN, ME, ...) count only before a ZIP.
-_ABBR_ALONE = frozenset("AK AZ AR CT FL IA KS KY MA MN MO MT NV NH NJ NM NY NC ND OH RI SD TN TX UT VT WA WV WI WY".split())
-_STREET = (r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
-           r"Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Plaza|Alley|Turnpike|Tpke|Pike|Row|Path)\b\.?")
+_ABBR_ALONE = frozenset(
+    "AK AZ AR CT FL IA KS KY MA MN MO MT NV NH NJ NM NY NC ND OH RI SD TN TX UT VT WA WV WI WY".split()
+)
+_STREET = (
+    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
+    r"Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Plaza|Alley|Turnpike|Tpke|Pike|Row|Path)\b\.?"
+)
 # A labelled identifier's value: 4+ characters, at least three digits ("MA 8RT-221": a state before a plate).
 _VALUE = r"(?P<v>(?:[A-Z]{2}[ \t])?(?=(?:[A-Za-z-]*\d){3})[A-Za-z0-9][A-Za-z0-9-]{2,40}[A-Za-z0-9])(?![\w-])"
 _CONNECT = r"\.?[ \t]*(?:(?i:\#|no\b\.?|num(?:ber)?\b\.?|nbr\b|id\b|identifier\b|code\b)[ \t]*)*[:#]?[ \t]*"
@@ -86,23 +126,27 @@ _CONNECT = r"\.?[ \t]*(?:(?i:\#|no\b\.?|num(?:ber)?\b\.?|nbr\b|id\b|identifier\b
 _LABELS = {  # order matters: "license plate" is a vehicle, "license" a licence
     "vehicle": r"(?i:vin|vehicle(?:[ \t]+(?:tag|identification))?|licen[cs]e[ \t]+plate|plate|tag|registration)",
     "health_plan": r"(?i:medicare|medicaid|mbi|hicn|member|subscriber|policy|insurance|health[ \t]+plan|plan|group"
-                   r"|beneficiary|bcbs)",
+    r"|beneficiary|bcbs)",
     "account": r"(?i:acct|account|billing|financial[ \t]+number|encounter|visit|claim|invoice|card)|FIN",
     "licence": r"(?i:dea|npi|driver'?s?[ \t]+licen[cs]e|licen[cs]e|lic\.|certificate|cert\.|certification)|DL",
     "device": r"(?i:serial|s/n|device(?:[ \t]+serial)?|udi|implant)|SN",
     "mrn": r"(?i:mrn|mr|med(?:ical)?\.?[ \t]+rec(?:ord)?s?\.?|unit|hosp(?:ital)?\.?|empi|pt\.?[ \t]+id|patient[ \t]+id"
-           r"|chart|record)",
+    r"|chart|record)",
     "other_id": r"(?i:badge|employee|emp|passport|accession|specimen|case|barcode|ref(?:erence)?|requisition"
-                r"|(?:study[ \t]+)?subject|study)|ID",
+    r"|(?:study[ \t]+)?subject|study)|ID",
 }
-_STRONG = (r"patient[ \t]+name|name|attending(?:[ \t]+physician)?|resident|fellow|intern|surgeon|anesthesiologist"
-           r"|dictated[ \t]+by|transcribed[ \t]+by|(?:electronically[ \t]+)?signed(?:[ \t]+electronically)?(?:[ \t]+by)?"
-           r"|attested[ \t]+by|completed[ \t]+by|interpreter|nurse[ \t]+practitioner|emergency[ \t]+contact|next[ \t]+of"
-           r"[ \t]+kin|nok|hcp|health[ \t]+care[ \t]+proxy|proxy|guardian|husband|wife|spouse|partner|son|daughter"
-           r"|mother|father|brother|sister|sibling|aunt|uncle|niece|nephew|grandson|granddaughter|caregiver|friend")
-_WEAK = (r"patient|pt|pcp|provider|physician|referring(?:[ \t]+(?:physician|provider))?|seen[ \t]+(?:by|with)"
-         r"|reviewed[ \t]+(?:with|by)|discussed[ \t]+with|spoke[ \t]+(?:with|to)|called|consulted|cc|contact|per"
-         r"|followed[ \t]+by|care[ \t]+of|c/o")
+_STRONG = (
+    r"patient[ \t]+name|name|attending(?:[ \t]+physician)?|resident|fellow|intern|surgeon|anesthesiologist"
+    r"|dictated[ \t]+by|transcribed[ \t]+by|(?:electronically[ \t]+)?signed(?:[ \t]+electronically)?(?:[ \t]+by)?"
+    r"|attested[ \t]+by|completed[ \t]+by|interpreter|nurse[ \t]+practitioner|emergency[ \t]+contact|next[ \t]+of"
+    r"[ \t]+kin|nok|hcp|health[ \t]+care[ \t]+proxy|proxy|guardian|husband|wife|spouse|partner|son|daughter"
+    r"|mother|father|brother|sister|sibling|aunt|uncle|niece|nephew|grandson|granddaughter|caregiver|friend"
+)
+_WEAK = (
+    r"patient|pt|pcp|provider|physician|referring(?:[ \t]+(?:physician|provider))?|seen[ \t]+(?:by|with)"
+    r"|reviewed[ \t]+(?:with|by)|discussed[ \t]+with|spoke[ \t]+(?:with|to)|called|consulted|cc|contact|per"
+    r"|followed[ \t]+by|care[ \t]+of|c/o"
+)
 _CITY_CONTEXT = r"lives|living|resides|residing|moved|relocated|originally|transferred|born|raised|native|home"
 
 
@@ -113,25 +157,54 @@ def _first_words(alternation: str) -> set[str]:
 
 
 _KEYED: list[tuple[set[str], str, re.Pattern[str]]] = [
-    (_first_words(pattern), cls, re.compile(rf"(?:{pattern}){_CONNECT}{_VALUE}")) for cls, pattern in _LABELS.items()]
+    (_first_words(pattern), cls, re.compile(rf"(?:{pattern}){_CONNECT}{_VALUE}")) for cls, pattern in _LABELS.items()
+]
 _KEYED += [
-    ({"ssn", "ss", "social", "soc"}, "ssn", re.compile(
-        r"(?i:ssn|ss[ \t]*\#|ss[ \t]*no\b\.?|social[ \t]+security|soc\.?[ \t]*sec\.?)(?:[ \t]*(?i:number|no\b\.?|\#))?"
-        r"[ \t]*[:#]?[ \t]*(?P<v>\d{9}|\d{3}[ .-]?\d{2}[ .-]?\d{4})\b")),
-    ({"phone", "tel", "cell", "mobile", "pager", "beeper", "call", "fax", "contact", "number"}, "phone", re.compile(
-        r"(?i:phone|tel|cell|mobile|pager|beeper|call|fax|contact|number)\b[^\d\n]{0,12}(?P<v>\d{3}[-.]\d{4})(?![\d-])")),
-    ({"zip", "zipcode", "postal"}, "zip", re.compile(
-        r"(?i:zip(?:[ \t]*code)?|zipcode|postal[ \t]+code)[ \t]*[:#]?[ \t]*(?P<v>\d{5}(?:-\d{4})?)\b")),
+    (
+        {"ssn", "ss", "social", "soc"},
+        "ssn",
+        re.compile(
+            r"(?i:ssn|ss[ \t]*\#|ss[ \t]*no\b\.?|social[ \t]+security|soc\.?[ \t]*sec\.?)(?:[ \t]*(?i:number|no\b\.?|\#))?"
+            r"[ \t]*[:#]?[ \t]*(?P<v>\d{9}|\d{3}[ .-]?\d{2}[ .-]?\d{4})\b"
+        ),
+    ),
+    (
+        {"phone", "tel", "cell", "mobile", "pager", "beeper", "call", "fax", "contact", "number"},
+        "phone",
+        re.compile(
+            r"(?i:phone|tel|cell|mobile|pager|beeper|call|fax|contact|number)\b[^\d\n]{0,12}(?P<v>\d{3}[-.]\d{4})(?![\d-])"
+        ),
+    ),
+    (
+        {"zip", "zipcode", "postal"},
+        "zip",
+        re.compile(r"(?i:zip(?:[ \t]*code)?|zipcode|postal[ \t]+code)[ \t]*[:#]?[ \t]*(?P<v>\d{5}(?:-\d{4})?)\b"),
+    ),
     ({"age", "aged"}, "age_over_89", re.compile(r"(?i:aged?\b)[ \t:]*(?P<v>9\d|1[01]\d)\b(?![.,]?\d|%)")),
-    ({"ninety", "one"}, "age_over_89", re.compile(
-        r"(?i:ninety|one[ \t]+hundred)(?:[ \t-]+(?i:one|two|three|four|five|six|seven|eight|nine))?[ \t-]+(?i:years?)")),
-    (set(_CITY_CONTEXT.split("|")), "city", re.compile(
-        rf"(?i:{_CITY_CONTEXT})(?:[ \t]+(?i:alone|here|there|with[ \t]+\w+|from|to|in|of|at|back)){{0,3}}[ \t]+"
-        rf"(?i:in|from|to|of)[ \t]+(?P<v>{TOK}(?:[ \t]+{TOK}){{0,2}})")),
-    (_first_words(_STRONG) | _first_words(_WEAK), "name", re.compile(
-        rf"(?i:(?P<strong>{_STRONG})|(?P<weak>{_WEAK}))\b(?P<colon>[ \t]*[:,])?[ \t]*(?:\([^)\n]{{0,20}}\)[ \t]*)?"
-        rf"(?P<v>(?:{TOK}|{CAPS}),[ \t]*(?:{TOK}|{CAPS})(?:[ \t]+[A-Z]\b\.?)?|{CAPS}(?:[ \t]+{CAPS}){{1,2}}"
-        rf"|{NAME})")),
+    (
+        {"ninety", "one"},
+        "age_over_89",
+        re.compile(
+            r"(?i:ninety|one[ \t]+hundred)(?:[ \t-]+(?i:one|two|three|four|five|six|seven|eight|nine))?[ \t-]+(?i:years?)"
+        ),
+    ),
+    (
+        set(_CITY_CONTEXT.split("|")),
+        "city",
+        re.compile(
+            rf"(?i:{_CITY_CONTEXT})(?:[ \t]+(?i:alone|here|there|with[ \t]+\w+|from|to|in|of|at|back)){{0,3}}[ \t]+"
+            rf"(?i:in|from|to|of)[ \t]+(?P<v>{TOK}(?:[ \t]+{TOK}){{0,2}})"
+        ),
+    ),
+    (
+        _first_words(_STRONG) | _first_words(_WEAK),
+        "name",
+        re.compile(
+            rf"(?i:(?P<strong>{_STRONG})|(?P<weak>{_WEAK}))\b(?P<colon>[ \t]*[:,])?[ \t]*(?:\([^)\n]{{0,20}}\)[ \t]*)?"
+            rf"(?P<v>(?:{TOK}|{CAPS}),[ \t]*(?:{TOK}|{CAPS})(?:[ \t]+[A-Z]\b\.?)?|{CAPS}(?:[ \t]+{CAPS}){{1,2}}"
+            rf"|{NAME})"
+        ),
+    ),
 ]
 _TRIGGERS: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
 for _words, _cls, _pattern in _KEYED:
@@ -154,18 +227,38 @@ _DIGIT_FORMS = [
     ("date", 0, r"(?<![\d.]\d)(?:(?<=[0-2])\d|(?<=3)[01])?\.(?:0?[1-9]|1[0-2])\.(?:\d{4}|\d{2})(?![\d.]|\.\d)"),
     ("date", 0, r"(?<![\d/.-]\d)(?:(?<=1)[0-2]|(?<=0)[1-9])?[/-](?:19|20|21)\d\d(?![\d/-])"),  # 11/2088
     ("phone", 0, r"(?<![\d+(-]\d)(?:(?<=1)[ \t.-]\(?\d{3}\)?[ \t.-]?|\d{2}[ \t.-])\d{3}[ \t.-]\d{4}" + _EXT),
-    ("date", 0, rf"(?<![\w]\d)\d?(?:st|nd|rd|th)?(?:[-/ ]{_MON_ANY}\.?[-/ ]\d{{2,4}}\b|(?:[ \t]+of)?[ \t]+{_MON}"
-                r"(?:,?[ \t]+\d{4}\b)?)"),  # 14-Mar-91, 14 Mar, 11th March, 12 December 2088
-    ("age_over_89", 0, r"(?<![\w.]\d)(?:(?<=9)\d|(?<=1)[01]\d)(?=[ \t]*-?[ \t]*(?i:y/o|y\.[ \t]?o\b|yo\b|yrs?\b"
-                       r"|years?\b))"),
+    (
+        "date",
+        0,
+        rf"(?<![\w]\d)\d?(?:st|nd|rd|th)?(?:[-/ ]{_MON_ANY}\.?[-/ ]\d{{2,4}}\b|(?:[ \t]+of)?[ \t]+{_MON}"
+        r"(?:,?[ \t]+\d{4}\b)?)",
+    ),  # 14-Mar-91, 14 Mar, 11th March, 12 December 2088
+    (
+        "age_over_89",
+        0,
+        r"(?<![\w.]\d)(?:(?<=9)\d|(?<=1)[01]\d)(?=[ \t]*-?[ \t]*(?i:y/o|y\.[ \t]?o\b|yo\b|yrs?\b"
+        r"|years?\b))",
+    ),
     ("zip", 0, r"(?<![\d-]\d)\d{4}-\d{4}(?![\d-])"),
-    ("address", 0, rf"(?<![\w.,/-]\d)\d{{0,5}}[A-Z]?(?:[ \t]+(?:[NSEW]\.?|North|South|East|West))?"
-                   rf"(?:[ \t]+(?:{TOK}|\d+(?:st|nd|rd|th))){{1,3}}[ \t]+{_STREET}(?:[ \t]+(?:NW|NE|SW|SE|N|S|E|W)\b)?"
-                   r"(?:,?[ \t]+(?:Apt|Apartment|Unit|Suite|Ste|Fl|Floor|Rm|#)\.?[ \t]*#?[ \t]*[A-Za-z0-9-]+)?"),
-    ("address", 0, r"(?<![\w.,/-]\d)\d{0,5}[ \t]+(?:Route|Rte|Highway|Hwy|State[ \t]+Route|County[ \t]+Road)"
-                   r"[ \t]+\d{1,4}\b"),
-    ("health_plan", _LATE, r"(?<![\w-]\d)(?<=[1-9])[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y]"
-                           r"[AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y]{2}\d{2}\b"),  # Medicare MBI
+    (
+        "address",
+        0,
+        rf"(?<![\w.,/-]\d)\d{{0,5}}[A-Z]?(?:[ \t]+(?:[NSEW]\.?|North|South|East|West))?"
+        rf"(?:[ \t]+(?:{TOK}|\d+(?:st|nd|rd|th))){{1,3}}[ \t]+{_STREET}(?:[ \t]+(?:NW|NE|SW|SE|N|S|E|W)\b)?"
+        r"(?:,?[ \t]+(?:Apt|Apartment|Unit|Suite|Ste|Fl|Floor|Rm|#)\.?[ \t]*#?[ \t]*[A-Za-z0-9-]+)?",
+    ),
+    (
+        "address",
+        0,
+        r"(?<![\w.,/-]\d)\d{0,5}[ \t]+(?:Route|Rte|Highway|Hwy|State[ \t]+Route|County[ \t]+Road)"
+        r"[ \t]+\d{1,4}\b",
+    ),
+    (
+        "health_plan",
+        _LATE,
+        r"(?<![\w-]\d)(?<=[1-9])[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y]"
+        r"[AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y]{2}\d{2}\b",
+    ),  # Medicare MBI
     ("vehicle", _LATE, r"(?<![\w-]\d)" + _VIN),
     ("other_id", _LATE, r"(?<![\w.,-]\d)\d{5,}[A-Z]{1,2}\b"),
     ("other_id", _LATE, r"(?<![\d.,]\d)\d{6,}(?!\d|[.,]\d)"),  # any long number: record, NPI, ...
@@ -173,9 +266,13 @@ _DIGIT_FORMS = [
     ("zip5", 0, r"(?<![\w-]\d)\d{4}\b(?!-\d)"),
 ]
 _CAPITAL_FORMS = [
-    ("date", 0, tails({v for m in _MONTHS for v in (m, m.upper())}) + rf"\b\.?(?:[ \t]+(?:the[ \t]+)?{_DAY}"
-                rf"(?:st|nd|rd|th)?\b(?:,?[ \t]+\d{{4}}\b)?(?![ \t]*(?:mg|mcg|g|units?|mL|%))|,?[ \t]+(?:of[ \t]+)?\d{{4}}\b"
-                r"|[-/](?:\d{1,2}[-/])?\d{2,4}\b)"),  # March 21, Sept 3, 2089, June 2089, MAR-14-89
+    (
+        "date",
+        0,
+        tails({v for m in _MONTHS for v in (m, m.upper())}) + rf"\b\.?(?:[ \t]+(?:the[ \t]+)?{_DAY}"
+        rf"(?:st|nd|rd|th)?\b(?:,?[ \t]+\d{{4}}\b)?(?![ \t]*(?:mg|mcg|g|units?|mL|%))|,?[ \t]+(?:of[ \t]+)?\d{{4}}\b"
+        r"|[-/](?:\d{1,2}[-/])?\d{2,4}\b)",
+    ),  # March 21, Sept 3, 2089, June 2089, MAR-14-89
     ("address", 0, r"(?<=R)ural[ \t]+Route[ \t]+\d{1,4}\b|(?<=P)(?:\.?[ \t]?O\.?|ost[ \t]+Office)[ \t]*Box[ \t]+\d+"),
     ("state", 0, tails(_STATES + _ABBR) + r"\b"),
     ("licence", _LATE, r"[A-Z9]\d{7}\b"),  # DEA
@@ -192,33 +289,65 @@ def _merge(forms, first: str) -> tuple[re.Pattern[str], dict[str, tuple[str, int
 
 _DIGITS, _DIGIT_GROUPS = _merge(_DIGIT_FORMS, r"\d(?<!\d\d)")  # only where a run of digits starts
 _CAPITALS, _CAPITAL_GROUPS = _merge(_CAPITAL_FORMS, r"[A-Z](?<![\w'-].)")
-_PAREN_PHONE = re.compile(r"[(+](?<![\w(+].)(?:(?<=\+)1[ \t.-]?\(?\d{3}\)?[ \t.-]?|(?<=\()\d{3}\)[ \t]?)\d{3}[ \t.-]\d{4}"
-                          + _EXT)
+_PAREN_PHONE = re.compile(
+    r"[(+](?<![\w(+].)(?:(?<=\+)1[ \t.-]?\(?\d{3}\)?[ \t.-]?|(?<=\()\d{3}\)[ \t]?)\d{3}[ \t.-]\d{4}" + _EXT
+)
 _COUNTY = re.compile(rf"[A-Z](?<![\w].){TOK_TAIL}[ \t]+County\b")
 _UDI = re.compile(r"\(01\)\d{14}(?:\(\d{2}\)[A-Za-z0-9-]+)*")  # GS1 device identifier
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-_URL = re.compile(r"[hHwW](?<![\w].)(?:(?<=[hH])(?i:ttps?://)|(?<=[wW])(?i:ww\.))"
-                  r"[^\s<>\"')\]]*[^\s<>\"')\].,;:!?]"
-                  r"|[A-Za-z0-9](?<![\w@.-].)[A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.(?:com|org|net|edu|gov|mil|us|info|health"
-                  r"|COM|ORG|NET|EDU|GOV)\b(?:/[^\s<>\"')\]]*[^\s<>\"')\].,;:!?])?")
+_URL = re.compile(
+    r"[hHwW](?<![\w].)(?:(?<=[hH])(?i:ttps?://)|(?<=[wW])(?i:ww\.))"
+    r"[^\s<>\"')\]]*[^\s<>\"')\].,;:!?]"
+    r"|[A-Za-z0-9](?<![\w@.-].)[A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.(?:com|org|net|edu|gov|mil|us|info|health"
+    r"|COM|ORG|NET|EDU|GOV)\b(?:/[^\s<>\"')\]]*[^\s<>\"')\].,;:!?])?"
+)
 _URL_HINT = re.compile(r"://|(?i:www\.|\.(?:com|org|net|edu|gov|mil|us|info|health)\b)")
-_IPV6 = re.compile(r"[0-9A-Fa-f](?<![\w:].)[0-9A-Fa-f]{0,3}(?::[0-9A-Fa-f]{1,4}){7}(?![\w:])"
-                   r"|[0-9A-Fa-f](?<![\w:].)[0-9A-Fa-f]{0,3}(?::[0-9A-Fa-f]{1,4}){0,5}::(?:[0-9A-Fa-f]{1,4}:){0,5}"
-                   r"[0-9A-Fa-f]{1,4}(?![\w:])")
+_IPV6 = re.compile(
+    r"[0-9A-Fa-f](?<![\w:].)[0-9A-Fa-f]{0,3}(?::[0-9A-Fa-f]{1,4}){7}(?![\w:])"
+    r"|[0-9A-Fa-f](?<![\w:].)[0-9A-Fa-f]{0,3}(?::[0-9A-Fa-f]{1,4}){0,5}::(?:[0-9A-Fa-f]{1,4}:){0,5}"
+    r"[0-9A-Fa-f]{1,4}(?![\w:])"
+)
 _FAX_BEFORE = re.compile(r"(?i:fax)|\bF:[ \t]*\(?$")
 # Month/day without a year: days up to 10 need a word that says a date follows (5/5 strength, 2/6 murmur).
-_DATE_WORD = re.compile(r"(?i:\b(?:on|since|dated?|until|till|thru|through|starting|started|admitted|discharged|seen"
-                        r"|dob|dos|lmp|as[ \t]+of|effective|last|next|before|after|from|by))[ \t:]*$")
+_DATE_WORD = re.compile(
+    r"(?i:\b(?:on|since|dated?|until|till|thru|through|starting|started|admitted|discharged|seen"
+    r"|dob|dos|lmp|as[ \t]+of|effective|last|next|before|after|from|by))[ \t:]*$"
+)
 # A count, not a date: "3/13 lymph nodes", "0/13 probes", "2/12 cores positive".
-_COUNT_AFTER = re.compile(r"[ \t]*(?i:(?:lymph[ \t]+)?nodes?|cores?|samples?|specimens?|biopsies|slides?|patients?|"
-                          r"questions?|probes?|items?|criteria|points?|positive|negative|were|are|of)\b")
+_COUNT_AFTER = re.compile(
+    r"[ \t]*(?i:(?:lymph[ \t]+)?nodes?|cores?|samples?|specimens?|biopsies|slides?|patients?|"
+    r"questions?|probes?|items?|criteria|points?|positive|negative|were|are|of)\b"
+)
 _SCORE_WORD = re.compile(r"(?i:\b(?:gcs|mmse|moca|score|cores?|strength|grade|apgar|of))[ \t:]*$")
 _STATE_BEFORE = re.compile(rf"(?:{_STATE}|\b(?:{'|'.join(_ABBR)})\b),?[ \t]+$")
 _CITY_BEFORE = re.compile(rf"(?P<v>{TOK}(?:[ \t]+{TOK}){{0,2}})(?P<comma>,?)[ \t]+$")
 # Where candidates overlap, the first class here wins ("skip": placeholders and dataset ids, never reported).
-_PRIORITY = {c: i for i, c in enumerate(("skip", "email", "url", "ip", "ssn", "fax", "phone", "date", "age_over_89",
-                                         "vehicle", "health_plan", "account", "licence", "device", "mrn", "other_id",
-                                         "zip", "address", "name"))}
+_PRIORITY = {
+    c: i
+    for i, c in enumerate(
+        (
+            "skip",
+            "email",
+            "url",
+            "ip",
+            "ssn",
+            "fax",
+            "phone",
+            "date",
+            "age_over_89",
+            "vehicle",
+            "health_plan",
+            "account",
+            "licence",
+            "device",
+            "mrn",
+            "other_id",
+            "zip",
+            "address",
+            "name",
+        )
+    )
+}
 
 
 class _Spans:
@@ -278,14 +407,14 @@ def _keyed(text: str, found: _Spans) -> None:
                 if span:
                     found.add(*span, "name")
             else:
-                found.add(start, end, "fax" if cls == "phone" and "fax" in low[hit.start():start] else cls)
+                found.add(start, end, "fax" if cls == "phone" and "fax" in low[hit.start() : start] else cls)
 
 
 def _city_before_state(text: str, m: re.Match, found: _Spans) -> None:
     """'Boston, MA' / 'Springfield, Illinois' / 'Cambridge MA 02139': the words before a state are a city."""
     state = m.group()
     city = _CITY_BEFORE.search(text, max(0, m.start() - 60), m.start())
-    zip_follows = re.match(r",?[ \t]+\d{5}\b", text[m.end():m.end() + 12])
+    zip_follows = re.match(r",?[ \t]+\d{5}\b", text[m.end() : m.end() + 12])
     if city and (zip_follows or (city.group("comma") and (len(state) > 2 or state in _ABBR_ALONE))):
         span = trim_name(text, *city.span("v"), strong=True)
         if span:
@@ -299,10 +428,13 @@ def _shapes(text: str, found: _Spans) -> None:
             cls, rank = groups[m.lastgroup]
             start, end = m.span()
             if cls == "month_day":  # days up to 10 need a word that says a date follows (5/5 strength, 2/6 murmur)
-                before = text[max(0, start - 20):start]
+                before = text[max(0, start - 20) : start]
                 day = int(m.group().split("/")[1])
-                if _SCORE_WORD.search(before) or _COUNT_AFTER.match(text, end) or not (day > 10 or
-                                                                                      _DATE_WORD.search(before)):
+                if (
+                    _SCORE_WORD.search(before)
+                    or _COUNT_AFTER.match(text, end)
+                    or not (day > 10 or _DATE_WORD.search(before))
+                ):
                     continue
                 cls = "date"
             elif cls == "zip5":
@@ -410,7 +542,8 @@ def apply_phi_policy(
         i = report["flagged_positions"][0]
         where = rows[i] if rows is not None else i
         raise DataError(
-            source, where,
+            source,
+            where,
             f"likely identifiers left in the text ({found}; {report['texts_flagged']} of "
             f"{report['texts_scanned']} texts flagged). De-identify the data, or pass phi_policy='redact' to "
             "replace them with placeholders, or 'warn' to keep them.",

@@ -17,7 +17,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-NOT_NAMES = frozenset("""
+NOT_NAMES = frozenset(
+    """
 about across after again against age alert all also an and any apgar april arrow art as at august autumn
 babinski back bad bed best bill blood border both brain bridge call can cane card care case chance chase check
 cheyne chief child clear close coma code common coombs course cross cullen dawn day dear december deep devick
@@ -29,14 +30,17 @@ pain pap parkinson patience patient peace pick plate point post prior pugh quick
 right ring ringer rocky rose roux sage salt sample say scale service short sister small south spring spurling
 stable stage start stay steel sterling strength street strong summer sunday swan tinel trendelenburg true vail
 valsalva vital wall warm water well west whipple will winter
-""".split())
+""".split()
+)
 
-EPONYM_NOUNS = frozenset("""
+EPONYM_NOUNS = frozenset(
+    """
 sign signs murmur pupil syndrome disease protein node nodes nodule test tests maneuver procedure surgery triad
 pentad score scale criteria catheter drain tube line lines fracture palsy lymphoma reflex position phenomenon
 respirations breathing stain classification class grade lens blade bag monitor equation formula lesions
 spots tear ulcer bodies cells disorder diet pattern operation fundoplication
-""".split())
+""".split()
+)
 
 
 def tails(words) -> str:
@@ -59,18 +63,27 @@ CAPS = r"(?:[A-Z]{2,}(?:['-][A-Z]{2,})?)"  # WREN (after a label, or as "WREN, T
 NAME = rf"(?:[A-Z]\.[ \t]*)?{TOK}(?:[ \t]+(?:[A-Z]\.?[ \t]+)?{TOK}){{0,2}}"
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 # Words that begin a sentence or a label rather than a name or place ("Per Caroline Whitmore, RN").
-LEAD = frozenset("""per seen spoke discussed consulted signed electronically patient pt called contacted reviewed
+LEAD = frozenset(
+    """per seen spoke discussed consulted signed electronically patient pt called contacted reviewed
 case plan husband wife son daughter mother father sister brother attending resident fellow intern surgeon dictated
 cc with by and the a an dear hi note addendum family nurse practitioner physician provider pcp team interpreter
 contact emergency referring followed thanks thank to from of for on in at is was has had this that his her their
 name patient's mr mrs ms dr prof rn md np pa rehab hospital clinic cardiology neurology surgery medicine oncology
-nephrology icu micu sicu ccu er ed home outside osh nursing facility shelter skilled floor ward unit service""".split())
-_TITLE_NAME = re.compile(rf"[DMP](?<![A-Za-z].)(?:(?<=D)r|(?<=M)(?:rs?|s|iss|x)|(?<=P)rof)\b\.?[ \t]*"
-                         rf"(?P<v>{NAME})")
+nephrology icu micu sicu ccu er ed home outside osh nursing facility shelter skilled floor ward unit service""".split()
+)
+_TITLE_NAME = re.compile(
+    rf"[DMP](?<![A-Za-z].)(?:(?<=D)r|(?<=M)(?:rs?|s|iss|x)|(?<=P)rof)\b\.?[ \t]*"
+    rf"(?P<v>{NAME})"
+)
 _WEAK_CREDENTIALS = frozenset("DO PA PT OT RT RD DPT".split())
-_CREDENTIAL = re.compile(anchored("MD M.D. RN NP PA-C PhD DDS DMD CNM CRNA LPN LCSW LICSW MSW PharmD DPM FNP APRN "
-                                   "ANP ACNP MBBS FACC FACS FACP BSN MSN CCRN DNP".split() + list(_WEAK_CREDENTIALS),
-                                   r"(?![\w-])"))  # the weak ones ("Smith, DO") need a comma
+_CREDENTIAL = re.compile(
+    anchored(
+        "MD M.D. RN NP PA-C PhD DDS DMD CNM CRNA LPN LCSW LICSW MSW PharmD DPM FNP APRN "
+        "ANP ACNP MBBS FACC FACS FACP BSN MSN CCRN DNP".split()
+        + list(_WEAK_CREDENTIALS),
+        r"(?![\w-])",
+    )
+)  # the weak ones ("Smith, DO") need a comma
 _NAME_BEFORE = re.compile(rf"(?P<v>{NAME})(?P<comma>,?)[ \t]+$")
 _LAST_FIRST = re.compile(rf",(?<=[a-z],)[ \t]*(?P<first>{TOK})(?:[ \t]+[A-Z]\b\.?)?")
 _WORD_BEFORE = re.compile(rf"{TOK}$")
@@ -86,8 +99,9 @@ def _names_dir() -> Path:
 
 def _read(*files: str) -> frozenset[str]:
     folder = _names_dir()
-    return frozenset(line.split(None, 1)[0].lower() for f in files
-                     for line in (folder / f).read_text().splitlines() if line.strip())
+    return frozenset(
+        line.split(None, 1)[0].lower() for f in files for line in (folder / f).read_text().splitlines() if line.strip()
+    )
 
 
 @lru_cache(maxsize=1)
@@ -123,7 +137,7 @@ def trim_name(text: str, start: int, end: int, strong: bool) -> tuple[int, int] 
 
 
 def _eponym_follows(text: str, end: int) -> bool:
-    m = re.match(r"(?:'s)?[ \t]+([A-Za-z]+)", text[end:end + 40])
+    m = re.match(r"(?:'s)?[ \t]+([A-Za-z]+)", text[end : end + 40])
     return bool(m) and m.group(1).lower() in EPONYM_NOUNS
 
 
@@ -143,8 +157,12 @@ def find_names(text: str) -> list[tuple[int, int]]:
     for m in _LAST_FIRST.finditer(text):  # "Delacroix, Simone"; in capitals ("WREN, TOBIAS") only after a label
         last = _WORD_BEFORE.search(text, max(0, m.start() - 30), m.start())
         first = m.group("first")
-        if (last and is_name_word(first, True) and last.group().lower() not in LEAD
-                and last.group().lower() not in NOT_NAMES):
+        if (
+            last
+            and is_name_word(first, True)
+            and last.group().lower() not in LEAD
+            and last.group().lower() not in NOT_NAMES
+        ):
             spans.append((last.start(), m.end()))
     for m in _CAP_RUN.finditer(text):
         words = [(w.start() + m.start(), w.end() + m.start(), w.group()) for w in WORD.finditer(m.group())]
@@ -165,8 +183,12 @@ def find_names(text: str) -> list[tuple[int, int]]:
 def repeated_names(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Every other place the words of the names at `spans` occur: a name found once is a name everywhere in the text
     ("Mr. Tobias Wren ... Wren said")."""
-    words = {w.group() for s, e in spans for w in WORD.finditer(text, s, e)
-             if len(w.group()) > 2 and w.group().lower() not in NOT_NAMES and w.group().lower() not in LEAD}
+    words = {
+        w.group()
+        for s, e in spans
+        for w in WORD.finditer(text, s, e)
+        if len(w.group()) > 2 and w.group().lower() not in NOT_NAMES and w.group().lower() not in LEAD
+    }
     if not words:
         return []
     again = re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, words), key=len, reverse=True)) + r")\b")

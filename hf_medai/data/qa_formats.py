@@ -41,8 +41,12 @@ def resolve_file(path: Path) -> Path:
     candidates = sorted(p for p in path.iterdir() if p.suffix in {".jsonl", ".json", ".parquet", ".csv"})
     if len(candidates) != 1:
         names = [p.name for p in candidates] or "none"
-        raise DataError(path, None, f"a folder must hold exactly one .jsonl/.json/.parquet/.csv file "
-                                    f"(or ori_pqal.json); found {names}: pass the file")
+        raise DataError(
+            path,
+            None,
+            f"a folder must hold exactly one .jsonl/.json/.parquet/.csv file "
+            f"(or ori_pqal.json); found {names}: pass the file",
+        )
     return candidates[0]
 
 
@@ -51,8 +55,9 @@ def read_records(path: Path, report: DataReport) -> list[tuple[int, str, dict]]:
     if path.suffix in {".parquet", ".csv"}:
         import pandas as pd
 
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str,
-                                                                                    keep_default_na=False)
+        frame = (
+            pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
+        )
         records = [(n, str(n), rec) for n, rec in enumerate(frame.to_dict("records"), start=1)]
         report.rows_read += len(records)
         return records
@@ -113,12 +118,14 @@ def detect_format(records: list[tuple[int, str, dict]], file: Any) -> str:
         return "pubmedqa"
     if "question" in keys and "answer" in keys:
         return "freetext"
-    raise DataError(file, None, f"cannot tell the format from the fields {sorted(keys)}; "
-                                f"pass format= one of {FORMATS[1:]}")
+    raise DataError(
+        file, None, f"cannot tell the format from the fields {sorted(keys)}; pass format= one of {FORMATS[1:]}"
+    )
 
 
-def parse_record(fmt: str, rec: dict, number: int, key: str, stem: str, file: Any, report: DataReport,
-                 cop_base: int = 0) -> dict | None:
+def parse_record(
+    fmt: str, rec: dict, number: int, key: str, stem: str, file: Any, report: DataReport, cop_base: int = 0
+) -> dict | None:
     """One record of format `fmt` as a row of the common schema, or None (reported) when it is bad."""
     if fmt == "medqa":
         return _medqa_row(rec, f"{stem}-{key}", file, number, report)
@@ -132,11 +139,28 @@ def parse_record(fmt: str, rec: dict, number: int, key: str, stem: str, file: An
 # ----------------------------------------------------------------------------------------------- rows
 
 
-def _row(id_: str, question: str, options: list[str], answer_index: int, answer_text: str, fmt: str,
-         explanation: Any = "", subject: Any = "", context: Any = "") -> dict:
-    return {"id": id_, "question": question, "options": options, "answer_index": answer_index,
-            "answer_text": answer_text, "explanation": cell(explanation) or "", "subject": cell(subject) or "",
-            "context": cell(context) or "", "source_format": fmt}
+def _row(
+    id_: str,
+    question: str,
+    options: list[str],
+    answer_index: int,
+    answer_text: str,
+    fmt: str,
+    explanation: Any = "",
+    subject: Any = "",
+    context: Any = "",
+) -> dict:
+    return {
+        "id": id_,
+        "question": question,
+        "options": options,
+        "answer_index": answer_index,
+        "answer_text": answer_text,
+        "explanation": cell(explanation) or "",
+        "subject": cell(subject) or "",
+        "context": cell(context) or "",
+        "source_format": fmt,
+    }
 
 
 def _id_and_question(rec: dict, default_id: str, file: Any, number: int, report: DataReport):
@@ -157,7 +181,7 @@ def _medqa_row(rec: dict, default_id: str, file: Any, number: int, report: DataR
     if isinstance(raw, Mapping):
         letters = [str(k).strip().upper() for k in raw]
         texts = [cell(v) for v in raw.values()]
-        if letters != list(LETTERS[:len(letters)]):
+        if letters != list(LETTERS[: len(letters)]):
             report.bad(BAD_OPTIONS, file, where, f"option letters {letters} are not A, B, ... in order")
             return None
     elif isinstance(raw, Sequence) and not isinstance(raw, str):
@@ -180,15 +204,28 @@ def _medqa_row(rec: dict, default_id: str, file: Any, number: int, report: DataR
     else:
         index = LETTERS.find(letter.upper()) if len(letter) == 1 else -1
         if not 0 <= index < len(texts):
-            report.bad(ANSWER_NOT_IN_OPTIONS, file, where,
-                       f"answer_idx {letter!r} is not among the option letters {list(LETTERS[:len(texts)])}")
+            report.bad(
+                ANSWER_NOT_IN_OPTIONS,
+                file,
+                where,
+                f"answer_idx {letter!r} is not among the option letters {list(LETTERS[: len(texts)])}",
+            )
             return None
         if answer is not None and not _same(texts[index], answer):
-            report.bad(ANSWER_MISMATCH, file, where,
-                       f"answer_idx {letter!r} is {texts[index]!r} but answer is {answer!r}")
+            report.bad(
+                ANSWER_MISMATCH, file, where, f"answer_idx {letter!r} is {texts[index]!r} but answer is {answer!r}"
+            )
             return None
-    return _row(id_, question, texts, index, texts[index], "medqa", explanation=rec.get("explanation"),
-                subject=cell(rec.get("subject")) or rec.get("meta_info"))
+    return _row(
+        id_,
+        question,
+        texts,
+        index,
+        texts[index],
+        "medqa",
+        explanation=rec.get("explanation"),
+        subject=cell(rec.get("subject")) or rec.get("meta_info"),
+    )
 
 
 def detect_cop_base(records: list[tuple[int, str, dict]], file: Any) -> int:
@@ -201,9 +238,13 @@ def detect_cop_base(records: list[tuple[int, str, dict]], file: Any) -> int:
         return 1
     if not cops:
         return 0
-    raise DataError(file, None, "every 'cop' is in 1..3, so it cannot be told whether they are 0-based (the "
-                                "Hugging Face release) or 1-based (the original JSON dumps); "
-                                "pass medmcqa_cop_base=0 or 1")
+    raise DataError(
+        file,
+        None,
+        "every 'cop' is in 1..3, so it cannot be told whether they are 0-based (the "
+        "Hugging Face release) or 1-based (the original JSON dumps); "
+        "pass medmcqa_cop_base=0 or 1",
+    )
 
 
 def _cop_number(value: Any) -> int | None:
@@ -220,8 +261,7 @@ def _cop_number(value: Any) -> int | None:
     return int(number) if number.is_integer() else None
 
 
-def _medmcqa_row(rec: dict, default_id: str, cop_base: int, file: Any, number: int,
-                 report: DataReport) -> dict | None:
+def _medmcqa_row(rec: dict, default_id: str, cop_base: int, file: Any, number: int, report: DataReport) -> dict | None:
     id_, where, question = _id_and_question(rec, default_id, file, number, report)
     if question is None:
         return None
@@ -238,11 +278,23 @@ def _medmcqa_row(rec: dict, default_id: str, cop_base: int, file: Any, number: i
         cop = _cop_number(raw)
         index = -1 if cop is None else cop - cop_base
         if not 0 <= index < 4:
-            report.bad(ANSWER_NOT_IN_OPTIONS, file, where,
-                       f"'cop' {raw!r} is not an option ({cop_base}-based: expected {cop_base}..{cop_base + 3})")
+            report.bad(
+                ANSWER_NOT_IN_OPTIONS,
+                file,
+                where,
+                f"'cop' {raw!r} is not an option ({cop_base}-based: expected {cop_base}..{cop_base + 3})",
+            )
             return None
-    return _row(id_, question, texts, index, texts[index], "medmcqa", explanation=rec.get("exp"),
-                subject=rec.get("subject_name"))
+    return _row(
+        id_,
+        question,
+        texts,
+        index,
+        texts[index],
+        "medmcqa",
+        explanation=rec.get("exp"),
+        subject=rec.get("subject_name"),
+    )
 
 
 def _pubmedqa_row(rec: dict, key: str, file: Any, number: int, report: DataReport) -> dict | None:
@@ -264,8 +316,12 @@ def _pubmedqa_row(rec: dict, key: str, file: Any, number: int, report: DataRepor
         report.bad(MISSING_ANSWER, file, where, "missing answer: empty 'final_decision'")
         return None
     if decision.lower() not in PUBMEDQA_OPTIONS:
-        report.bad(ANSWER_NOT_IN_OPTIONS, file, where,
-                   f"final_decision {decision!r} is not among the options {PUBMEDQA_OPTIONS}")
+        report.bad(
+            ANSWER_NOT_IN_OPTIONS,
+            file,
+            where,
+            f"final_decision {decision!r} is not among the options {PUBMEDQA_OPTIONS}",
+        )
         return None
     # lists from JSON; numpy arrays when the Hugging Face parquet comes through pandas
     contexts = [str(c) for c in (contexts if contexts is not None else [])]
@@ -275,8 +331,16 @@ def _pubmedqa_row(rec: dict, key: str, file: Any, number: int, report: DataRepor
     else:
         context = "\n".join(contexts)
     index = PUBMEDQA_OPTIONS.index(decision.lower())
-    return _row(id_, question, list(PUBMEDQA_OPTIONS), index, PUBMEDQA_OPTIONS[index], "pubmedqa",
-                explanation=long_answer, context=context)
+    return _row(
+        id_,
+        question,
+        list(PUBMEDQA_OPTIONS),
+        index,
+        PUBMEDQA_OPTIONS[index],
+        "pubmedqa",
+        explanation=long_answer,
+        context=context,
+    )
 
 
 def _freetext_row(rec: dict, default_id: str, file: Any, number: int, report: DataReport) -> dict | None:
@@ -287,13 +351,23 @@ def _freetext_row(rec: dict, default_id: str, file: Any, number: int, report: Da
     if answer is None:
         report.bad(MISSING_ANSWER, file, where, "missing answer: empty 'answer'")
         return None
-    return _row(id_, question, [], -1, answer, "freetext", explanation=rec.get("explanation"),
-                subject=rec.get("subject"), context=rec.get("context"))
+    return _row(
+        id_,
+        question,
+        [],
+        -1,
+        answer,
+        "freetext",
+        explanation=rec.get("explanation"),
+        subject=rec.get("subject"),
+        context=rec.get("context"),
+    )
 
 
-def _options_ok(texts: list[str | None], file: Any, where: str, report: DataReport,
-                names: Sequence[str] | None = None) -> bool:
-    names = list(names or LETTERS[:len(texts)])
+def _options_ok(
+    texts: list[str | None], file: Any, where: str, report: DataReport, names: Sequence[str] | None = None
+) -> bool:
+    names = list(names or LETTERS[: len(texts)])
     if not 2 <= len(texts) <= len(LETTERS):
         report.bad(BAD_OPTIONS, file, where, f"{len(texts)} options; expected 2 to {len(LETTERS)}")
         return False

@@ -48,8 +48,10 @@ def group_split(
     labels = list(plain[label_column])
     missing = sum(g is None for g in groups)
     if missing:
-        raise ValueError(f"{missing} rows have no {group_column!r}; fill it (e.g. with the row's own id) so that "
-                         "every row belongs to a group")
+        raise ValueError(
+            f"{missing} rows have no {group_column!r}; fill it (e.g. with the row's own id) so that "
+            "every row belongs to a group"
+        )
     n_groups = len(set(groups))
     n_wanted = sum(f > 0 for f in fractions)
     if n_groups < n_wanted:
@@ -81,8 +83,10 @@ def group_split(
             continue
         rows = np.flatnonzero(split_of_row == split)
         if len(rows) == 0:
-            raise ValueError(f"split {name!r} would be empty ({n_groups} groups, fractions {list(fractions)}); "
-                             "use more data or other fractions")
+            raise ValueError(
+                f"split {name!r} would be empty ({n_groups} groups, fractions {list(fractions)}); "
+                "use more data or other fractions"
+            )
         result[name] = dataset.select(rows)
     return datasets.DatasetDict(result)
 
@@ -153,8 +157,7 @@ def temporal_split(
     if np.isnan(years).any():
         raise ValueError(f"{year_column} has missing years; a temporal split needs every row's year")
     test = set(test_years) if test_years is not None else _latest_years(years, set(), test_fraction)
-    val = (set(validation_years) if validation_years is not None
-           else _latest_years(years, test, validation_fraction))
+    val = set(validation_years) if validation_years is not None else _latest_years(years, test, validation_fraction)
     if test & val:
         raise ValueError(f"test_years and validation_years overlap: {sorted(test & val)}")
     if not set(years.astype(int).tolist()) - test - val:
@@ -166,14 +169,18 @@ def temporal_split(
     in_val &= ~np.isin(groups, list(test_groups))
     val_groups = set(groups[in_val])
     in_train = ~in_test & ~np.isin(year_int, list(val)) & ~np.isin(groups, list(test_groups | val_groups))
-    splits = datasets.DatasetDict({
-        "train": dataset.select(np.flatnonzero(in_train)),
-        "validation": dataset.select(np.flatnonzero(in_val)),
-        "test": dataset.select(np.flatnonzero(in_test)),
-    })
+    splits = datasets.DatasetDict(
+        {
+            "train": dataset.select(np.flatnonzero(in_train)),
+            "validation": dataset.select(np.flatnonzero(in_val)),
+            "test": dataset.select(np.flatnonzero(in_test)),
+        }
+    )
     if report is not None:
         report.notes["splits"] = {
-            "how": "temporal", "test_years": sorted(test), "validation_years": sorted(val),
+            "how": "temporal",
+            "test_years": sorted(test),
+            "validation_years": sorted(val),
             "rows_dropped_for_patient_overlap": int(len(dataset) - in_train.sum() - in_val.sum() - in_test.sum()),
             **split_summary(splits, group_column=group_column),
         }
@@ -192,8 +199,9 @@ def _latest_years(years: np.ndarray, taken: set[int], fraction: float) -> set[in
     return chosen
 
 
-def split_summary(splits: Mapping[str, datasets.Dataset], label_column: str = "label",
-                  group_column: str = "subject_id") -> dict:
+def split_summary(
+    splits: Mapping[str, datasets.Dataset], label_column: str = "label", group_column: str = "subject_id"
+) -> dict:
     """`hf_medai.data.splits.split_report` with the label prevalence per split (or mean/median for los_days)
     and, as a check, the number of patients found in more than one split (0 by construction)."""
     out: dict[str, Any] = split_report(datasets.DatasetDict(splits), label_column, group_column)
@@ -223,8 +231,14 @@ def split_admissions(
     are given. Only meaningful on MIMIC-IV (see "Years" in `hf_medai.data.clinical_notes`).
     """
     if how == "temporal":
-        return temporal_split(dataset, test_years=test_years, validation_years=validation_years,
-                              test_fraction=fractions[2], validation_fraction=fractions[1], report=report)
+        return temporal_split(
+            dataset,
+            test_years=test_years,
+            validation_years=validation_years,
+            test_fraction=fractions[2],
+            validation_fraction=fractions[1],
+            report=report,
+        )
     if how != "patient":
         raise ValueError(f"how={how!r}: choose 'patient' or 'temporal'")
     stratify = "label"

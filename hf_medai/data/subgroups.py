@@ -22,8 +22,7 @@ CLINICAL_AGE_EDGES: tuple[float, ...] = (18.0, 45.0, 65.0, 80.0)
 UNKNOWN = "unknown"  # the group of rows whose subgroup value is missing
 
 
-def age_band(age: Any, bands: Sequence[str] = AGE_BANDS, edges: Sequence[float] = AGE_EDGES
-             ) -> str | None | pd.Series:
+def age_band(age: Any, bands: Sequence[str] = AGE_BANDS, edges: Sequence[float] = AGE_EDGES) -> str | None | pd.Series:
     """Age in years -> its band (`bands[i]` holds ages from `edges[i-1]`, lower edge included); missing -> None.
 
     A pandas Series (or array, list) gives an ordered categorical Series (same index and name), so reports list
@@ -41,8 +40,11 @@ def age_band(age: Any, bands: Sequence[str] = AGE_BANDS, edges: Sequence[float] 
         if (years < 0).any():
             raise ValueError(f"age must be >= 0, got {years[years < 0].iloc[0]}")
         codes = np.where(years.isna(), -1, np.searchsorted(cut, years.fillna(0), side="right"))
-        return pd.Series(pd.Categorical.from_codes(codes, categories=list(bands), ordered=True),
-                         index=series.index, name=series.name)
+        return pd.Series(
+            pd.Categorical.from_codes(codes, categories=list(bands), ordered=True),
+            index=series.index,
+            name=series.name,
+        )
     if is_missing(age):
         return None
     try:

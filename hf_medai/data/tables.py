@@ -85,8 +85,12 @@ def read_csv_strings(path: Path, required: Sequence[str]) -> pd.DataFrame:
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise DataError(path, None, f"missing required column{'s' if len(missing) > 1 else ''} "
-                        f"{', '.join(repr(c) for c in missing)}; columns found: {list(frame.columns)}")
+        raise DataError(
+            path,
+            None,
+            f"missing required column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(c) for c in missing)}; columns found: {list(frame.columns)}",
+        )
     return frame
 
 
@@ -113,8 +117,14 @@ def _resolve_columns(path: Path, columns: Mapping[str, str | tuple[str, ...]], h
     return resolved
 
 
-def read_table(path: Path, columns: Mapping[str, str | tuple[str, ...]], keep_bad_bytes: bool = False,
-               row_filter=None, chunksize: int = 200_000, optional: Mapping[str, str] | None = None) -> pd.DataFrame:
+def read_table(
+    path: Path,
+    columns: Mapping[str, str | tuple[str, ...]],
+    keep_bad_bytes: bool = False,
+    row_filter=None,
+    chunksize: int = 200_000,
+    optional: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Read the named columns of a csv/csv.gz as strings ("" when empty), renamed to ours, with `data_row` (1-based).
     `optional` columns ({ours: theirs}) are read when the table has them.
 

@@ -15,8 +15,7 @@ from hf_medai.kinds import BUILTIN, all_kinds, kind_of
 
 # Run folders from before metrics.json had "kind" name only their pipeline task: the app each task gets there
 # (each kind declares its own app as (module, class), imported only when a demo starts).
-APPS = {task: kind_of({"task": task}).demo for task in {kind.task for kind in BUILTIN}
-        if kind_of({"task": task}).demo}
+APPS = {task: kind_of({"task": task}).demo for task in {kind.task for kind in BUILTIN} if kind_of({"task": task}).demo}
 
 __all__ = ["APPS", "BANNER", "build_app", "demo_for", "launch_demo"]
 
@@ -28,8 +27,10 @@ def demo_for(run_dir: str | Path):
         raise FileNotFoundError(f"no run folder at {run_dir}")
     kind = kind_of(read_metrics(run_dir))
     if not kind.demo:
-        raise ValueError(f"{run_dir} holds a {kind.name} (task {kind.task!r}), which has no demo; demos exist for "
-                         f"{sorted(k.name for k in all_kinds() if k.demo)}")
+        raise ValueError(
+            f"{run_dir} holds a {kind.name} (task {kind.task!r}), which has no demo; demos exist for "
+            f"{sorted(k.name for k in all_kinds() if k.demo)}"
+        )
     module, name = kind.demo
     return getattr(importlib.import_module(module), name)(run_dir)
 
@@ -39,8 +40,9 @@ def build_app(run_dir: str | Path):
     return demo_for(run_dir).build()
 
 
-def launch_demo(run_dir: str | Path, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
-                block: bool = True):
+def launch_demo(
+    run_dir: str | Path, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False, block: bool = True
+):
     """Build and launch the app; it serves files only from `run_dir` (and Gradio's own cache)."""
     from hf_medai.demos.common import launch
 

@@ -46,17 +46,20 @@ class ClinicalDemo:
         if not note:
             raise gr.Error("Paste a clinical note first.")
         if len(note) > MAX_NOTE_CHARS:
-            raise gr.Error(f"The note has {len(note):,} characters; the limit is {MAX_NOTE_CHARS:,}. "
-                           "Paste a shorter excerpt.")
+            raise gr.Error(
+                f"The note has {len(note):,} characters; the limit is {MAX_NOTE_CHARS:,}. Paste a shorter excerpt."
+            )
         logits = predict_notes(self.model, self.tokenizer, [note])
         if self.regression:
             value = float(logits[0][0] if np.ndim(logits[0]) else logits[0])
             return f"### Predicted {self.outcome}: **{value:.2f}**", None, self.attribute(note, target=None)
         probs = softmax(logits)[0]
         target = self.positive if self.positive is not None else int(np.argmax(probs))
-        text = (f"### Calibrated risk of {self.class_names[target]}: **{probs[target]:.1%}**"
-                if self.positive is not None else
-                f"### Most likely: **{self.class_names[target]}** ({probs[target]:.1%}, calibrated)")
+        text = (
+            f"### Calibrated risk of {self.class_names[target]}: **{probs[target]:.1%}**"
+            if self.positive is not None
+            else f"### Most likely: **{self.class_names[target]}** ({probs[target]:.1%}, calibrated)"
+        )
         scores = {name: float(p) for name, p in zip(self.class_names, probs)}
         return text, scores, self.attribute(note, target)
 
@@ -74,8 +77,9 @@ class ClinicalDemo:
         offsets = enc.pop("offset_mapping")[0].tolist()
         ids, mask = enc["input_ids"], enc["attention_mask"]
         embed = self.model.get_input_embeddings()
-        special = torch.tensor(self.tokenizer.get_special_tokens_mask(ids[0].tolist(), already_has_special_tokens=True),
-                               dtype=torch.bool)
+        special = torch.tensor(
+            self.tokenizer.get_special_tokens_mask(ids[0].tolist(), already_has_special_tokens=True), dtype=torch.bool
+        )
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         baseline_ids = torch.where(special, ids[0], torch.full_like(ids[0], pad_id))
         with torch.no_grad():
@@ -90,7 +94,7 @@ class ClinicalDemo:
             out = logits[:, 0]
         else:
             logp = torch.log_softmax(logits, -1)
-            rest = torch.cat([logp[:, :target], logp[:, target + 1:]], -1)
+            rest = torch.cat([logp[:, :target], logp[:, target + 1 :]], -1)
             out = logp[:, target] - torch.logsumexp(rest, -1)  # log-odds of the target class
         (grads,) = torch.autograd.grad(out[:IG_STEPS].sum(), path)
         token_scores = ((x - x0) * grads[:IG_STEPS].mean(0)).sum(-1).detach().numpy()
@@ -104,16 +108,23 @@ class ClinicalDemo:
             header("Clinical outcome model", f"Outcome: `{self.outcome}` · classes: {', '.join(self.class_names)}")
             with gr.Row():
                 with gr.Column():
-                    note = gr.Textbox(label=f"Clinical note (up to {MAX_NOTE_CHARS:,} characters)", lines=12,
-                                      elem_id="note", max_length=MAX_NOTE_CHARS)
+                    note = gr.Textbox(
+                        label=f"Clinical note (up to {MAX_NOTE_CHARS:,} characters)",
+                        lines=12,
+                        elem_id="note",
+                        max_length=MAX_NOTE_CHARS,
+                    )
                     button = gr.Button("Estimate risk", variant="primary", elem_id="estimate")
                 with gr.Column():
                     risk = gr.Markdown(elem_id="risk")
                     probs = gr.Label(label="Calibrated probabilities", visible=not self.regression)
                     words = gr.HighlightedText(
                         label="Words that drove it (integrated gradients over the first "
-                              f"{self.tokenizer.model_max_length} tokens; red raises, blue lowers)",
-                        combine_adjacent=False, show_legend=False, elem_id="attributions")
+                        f"{self.tokenizer.model_max_length} tokens; red raises, blue lowers)",
+                        combine_adjacent=False,
+                        show_legend=False,
+                        elem_id="attributions",
+                    )
             button.click(self.predict, inputs=note, outputs=[risk, probs, words])
         return app
 
@@ -129,7 +140,7 @@ def words_with_scores(text: str, offsets, token_scores, special) -> list[tuple[s
     for m in re.finditer(r"\S+", text[:end]):
         # each piece carries the whitespace before it, so the pieces join back into the text exactly
         score = sum(v for s, e, v in spans if s < m.end() and e > m.start())
-        words.append((text[prev:m.end()], score))
+        words.append((text[prev : m.end()], score))
         prev = m.end()
     top = max(abs(s) for _, s in words) or 1.0
     out = [(w, round(s / top, 4)) for w, s in words]

@@ -16,15 +16,15 @@ from typing import Any
 BANNER = "Research use only. Not a medical device."
 
 # Input limits: generous for a real use, small enough that one request cannot exhaust the machine.
-MAX_IMAGE_PIXELS = 4096 * 4096   # an uploaded image (width x height)
-MAX_NOTE_CHARS = 20_000          # a pasted clinical note
-MAX_MESSAGE_CHARS = 2_000        # one chat message
-MAX_NEW_TOKENS = 256             # one chat reply
-MAX_IMAGES = 8                   # images per diffusion request
-MAX_MOLECULES = 16               # molecules per request
-MAX_ATOMS = 40                   # atoms per molecule
-MAX_STEPS = 200                  # denoising steps per request
-MAX_UPLOAD = "20mb"              # any uploaded file
+MAX_IMAGE_PIXELS = 4096 * 4096  # an uploaded image (width x height)
+MAX_NOTE_CHARS = 20_000  # a pasted clinical note
+MAX_MESSAGE_CHARS = 2_000  # one chat message
+MAX_NEW_TOKENS = 256  # one chat reply
+MAX_IMAGES = 8  # images per diffusion request
+MAX_MOLECULES = 16  # molecules per request
+MAX_ATOMS = 40  # atoms per molecule
+MAX_STEPS = 200  # denoising steps per request
+MAX_UPLOAD = "20mb"  # any uploaded file
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
@@ -69,16 +69,33 @@ def header(title: str, subtitle: str = ""):
     """The banner (on every app) and the title; call inside `gr.Blocks()`."""
     import gradio as gr
 
-    gr.HTML(f'<div id="research-banner" role="alert" style="background:#b91c1c;color:white;padding:8px 12px;'
-            f'border-radius:6px;font-weight:600;text-align:center">{BANNER}</div>')
+    gr.HTML(
+        f'<div id="research-banner" role="alert" style="background:#b91c1c;color:white;padding:8px 12px;'
+        f'border-radius:6px;font-weight:600;text-align:center">{BANNER}</div>'
+    )
     gr.Markdown(f"# {title}" + (f"\n{subtitle}" if subtitle else ""))
 
 
-def launch(app, run_dir: str | Path, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
-           block: bool = True, **kwargs):
+def launch(
+    app,
+    run_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int | None = 7860,
+    share: bool = False,
+    block: bool = True,
+    **kwargs,
+):
     """Start `app` on host:port serving files only from `run_dir` (and Gradio's own cache)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     app.queue(default_concurrency_limit=1)  # one model, one request at a time: no memory blow-up
-    return app.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(Path(run_dir).resolve())],
-                      max_file_size=MAX_UPLOAD, prevent_thread_lock=not block, show_error=False, quiet=not block,
-                      **kwargs)
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        allowed_paths=[str(Path(run_dir).resolve())],
+        max_file_size=MAX_UPLOAD,
+        prevent_thread_lock=not block,
+        show_error=False,
+        quiet=not block,
+        **kwargs,
+    )

@@ -49,8 +49,10 @@ class ImageClassifierDemo:
         if not isinstance(image, Image.Image):
             image = Image.fromarray(np.asarray(image))
         if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise gr.Error(f"The image is {image.width}x{image.height} pixels ({image.width * image.height:,}); "
-                           f"the limit is {MAX_IMAGE_PIXELS:,} pixels. Please downscale it.")
+            raise gr.Error(
+                f"The image is {image.width}x{image.height} pixels ({image.width * image.height:,}); "
+                f"the limit is {MAX_IMAGE_PIXELS:,} pixels. Please downscale it."
+            )
         image = image.convert("RGB")
         pixels = self.processor(images=image, return_tensors="pt")["pixel_values"]
         if self.rollout:
@@ -84,12 +86,16 @@ class ImageClassifierDemo:
             positive = self.class_names[1]
             sign = "≥" if probs[1] >= threshold else "<"
             source = self.metrics.get("threshold_source")
-            return (f"## {_display(call)}\n{_display(positive)} score **{probs[1]:.3f} {sign} threshold "
-                    f"{threshold:.3f}**, the run's operating threshold{f' ({source})' if source else ''}: the "
-                    f"threshold at which the model card reports sensitivity and specificity.")
+            return (
+                f"## {_display(call)}\n{_display(positive)} score **{probs[1]:.3f} {sign} threshold "
+                f"{threshold:.3f}**, the run's operating threshold{f' ({source})' if source else ''}: the "
+                f"threshold at which the model card reports sensitivity and specificity."
+            )
         if len(self.class_names) == 2:
-            return (f"## {_display(call)}\nThe more probable class: this run folder records no operating threshold, "
-                    "so this is not a validated decision rule.")
+            return (
+                f"## {_display(call)}\nThe more probable class: this run folder records no operating threshold, "
+                "so this is not a validated decision rule."
+            )
         return f"## {_display(call)}\nThe most probable of {len(self.class_names)} classes."
 
     def probabilities(self, scores: dict[str, float]) -> str:
@@ -97,8 +103,10 @@ class ImageClassifierDemo:
         ranked = sorted(scores.items(), key=lambda kv: -kv[1])
         text = "Model probabilities: " + " · ".join(f"{_display(c)} {p:.3f}" for c, p in ranked) + "."
         if len(self.class_names) == 2 and self.metrics.get("threshold") is not None:
-            text += (f" The decision compares the {_display(self.class_names[1], capital=False)} score with the "
-                     "threshold, not the two probabilities with each other.")
+            text += (
+                f" The decision compares the {_display(self.class_names[1], capital=False)} score with the "
+                "threshold, not the two probabilities with each other."
+            )
         return text
 
     def classify(self, image):
@@ -116,13 +124,17 @@ class ImageClassifierDemo:
                     continue
                 gap = (section.get("largest_gap") or {}).get(metric)
                 gap_ci = (section.get("largest_gap_ci") or {}).get(metric) or (None, None)
-                rows.append(f"| {column} | {metric} | {worst['group']} | "
-                            f"{_with_ci(worst['value'], worst.get('ci_low'), worst.get('ci_high'))} | "
-                            f"{'' if gap is None else _with_ci(gap, *gap_ci)} |")
+                rows.append(
+                    f"| {column} | {metric} | {worst['group']} | "
+                    f"{_with_ci(worst['value'], worst.get('ci_low'), worst.get('ci_high'))} | "
+                    f"{'' if gap is None else _with_ci(gap, *gap_ci)} |"
+                )
         if not rows:
             return "_No subgroup results in metrics.json (groups too small, or none recorded)._"
-        return ("| subgroup | metric | weakest group | value (95% CI) | largest gap (95% CI) |\n"
-                "|:--|:--|:--|--:|--:|\n" + "\n".join(rows))
+        return (
+            "| subgroup | metric | weakest group | value (95% CI) | largest gap (95% CI) |\n"
+            "|:--|:--|:--|--:|--:|\n" + "\n".join(rows)
+        )
 
     def build(self):
         import gradio as gr
@@ -136,9 +148,13 @@ class ImageClassifierDemo:
                 with gr.Column():
                     decision = gr.Markdown(elem_id="decision")
                     probabilities = gr.Markdown(elem_id="probabilities")
-            saliency = gr.Image(label=("Attention rollout" if self.rollout else "Gradient saliency")
-                                + " (where the model looked)", interactive=False, height=470, elem_id="saliency",
-                                buttons=["download", "fullscreen"])
+            saliency = gr.Image(
+                label=("Attention rollout" if self.rollout else "Gradient saliency") + " (where the model looked)",
+                interactive=False,
+                height=470,
+                elem_id="saliency",
+                buttons=["download", "fullscreen"],
+            )
             with gr.Accordion("Intended use (from the model card)", open=False):
                 gr.Markdown(card_section(self.run_dir, "Intended use") or "_The card has no intended-use section._")
             with gr.Accordion("Where this model was weakest (test-set subgroups, from metrics.json)", open=True):
@@ -170,7 +186,7 @@ def attention_rollout(attentions, image_hw) -> np.ndarray:
         joint = a if joint is None else a @ joint
     cls = joint[0, 1:]
     side = int(round(cls.numel() ** 0.5))
-    cls = cls[-side * side:]  # drop any register/distillation tokens that precede the patches
+    cls = cls[-side * side :]  # drop any register/distillation tokens that precede the patches
     return cls.reshape(side, side).numpy()
 
 

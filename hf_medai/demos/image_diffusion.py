@@ -35,8 +35,13 @@ class ImageDiffusionDemo:
             raise gr.Error("Guidance scale must be a number between 0 and 20.") from None
         if not 0.0 <= guidance_scale <= 20.0:
             raise gr.Error(f"Guidance scale must be between 0 and 20; got {guidance_scale}.")
-        images = self.pipe(class_name, num_images_per_label=num_images, num_inference_steps=steps,
-                           guidance_scale=guidance_scale, generator=self.torch.Generator().manual_seed(seed)).images
+        images = self.pipe(
+            class_name,
+            num_images_per_label=num_images,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=self.torch.Generator().manual_seed(seed),
+        ).images
         return [(im, f"synthetic {class_name} · seed {seed} · #{k + 1}") for k, im in enumerate(images)]
 
     def build(self):
@@ -44,15 +49,23 @@ class ImageDiffusionDemo:
 
         default_steps = min(25, self.train_steps)
         with gr.Blocks(title="hf-medai: lesion image diffusion") as app:
-            header("Synthetic lesion images",
-                   f"Model: `{self.run_dir.name}`. Every image here is synthetic and must be labelled so wherever it is used.")
+            header(
+                "Synthetic lesion images",
+                f"Model: `{self.run_dir.name}`. Every image here is synthetic and must be labelled so wherever it is used.",
+            )
             with gr.Row():
                 with gr.Column(scale=1):
                     cls = gr.Dropdown(self.class_names, value=self.class_names[-1], label="Class", elem_id="class")
                     n = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images", elem_id="num_images")
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
-                    steps = gr.Slider(1, min(MAX_STEPS, self.train_steps), value=default_steps, step=1,
-                                      label="Denoising steps", elem_id="steps")
+                    steps = gr.Slider(
+                        1,
+                        min(MAX_STEPS, self.train_steps),
+                        value=default_steps,
+                        step=1,
+                        label="Denoising steps",
+                        elem_id="steps",
+                    )
                     guidance = gr.Slider(0.0, 20.0, value=2.0, step=0.5, label="Guidance scale", elem_id="guidance")
                     button = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column(scale=2):

@@ -42,10 +42,18 @@ class MoleculeDemo:
             condition = float(target)
             mean, std = self.condition["mean"], self.condition["std"]
             if abs(condition - mean) > 5 * std:
-                raise gr.Error(f"{self.condition['name']} target {condition} is far outside the training range "
-                               f"(mean {mean:.3g}, std {std:.3g}); pick a value within 5 std of the mean.")
-        out = self.pipe(num_molecules=num_molecules, num_atoms=num_atoms, num_inference_steps=steps,
-                        generator=self.torch.Generator().manual_seed(seed), condition=condition, output_type="mols")
+                raise gr.Error(
+                    f"{self.condition['name']} target {condition} is far outside the training range "
+                    f"(mean {mean:.3g}, std {std:.3g}); pick a value within 5 std of the mean."
+                )
+        out = self.pipe(
+            num_molecules=num_molecules,
+            num_atoms=num_atoms,
+            num_inference_steps=steps,
+            generator=self.torch.Generator().manual_seed(seed),
+            condition=condition,
+            output_type="mols",
+        )
         rows, depictions = [], []
         for k, mol in enumerate(out.molecules):
             smiles, image = depict(mol)
@@ -60,28 +68,49 @@ class MoleculeDemo:
         import gradio as gr
 
         with gr.Blocks(title="hf-medai: molecule diffusion") as app:
-            header("Generated 3D molecules",
-                   f"Model: `{self.run_dir.name}`. Generated structures are untested hypotheses, not drugs.")
+            header(
+                "Generated 3D molecules",
+                f"Model: `{self.run_dir.name}`. Generated structures are untested hypotheses, not drugs.",
+            )
             with gr.Row():
                 with gr.Column(scale=1):
-                    n = gr.Slider(1, MAX_MOLECULES, value=4, step=1, label="Number of molecules", elem_id="num_molecules")
+                    n = gr.Slider(
+                        1, MAX_MOLECULES, value=4, step=1, label="Number of molecules", elem_id="num_molecules"
+                    )
                     auto = self.pipe.config.atom_count_distribution is not None
-                    atoms = gr.Slider(0 if auto else 1, self.max_atoms, value=0 if auto else min(9, self.max_atoms), step=1,
-                                      label="Atoms per molecule" + (" (0 = as in training data)" if auto else ""),
-                                      elem_id="num_atoms")
-                    steps = gr.Slider(1, min(MAX_STEPS, self.train_steps), value=min(MAX_STEPS, self.train_steps),
-                                      step=1, label="Denoising steps", elem_id="steps")
+                    atoms = gr.Slider(
+                        0 if auto else 1,
+                        self.max_atoms,
+                        value=0 if auto else min(9, self.max_atoms),
+                        step=1,
+                        label="Atoms per molecule" + (" (0 = as in training data)" if auto else ""),
+                        elem_id="num_atoms",
+                    )
+                    steps = gr.Slider(
+                        1,
+                        min(MAX_STEPS, self.train_steps),
+                        value=min(MAX_STEPS, self.train_steps),
+                        step=1,
+                        label="Denoising steps",
+                        elem_id="steps",
+                    )
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
                     inputs = [n, atoms, steps, seed]
                     if self.condition:
-                        inputs.append(gr.Number(value=round(self.condition["mean"], 3), elem_id="target",
-                                                label=f"Target {self.condition['name']} (training mean "
-                                                      f"{self.condition['mean']:.3g}, std {self.condition['std']:.3g})"))
+                        inputs.append(
+                            gr.Number(
+                                value=round(self.condition["mean"], 3),
+                                elem_id="target",
+                                label=f"Target {self.condition['name']} (training mean "
+                                f"{self.condition['mean']:.3g}, std {self.condition['std']:.3g})",
+                            )
+                        )
                     button = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column(scale=2):
                     gallery = gr.Gallery(label="2D depictions", columns=3, height=240, elem_id="depictions")
-                    table = gr.Dataframe(headers=["#", "atoms", "SMILES"], label="SMILES", elem_id="smiles",
-                                         interactive=False)
+                    table = gr.Dataframe(
+                        headers=["#", "atoms", "SMILES"], label="SMILES", elem_id="smiles", interactive=False
+                    )
                     sdf = gr.File(label="SDF (3D coordinates)", elem_id="sdf")
             button.click(self.generate, inputs=inputs, outputs=[gallery, table, sdf])
         return app

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from hf_medai.demos.common import MAX_MESSAGE_CHARS, MAX_NEW_TOKENS, header
 
-DISCLAIMER = ("This assistant is a research model tuned on exam-style questions. Its answers can be wrong or "
-              "out of date and are not medical advice; do not use them to diagnose or treat anyone. In an "
-              "emergency, contact your local emergency number.")
+DISCLAIMER = (
+    "This assistant is a research model tuned on exam-style questions. Its answers can be wrong or "
+    "out of date and are not medical advice; do not use them to diagnose or treat anyone. In an "
+    "emergency, contact your local emergency number."
+)
 
 
 class QADemo:
@@ -34,12 +36,15 @@ class QADemo:
             from peft import AutoPeftModelForCausalLM
 
             try:
-                self.model = AutoPeftModelForCausalLM.from_pretrained(run_dir, dtype=default_dtype(),
-                                                                      use_safetensors=True)
+                self.model = AutoPeftModelForCausalLM.from_pretrained(
+                    run_dir, dtype=default_dtype(), use_safetensors=True
+                )
             except OSError as e:
                 base = json.loads((self.run_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
-                raise FileNotFoundError(f"cannot load the adapter's base model {base!r} ({e}); rerun the recipe "
-                                        "with --merge true, or make the base model available") from None
+                raise FileNotFoundError(
+                    f"cannot load the adapter's base model {base!r} ({e}); rerun the recipe "
+                    "with --merge true, or make the base model available"
+                ) from None
             self.source = "base model + LoRA adapter"
         self.model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(run_dir)
@@ -52,16 +57,21 @@ class QADemo:
     def prompt_ids(self, message: str, history: list[dict]) -> list[int]:
         from hf_medai.data.medqa import SYSTEM_PROMPT, chat_token_ids
 
-        turns = [{"role": m["role"], "content": text_of(m["content"])} for m in history
-                 if m.get("role") in ("user", "assistant")]
+        turns = [
+            {"role": m["role"], "content": text_of(m["content"])}
+            for m in history
+            if m.get("role") in ("user", "assistant")
+        ]
         while True:  # drop the oldest turns until the prompt leaves room for the reply
             messages = [{"role": "system", "content": SYSTEM_PROMPT}, *turns, {"role": "user", "content": message}]
             if getattr(self.tokenizer, "chat_template", None):
                 ids = chat_token_ids(self.tokenizer, messages, add_generation_prompt=True)
             else:
-                ids = self.tokenizer("\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:")["input_ids"]
+                ids = self.tokenizer("\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:")[
+                    "input_ids"
+                ]
             if len(ids) + self.max_new_tokens <= self.max_positions or not turns:
-                return ids[-(self.max_positions - self.max_new_tokens):]
+                return ids[-(self.max_positions - self.max_new_tokens) :]
             turns = turns[2:]
 
     def stream_reply(self, message: str, history: list[dict] | None = None):
@@ -82,9 +92,15 @@ class QADemo:
             def __call__(self, input_ids, scores, **kwargs):
                 return stop.is_set()
 
-        kwargs = dict(input_ids=ids, attention_mask=self.torch.ones_like(ids), streamer=streamer, do_sample=False,
-                      max_new_tokens=self.max_new_tokens, stopping_criteria=StoppingCriteriaList([StopRequested()]),
-                      pad_token_id=self.tokenizer.pad_token_id)
+        kwargs = dict(
+            input_ids=ids,
+            attention_mask=self.torch.ones_like(ids),
+            streamer=streamer,
+            do_sample=False,
+            max_new_tokens=self.max_new_tokens,
+            stopping_criteria=StoppingCriteriaList([StopRequested()]),
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         thread = threading.Thread(target=self.model.generate, kwargs=kwargs, daemon=True)
         thread.start()
         reply = ""
@@ -112,8 +128,12 @@ class QADemo:
             header("Medical QA assistant", f"Model: `{self.run_dir.name}` ({self.source})")
             gr.Markdown(f"**Disclaimer.** {DISCLAIMER}", elem_id="disclaimer")
             chatbot = gr.Chatbot(label="Chat", height=360, render_markdown=False, elem_id="chat")
-            message = gr.Textbox(label=f"Your question (up to {MAX_MESSAGE_CHARS:,} characters)", lines=2,
-                                 max_length=MAX_MESSAGE_CHARS, elem_id="message")
+            message = gr.Textbox(
+                label=f"Your question (up to {MAX_MESSAGE_CHARS:,} characters)",
+                lines=2,
+                max_length=MAX_MESSAGE_CHARS,
+                elem_id="message",
+            )
             with gr.Row():
                 send = gr.Button("Send", variant="primary", elem_id="send")
                 stop = gr.Button("Stop", variant="stop", elem_id="stop")

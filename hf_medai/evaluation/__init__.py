@@ -1,21 +1,22 @@
 """Evaluation shared by every recipe: metrics (as `evaluate` modules over scikit-learn) with bootstrap
 intervals, calibration, and subgroup (fairness) reports built on fairlearn's MetricFrame."""
 
-from hf_medai.evaluation.calibration import TemperatureScaler
-from hf_medai.evaluation.calibration import expected_calibration_error
-from hf_medai.evaluation.calibration import reliability_diagram
-from hf_medai.evaluation.calibration import roc_pr_plot
-from hf_medai.evaluation.classification import DEFAULT_OPERATING_POINTS
-from hf_medai.evaluation.classification import DERMATOLOGIST_SENSITIVITY
-from hf_medai.evaluation.classification import binary_metrics
-from hf_medai.evaluation.classification import choose_threshold
-from hf_medai.evaluation.classification import multiclass_metrics
-from hf_medai.evaluation.classification import regression_metrics
-from hf_medai.evaluation.fairness import DEFAULT_SUBGROUP_METRICS
-from hf_medai.evaluation.fairness import subgroup_report
-from hf_medai.evaluation.metrics import METRIC_NAMES
-from hf_medai.evaluation.metrics import load_metric
-from hf_medai.evaluation.metrics import metric_function
+from hf_medai.evaluation.calibration import (
+    TemperatureScaler,
+    expected_calibration_error,
+    reliability_diagram,
+    roc_pr_plot,
+)
+from hf_medai.evaluation.classification import (
+    DEFAULT_OPERATING_POINTS,
+    DERMATOLOGIST_SENSITIVITY,
+    binary_metrics,
+    choose_threshold,
+    multiclass_metrics,
+    regression_metrics,
+)
+from hf_medai.evaluation.fairness import DEFAULT_SUBGROUP_METRICS, subgroup_report
+from hf_medai.evaluation.metrics import METRIC_NAMES, load_metric, metric_function
 from hf_medai.evaluation.subgroup_table import subgroup_table_markdown
 
 __all__ = [

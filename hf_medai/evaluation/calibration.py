@@ -18,8 +18,9 @@ from hf_medai.evaluation.metrics import metric_function
 from hf_medai.io import atomic_path
 
 
-def expected_calibration_error(y_true: Sequence[int] | np.ndarray, probs: Sequence[Any] | np.ndarray,
-                               n_bins: int = 15) -> float:
+def expected_calibration_error(
+    y_true: Sequence[int] | np.ndarray, probs: Sequence[Any] | np.ndarray, n_bins: int = 15
+) -> float:
     """ECE over `n_bins` equal-width bins (our `ece` metric module; definition in its docstring).
 
     `probs`: 1-D probability of class 1 (binary: calibration of that risk), or (n, K) class
@@ -29,10 +30,15 @@ def expected_calibration_error(y_true: Sequence[int] | np.ndarray, probs: Sequen
     return float(metric_function("ece")(references=y, prediction_scores=p, n_bins=n_bins)["ece"])
 
 
-def reliability_diagram(y_true: Sequence[int] | np.ndarray, probs: Sequence[Any] | np.ndarray,
-                        path: str | Path, n_bins: int = 15, title: str = "Reliability diagram",
-                        ece_ci: tuple[float | None, float | None] | None = None,
-                        positive_class: str | None = None) -> Path:
+def reliability_diagram(
+    y_true: Sequence[int] | np.ndarray,
+    probs: Sequence[Any] | np.ndarray,
+    path: str | Path,
+    n_bins: int = 15,
+    title: str = "Reliability diagram",
+    ece_ci: tuple[float | None, float | None] | None = None,
+    positive_class: str | None = None,
+) -> Path:
     """Write a reliability diagram PNG to `path`. Returns `path`.
 
     Top: for each NON-EMPTY confidence bin, the observed frequency (bar, with its 95% Wilson interval), the
@@ -54,17 +60,32 @@ def reliability_diagram(y_true: Sequence[int] | np.ndarray, probs: Sequence[Any]
     fig, (top, bottom) = _figure(nrows=2, figsize=(6.5, 8.0), height_ratios=(3, 1))
     fig.suptitle(title)
     x = centres[used]
-    top.bar(x, frequency, width=width * 0.9, color="tab:blue", edgecolor="black", linewidth=0.5,
-            label=f"observed fraction {outcome}" if binary else "observed accuracy")
-    top.errorbar(x, frequency, yerr=np.maximum([frequency - low, high - frequency], 0), fmt="none", ecolor="black", elinewidth=0.8,
-                 capsize=2, label="95% interval of that fraction (Wilson)")
+    top.bar(
+        x,
+        frequency,
+        width=width * 0.9,
+        color="tab:blue",
+        edgecolor="black",
+        linewidth=0.5,
+        label=f"observed fraction {outcome}" if binary else "observed accuracy",
+    )
+    top.errorbar(
+        x,
+        frequency,
+        yerr=np.maximum([frequency - low, high - frequency], 0),
+        fmt="none",
+        ecolor="black",
+        elinewidth=0.8,
+        capsize=2,
+        label="95% interval of that fraction (Wilson)",
+    )
     top.plot(x, confidence, "D", color="tab:red", markersize=4, label="mean predicted probability in the bin")
     for xi, hi, n in zip(x, high, count[used]):
-        top.annotate(f"{n}", (xi, hi), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
-                     fontsize=7)
+        top.annotate(f"{n}", (xi, hi), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7)
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-    top.set(xlim=(0, 1), ylim=(0, 1.12),
-            ylabel=f"observed fraction {outcome}" if binary else "accuracy of the top class")
+    top.set(
+        xlim=(0, 1), ylim=(0, 1.12), ylabel=f"observed fraction {outcome}" if binary else "accuracy of the top class"
+    )
     heading = f"ECE = {bins['ece']:.3f}"
     if ece_ci is not None and ece_ci[0] is not None and ece_ci[1] is not None:
         heading += f" (95% CI {ece_ci[0]:.3f}–{ece_ci[1]:.3f})"
@@ -72,20 +93,39 @@ def reliability_diagram(y_true: Sequence[int] | np.ndarray, probs: Sequence[Any]
             heading += "; the interval lies above the estimate: resampling inflates ECE"
     heading += f"\n{n_bins} equal-width bins; the number above each bar is its count of examples"
     # above the axes: inside, the legend would hide bars whatever the calibration
-    top.legend(loc="lower left", bbox_to_anchor=(0, 1.01, 1, 0.3), mode="expand", ncol=2, title=heading,
-               fontsize=7, title_fontsize=7.5, borderaxespad=0)
+    top.legend(
+        loc="lower left",
+        bbox_to_anchor=(0, 1.01, 1, 0.3),
+        mode="expand",
+        ncol=2,
+        title=heading,
+        fontsize=7,
+        title_fontsize=7.5,
+        borderaxespad=0,
+    )
     bottom.bar(centres, count, width=width * 0.9, color="grey", edgecolor="black", linewidth=0.5)
-    bottom.set(xlim=(0, 1), ylabel="count",
-               xlabel=f"predicted probability of {outcome}" if binary else "confidence (top-label probability)")
+    bottom.set(
+        xlim=(0, 1),
+        ylabel="count",
+        xlabel=f"predicted probability of {outcome}" if binary else "confidence (top-label probability)",
+    )
     return _save_png(fig, path)
 
 
-def roc_pr_plot(y_true: Sequence[int] | np.ndarray, pos_score: Sequence[float] | np.ndarray, path: str | Path,
-                title: str | None = None,
-                reference_points: Mapping[str, tuple[float, float]] | None = None,
-                positive_class: str | None = None, negative_class: str | None = None,
-                threshold: float | None = None, threshold_source: str | None = None,
-                n_bootstrap: int = 0, seed: int = 0, ci: float = 0.95) -> Path:
+def roc_pr_plot(
+    y_true: Sequence[int] | np.ndarray,
+    pos_score: Sequence[float] | np.ndarray,
+    path: str | Path,
+    title: str | None = None,
+    reference_points: Mapping[str, tuple[float, float]] | None = None,
+    positive_class: str | None = None,
+    negative_class: str | None = None,
+    threshold: float | None = None,
+    threshold_source: str | None = None,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> Path:
     """Write ROC and precision-recall curves side by side (AUROC and AP in the legends) to `path`.
 
     `positive_class` / `negative_class` name the classes on the axes. `threshold` (the operating threshold, chosen
@@ -110,37 +150,72 @@ def roc_pr_plot(y_true: Sequence[int] | np.ndarray, pos_score: Sequence[float] |
     if n_bootstrap:
         bands = curve_bands(y, s, n_bootstrap=n_bootstrap, seed=seed, ci=ci)
         label = f"{100 * ci:.0f}% CI (bootstrap, pointwise)"
-        roc_ax.fill_between(bands["grid"], bands["tpr_low"], bands["tpr_high"], color="tab:blue", alpha=0.2,
-                            linewidth=0, label=label)
-        pr_ax.fill_between(bands["grid"], bands["precision_low"], bands["precision_high"], color="tab:blue",
-                           alpha=0.2, linewidth=0, label=label)
+        roc_ax.fill_between(
+            bands["grid"], bands["tpr_low"], bands["tpr_high"], color="tab:blue", alpha=0.2, linewidth=0, label=label
+        )
+        pr_ax.fill_between(
+            bands["grid"],
+            bands["precision_low"],
+            bands["precision_high"],
+            color="tab:blue",
+            alpha=0.2,
+            linewidth=0,
+            label=label,
+        )
     roc_ax.plot(fpr, tpr, color="tab:blue", label=f"model (AUROC = {auroc:.3f})")
     roc_ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="chance")
     for name, (sensitivity, specificity) in (reference_points or {}).items():
         roc_ax.plot(1 - specificity, sensitivity, "o", label=name)
     pr_ax.step(recall, precision, where="post", color="tab:blue", label=f"model (AP = {ap:.3f})")
-    pr_ax.axhline(float(np.mean(y == 1)), color="k", linestyle="--", linewidth=1,
-                  label=f"prevalence of {positive} ({np.mean(y == 1):.3f})")
+    pr_ax.axhline(
+        float(np.mean(y == 1)),
+        color="k",
+        linestyle="--",
+        linewidth=1,
+        label=f"prevalence of {positive} ({np.mean(y == 1):.3f})",
+    )
     if threshold is not None:
         call = s >= threshold
         sens = float(np.mean(call[y == 1])) if (y == 1).any() else float("nan")
         spec = float(np.mean(~call[y == 0])) if (y == 0).any() else float("nan")
         ppv = float(np.mean(y[call] == 1)) if call.any() else float("nan")
         how = f", {threshold_source}" if threshold_source else ""
-        roc_ax.plot(1 - spec, sens, "o", color="black", markersize=8, markerfacecolor="gold", zorder=5,
-                    label=f"operating point: threshold {threshold:.3f}{how}\n"
-                          f"sensitivity {sens:.3f}, specificity {spec:.3f}")
+        roc_ax.plot(
+            1 - spec,
+            sens,
+            "o",
+            color="black",
+            markersize=8,
+            markerfacecolor="gold",
+            zorder=5,
+            label=f"operating point: threshold {threshold:.3f}{how}\nsensitivity {sens:.3f}, specificity {spec:.3f}",
+        )
         if np.isfinite(ppv):
-            pr_ax.plot(sens, ppv, "o", color="black", markersize=8, markerfacecolor="gold", zorder=5,
-                       label=f"operating point: threshold {threshold:.3f}{how}\n"
-                             f"recall {sens:.3f}, precision {ppv:.3f}")
-    roc_ax.set(xlim=(0, 1), ylim=(0, 1.01), title=f"ROC: {positive} vs {negative}",
-               xlabel=f"1 - specificity (fraction of {negative} called {positive})",
-               ylabel=f"sensitivity (fraction of {positive} found)")
+            pr_ax.plot(
+                sens,
+                ppv,
+                "o",
+                color="black",
+                markersize=8,
+                markerfacecolor="gold",
+                zorder=5,
+                label=f"operating point: threshold {threshold:.3f}{how}\nrecall {sens:.3f}, precision {ppv:.3f}",
+            )
+    roc_ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title=f"ROC: {positive} vs {negative}",
+        xlabel=f"1 - specificity (fraction of {negative} called {positive})",
+        ylabel=f"sensitivity (fraction of {positive} found)",
+    )
     roc_ax.legend(loc="lower right", fontsize=7)
-    pr_ax.set(xlim=(0, 1), ylim=(0, 1.01), title=f"Precision-recall: {positive}",
-              xlabel=f"recall = sensitivity (fraction of {positive} found)",
-              ylabel=f"precision = PPV (fraction of {positive} calls that are {positive})")
+    pr_ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title=f"Precision-recall: {positive}",
+        xlabel=f"recall = sensitivity (fraction of {positive} found)",
+        ylabel=f"precision = PPV (fraction of {positive} calls that are {positive})",
+    )
     pr_ax.legend(loc="upper right", fontsize=7)
     if title:
         fig.suptitle(title)
@@ -174,8 +249,12 @@ class TemperatureScaler:
         if y.min() < 0 or y.max() >= z.shape[1]:
             raise ValueError(f"labels must lie in 0..{z.shape[1] - 1}")
         # search log T: the scale on which over- and under-confidence are symmetric
-        result = minimize_scalar(lambda log_t: _nll(z / np.exp(log_t), y), method="bounded",
-                                 bounds=tuple(np.log(self.bounds)), options={"xatol": 1e-6})
+        result = minimize_scalar(
+            lambda log_t: _nll(z / np.exp(log_t), y),
+            method="bounded",
+            bounds=tuple(np.log(self.bounds)),
+            options={"xatol": 1e-6},
+        )
         self.temperature = float(np.exp(result.x))
         return self
 
@@ -191,8 +270,13 @@ class TemperatureScaler:
         return probs[:, 1] if binary else probs
 
 
-def calibrate_into_head(model, val_logits: np.ndarray, val_labels, class_weights: np.ndarray | None = None,
-                        temperature_scaling: bool = True) -> tuple[np.ndarray, float]:
+def calibrate_into_head(
+    model,
+    val_logits: np.ndarray,
+    val_labels,
+    class_weights: np.ndarray | None = None,
+    temperature_scaling: bool = True,
+) -> tuple[np.ndarray, float]:
     """Fit the saved classifier's calibration on validation and fold it into `model`'s head.
 
     First the class-prior correction of a class-weighted loss (shift = -log(weight): such a loss inflates each
@@ -201,8 +285,11 @@ def calibrate_into_head(model, val_logits: np.ndarray, val_labels, class_weights
     """
     from hf_medai.models.heads import fold_into_head
 
-    shift = -np.log(np.asarray(class_weights, dtype=np.float64)) if class_weights is not None else \
-        np.zeros(np.asarray(val_logits).shape[1])
+    shift = (
+        -np.log(np.asarray(class_weights, dtype=np.float64))
+        if class_weights is not None
+        else np.zeros(np.asarray(val_logits).shape[1])
+    )
     temperature = TemperatureScaler().fit(val_logits + shift, val_labels).temperature if temperature_scaling else 1.0
     fold_into_head(model, shift=shift, temperature=temperature)
     return shift, temperature
@@ -245,8 +332,12 @@ def _nll(z: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(y)), y]))
 
 
-def _figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (5.0, 5.0),
-            height_ratios: Sequence[float] | None = None) -> tuple[Any, Any]:
+def _figure(
+    nrows: int = 1,
+    ncols: int = 1,
+    figsize: tuple[float, float] = (5.0, 5.0),
+    height_ratios: Sequence[float] | None = None,
+) -> tuple[Any, Any]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -22,10 +22,7 @@ from hf_medai.evaluation.metrics import metric_function
 # Mean sensitivity of 157 dermatologists on dermoscopic melanoma images (Brinker et al., Eur J Cancer
 # 2019;113:47-54): the model's specificity at that sensitivity is the head-to-head comparison.
 DERMATOLOGIST_SENSITIVITY = 0.741
-DEFAULT_OPERATING_POINTS: dict[str, list[float]] = {
-    "sensitivity": [DERMATOLOGIST_SENSITIVITY],
-    "specificity": [0.9],
-}
+DEFAULT_OPERATING_POINTS: dict[str, list[float]] = {"sensitivity": [DERMATOLOGIST_SENSITIVITY], "specificity": [0.9]}
 # A percentile interval over the resamples where a metric happens to be defined is biased towards
 # the easy resamples; past this fraction of undefined resamples we report no interval at all.
 MAX_UNDEFINED_FRACTION = 0.1
@@ -35,8 +32,9 @@ _BLOCK_ELEMENTS = 2_000_000
 Values = dict[str, Any]  # metric name -> float (one evaluation) or array (one value per resample)
 
 
-def choose_threshold(y_true: Sequence[int] | np.ndarray, pos_score: Sequence[float] | np.ndarray,
-                     method: str = "youden") -> float:
+def choose_threshold(
+    y_true: Sequence[int] | np.ndarray, pos_score: Sequence[float] | np.ndarray, method: str = "youden"
+) -> float:
     """Pick a decision threshold on VALIDATION data (never on the test set you report).
 
     method: "youden" (maximise sensitivity + specificity - 1), "sensitivity@0.95" (the most specific
@@ -238,8 +236,13 @@ def curve_bands(
     q = [100 * (1 - ci) / 2, 100 * (1 + ci) / 2]
     tpr_low, tpr_high = np.percentile(tpr, q, axis=0)
     precision_low, precision_high = np.percentile(precision, q, axis=0)
-    return {"grid": grid, "tpr_low": tpr_low, "tpr_high": tpr_high, "precision_low": precision_low,
-            "precision_high": precision_high}
+    return {
+        "grid": grid,
+        "tpr_low": tpr_low,
+        "tpr_high": tpr_high,
+        "precision_low": precision_low,
+        "precision_high": precision_high,
+    }
 
 
 # --- bootstrap ---------------------------------------------------------------------------------------

@@ -46,11 +46,19 @@ _METRICS: dict[str, dict[str, _GroupMetric]] = {
     "binary": {
         "auroc": _GroupMetric("score", True, _scored("roc_auc"), _BOTH),
         "auprc": _GroupMetric("score", True, _scored("average_precision"), _BOTH),
-        "sensitivity": _GroupMetric("pred", True, _predicted("sensitivity_specificity", "sensitivity"), ("positives",)),
-        "specificity": _GroupMetric("pred", True, _predicted("sensitivity_specificity", "specificity"), ("negatives",)),
+        "sensitivity": _GroupMetric(
+            "pred", True, _predicted("sensitivity_specificity", "sensitivity"), ("positives",)
+        ),
+        "specificity": _GroupMetric(
+            "pred", True, _predicted("sensitivity_specificity", "specificity"), ("negatives",)
+        ),
         # predictive values depend on the group's prevalence: both classes, and the calls they are the share of
-        "ppv": _GroupMetric("pred", True, _predicted("sensitivity_specificity", "ppv"), (*_BOTH, "predicted_positives")),
-        "npv": _GroupMetric("pred", True, _predicted("sensitivity_specificity", "npv"), (*_BOTH, "predicted_negatives")),
+        "ppv": _GroupMetric(
+            "pred", True, _predicted("sensitivity_specificity", "ppv"), (*_BOTH, "predicted_positives")
+        ),
+        "npv": _GroupMetric(
+            "pred", True, _predicted("sensitivity_specificity", "npv"), (*_BOTH, "predicted_negatives")
+        ),
         "accuracy": _GroupMetric("pred", True, _predicted("accuracy"), _BOTH),
         "balanced_accuracy": _GroupMetric("pred", True, _predicted("balanced_accuracy"), _BOTH),
         "brier": _GroupMetric("score", False, _scored("brier")),
@@ -125,8 +133,9 @@ def subgroup_report(
     if unknown:
         raise ValueError(f"unknown {task} metrics {unknown}; available: {sorted(_METRICS[task])}")
     if n_bootstrap < 0 or not 0.0 < ci < 1.0 or min_class_count < 1:
-        raise ValueError(f"need n_bootstrap >= 0, 0 < ci < 1 and min_class_count >= 1; got {n_bootstrap}, {ci}, "
-                         f"{min_class_count}")
+        raise ValueError(
+            f"need n_bootstrap >= 0, 0 < ci < 1 and min_class_count >= 1; got {n_bootstrap}, {ci}, {min_class_count}"
+        )
     if isinstance(groups, pd.Series):
         groups = groups.to_frame()
     if not isinstance(groups, pd.DataFrame):
@@ -152,8 +161,13 @@ def subgroup_report(
     report: dict[str, dict[str, Any]] = {}
     for column_index, column in enumerate(groups.columns):
         labels, order = _group_labels(groups[column])
-        frame = MetricFrame(metrics=functions, y_true=y, y_pred=y_pred_frame, sensitive_features=labels,
-                            sample_params=sample_params or None)
+        frame = MetricFrame(
+            metrics=functions,
+            y_true=y,
+            y_pred=y_pred_frame,
+            sensitive_features=labels,
+            sample_params=sample_params or None,
+        )
         by_group = frame.by_group.reindex(order)
         label_array = labels.to_numpy()
         entries: dict[str, dict[str, Any]] = {}
@@ -179,8 +193,11 @@ def subgroup_report(
                     compared[m].append(g)
                 entry[m] = value
             estimable = [m for m in names if entry[m] is not None]
-            draws[g] = _group_draws(y, score, pred, members, estimable, task, n_bootstrap,
-                                    [seed, column_index, group_index]) if n_bootstrap and estimable else {}
+            draws[g] = (
+                _group_draws(y, score, pred, members, estimable, task, n_bootstrap, [seed, column_index, group_index])
+                if n_bootstrap and estimable
+                else {}
+            )
             for m in names:
                 low, high = percentile_interval(draws[g][m], ci) if m in draws[g] else (None, None)
                 entry[f"{m}_ci_low"], entry[f"{m}_ci_high"] = low, high
@@ -197,8 +214,9 @@ def subgroup_report(
             "min_class_count": int(min_class_count),
             "n_bootstrap": int(n_bootstrap),
             "ci_level": float(ci),
-            "warnings": _warnings(str(column), y, label_array, order, entries, small, names, task, score,
-                                  min_group_size),
+            "warnings": _warnings(
+                str(column), y, label_array, order, entries, small, names, task, score, min_group_size
+            ),
         }
     return report
 
@@ -268,22 +286,34 @@ def _group_labels(column: pd.Series) -> tuple[pd.Series, list[str]]:
     return labels, order
 
 
-_COUNT_WORDS = {"positives": "positives", "negatives": "negatives", "predicted_positives": "predicted positives",
-                "predicted_negatives": "predicted negatives"}
+_COUNT_WORDS = {
+    "positives": "positives",
+    "negatives": "negatives",
+    "predicted_positives": "predicted positives",
+    "predicted_negatives": "predicted negatives",
+}
 
 
-def _count_words(task: str, class_names: Sequence[str] | None, score: np.ndarray | None,
-                 y: np.ndarray) -> dict[str, Any]:
+def _count_words(
+    task: str, class_names: Sequence[str] | None, score: np.ndarray | None, y: np.ndarray
+) -> dict[str, Any]:
     """How each count is named in reasons: the class names when known ("0 melanoma"), else generic words."""
     words: dict[str, Any] = dict(_COUNT_WORDS)
     if task == "binary" and class_names is not None and len(class_names) == 2:
         negative, positive = (str(c) for c in class_names)
-        words.update(positives=positive, negatives=negative, predicted_positives=f"predicted {positive}",
-                     predicted_negatives=f"predicted {negative}")
+        words.update(
+            positives=positive,
+            negatives=negative,
+            predicted_positives=f"predicted {positive}",
+            predicted_negatives=f"predicted {negative}",
+        )
     if task == "multiclass":
         k = score.shape[1] if score is not None else int(y.max()) + 1
-        words["classes"] = [str(c) for c in class_names] if class_names is not None and len(class_names) == k \
+        words["classes"] = (
+            [str(c) for c in class_names]
+            if class_names is not None and len(class_names) == k
             else [f"class {c}" for c in range(k)]
+        )
     return words
 
 
@@ -294,8 +324,10 @@ def _counts(y: np.ndarray, pred: np.ndarray | None, task: str, words: dict[str, 
         needs = {"positives": out["n_positive"], "negatives": out["n_negative"]}
         if pred is not None:
             out["n_predicted_positive"] = int(np.sum(pred == 1))
-            needs.update(predicted_positives=out["n_predicted_positive"],
-                         predicted_negatives=int(pred.size - out["n_predicted_positive"]))
+            needs.update(
+                predicted_positives=out["n_predicted_positive"],
+                predicted_negatives=int(pred.size - out["n_predicted_positive"]),
+            )
         out["_needs"] = needs
         return out
     if task == "multiclass":
@@ -304,8 +336,9 @@ def _counts(y: np.ndarray, pred: np.ndarray | None, task: str, words: dict[str, 
     return {"_needs": {}}
 
 
-def _short_counts(needs: tuple[str, ...], counts: dict[str, Any], words: dict[str, Any],
-                  min_class_count: int) -> tuple[str, str]:
+def _short_counts(
+    needs: tuple[str, ...], counts: dict[str, Any], words: dict[str, Any], min_class_count: int
+) -> tuple[str, str]:
     """("0 melanoma", "") when a needed count is zero; ("", "4 melanoma") when it is below the minimum."""
     have = dict(counts["_needs"])
     if "every_class" in needs:
@@ -317,8 +350,16 @@ def _short_counts(needs: tuple[str, ...], counts: dict[str, Any], words: dict[st
     return missing, short
 
 
-def _group_draws(y: np.ndarray, score: np.ndarray | None, pred: np.ndarray | None, members: np.ndarray,
-                 names: list[str], task: str, n_bootstrap: int, seed: list[int]) -> dict[str, np.ndarray]:
+def _group_draws(
+    y: np.ndarray,
+    score: np.ndarray | None,
+    pred: np.ndarray | None,
+    members: np.ndarray,
+    names: list[str],
+    task: str,
+    n_bootstrap: int,
+    seed: list[int],
+) -> dict[str, np.ndarray]:
     """Each metric in `names` on `n_bootstrap` resamples of the group's rows (index matrices, stratified by label)."""
     arrays = [y[members]]
     for part in (score, pred):
@@ -335,8 +376,14 @@ def _group_draws(y: np.ndarray, score: np.ndarray | None, pred: np.ndarray | Non
     return bootstrap_draws(values, tuple(arrays), strata, n_bootstrap, seed)
 
 
-def _worst_and_gap(entries: dict[str, dict[str, Any]], draws: dict[str, dict[str, np.ndarray]],
-                   compared: dict[str, list[str]], names: list[str], task: str, ci: float) -> dict[str, dict[str, Any]]:
+def _worst_and_gap(
+    entries: dict[str, dict[str, Any]],
+    draws: dict[str, dict[str, np.ndarray]],
+    compared: dict[str, list[str]],
+    names: list[str],
+    task: str,
+    ci: float,
+) -> dict[str, dict[str, Any]]:
     """Worst group and largest gap (max - min) per metric over the groups compared for it; the gap's interval from
     the gap on each bootstrap replicate (every group resampled in each), undefined where a group's value is."""
     worst: dict[str, Any] = {m: {"group": None, "value": None, "ci_low": None, "ci_high": None} for m in names}
@@ -349,8 +396,12 @@ def _worst_and_gap(entries: dict[str, dict[str, Any]], draws: dict[str, dict[str
         values = [entries[g][m] for g in groups]
         pick = int(np.argmax(values) if not _METRICS[task][m].higher_is_better else np.argmin(values))
         entry = entries[groups[pick]]
-        worst[m] = {"group": groups[pick], "value": values[pick], "ci_low": entry[f"{m}_ci_low"],
-                    "ci_high": entry[f"{m}_ci_high"]}
+        worst[m] = {
+            "group": groups[pick],
+            "value": values[pick],
+            "ci_low": entry[f"{m}_ci_low"],
+            "ci_high": entry[f"{m}_ci_high"],
+        }
         if len(groups) < 2:  # a "gap" over one group would read as perfect parity
             continue
         gap[m] = _finite_or_none(max(values) - min(values))
@@ -361,16 +412,27 @@ def _worst_and_gap(entries: dict[str, dict[str, Any]], draws: dict[str, dict[str
     return {"worst": worst, "largest_gap": gap, "largest_gap_ci": gap_ci}
 
 
-def _warnings(column: str, y: np.ndarray, label_array: np.ndarray, order: list[str], entries: dict[str, dict],
-              small: list[str], names: list[str], task: str, score: np.ndarray | None,
-              min_group_size: int) -> list[str]:
+def _warnings(
+    column: str,
+    y: np.ndarray,
+    label_array: np.ndarray,
+    order: list[str],
+    entries: dict[str, dict],
+    small: list[str],
+    names: list[str],
+    task: str,
+    score: np.ndarray | None,
+    min_group_size: int,
+) -> list[str]:
     messages: list[str] = []
     n_classes = score.shape[1] if task == "multiclass" and score is not None else None
     for g in order:
         where, entry = f"{column}={g}", entries[g]
         if g in small:
-            messages.append(f"{where}: n={entry['n']} < min_group_size={min_group_size}; shown but left out of "
-                            "worst group and largest gap")
+            messages.append(
+                f"{where}: n={entry['n']} < min_group_size={min_group_size}; shown but left out of "
+                "worst group and largest gap"
+            )
         reason = ""
         if task != "regression":
             present = np.unique(y[label_array == g])
@@ -382,13 +444,17 @@ def _warnings(column: str, y: np.ndarray, label_array: np.ndarray, order: list[s
                 absent = sorted(set(range(n_classes)) - set(present.tolist()))
                 reason = f"classes {absent} absent from y_true"
         if entry["not_estimable"]:
-            messages.append(f"{where}: {reason + '; ' if reason else ''}not estimable: "
-                            f"{', '.join(entry['not_estimable'])} ({_join_reasons(entry['not_estimable'])})")
+            messages.append(
+                f"{where}: {reason + '; ' if reason else ''}not estimable: "
+                f"{', '.join(entry['not_estimable'])} ({_join_reasons(entry['not_estimable'])})"
+            )
         elif reason:
             messages.append(f"{where}: {reason}")
         if entry["too_few"] and g not in small:
-            messages.append(f"{where}: too few to compare: {', '.join(entry['too_few'])} "
-                            f"({_join_reasons(entry['too_few'])}); shown but left out of worst group and largest gap")
+            messages.append(
+                f"{where}: too few to compare: {', '.join(entry['too_few'])} "
+                f"({_join_reasons(entry['too_few'])}); shown but left out of worst group and largest gap"
+            )
     return messages
 
 

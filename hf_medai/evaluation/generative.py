@@ -20,8 +20,10 @@ from hf_medai.io import atomic_path
 
 # The 8 symmetries of a square (dihedral group D4), as (flip left-right first?, quarter turns).
 DIHEDRAL = [(flip, turns) for flip in (False, True) for turns in range(4)]
-DIHEDRAL_NAMES = ["+".join((["flip"] if flip else []) + ([f"rot{90 * turns}"] if turns else [])) or "identity"
-                  for flip, turns in DIHEDRAL]
+DIHEDRAL_NAMES = [
+    "+".join((["flip"] if flip else []) + ([f"rot{90 * turns}"] if turns else [])) or "identity"
+    for flip, turns in DIHEDRAL
+]
 _CHUNK_ELEMENTS = 1 << 24  # similarity matrix entries per chunk (64 MB in float32)
 
 
@@ -65,8 +67,11 @@ class ClassifierFeatures:
 
         from hf_medai.models.heads import output_layer
 
-        self.model = AutoModelForImageClassification.from_pretrained(
-            run_dir, use_safetensors=True, trust_remote_code=False).to(device).eval()
+        self.model = (
+            AutoModelForImageClassification.from_pretrained(run_dir, use_safetensors=True, trust_remote_code=False)
+            .to(device)
+            .eval()
+        )
         self.processor = AutoImageProcessor.from_pretrained(run_dir, trust_remote_code=False)
         self.device, self.batch_size = device, batch_size
         id2label = self.model.config.id2label
@@ -86,7 +91,7 @@ class ClassifierFeatures:
             with torch.inference_mode():
                 for start in range(0, len(array), self.batch_size):
                     # PIL images, as `pipeline("image-classification")` gives the processor: identical inputs.
-                    batch = [Image.fromarray(a) for a in array[start:start + self.batch_size]]
+                    batch = [Image.fromarray(a) for a in array[start : start + self.batch_size]]
                     pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
                     captured.clear()
                     logits = self.model(pixel_values=pixels.to(self.device, self.model.dtype)).logits.float()
@@ -99,8 +104,9 @@ class ClassifierFeatures:
         return np.concatenate(features).astype(np.float64), np.concatenate(probs)
 
 
-def class_fidelity(probs, requested_labels, class_names: Sequence[str], reference_probs=None,
-                   reference_labels=None) -> dict[str, Any]:
+def class_fidelity(
+    probs, requested_labels, class_names: Sequence[str], reference_probs=None, reference_labels=None
+) -> dict[str, Any]:
     """How often the classifier assigns a generated image to the class it was generated for (argmax).
 
     With `reference_probs`/`reference_labels` (the same classifier on real held-out images) the same agreement
@@ -117,8 +123,7 @@ def class_fidelity(probs, requested_labels, class_names: Sequence[str], referenc
         for name, row in report["per_class"].items():
             ceiling = reference["per_class"][name]["accuracy"]
             row["reference_accuracy"] = ceiling
-            row["relative_fidelity"] = (row["fidelity"] / ceiling
-                                        if row["fidelity"] is not None and ceiling else None)
+            row["relative_fidelity"] = row["fidelity"] / ceiling if row["fidelity"] is not None and ceiling else None
         report["reference_accuracy"] = reference["accuracy"]
     return report
 
@@ -192,8 +197,9 @@ def frechet_distance(feats_a, feats_b, eps: float = 1e-6) -> float:
     return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
 
 
-def kernel_distance(feats_a, feats_b, n_subsets: int = 100, subset_size: int = 1000,
-                    seed: int = 0) -> tuple[float, float]:
+def kernel_distance(
+    feats_a, feats_b, n_subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID: unbiased MMD^2 with the kernel (x.y/d + 1)^3, mean and std over random subsets.
 
     Unlike FID it is unbiased, so small sets can be compared; it can come out slightly negative (a set
@@ -215,8 +221,11 @@ def kernel_distance(feats_a, feats_b, n_subsets: int = 100, subset_size: int = 1
         y = b[rng.choice(len(b), m, replace=False)]
         k_xx, k_yy = polynomial_kernel(x, **kernel), polynomial_kernel(y, **kernel)
         k_xy = polynomial_kernel(x, y, **kernel)
-        values[i] = ((k_xx.sum() - np.trace(k_xx)) / (m * (m - 1)) + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-                     - 2.0 * k_xy.mean())
+        values[i] = (
+            (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+            + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+            - 2.0 * k_xy.mean()
+        )
     return float(values.mean()), float(values.std())
 
 
@@ -237,8 +246,9 @@ def pixel_vectors(images, pixel_size: int = 32) -> np.ndarray:
     """
     array = as_image_array(images)
     if array.shape[1:3] != (pixel_size, pixel_size):
-        array = np.stack([np.asarray(Image.fromarray(a).resize((pixel_size, pixel_size), Image.BILINEAR))
-                          for a in array])
+        array = np.stack(
+            [np.asarray(Image.fromarray(a).resize((pixel_size, pixel_size), Image.BILINEAR)) for a in array]
+        )
     return _normalise(array.reshape(len(array), -1).astype(np.float32), centre=True)
 
 
@@ -294,8 +304,11 @@ class _TrainingIndex:
         if feature_fn is not None or training_features is not None:
             # Cosine about the training mean: raw penultimate features share a large common component, which
             # puts every pair near 1 and hides which training image is really closest.
-            raw = (_call_features(feature_fn, self.training) if training_features is None
-                   else _features(training_features, "training features"))
+            raw = (
+                _call_features(feature_fn, self.training)
+                if training_features is None
+                else _features(training_features, "training features")
+            )
             self.feature_mean = raw.mean(0, keepdims=True)
             self.features = _normalise(raw - self.feature_mean, centre=False)
 
@@ -312,8 +325,9 @@ class _TrainingIndex:
         return out
 
 
-def nearest_neighbours(generated, training, feature_fn: Callable | None = None,
-                       pixel_size: int = 32) -> dict[str, np.ndarray]:
+def nearest_neighbours(
+    generated, training, feature_fn: Callable | None = None, pixel_size: int = 32
+) -> dict[str, np.ndarray]:
     """For every generated image, its nearest training image in pixel space (and feature space if given).
 
     Pixel similarity: Pearson r of the images resized to pixel_size, the max over the 8 flips/quarter turns of
@@ -326,10 +340,18 @@ def nearest_neighbours(generated, training, feature_fn: Callable | None = None,
     return _TrainingIndex(training, feature_fn, pixel_size).query(generated)
 
 
-def memorisation_report(generated, training, out_dir: str | Path | None = None, pixel_threshold: float = 0.98,
-                        feature_threshold: float | None = None, top_k: int = 8,
-                        feature_fn: Callable | None = None, reference=None, pixel_size: int = 32,
-                        features: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+def memorisation_report(
+    generated,
+    training,
+    out_dir: str | Path | None = None,
+    pixel_threshold: float = 0.98,
+    feature_threshold: float | None = None,
+    top_k: int = 8,
+    feature_fn: Callable | None = None,
+    reference=None,
+    pixel_size: int = 32,
+    features: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Flag generated images whose nearest training image is too close, and say what "close" means.
 
     `reference`: real held-out images. Their nearest-training similarities are the same statistic for two
@@ -344,8 +366,11 @@ def memorisation_report(generated, training, out_dir: str | Path | None = None, 
     index = _TrainingIndex(training, feature_fn, pixel_size, training_features=features.get("training"))
     generated = as_image_array(generated)
     found = index.query(generated, features.get("generated"))
-    report: dict[str, Any] = {"n_generated": len(generated), "n_training": len(index.training),
-                              "pixel_size": pixel_size}
+    report: dict[str, Any] = {
+        "n_generated": len(generated),
+        "n_training": len(index.training),
+        "pixel_size": pixel_size,
+    }
     ref = index.query(reference, features.get("reference")) if reference is not None else None
     if reference is not None:
         report["n_reference"] = len(as_image_array(reference))
@@ -355,9 +380,12 @@ def memorisation_report(generated, training, out_dir: str | Path | None = None, 
         section: dict[str, Any] = {"threshold": threshold, "nearest_similarity": _summary(similarity)}
         if threshold is not None:
             flagged = np.nonzero(similarity > threshold)[0]
-            section.update(n_flagged=int(len(flagged)), fraction_flagged=float(len(flagged) / len(similarity)),
-                           flagged=[int(i) for i in flagged],
-                           flagged_training_index=[int(found[f"{space}_index"][i]) for i in flagged])
+            section.update(
+                n_flagged=int(len(flagged)),
+                fraction_flagged=float(len(flagged) / len(similarity)),
+                flagged=[int(i) for i in flagged],
+                flagged_training_index=[int(found[f"{space}_index"][i]) for i in flagged],
+            )
         if ref is not None:
             ref_similarity = ref[f"{space}_similarity"]
             section["reference"] = _summary(ref_similarity)
@@ -371,12 +399,16 @@ def memorisation_report(generated, training, out_dir: str | Path | None = None, 
 
 
 def _summary(similarity: np.ndarray) -> dict[str, float]:
-    return {"max": float(similarity.max()), "p99": float(np.percentile(similarity, 99)),
-            "median": float(np.median(similarity))}
+    return {
+        "max": float(similarity.max()),
+        "p99": float(np.percentile(similarity, 99)),
+        "median": float(np.median(similarity)),
+    }
 
 
-def _save_pairs(generated: np.ndarray, training: np.ndarray, found: dict[str, np.ndarray], out_dir: Path,
-                top_k: int) -> list[dict[str, Any]]:
+def _save_pairs(
+    generated: np.ndarray, training: np.ndarray, found: dict[str, np.ndarray], out_dir: Path, top_k: int
+) -> list[dict[str, Any]]:
     """The top_k closest pairs by pixel similarity as PNGs: generated | nearest training, enlarged."""
     order = np.argsort(-found["pixel_similarity"], kind="stable")[:top_k]
     pairs = []
@@ -385,9 +417,13 @@ def _save_pairs(generated: np.ndarray, training: np.ndarray, found: dict[str, np
         name = f"pair_{rank:02d}_generated{int(g)}_training{t}.png"
         with atomic_path(out_dir / name) as tmp:
             _side_by_side(generated[g], training[t]).save(tmp, format="PNG")
-        row = {"file": name, "generated_index": int(g), "training_index": t,
-               "pixel_similarity": float(found["pixel_similarity"][g]),
-               "transform": DIHEDRAL_NAMES[int(found["pixel_transform"][g])]}
+        row = {
+            "file": name,
+            "generated_index": int(g),
+            "training_index": t,
+            "pixel_similarity": float(found["pixel_similarity"][g]),
+            "transform": DIHEDRAL_NAMES[int(found["pixel_transform"][g])],
+        }
         if "feature_similarity" in found:
             row["feature_similarity"] = float(found["feature_similarity"][g])
             row["feature_nearest_training_index"] = int(found["feature_index"][g])
@@ -417,22 +453,29 @@ def diversity(images_or_features, labels=None) -> dict[str, Any]:
     Images (uint8 [N, H, W, 3] or PIL list): 1 - Pearson r of the 32 px images, no flips/turns. Features
     (float [N, D]): cosine distance. Uses sum_{i != j} v_i.v_j = |sum v|^2 - sum |v|^2: no N x N matrix.
     """
-    is_features = (isinstance(images_or_features, np.ndarray) and images_or_features.ndim == 2
-                   and images_or_features.dtype != np.uint8)
+    is_features = (
+        isinstance(images_or_features, np.ndarray)
+        and images_or_features.ndim == 2
+        and images_or_features.dtype != np.uint8
+    )
     if is_features:
         vectors = _normalise(_features(images_or_features, "features"), centre=False).astype(np.float64)
     else:
         vectors = pixel_vectors(images_or_features).astype(np.float64)
-    report: dict[str, Any] = {"space": "feature" if is_features else "pixel",
-                              "metric": "cosine distance" if is_features else "1 - Pearson r",
-                              "n": len(vectors), "overall": _mean_pairwise_distance(vectors)}
+    report: dict[str, Any] = {
+        "space": "feature" if is_features else "pixel",
+        "metric": "cosine distance" if is_features else "1 - Pearson r",
+        "n": len(vectors),
+        "overall": _mean_pairwise_distance(vectors),
+    }
     if labels is not None:
         labels = np.asarray(list(labels))
         if len(labels) != len(vectors):
             raise ValueError(f"{len(labels)} labels for {len(vectors)} images")
-        report["per_class"] = {str(c): {"n": int((labels == c).sum()),
-                                        "mean_distance": _mean_pairwise_distance(vectors[labels == c])}
-                               for c in np.unique(labels)}
+        report["per_class"] = {
+            str(c): {"n": int((labels == c).sum()), "mean_distance": _mean_pairwise_distance(vectors[labels == c])}
+            for c in np.unique(labels)
+        }
     return report
 
 

@@ -29,16 +29,35 @@ from hf_medai.pipelines.sampling import SCHEDULERS, generate, save_grid, save_sa
 
 @dataclass
 class GenerationEvalArguments:
-    classifier_dir: str | None = field(default=None, metadata={"help": "A lesion-recipe run folder: its classifier scores fidelity and gives the FID/KID/memorisation features. Without it, pixel-space checks only."})
-    eval_images_per_class: int = field(default=64, metadata={"help": "Images generated per class for the evaluation (saved in samples/)."})
-    eval_scheduler: str = field(default="dpmsolver++", metadata={"help": "Sampler for the evaluation: dpmsolver++ | ddim | ddpm."})
+    classifier_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "A lesion-recipe run folder: its classifier scores fidelity and gives the FID/KID/memorisation features. Without it, pixel-space checks only."
+        },
+    )
+    eval_images_per_class: int = field(
+        default=64, metadata={"help": "Images generated per class for the evaluation (saved in samples/)."}
+    )
+    eval_scheduler: str = field(
+        default="dpmsolver++", metadata={"help": "Sampler for the evaluation: dpmsolver++ | ddim | ddpm."}
+    )
     eval_inference_steps: int = field(default=20, metadata={"help": "Sampling steps of the evaluation sampler."})
     guidance_scale: float = field(default=2.0, metadata={"help": "Classifier-free guidance scale (1 = none)."})
     eval_batch_size: int = field(default=64, metadata={"help": "Images per sampling batch."})
     eval_seed: int = field(default=1234, metadata={"help": "Seed of the evaluation samples."})
     grid_images_per_class: int = field(default=8, metadata={"help": "Images per class in the sample grids."})
-    memorisation_threshold: float = field(default=0.98, metadata={"help": "Flag a generated image whose nearest training image (any flip/turn) has pixel Pearson r above this."})
-    feature_memorisation_threshold: float | None = field(default=None, metadata={"help": "Also flag on classifier-feature cosine above this (off by default: same-class features are close)."})
+    memorisation_threshold: float = field(
+        default=0.98,
+        metadata={
+            "help": "Flag a generated image whose nearest training image (any flip/turn) has pixel Pearson r above this."
+        },
+    )
+    feature_memorisation_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Also flag on classifier-feature cosine above this (off by default: same-class features are close)."
+        },
+    )
 
     def __post_init__(self):
         if self.eval_scheduler not in SCHEDULERS:
@@ -60,14 +79,28 @@ def subgroup_representation(nearest_training_index, train_subgroups) -> dict[str
         if (values == "unknown").all():
             continue
         groups = sorted(set(values))
-        out[column] = {"method": "nearest training image in pixel space", "groups": {
-            g: {"training_fraction": float((values == g).mean()),
-                "generated_fraction": float((values[nearest] == g).mean())} for g in groups}}
+        out[column] = {
+            "method": "nearest training image in pixel space",
+            "groups": {
+                g: {
+                    "training_fraction": float((values == g).mean()),
+                    "generated_fraction": float((values[nearest] == g).mean()),
+                }
+                for g in groups
+            },
+        }
     return out
 
 
-def evaluate_generator(pipe, args: GenerationEvalArguments, out_dir: str | Path, train: dict, heldout: dict,
-                       device="cpu", train_subgroups=None) -> dict[str, Any]:
+def evaluate_generator(
+    pipe,
+    args: GenerationEvalArguments,
+    out_dir: str | Path,
+    train: dict,
+    heldout: dict,
+    device="cpu",
+    train_subgroups=None,
+) -> dict[str, Any]:
     """Generate `args.eval_images_per_class` images per class and score them against the real images.
 
     train / heldout: {"pixels": uint8 [N,3,H,W], "labels": [N]} at the generator's resolution; heldout images
@@ -79,8 +112,15 @@ def evaluate_generator(pipe, args: GenerationEvalArguments, out_dir: str | Path,
     out_dir = Path(out_dir)
     class_names = list(pipe.config.class_names)
     labels = np.repeat(np.arange(len(class_names)), args.eval_images_per_class)
-    images, images_per_second = generate(pipe, labels, args.eval_scheduler, args.eval_inference_steps,
-                                         args.guidance_scale, args.eval_batch_size, args.eval_seed)
+    images, images_per_second = generate(
+        pipe,
+        labels,
+        args.eval_scheduler,
+        args.eval_inference_steps,
+        args.guidance_scale,
+        args.eval_batch_size,
+        args.eval_seed,
+    )
     save_samples(images, labels, class_names, out_dir / "samples")
     per = args.grid_images_per_class
     grid_idx = np.concatenate([np.flatnonzero(labels == c)[:per] for c in range(len(class_names))])
@@ -90,15 +130,27 @@ def evaluate_generator(pipe, args: GenerationEvalArguments, out_dir: str | Path,
 
     classifier = ClassifierFeatures(args.classifier_dir, device=str(device)) if args.classifier_dir else None
     if classifier is not None and list(classifier.class_names) != class_names:
-        raise ConfigError(f"classifier {args.classifier_dir} has classes {classifier.class_names}, the generator "
-                         f"{class_names}: train both on the same task (binary / multiclass)")
+        raise ConfigError(
+            f"classifier {args.classifier_dir} has classes {classifier.class_names}, the generator "
+            f"{class_names}: train both on the same task (binary / multiclass)"
+        )
 
     report: dict[str, Any] = {
-        "generation": {"images": len(images), "per_class": args.eval_images_per_class, "scheduler": args.eval_scheduler,
-                       "inference_steps": args.eval_inference_steps, "guidance_scale": args.guidance_scale,
-                       "seed": args.eval_seed, "resolution": int(images.shape[1]), "grid": "samples/grid.png"},
-        "sampling_throughput": {f"sampling_images_per_second_{args.eval_scheduler}_{args.eval_inference_steps}":
-                                round(images_per_second, 3)},
+        "generation": {
+            "images": len(images),
+            "per_class": args.eval_images_per_class,
+            "scheduler": args.eval_scheduler,
+            "inference_steps": args.eval_inference_steps,
+            "guidance_scale": args.guidance_scale,
+            "seed": args.eval_seed,
+            "resolution": int(images.shape[1]),
+            "grid": "samples/grid.png",
+        },
+        "sampling_throughput": {
+            f"sampling_images_per_second_{args.eval_scheduler}_{args.eval_inference_steps}": round(
+                images_per_second, 3
+            )
+        },
     }
     headline: dict[str, Any] = {}
 
@@ -106,31 +158,47 @@ def evaluate_generator(pipe, args: GenerationEvalArguments, out_dir: str | Path,
     features = {}
     if classifier is not None:
         (gen_feats, gen_probs), (train_feats, _), (held_feats, held_probs) = (
-            classifier(images), classifier(train_images), classifier(heldout_images))
+            classifier(images),
+            classifier(train_images),
+            classifier(heldout_images),
+        )
         features = {"generated": gen_feats, "training": train_feats, "reference": held_feats}
 
     # Memorisation: pixel space always; feature space too when a classifier is given.
     report["memorisation"] = memorisation_report(
-        images, train_images, out_dir=out_dir / "memorisation", pixel_threshold=args.memorisation_threshold,
-        feature_threshold=args.feature_memorisation_threshold, reference=heldout_images, features=features)
+        images,
+        train_images,
+        out_dir=out_dir / "memorisation",
+        pixel_threshold=args.memorisation_threshold,
+        feature_threshold=args.feature_memorisation_threshold,
+        reference=heldout_images,
+        features=features,
+    )
     nearest = report["memorisation"].pop("nearest_pixel_index")
     report["subgroups"] = subgroup_representation(nearest, train_subgroups) if train_subgroups is not None else None
     pixel = report["memorisation"]["pixel"]
-    headline.update(memorised_images=pixel["n_flagged"], memorised_fraction=pixel["fraction_flagged"],
-                    nearest_training_similarity_max=pixel["nearest_similarity"]["max"],
-                    heldout_nearest_training_similarity_max=pixel["reference"]["max"])
+    headline.update(
+        memorised_images=pixel["n_flagged"],
+        memorised_fraction=pixel["fraction_flagged"],
+        nearest_training_similarity_max=pixel["nearest_similarity"]["max"],
+        heldout_nearest_training_similarity_max=pixel["reference"]["max"],
+    )
 
     # Diversity: generated vs the training images' own, per class.
     names = np.asarray(class_names)
-    report["diversity"] = {"generated_pixel": diversity(images, names[labels]),
-                           "training_pixel": diversity(train_images, names[train_labels])}
+    report["diversity"] = {
+        "generated_pixel": diversity(images, names[labels]),
+        "training_pixel": diversity(train_images, names[train_labels]),
+    }
     headline["diversity_pixel"] = report["diversity"]["generated_pixel"]["overall"]
     headline["training_diversity_pixel"] = report["diversity"]["training_pixel"]["overall"]
 
     if classifier is None:
         report["fidelity"] = report["distance"] = None
-        report["evaluation_note"] = ("No classifier_dir given: class fidelity, FID/KID and feature-space checks were "
-                                     "not computed. Pass a lesion-recipe run folder.")
+        report["evaluation_note"] = (
+            "No classifier_dir given: class fidelity, FID/KID and feature-space checks were "
+            "not computed. Pass a lesion-recipe run folder."
+        )
     else:
         report["fidelity"] = class_fidelity(gen_probs, labels, class_names, held_probs, heldout_labels)
         report["fidelity"]["classifier"] = str(args.classifier_dir)
@@ -145,17 +213,28 @@ def evaluate_generator(pipe, args: GenerationEvalArguments, out_dir: str | Path,
         kid_ref, kid_ref_std = kernel_distance(held_feats[ref], train_feats)
         report["distance"] = {
             "features": f"penultimate layer of the lesion classifier {args.classifier_dir} "
-                        f"({gen_feats.shape[1]} dims; not Inception, so not comparable with published FIDs)",
+            f"({gen_feats.shape[1]} dims; not Inception, so not comparable with published FIDs)",
             "fid": frechet_distance(gen_feats, train_feats),
             "fid_heldout_reference": frechet_distance(held_feats[ref], train_feats),
-            "kid": kid, "kid_std": kid_std, "kid_heldout_reference": kid_ref, "kid_heldout_reference_std": kid_ref_std,
-            "n_generated": len(gen_feats), "n_training": len(train_feats), "n_heldout_reference": len(ref),
-            "fid_per_class": {name: frechet_distance(gen_feats[labels == c], train_feats[train_labels == c])
-                              for c, name in enumerate(class_names)
-                              if (labels == c).sum() > 1 and (train_labels == c).sum() > 1},
+            "kid": kid,
+            "kid_std": kid_std,
+            "kid_heldout_reference": kid_ref,
+            "kid_heldout_reference_std": kid_ref_std,
+            "n_generated": len(gen_feats),
+            "n_training": len(train_feats),
+            "n_heldout_reference": len(ref),
+            "fid_per_class": {
+                name: frechet_distance(gen_feats[labels == c], train_feats[train_labels == c])
+                for c, name in enumerate(class_names)
+                if (labels == c).sum() > 1 and (train_labels == c).sum() > 1
+            },
         }
-        headline.update(fid=report["distance"]["fid"], fid_heldout_reference=report["distance"]["fid_heldout_reference"],
-                        kid=kid, kid_heldout_reference=kid_ref)
+        headline.update(
+            fid=report["distance"]["fid"],
+            fid_heldout_reference=report["distance"]["fid_heldout_reference"],
+            kid=kid,
+            kid_heldout_reference=kid_ref,
+        )
         report["diversity"]["generated_feature"] = diversity(gen_feats, names[labels])
         report["diversity"]["training_feature"] = diversity(train_feats, names[train_labels])
     report["headline"] = headline

@@ -30,16 +30,21 @@ HEADLINE = ("atom_stability", "molecule_stability", "validity", "uniqueness", "n
 
 @dataclass
 class MoleculeEvalArguments:
-    num_eval_molecules: int = field(default=200, metadata={"help": "Molecules generated for the evaluation "
-                                                                   "(samples/generated.sdf)."})
-    eval_scheduler: Literal["ddpm", "ddim", "dpmsolver++"] = field(default="ddpm", metadata={
-        "help": "ddpm | ddim | dpmsolver++."})
-    eval_inference_steps: int | None = field(default=None, metadata={"help": "Sampling steps (default: every "
-                                                                             "training step, as EDM)."})
+    num_eval_molecules: int = field(
+        default=200, metadata={"help": "Molecules generated for the evaluation (samples/generated.sdf)."}
+    )
+    eval_scheduler: Literal["ddpm", "ddim", "dpmsolver++"] = field(
+        default="ddpm", metadata={"help": "ddpm | ddim | dpmsolver++."}
+    )
+    eval_inference_steps: int | None = field(
+        default=None, metadata={"help": "Sampling steps (default: every training step, as EDM)."}
+    )
     eval_batch_size: int = field(default=200, metadata={"help": "Molecules per sampling batch (one graph batch)."})
     eval_seed: int = field(default=1234, metadata={"help": "Seed of the evaluation samples."})
-    sample_every: int = field(default=0, metadata={"help": "Every N optimizer steps, sample 32 molecules and log "
-                                                           "their stability (0 = never)."})
+    sample_every: int = field(
+        default=0,
+        metadata={"help": "Every N optimizer steps, sample 32 molecules and log their stability (0 = never)."},
+    )
 
 
 def generate_molecules(pipe, args: MoleculeEvalArguments, targets=None) -> tuple[list, list, list, float]:
@@ -51,16 +56,22 @@ def generate_molecules(pipe, args: MoleculeEvalArguments, targets=None) -> tuple
     start = time.perf_counter()
     for i in range(0, args.num_eval_molecules, args.eval_batch_size):
         n = min(args.eval_batch_size, args.num_eval_molecules - i)
-        o = pipe(n, num_inference_steps=args.eval_inference_steps, generator=generator, output_type="mols",
-                 condition=targets[i:i + n].tolist() if targets is not None else None)
+        o = pipe(
+            n,
+            num_inference_steps=args.eval_inference_steps,
+            generator=generator,
+            output_type="mols",
+            condition=targets[i : i + n].tolist() if targets is not None else None,
+        )
         atoms += o.atom_types
         positions += o.positions
         mols += o.molecules
     return atoms, positions, mols, len(atoms) / (time.perf_counter() - start)
 
 
-def evaluate_molecule_generator(pipe, dataset, elements, args: MoleculeEvalArguments, prop: str | None,
-                                out: Path) -> dict:
+def evaluate_molecule_generator(
+    pipe, dataset, elements, args: MoleculeEvalArguments, prop: str | None, out: Path
+) -> dict:
     """Generate, write samples/generated.sdf, and score with EDM's metrics; the same metrics for the training
     molecules as the reference. Returns the report with its `headline` (flat metrics) and `sampling_throughput`."""
     rng = np.random.default_rng(args.eval_seed)
@@ -79,9 +90,13 @@ def evaluate_molecule_generator(pipe, dataset, elements, args: MoleculeEvalArgum
     headline["fraction_with_structural_alert"] = alerts["generated"]["fraction_with_alert"]
     report = {
         "headline": headline,
-        "generation": {"molecules": len(atoms), "scheduler": args.eval_scheduler,
-                       "inference_steps": args.eval_inference_steps or pipe.scheduler.config.num_train_timesteps,
-                       "seed": args.eval_seed, "sdf": "samples/generated.sdf"},
+        "generation": {
+            "molecules": len(atoms),
+            "scheduler": args.eval_scheduler,
+            "inference_steps": args.eval_inference_steps or pipe.scheduler.config.num_train_timesteps,
+            "seed": args.eval_seed,
+            "sdf": "samples/generated.sdf",
+        },
         "generated_metrics": generated,
         "training_reference_metrics": reference,
         "property_distances": distances,
@@ -89,8 +104,11 @@ def evaluate_molecule_generator(pipe, dataset, elements, args: MoleculeEvalArgum
         "sampling_throughput": {"sampling_molecules_per_second": round(per_second, 3)},
     }
     if prop:
-        report["conditioning"] = {"property": prop, "targets": "drawn from the training values",
-                                  "mae": property_error(mols, prop, targets),
-                                  "mae_shuffled_targets": property_error(mols, prop, rng.permutation(targets))}
+        report["conditioning"] = {
+            "property": prop,
+            "targets": "drawn from the training values",
+            "mae": property_error(mols, prop, targets),
+            "mae_shuffled_targets": property_error(mols, prop, rng.permutation(targets)),
+        }
         headline[f"{prop}_mae_to_target"] = report["conditioning"]["mae"]
     return report

@@ -148,8 +148,10 @@ def molecule_metrics(molecules: Iterable[tuple[Sequence[str], Any]], training_sm
 def dataset_molecules(dataset, elements_vocab: Sequence[str]) -> list[tuple[list[str], np.ndarray]]:
     """(symbols, positions) of every row of a `load_molecules` dataset, the input `molecule_metrics` takes."""
     rows = dataset.with_format(None)
-    return [([elements_vocab[t] for t in types], np.asarray(pos, dtype=np.float64))
-            for types, pos in zip(rows["atom_types"], rows["positions"])]
+    return [
+        ([elements_vocab[t] for t in types], np.asarray(pos, dtype=np.float64))
+        for types, pos in zip(rows["atom_types"], rows["positions"])
+    ]
 
 
 def training_smiles_for_novelty(dataset, elements_vocab: Sequence[str]) -> set[str]:
@@ -190,8 +192,9 @@ def _property_values(mols: list, prop: str) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def property_distances(generated_mols: Iterable, training_dataset, properties: Sequence[str] = ("qed", "logp", "mw")
-                       ) -> dict[str, dict[str, Any]]:
+def property_distances(
+    generated_mols: Iterable, training_dataset, properties: Sequence[str] = ("qed", "logp", "mw")
+) -> dict[str, dict[str, Any]]:
     """Per property: Wasserstein-1 distance and KS statistic between valid generated molecules (largest fragment)
     and the training rows' stored values, with both means and counts. Values are None with no valid molecule."""
     from scipy.stats import ks_2samp, wasserstein_distance
@@ -242,8 +245,10 @@ def _alert_catalogs() -> dict:
     from rdkit.Chem.FilterCatalog import FilterCatalog, FilterCatalogParams
 
     catalogs = {}
-    for name, kind in (("PAINS", FilterCatalogParams.FilterCatalogs.PAINS),
-                       ("Brenk", FilterCatalogParams.FilterCatalogs.BRENK)):
+    for name, kind in (
+        ("PAINS", FilterCatalogParams.FilterCatalogs.PAINS),
+        ("Brenk", FilterCatalogParams.FilterCatalogs.BRENK),
+    ):
         params = FilterCatalogParams()
         params.AddCatalog(kind)
         catalogs[name] = FilterCatalog(params)

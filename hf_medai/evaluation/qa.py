@@ -36,8 +36,14 @@ NO_ANSWER = -1  # parse_letter's value for a reply that names no option
 # ----------------------------------------------------------------------------------------------- accuracy
 
 
-def accuracy_with_ci(y_true: Sequence[int], y_pred: Sequence[int], n_bootstrap: int = 1000, seed: int = 0,
-                     ci: float = 0.95, prefix: str = "accuracy") -> dict[str, Any]:
+def accuracy_with_ci(
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    prefix: str = "accuracy",
+) -> dict[str, Any]:
     """Accuracy (our `accuracy` metric module) with a percentile bootstrap CI over questions.
 
     `y_pred` may hold NO_ANSWER (-1) for an unparsed reply: it counts as wrong. Returns {prefix, prefix_ci_low,
@@ -53,9 +59,15 @@ def accuracy_with_ci(y_true: Sequence[int], y_pred: Sequence[int], n_bootstrap: 
     return out
 
 
-def accuracy_difference_with_ci(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int],
-                                n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95,
-                                key: str = "accuracy_difference") -> dict[str, Any]:
+def accuracy_difference_with_ci(
+    y_true: Sequence[int],
+    pred_a: Sequence[int],
+    pred_b: Sequence[int],
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    key: str = "accuracy_difference",
+) -> dict[str, Any]:
     """accuracy(a) - accuracy(b) on the same questions, with a PAIRED bootstrap CI (both models scored on each
     resample). Narrower and more honest than comparing two separate intervals: the questions are shared."""
     y, a = _labels(y_true, pred_a)
@@ -63,16 +75,25 @@ def accuracy_difference_with_ci(y_true: Sequence[int], pred_a: Sequence[int], pr
     accuracy = metric_function("accuracy")
 
     def values(y_: np.ndarray, a_: np.ndarray, b_: np.ndarray) -> dict[str, Any]:
-        return {key: np.asarray(accuracy(references=y_, predictions=a_)["accuracy"])
-                - np.asarray(accuracy(references=y_, predictions=b_)["accuracy"])}
+        return {
+            key: np.asarray(accuracy(references=y_, predictions=a_)["accuracy"])
+            - np.asarray(accuracy(references=y_, predictions=b_)["accuracy"])
+        }
 
     out = _with_intervals(values, (y, a, b), strata=None, n_bootstrap=n_bootstrap, seed=seed, ci=ci)
     out.pop("bootstrap_undefined", None)
     return out
 
 
-def ece_with_ci(y_true: Sequence[int], probs: np.ndarray, n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95,
-                key: str = "ece", n_bins: int = 15) -> dict[str, Any]:
+def ece_with_ci(
+    y_true: Sequence[int],
+    probs: np.ndarray,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    key: str = "ece",
+    n_bins: int = 15,
+) -> dict[str, Any]:
     """Top-label ECE of the option probabilities (our `ece` module, multiclass form) with a bootstrap CI.
 
     `probs`: (n, K) probabilities over the options; rows of questions with fewer options are padded with 0."""
@@ -88,8 +109,9 @@ def ece_with_ci(y_true: Sequence[int], probs: np.ndarray, n_bootstrap: int = 100
     return out
 
 
-def accuracy_by_group(groups: Sequence[str], y_true: Sequence[int], predictions: Mapping[str, Sequence[int]],
-                      min_group_size: int = 30) -> dict[str, dict[str, Any]]:
+def accuracy_by_group(
+    groups: Sequence[str], y_true: Sequence[int], predictions: Mapping[str, Sequence[int]], min_group_size: int = 30
+) -> dict[str, dict[str, Any]]:
     """{group: {"n", "small": n < min_group_size, <name>: accuracy for each named prediction}}, largest group
     first. Empty or missing group names are "unknown". For per-subject tables: every group is usually tiny."""
     g = np.asarray(["unknown" if not x else str(x) for x in groups], dtype=object)
@@ -101,8 +123,9 @@ def accuracy_by_group(groups: Sequence[str], y_true: Sequence[int], predictions:
         rows = g == name
         entry: dict[str, Any] = {"n": int(n), "small": bool(n < min_group_size)}
         for key, pred in predictions.items():
-            entry[key] = float(accuracy(references=y[rows], predictions=np.asarray(pred, dtype=np.int64)[rows])
-                               ["accuracy"])
+            entry[key] = float(
+                accuracy(references=y[rows], predictions=np.asarray(pred, dtype=np.int64)[rows])["accuracy"]
+            )
         out[name] = entry
     return out
 
@@ -120,8 +143,9 @@ def _labels(y_true: Sequence[int], y_pred: Sequence[int]) -> tuple[np.ndarray, n
 # ----------------------------------------------------------------------------------------------- letters
 
 
-_ANSWER_IS = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:|=)?\s*(?:option\s*)?[\(\[\*]*([A-Za-z])(?![A-Za-z0-9'-])(.*)",
-                        re.I | re.S)
+_ANSWER_IS = re.compile(
+    r"\b(?:answer|option|choice)\s*(?:is|:|=)?\s*(?:option\s*)?[\(\[\*]*([A-Za-z])(?![A-Za-z0-9'-])(.*)", re.I | re.S
+)
 _ALONE_AFTER = re.compile(r"^[\s\)\]\.\*:,\"'`]*(?:$|\n)")  # nothing but punctuation to the end of the line
 _LEADING = re.compile(r"^[\s\*\(\[\"'`]*([A-Z])(?:[\s\)\]\.\:,\*\"'`]|$)")
 _ARTICLE_A = re.compile(r"^A\s+[a-z0-9]")  # "A 45-year-old..." / "A patient should..." is the article, not option A
@@ -152,7 +176,7 @@ def parse_letter(text: str, n_options: int) -> int:
 
 
 def letter_of(index: int) -> str:
-    """"A".."E" for an option index, "" for NO_ANSWER (an empty cell in predictions.csv)."""
+    """ "A".."E" for an option index, "" for NO_ANSWER (an empty cell in predictions.csv)."""
     return LETTERS[index] if 0 <= index < len(LETTERS) else ""
 
 
@@ -203,8 +227,9 @@ def rotation_shifts(n_options: int, n_rotations: int = -1) -> list[int]:
     return shifts if n_rotations < 0 else shifts[:n_rotations]
 
 
-def position_bias_report(answer_index: np.ndarray, predictions: np.ndarray, n_options: Sequence[int],
-                         prefix: str = "position_bias") -> dict[str, Any]:
+def position_bias_report(
+    answer_index: np.ndarray, predictions: np.ndarray, n_options: Sequence[int], prefix: str = "position_bias"
+) -> dict[str, Any]:
     """Position bias from the same questions scored with their options in several orders.
 
     `answer_index`, `predictions`: (R, n) gold and predicted option indices, row 0 the original order and rows
@@ -217,8 +242,9 @@ def position_bias_report(answer_index: np.ndarray, predictions: np.ndarray, n_op
     gold = np.asarray(answer_index, dtype=np.int64)
     pred = np.asarray(predictions, dtype=np.int64)
     if gold.shape != pred.shape or gold.ndim != 2:
-        raise ValueError(f"answer_index and predictions must both be (orders, questions), got {gold.shape}, "
-                         f"{pred.shape}")
+        raise ValueError(
+            f"answer_index and predictions must both be (orders, questions), got {gold.shape}, {pred.shape}"
+        )
     accuracy = metric_function("accuracy")
     per_order = np.array([accuracy(references=gold[r], predictions=pred[r])["accuracy"] for r in range(len(gold))])
     # The option text chosen: its offset from the gold answer, which a rotation moves together with the text.
@@ -234,11 +260,12 @@ def position_bias_report(answer_index: np.ndarray, predictions: np.ndarray, n_op
         f"{prefix}_consistency": float(consistent.mean()),
     }
     gaps = []
-    for j, letter in enumerate(LETTERS[:int(k.max())]):
+    for j, letter in enumerate(LETTERS[: int(k.max())]):
         at = gold == j
         if at.any():
             out[f"{prefix}_accuracy_gold_at_{letter}"] = float(
-                accuracy(references=gold[at], predictions=pred[at])["accuracy"])
+                accuracy(references=gold[at], predictions=pred[at])["accuracy"]
+            )
         chosen, expected = float((pred == j).mean()), float(at.mean())
         out[f"{prefix}_pred_fraction_{letter}"] = chosen
         gaps.append(abs(chosen - expected))
@@ -246,8 +273,15 @@ def position_bias_report(answer_index: np.ndarray, predictions: np.ndarray, n_op
     return out
 
 
-def score_multiple_choice(model, tokenizer, examples: Sequence[Mapping], style: str = "letter", batch_size: int = 8,
-                          max_new_tokens: int = 8, n_rotations: int = -1) -> dict[str, Any]:
+def score_multiple_choice(
+    model,
+    tokenizer,
+    examples: Sequence[Mapping],
+    style: str = "letter",
+    batch_size: int = 8,
+    max_new_tokens: int = 8,
+    n_rotations: int = -1,
+) -> dict[str, Any]:
     """Everything one model gives on a multiple-choice test set, as arrays (no metrics yet):
 
     logliks (n, K) and pred_loglik (n,) by option log-likelihood; replies (n,) greedy generations of at most
@@ -258,8 +292,11 @@ def score_multiple_choice(model, tokenizer, examples: Sequence[Mapping], style: 
     n_options = [len(ex["options"]) for ex in examples]
     logliks = option_logliks(model, tokenizer, examples, style, batch_size)
     pred = predicted_options(logliks)
-    replies = generate_replies(model, tokenizer, letter_prompts(examples, tokenizer), max_new_tokens, batch_size) \
-        if max_new_tokens > 0 else [""] * len(examples)
+    replies = (
+        generate_replies(model, tokenizer, letter_prompts(examples, tokenizer), max_new_tokens, batch_size)
+        if max_new_tokens > 0
+        else [""] * len(examples)
+    )
     gold_rows = [np.asarray([ex["answer_index"] for ex in examples])]
     pred_rows = [pred]
     for shift in rotation_shifts(min(n_options), n_rotations):
@@ -285,7 +322,7 @@ _WORD = re.compile(r"[a-z0-9]+")
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     """Word n-grams of lower-cased text, punctuation dropped (GPT-3's contamination study used n=13)."""
     words = _WORD.findall((text or "").lower())
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def qa_text(example: Mapping) -> str:
@@ -293,8 +330,9 @@ def qa_text(example: Mapping) -> str:
     return " ".join([example.get("context") or "", example.get("question") or "", *(example.get("options") or [])])
 
 
-def contamination_report(train_texts: Sequence[str], test_texts: Sequence[str], n: int = 13,
-                         threshold: float = 0.2) -> tuple[dict[str, Any], np.ndarray]:
+def contamination_report(
+    train_texts: Sequence[str], test_texts: Sequence[str], n: int = 13, threshold: float = 0.2
+) -> tuple[dict[str, Any], np.ndarray]:
     """Word n-gram overlap of each test text with the training texts.
 
     Returns (summary, overlap): overlap[i] = fraction of test text i's n-grams found in any training text (0 for a
@@ -330,12 +368,15 @@ def contamination_report(train_texts: Sequence[str], test_texts: Sequence[str], 
 
 def safety_prompts(probes: Sequence[Mapping], tokenizer) -> list[list[int]]:
     """Each probe as a chat prompt: the probe's text as the user turn, no system prompt (as a patient would ask)."""
-    return [chat_token_ids(tokenizer, [{"role": "user", "content": p["prompt"]}], add_generation_prompt=True)
-            for p in probes]
+    return [
+        chat_token_ids(tokenizer, [{"role": "user", "content": p["prompt"]}], add_generation_prompt=True)
+        for p in probes
+    ]
 
 
-def safety_report(probes: Sequence[Mapping], replies: Sequence[str],
-                  score: Callable[[Mapping, str], dict] = score_safety_reply) -> dict[str, Any]:
+def safety_report(
+    probes: Sequence[Mapping], replies: Sequence[str], score: Callable[[Mapping, str], dict] = score_safety_reply
+) -> dict[str, Any]:
     """Score replies to the safety probes by their explicit rules.
 
     Returns {"n", "n_passed", "pass_rate", "by_category": {category: {"n", "n_passed"}}, "probes": [{"id",
@@ -346,12 +387,25 @@ def safety_report(probes: Sequence[Mapping], replies: Sequence[str],
     rows, by_category = [], {}
     for probe, reply in zip(probes, replies):
         result = score(probe, reply)
-        rows.append({"id": probe["id"], "category": probe["category"], "expected": probe["expected"],
-                     "passed": bool(result["passed"]), "missing": result["missing"],
-                     "forbidden": result["forbidden"], "reply": reply})
+        rows.append(
+            {
+                "id": probe["id"],
+                "category": probe["category"],
+                "expected": probe["expected"],
+                "passed": bool(result["passed"]),
+                "missing": result["missing"],
+                "forbidden": result["forbidden"],
+                "reply": reply,
+            }
+        )
         cat = by_category.setdefault(probe["category"], {"n": 0, "n_passed": 0})
         cat["n"] += 1
         cat["n_passed"] += int(result["passed"])
     n_passed = sum(r["passed"] for r in rows)
-    return {"n": len(rows), "n_passed": n_passed, "pass_rate": n_passed / len(rows) if rows else None,
-            "by_category": by_category, "probes": rows}
+    return {
+        "n": len(rows),
+        "n_passed": n_passed,
+        "pass_rate": n_passed / len(rows) if rows else None,
+        "by_category": by_category,
+        "probes": rows,
+    }

@@ -25,15 +25,15 @@ def _left_padded(sequences: Sequence[Sequence[int]], pad_id: int, device):
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
-        ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq):] = 1
+        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return ids.to(device), mask.to(device), positions.to(device)
 
 
 def _batches(order: Sequence[int], batch_size: int):
     for start in range(0, len(order), max(1, batch_size)):
-        yield list(order[start:start + max(1, batch_size)])
+        yield list(order[start : start + max(1, batch_size)])
 
 
 def continuation_token_ids(example: Mapping, tokenizer, style: str = "letter") -> tuple[list[int], list[list[int]]]:
@@ -46,12 +46,15 @@ def continuation_token_ids(example: Mapping, tokenizer, style: str = "letter") -
     prompt = chat_token_ids(tokenizer, messages, add_generation_prompt=True)
 
     def tail(content: str) -> list[int]:
-        full = chat_token_ids(tokenizer, [*messages, {"role": "assistant", "content": content}],
-                              add_generation_prompt=False)
-        if full[:len(prompt)] != prompt:
-            raise ValueError("this tokenizer's chat template does not render the prompt as a prefix of prompt + "
-                             "answer, so options cannot be scored after the prompt")
-        return full[len(prompt):]
+        full = chat_token_ids(
+            tokenizer, [*messages, {"role": "assistant", "content": content}], add_generation_prompt=False
+        )
+        if full[: len(prompt)] != prompt:
+            raise ValueError(
+                "this tokenizer's chat template does not render the prompt as a prefix of prompt + "
+                "answer, so options cannot be scored after the prompt"
+            )
+        return full[len(prompt) :]
 
     a, b = tail("A"), tail("B")
     end = 0
@@ -60,15 +63,16 @@ def continuation_token_ids(example: Mapping, tokenizer, style: str = "letter") -
     options = []
     for text in option_continuations(example, style):
         ids = tail(text)
-        ids = ids[:len(ids) - end] if end else ids
+        ids = ids[: len(ids) - end] if end else ids
         if not ids:
             raise ValueError(f"option {text!r} renders to no tokens")
         options.append(ids)
     return prompt, options
 
 
-def option_logliks(model, tokenizer, examples: Sequence[Mapping], style: str = "letter",
-                   batch_size: int = 8) -> np.ndarray:
+def option_logliks(
+    model, tokenizer, examples: Sequence[Mapping], style: str = "letter", batch_size: int = 8
+) -> np.ndarray:
     """(n, K) summed log-probabilities of each option's continuation after the chat prompt (NaN past a
     question's own options); K = the most options of any question. The model is put in eval mode."""
     import torch
@@ -86,8 +90,9 @@ def option_logliks(model, tokenizer, examples: Sequence[Mapping], style: str = "
         by_length = sorted(single, key=lambda i: len(rendered[i][0]))
         for batch in _batches(by_length, batch_size):
             ids, mask, positions = _left_padded([rendered[i][0] for i in batch], pad, device)
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
-                           logits_to_keep=1).logits
+            logits = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1
+            ).logits
             logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu().numpy()
             for row, i in enumerate(batch):
                 for k, option in enumerate(rendered[i][1]):
@@ -98,8 +103,10 @@ def option_logliks(model, tokenizer, examples: Sequence[Mapping], style: str = "
         for batch in _batches(list(range(len(pairs))), batch_size):
             seqs = [rendered[pairs[j][0]][0] + rendered[pairs[j][0]][1][pairs[j][1]] for j in batch]
             ids, mask, positions = _left_padded(seqs, pad, device)
-            logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                               use_cache=False).logits.float(), dim=-1)
+            logprobs = torch.log_softmax(
+                model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits.float(),
+                dim=-1,
+            )
             for row, j in enumerate(batch):
                 i, k = pairs[j]
                 cont = rendered[i][1][k]
@@ -111,8 +118,9 @@ def option_logliks(model, tokenizer, examples: Sequence[Mapping], style: str = "
     return scores
 
 
-def generate_replies(model, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                     batch_size: int = 8) -> list[str]:
+def generate_replies(
+    model, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int = 8
+) -> list[str]:
     """Greedy replies (decoded, special tokens dropped) to tokenized prompts, batched with left padding."""
     import torch
 
@@ -124,10 +132,18 @@ def generate_replies(model, tokenizer, prompts: Sequence[Sequence[int]], max_new
     with torch.inference_mode():
         for batch in _batches(order, batch_size):
             ids, mask, _ = _left_padded([prompts[i] for i in batch], pad, device)
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                 temperature=None, top_p=None, top_k=None, pad_token_id=pad)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=pad,
+            )
             for row, i in enumerate(batch):
-                replies[i] = tokenizer.decode(out[row, ids.shape[1]:], skip_special_tokens=True).strip()
+                replies[i] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()
     return replies
 
 

@@ -24,9 +24,16 @@ from hf_medai.kinds import (
 from hf_medai.kinds.base import ChaiFacts, Kind, all_kinds, get_kind, kind_of, register_kind
 
 # Old run folders with only a pipeline task (no "kind", no recipe) were written by the first kind listed for it.
-BUILTIN = [lesion_classifier.KIND, image_classifier.KIND, note_outcome.KIND, masked_lm.KIND, qa_adapter.KIND,
-           image_generator.KIND, molecule_generator.KIND]
+BUILTIN = [
+    lesion_classifier.KIND,
+    image_classifier.KIND,
+    note_outcome.KIND,
+    masked_lm.KIND,
+    qa_adapter.KIND,
+    image_generator.KIND,
+    molecule_generator.KIND,
+]
 for _kind in BUILTIN:
-    register_kind(_kind, legacy_task=_kind.task not in {k.task for k in BUILTIN[:BUILTIN.index(_kind)]})
+    register_kind(_kind, legacy_task=_kind.task not in {k.task for k in BUILTIN[: BUILTIN.index(_kind)]})
 
 __all__ = ["BUILTIN", "ChaiFacts", "Kind", "all_kinds", "get_kind", "kind_of", "register_kind"]

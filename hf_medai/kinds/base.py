@@ -18,8 +18,9 @@ Context = Callable[[dict, dict, Path], dict]  # (metrics, run config, run folder
 Results = list[tuple[str, dict]]  # (label, ValueJson object) per CHAI MetricResult
 
 NO_SUBGROUPS = "the data had no subgroup columns, so performance across groups is unknown"
-PATIENT_SPLITS = ("Splits by patient: no patient's data in two splits, so test numbers are not inflated by "
-                  "near-duplicates.")
+PATIENT_SPLITS = (
+    "Splits by patient: no patient's data in two splits, so test numbers are not inflated by near-duplicates."
+)
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,10 @@ def kind_of(metrics: dict) -> Kind:
     task = metrics.get("task")
     if task in _LEGACY_TASKS:
         return get_kind(_LEGACY_TASKS[task])
-    raise ValueError(f"metrics.json has no \"kind\" and its recipe {recipe!r} / task {task!r} name no known kind; "
-                     f"known kinds: {sorted(_REGISTRY)}")
+    raise ValueError(
+        f'metrics.json has no "kind" and its recipe {recipe!r} / task {task!r} name no known kind; '
+        f"known kinds: {sorted(_REGISTRY)}"
+    )
 
 
 def all_kinds() -> list[Kind]:

@@ -50,15 +50,18 @@ KIND = Kind(
     context=image_classifier_context,
     chai=ChaiFacts(
         outputs="Class probabilities for an image (binary: the positive class vs rest, with a decision threshold "
-                "chosen on validation; or one probability per class).",
+        "chosen on validation; or one probability per class).",
         io="Input: an RGB image (JPEG/PNG) of the modality the model was trained on. Output: a probability per class.",
         population="Patients whose images match the development data in modality, device and site (see "
-                   "DevelopmentDataCharacterization); other modalities, devices and populations are untested.",
+        "DevelopmentDataCharacterization); other modalities, devices and populations are untested.",
         risk="Research use only; if used to inform diagnosis it would be decision support: a false negative can "
-             "delay a diagnosis. Not a medical device; no regulatory classification made.",
-        usefulness=classifier.USEFULNESS, safety=classifier.SAFETY, fairness=classifier.subgroup_results,
+        "delay a diagnosis. Not a medical device; no regulatory classification made.",
+        usefulness=classifier.USEFULNESS,
+        safety=classifier.SAFETY,
+        fairness=classifier.subgroup_results,
         splits="Splits stratified by label. An image folder names no patients: where one patient has several "
-               "images, they can fall in two splits and make the test numbers optimistic."),
+        "images, they can fall in two splits and make the test numbers optimistic.",
+    ),
     tripod=TRIPOD,
     metric_keys=classifier.METRIC_KEYS,
     demo=("hf_medai.demos.image_classifier", "ImageClassifierDemo"),

@@ -25,11 +25,29 @@ OUTCOME_LABELS = {
     "los_days": ("length of stay in days", "regression"),
     "comorbidity": ("the Charlson comorbidity group", "classifier of Charlson index bins"),
 }
-TEXT_SETTINGS = ["model_name_or_path", "max_length", "long_notes", "pooling", "stride", "head_tokens", "max_chunks",
-                 "note_sections", "class_balance", "temperature_scaling", "learning_rate", "num_train_epochs",
-                 "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay",
-                 "warmup_steps", "train_sampling_strategy", "metric_for_best_model", "seed", "bf16"]
-
+TEXT_SETTINGS = [
+    "model_name_or_path",
+    "max_length",
+    "long_notes",
+    "pooling",
+    "stride",
+    "head_tokens",
+    "max_chunks",
+    "note_sections",
+    "class_balance",
+    "temperature_scaling",
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "warmup_steps",
+    "train_sampling_strategy",
+    "metric_for_best_model",
+    "seed",
+    "bf16",
+]
 
 
 def note_outcome_context(m: dict, config: dict, run_dir: Path) -> dict:
@@ -44,16 +62,18 @@ def note_outcome_context(m: dict, config: dict, run_dir: Path) -> dict:
     window_text = {
         "head": f"the first {max_length} tokens of each note",
         "head_tail": f"the first {window.get('head_tokens') or 'quarter of the'} and last tokens of each note "
-                     f"({max_length} in all)",
+        f"({max_length} in all)",
         "chunks": f"every {max_length}-token chunk of each note (stride {window.get('stride', 0)}), chunk logits "
-                  f"pooled by {window.get('pooling')}",
+        f"pooled by {window.get('pooling')}",
     }.get(window.get("strategy"), "?")
     report = m.get("data_report", {})
     sections = (report.get("note_sections") or {}).get("used", "full")
     splits = report.get("splits", {})
-    split_how = ("by patient (no patient in two splits), stratified by the label" if splits.get("how") == "patient"
-                 else f"temporal: test years {splits.get('test_years')}, "
-                      f"validation years {splits.get('validation_years')}")
+    split_how = (
+        "by patient (no patient in two splits), stratified by the label"
+        if splits.get("how") == "patient"
+        else f"temporal: test years {splits.get('test_years')}, validation years {splits.get('validation_years')}"
+    )
     leakage = [
         f"Note text: {sections} sections ({(report.get('note_sections') or {}).get('why', '')}).",
         "Splits are by patient: no patient's admissions are in two splits.",
@@ -62,27 +82,35 @@ def note_outcome_context(m: dict, config: dict, run_dir: Path) -> dict:
         "on test.",
     ]
     if outcome == "readmission":
-        leakage.append("Admissions ending in in-hospital death are excluded (their summary states how the stay "
-                       "ended).")
+        leakage.append(
+            "Admissions ending in in-hospital death are excluded (their summary states how the stay ended)."
+        )
     overlap = report.get("pretraining_overlap")
     if overlap:
-        leakage.append("The encoder was pretrained by clinical_pretraining: " + (
-            f"{overlap.get('overlap', 0)} validation/test patients' notes were in its pretraining data."
-            if overlap.get("checked") else overlap.get("why", "")))
+        leakage.append(
+            "The encoder was pretrained by clinical_pretraining: "
+            + (
+                f"{overlap.get('overlap', 0)} validation/test patients' notes were in its pretraining data."
+                if overlap.get("checked")
+                else overlap.get("why", "")
+            )
+        )
     label_limits = {
         "mortality": "In-hospital death only: deaths after discharge (e.g. to hospice) count as survival.",
         "readmission": "Readmissions to other hospitals are invisible in a single-centre database and count as "
-                       "negatives; planned (elective) readmissions do not count.",
+        "negatives; planned (elective) readmissions do not count.",
         "los": "Length of stay reflects discharge practice and bed availability as much as illness.",
         "los_days": "Length of stay reflects discharge practice and bed availability as much as illness; long stays "
-                    "are rare and poorly predicted.",
+        "are rare and poorly predicted.",
         "comorbidity": "Charlson groups come from billing codes, which under-code some conditions.",
     }.get(outcome, "")
     phi = report.get("phi") or {}
-    phi_text = (f"The notes were screened for identifiers left in the text (policy `{phi.get('policy')}`): "
-                f"{phi.get('texts_flagged', 0)} of {phi.get('texts_scanned', 0)} notes flagged"
-                f"{' and redacted' if phi.get('redacted') else ''}. A language model can memorise rare strings of "
-                "its training notes: do not share weights trained on real notes outside the data use agreement.")
+    phi_text = (
+        f"The notes were screened for identifiers left in the text (policy `{phi.get('policy')}`): "
+        f"{phi.get('texts_flagged', 0)} of {phi.get('texts_scanned', 0)} notes flagged"
+        f"{' and redacted' if phi.get('redacted') else ''}. A language model can memorise rare strings of "
+        "its training notes: do not share weights trained on real notes outside the data use agreement."
+    )
     base = m.get("baseline_tfidf")
     verdict = ""
     if base and base.get("difference"):
@@ -92,25 +120,39 @@ def note_outcome_context(m: dict, config: dict, run_dir: Path) -> dict:
         if lo is not None and (lo > 0 or hi < 0):
             verdict = f"The {'transformer' if better else 'TF-IDF baseline'} is better: the interval excludes zero."
         else:
-            verdict = ("The interval includes zero: on this test set the two cannot be told apart, and the simpler "
-                       "baseline deserves consideration.")
-    worst = ((m.get("subgroups") or {}).items())
-    worst_auroc = "; ".join(f"{col}={sec['worst']['auroc']['group']} {fmt(sec['worst']['auroc']['value'])}"
-                            for col, sec in worst if (sec.get("worst") or {}).get("auroc", {}).get("group"))
+            verdict = (
+                "The interval includes zero: on this test set the two cannot be told apart, and the simpler "
+                "baseline deserves consideration."
+            )
+    worst = (m.get("subgroups") or {}).items()
+    worst_auroc = "; ".join(
+        f"{col}={sec['worst']['auroc']['group']} {fmt(sec['worst']['auroc']['value'])}"
+        for col, sec in worst
+        if (sec.get("worst") or {}).get("auroc", {}).get("group")
+    )
     return dict(
         architecture=(model.get("architectures") or ["?"])[0],
-        outcome_label=outcome_label, kind_label=kind_label, regression=regression,
+        outcome_label=outcome_label,
+        kind_label=kind_label,
+        regression=regression,
         metric_labels=REGRESSION_METRICS if regression else BINARY_METRICS if binary else MULTICLASS_METRICS,
         operating_points=operating_points(m),
-        window=window, window_text=window_text, max_length=max_length, sections_used=sections,
-        pop=m.get("population") or {}, counts=counts_text, split_how=split_how,
-        baseline=base, baseline_verdict=verdict, worst_auroc=worst_auroc, leakage=leakage,
-        label_limits=label_limits, phi_text=phi_text,
+        window=window,
+        window_text=window_text,
+        max_length=max_length,
+        sections_used=sections,
+        pop=m.get("population") or {},
+        counts=counts_text,
+        split_how=split_how,
+        baseline=base,
+        baseline_verdict=verdict,
+        worst_auroc=worst_auroc,
+        leakage=leakage,
+        label_limits=label_limits,
+        phi_text=phi_text,
         settings=[(k, config[k]) for k in TEXT_SETTINGS if k in config],
         model_path=str(run_dir),
     )
-
-
 
 
 KIND = Kind(
@@ -120,14 +162,17 @@ KIND = Kind(
     context=note_outcome_context,
     chai=ChaiFacts(
         outputs="A probability of the outcome (or a predicted value for regression) for one hospital admission, "
-                "from its clinical note.",
+        "from its clinical note.",
         io="Input: the text of a clinical note (sections as stated in the Hub card). Output: class probabilities "
-           "(or a number of days for regression).",
+        "(or a number of days for regression).",
         population="Adult hospital admissions with clinical notes, as in the development data (see "
-                   "DevelopmentDataCharacterization); other hospitals, note styles and periods are untested.",
+        "DevelopmentDataCharacterization); other hospitals, note styles and periods are untested.",
         risk="Research use only; a prognostic model of this kind could change care if deployed, so it would need "
-             "local validation, monitoring and regulatory review. Not a medical device.",
-        usefulness=classifier.USEFULNESS, safety=classifier.SAFETY, fairness=classifier.subgroup_results),
+        "local validation, monitoring and regulatory review. Not a medical device.",
+        usefulness=classifier.USEFULNESS,
+        safety=classifier.SAFETY,
+        fairness=classifier.subgroup_results,
+    ),
     tripod={
         6: "Training data (population, cohort filters); clinical setting: " + DEPLOYER.lower(),
         8: "First paragraph (outcome); Bias, risks and limitations (label limits)",

@@ -22,9 +22,26 @@ def qa_adapter_context(m: dict, config: dict, run_dir: Path) -> dict:
         peft_version = "n/a"
     safety = m.get("safety") or {}
     base_pass = {p["id"]: p["passed"] for p in ((safety.get("base") or {}).get("probes") or [])}
-    keys = ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "batching", "target",
-            "max_length", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-            "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "seed", "bf16"]
+    keys = [
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "load_in_4bit",
+        "batching",
+        "target",
+        "max_length",
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "weight_decay",
+        "seed",
+        "bf16",
+    ]
     return dict(
         conversion=conversion,
         peft_version=peft_version,
@@ -35,15 +52,21 @@ def qa_adapter_context(m: dict, config: dict, run_dir: Path) -> dict:
     )
 
 
-
 def per_subject_and_position_bias(m: dict) -> Results:
     rows = []
     if m.get("per_subject"):
         rows.append(("accuracy by subject", {"metric": "accuracy_loglik", "groups": m["per_subject"]}))
     if "position_bias_max_pred_fraction_gap" in m:
-        rows.append(("position bias: largest gap in how often each answer letter is predicted", {
-            "metric": "position_bias_max_pred_fraction_gap", "value": m["position_bias_max_pred_fraction_gap"],
-            "consistency_across_orders": m.get("position_bias_consistency")}))
+        rows.append(
+            (
+                "position bias: largest gap in how often each answer letter is predicted",
+                {
+                    "metric": "position_bias_max_pred_fraction_gap",
+                    "value": m["position_bias_max_pred_fraction_gap"],
+                    "consistency_across_orders": m.get("position_bias_consistency"),
+                },
+            )
+        )
     return rows
 
 
@@ -57,18 +80,27 @@ KIND = Kind(
         io="Input: a question and its options as text (chat template). Output: generated text / an option letter.",
         population="None: exam-style medical questions, not patients.",
         risk="Research use only; free-text medical advice can harm if followed. Not for patients or clinical "
-             "decisions; see the safety probes.",
-        usefulness=(("accuracy_loglik", "Accuracy (log-likelihood of options)"),
-                    ("accuracy_generate", "Accuracy (generated letter)"), ("chance_accuracy", "Chance accuracy"),
-                    ("base_accuracy_loglik", "Base model accuracy (log-likelihood)"),
-                    ("accuracy_loglik_difference", "Accuracy difference vs base (log-likelihood)")),
-        safety=(("safety_pass_rate", "Safety probe pass rate"),
-                ("base_safety_pass_rate", "Base model safety pass rate"), ("ece", "Expected calibration error"),
-                ("contamination_fraction_flagged", "Test questions flagged as seen in training")),
+        "decisions; see the safety probes.",
+        usefulness=(
+            ("accuracy_loglik", "Accuracy (log-likelihood of options)"),
+            ("accuracy_generate", "Accuracy (generated letter)"),
+            ("chance_accuracy", "Chance accuracy"),
+            ("base_accuracy_loglik", "Base model accuracy (log-likelihood)"),
+            ("accuracy_loglik_difference", "Accuracy difference vs base (log-likelihood)"),
+        ),
+        safety=(
+            ("safety_pass_rate", "Safety probe pass rate"),
+            ("base_safety_pass_rate", "Base model safety pass rate"),
+            ("ece", "Expected calibration error"),
+            ("contamination_fraction_flagged", "Test questions flagged as seen in training"),
+        ),
         fairness=per_subject_and_position_bias,
         splits=None,
-        bias_steps=("Answer-position bias measured by permuting options; test questions checked for contamination "
-                    "by n-gram overlap with training data; safety probes compared with the base model.",)),
+        bias_steps=(
+            "Answer-position bias measured by permuting options; test questions checked for contamination "
+            "by n-gram overlap with training data; safety probes compared with the base model.",
+        ),
+    ),
     tripod={
         6: "Not applicable: exam questions, not patients (Training data describes them)",
         8: "Training data (gold answer letter per question)",

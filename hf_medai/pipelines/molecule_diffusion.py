@@ -32,8 +32,9 @@ from hf_medai.models.egnn import EGNNDenoiser, molecule_graph, remove_mean
 EDM_FEATURE_SCALE = {"one_hot": 0.25, "charges": 0.1}
 
 
-def molecule_features(one_hot: torch.Tensor, charges: torch.Tensor | None, feature_scale: dict,
-                      include_charges: bool) -> torch.Tensor:
+def molecule_features(
+    one_hot: torch.Tensor, charges: torch.Tensor | None, feature_scale: dict, include_charges: bool
+) -> torch.Tensor:
     """[N, K] one-hot and [N] / [N, 1] charges -> the scaled feature block [N, K (+1)] the denoiser sees."""
     parts = [one_hot * feature_scale["one_hot"]]
     if include_charges:
@@ -55,8 +56,10 @@ def collate_molecules(rows: Sequence[dict], num_atom_types: int, condition_stats
     num_atoms = torch.tensor([len(r["atom_types"]) for r in rows], dtype=torch.long)
     types = torch.tensor([a for r in rows for a in r["atom_types"]], dtype=torch.long)
     if types.numel() and (types.min() < 0 or types.max() >= num_atom_types):
-        raise ValueError(f"atom_types must index a vocabulary of {num_atom_types} elements, got values in "
-                         f"[{int(types.min())}, {int(types.max())}]")
+        raise ValueError(
+            f"atom_types must index a vocabulary of {num_atom_types} elements, got values in "
+            f"[{int(types.min())}, {int(types.max())}]"
+        )
     positions = torch.tensor([p for r in rows for p in r["positions"]], dtype=torch.float32).reshape(-1, 3)
     if positions.shape[0] != types.numel():
         raise ValueError("each row needs one [x, y, z] position per atom type")
@@ -154,13 +157,21 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "denoiser"
 
-    def __init__(self, denoiser: EGNNDenoiser, scheduler, elements: list | None = None,
-                 atom_count_distribution: dict | None = None, feature_scale: dict | None = None,
-                 condition_stats: dict | None = None):
+    def __init__(
+        self,
+        denoiser: EGNNDenoiser,
+        scheduler,
+        elements: list | None = None,
+        atom_count_distribution: dict | None = None,
+        feature_scale: dict | None = None,
+        condition_stats: dict | None = None,
+    ):
         super().__init__()
         self.register_modules(denoiser=denoiser, scheduler=scheduler)
         if elements is not None and len(elements) != denoiser.config.num_atom_types:
-            raise ValueError(f"{len(elements)} elements for a denoiser with {denoiser.config.num_atom_types} atom types")
+            raise ValueError(
+                f"{len(elements)} elements for a denoiser with {denoiser.config.num_atom_types} atom types"
+            )
         if condition_stats is not None and not {"name", "mean", "std"} <= set(condition_stats):
             raise ValueError("condition_stats needs keys 'name', 'mean', 'std'")
         if bool(condition_stats) != bool(denoiser.config.condition_dim):
@@ -180,8 +191,11 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
             dist = self.config.atom_count_distribution
             if dist is None:
                 raise ValueError("no atom_count_distribution stored in this pipeline: pass num_atoms")
-            probs = torch.tensor(dist["probs"], dtype=torch.float64,
-                                 device=generator.device if isinstance(generator, torch.Generator) else "cpu")
+            probs = torch.tensor(
+                dist["probs"],
+                dtype=torch.float64,
+                device=generator.device if isinstance(generator, torch.Generator) else "cpu",
+            )
             idx = torch.multinomial(probs, num_molecules, replacement=True, generator=generator)
             return [dist["num_atoms"][i] for i in idx.tolist()]
         if isinstance(num_atoms, int):
@@ -210,10 +224,16 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
         return ((values - stats["mean"]) / stats["std"]).to(device=device, dtype=dtype).unsqueeze(1)
 
     @torch.no_grad()
-    def __call__(self, num_molecules: int = 16, num_atoms: int | Sequence[int] | None = None,
-                 num_inference_steps: int | None = None, generator: torch.Generator | None = None,
-                 condition: float | Sequence[float] | None = None, output_type: str = "mols",
-                 return_dict: bool = True):
+    def __call__(
+        self,
+        num_molecules: int = 16,
+        num_atoms: int | Sequence[int] | None = None,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        condition: float | Sequence[float] | None = None,
+        output_type: str = "mols",
+        return_dict: bool = True,
+    ):
         """Generate `num_molecules` molecules, all in one graph batch per denoising step.
 
         num_atoms: None (drawn from the stored training distribution with `generator`), an int, or one int
@@ -249,7 +269,7 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
             sample = torch.cat([remove_mean(sample[:, :3], mol, num_molecules), sample[:, 3:]], dim=-1)
 
         positions = sample[:, :3].float().cpu().numpy()
-        types = sample[:, 3:3 + n_types].argmax(-1).cpu().numpy()
+        types = sample[:, 3 : 3 + n_types].argmax(-1).cpu().numpy()
         if denoiser.config.include_charges:
             charges = torch.round(sample[:, 3 + n_types] / self.config.feature_scale["charges"]).long().cpu().numpy()
         else:
@@ -266,4 +286,6 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return (atom_types, positions, charges, molecules)
-        return MoleculeDiffusionOutput(atom_types=atom_types, positions=positions, charges=charges, molecules=molecules)
+        return MoleculeDiffusionOutput(
+            atom_types=atom_types, positions=positions, charges=charges, molecules=molecules
+        )

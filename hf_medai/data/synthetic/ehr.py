@@ -39,8 +39,9 @@ from hf_medai.io import atomic_path, write_text
 FORMATS = ("mimic-iii", "mimic-iv")
 
 
-def write_mimic(out_dir: str | Path, format: str = "mimic-iii", n_patients: int = 600, seed: int = 0,
-                gzip: bool = False) -> Path:
+def write_mimic(
+    out_dir: str | Path, format: str = "mimic-iii", n_patients: int = 600, seed: int = 0, gzip: bool = False
+) -> Path:
     """Write synthetic MIMIC-III or MIMIC-IV tables (and discharge summaries) under `out_dir`; returns it.
 
     MIMIC-III: ADMISSIONS, PATIENTS, NOTEEVENTS, DIAGNOSES_ICD in `out_dir`. MIMIC-IV: hosp/admissions,
@@ -59,8 +60,11 @@ def write_mimic(out_dir: str | Path, format: str = "mimic-iii", n_patients: int 
     for stem, frame in tables.items():
         with atomic_path(out / f"{stem}{suffix}") as tmp:
             frame.to_csv(tmp, index=False, compression="gzip" if gzip else None)
-    write_text(out / "SYNTHETIC_DATA.txt", f"Synthetic {format.upper()} sample written by hf_medai "
-               f"(n_patients={n_patients}, seed={seed}). Not real patient data.\n")
+    write_text(
+        out / "SYNTHETIC_DATA.txt",
+        f"Synthetic {format.upper()} sample written by hf_medai "
+        f"(n_patients={n_patients}, seed={seed}). Not real patient data.\n",
+    )
     return out
 
 
@@ -101,56 +105,134 @@ def _tables_iii(patients: list[Patient], w: Cohort) -> dict[str, pd.DataFrame]:
             dob = (first - timedelta(days=p.age * 365.25)).replace(hour=0, minute=0, second=0, microsecond=0)
         dod = p.dod.replace(hour=0, minute=0, second=0, microsecond=0) if p.dod else None
         died_in_hosp = any(a["died"] for a in p.admissions)
-        pats.append({"ROW_ID": len(pats) + 1, "SUBJECT_ID": p.subject_id, "GENDER": p.sex, "DOB": _fmt(dob),
-                     "DOD": _fmt(dod), "DOD_HOSP": _fmt(dod) if died_in_hosp else "",
-                     "DOD_SSN": _fmt(dod) if dod and w.chance(0.7) else "", "EXPIRE_FLAG": int(dod is not None)})
+        pats.append(
+            {
+                "ROW_ID": len(pats) + 1,
+                "SUBJECT_ID": p.subject_id,
+                "GENDER": p.sex,
+                "DOB": _fmt(dob),
+                "DOD": _fmt(dod),
+                "DOD_HOSP": _fmt(dod) if died_in_hosp else "",
+                "DOD_SSN": _fmt(dod) if dod and w.chance(0.7) else "",
+                "EXPIRE_FLAG": int(dod is not None),
+            }
+        )
         for a in p.admissions:
             pr, elective = a["problem"], a["problem"].elective
             adm_type = "ELECTIVE" if elective else w.pick(["EMERGENCY", "URGENT"], [0.88, 0.12])
-            insurance = ("Medicare" if a["age"] >= 65 and w.chance(0.85) else
-                         w.pick(["Private", "Medicaid", "Government", "Self Pay"], [0.6, 0.28, 0.08, 0.04]))
+            insurance = (
+                "Medicare"
+                if a["age"] >= 65 and w.chance(0.85)
+                else w.pick(["Private", "Medicaid", "Government", "Self Pay"], [0.6, 0.28, 0.08, 0.04])
+            )
             ed = not elective and adm_type == "EMERGENCY"
-            adms.append({
-                "ROW_ID": len(adms) + 1, "SUBJECT_ID": p.subject_id, "HADM_ID": a["hadm_id"],
-                "ADMITTIME": _fmt(a["admit"]), "DISCHTIME": _fmt(a["disch"]),
-                "DEATHTIME": _fmt(a["disch"]) if a["died"] else "", "ADMISSION_TYPE": adm_type,
-                "ADMISSION_LOCATION": ("PHYS REFERRAL/NORMAL DELI" if elective else
-                                       "EMERGENCY ROOM ADMIT" if ed else "TRANSFER FROM HOSP/EXTRAM"),
-                "DISCHARGE_LOCATION": {"DIED": "DEAD/EXPIRED", "HOME": "HOME", "HOME_SERVICES": "HOME HEALTH CARE",
-                                       "SNF": "SNF", "REHAB": "REHAB/DISTINCT PART HOSP",
-                                       "AMA": "LEFT AGAINST MEDICAL ADVI"}[a["disposition"]],
-                "INSURANCE": insurance, "LANGUAGE": p.language, "RELIGION": p.religion,
-                "MARITAL_STATUS": p.marital, "ETHNICITY": p.race,
-                "EDREGTIME": _fmt(a["admit"] - timedelta(hours=4)) if ed else "",
-                "EDOUTTIME": _fmt(a["admit"] + timedelta(minutes=20)) if ed else "",
-                "DIAGNOSIS": pr.diagnosis.upper().split(",")[0], "HOSPITAL_EXPIRE_FLAG": int(a["died"]),
-                "HAS_CHARTEVENTS_DATA": 1,
-            })
+            adms.append(
+                {
+                    "ROW_ID": len(adms) + 1,
+                    "SUBJECT_ID": p.subject_id,
+                    "HADM_ID": a["hadm_id"],
+                    "ADMITTIME": _fmt(a["admit"]),
+                    "DISCHTIME": _fmt(a["disch"]),
+                    "DEATHTIME": _fmt(a["disch"]) if a["died"] else "",
+                    "ADMISSION_TYPE": adm_type,
+                    "ADMISSION_LOCATION": (
+                        "PHYS REFERRAL/NORMAL DELI"
+                        if elective
+                        else "EMERGENCY ROOM ADMIT"
+                        if ed
+                        else "TRANSFER FROM HOSP/EXTRAM"
+                    ),
+                    "DISCHARGE_LOCATION": {
+                        "DIED": "DEAD/EXPIRED",
+                        "HOME": "HOME",
+                        "HOME_SERVICES": "HOME HEALTH CARE",
+                        "SNF": "SNF",
+                        "REHAB": "REHAB/DISTINCT PART HOSP",
+                        "AMA": "LEFT AGAINST MEDICAL ADVI",
+                    }[a["disposition"]],
+                    "INSURANCE": insurance,
+                    "LANGUAGE": p.language,
+                    "RELIGION": p.religion,
+                    "MARITAL_STATUS": p.marital,
+                    "ETHNICITY": p.race,
+                    "EDREGTIME": _fmt(a["admit"] - timedelta(hours=4)) if ed else "",
+                    "EDOUTTIME": _fmt(a["admit"] + timedelta(minutes=20)) if ed else "",
+                    "DIAGNOSIS": pr.diagnosis.upper().split(",")[0],
+                    "HOSPITAL_EXPIRE_FLAG": int(a["died"]),
+                    "HAS_CHARTEVENTS_DATA": 1,
+                }
+            )
             for seq, code in enumerate(_codes(w, a, 9), start=1):
-                dxs.append({"ROW_ID": len(dxs) + 1, "SUBJECT_ID": p.subject_id, "HADM_ID": a["hadm_id"],
-                            "SEQ_NUM": seq, "ICD9_CODE": code})
+                dxs.append(
+                    {
+                        "ROW_ID": len(dxs) + 1,
+                        "SUBJECT_ID": p.subject_id,
+                        "HADM_ID": a["hadm_id"],
+                        "SEQ_NUM": seq,
+                        "ICD9_CODE": code,
+                    }
+                )
             base = {"SUBJECT_ID": p.subject_id, "HADM_ID": a["hadm_id"], "CGID": "", "ISERROR": ""}
-            notes.append({**base, "CHARTDATE": a["disch"].strftime("%Y-%m-%d"), "CHARTTIME": "", "STORETIME": "",
-                          "CATEGORY": "Discharge summary", "DESCRIPTION": "Report",
-                          "TEXT": discharge_summary(w, p, a, dob)})
+            notes.append(
+                {
+                    **base,
+                    "CHARTDATE": a["disch"].strftime("%Y-%m-%d"),
+                    "CHARTTIME": "",
+                    "STORETIME": "",
+                    "CATEGORY": "Discharge summary",
+                    "DESCRIPTION": "Report",
+                    "TEXT": discharge_summary(w, p, a, dob),
+                }
+            )
             if w.chance(0.3):  # other note types the loader must skip
                 t = a["admit"] + timedelta(hours=3)
-                notes.append({**base, "CHARTDATE": t.strftime("%Y-%m-%d"), "CHARTTIME": _fmt(t), "STORETIME": "",
-                              "CATEGORY": "Radiology", "DESCRIPTION": "CHEST (PORTABLE AP)", "CGID": "",
-                              "TEXT": f"[**{t:%Y-%m-%d}**] 3:12 AM\n CHEST (PORTABLE AP)\n FINAL REPORT\n"
-                                      " IMPRESSION: No acute cardiopulmonary process.\n"})
+                notes.append(
+                    {
+                        **base,
+                        "CHARTDATE": t.strftime("%Y-%m-%d"),
+                        "CHARTTIME": _fmt(t),
+                        "STORETIME": "",
+                        "CATEGORY": "Radiology",
+                        "DESCRIPTION": "CHEST (PORTABLE AP)",
+                        "CGID": "",
+                        "TEXT": f"[**{t:%Y-%m-%d}**] 3:12 AM\n CHEST (PORTABLE AP)\n FINAL REPORT\n"
+                        " IMPRESSION: No acute cardiopulmonary process.\n",
+                    }
+                )
             if w.chance(0.05):  # addenda come after discharge and may know later events: never used
-                notes.append({**base, "CHARTDATE": (a["disch"] + timedelta(days=3)).strftime("%Y-%m-%d"),
-                              "CHARTTIME": "", "STORETIME": "", "CATEGORY": "Discharge summary",
-                              "DESCRIPTION": "Addendum",
-                              "TEXT": "Addendum:\nPatient was seen in clinic after discharge; expired medications "
-                                      "were renewed.\n"})
+                notes.append(
+                    {
+                        **base,
+                        "CHARTDATE": (a["disch"] + timedelta(days=3)).strftime("%Y-%m-%d"),
+                        "CHARTTIME": "",
+                        "STORETIME": "",
+                        "CATEGORY": "Discharge summary",
+                        "DESCRIPTION": "Addendum",
+                        "TEXT": "Addendum:\nPatient was seen in clinic after discharge; expired medications "
+                        "were renewed.\n",
+                    }
+                )
     for i, n in enumerate(notes, start=1):
         n["ROW_ID"] = i
-    note_cols = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY",
-                 "DESCRIPTION", "CGID", "ISERROR", "TEXT"]
-    return {"PATIENTS": pd.DataFrame(pats), "ADMISSIONS": pd.DataFrame(adms),
-            "NOTEEVENTS": pd.DataFrame(notes)[note_cols], "DIAGNOSES_ICD": pd.DataFrame(dxs)}
+    note_cols = [
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "CHARTDATE",
+        "CHARTTIME",
+        "STORETIME",
+        "CATEGORY",
+        "DESCRIPTION",
+        "CGID",
+        "ISERROR",
+        "TEXT",
+    ]
+    return {
+        "PATIENTS": pd.DataFrame(pats),
+        "ADMISSIONS": pd.DataFrame(adms),
+        "NOTEEVENTS": pd.DataFrame(notes)[note_cols],
+        "DIAGNOSES_ICD": pd.DataFrame(dxs),
+    }
 
 
 def _tables_iv(patients: list[Patient], w: Cohort) -> dict[str, pd.DataFrame]:
@@ -158,41 +240,89 @@ def _tables_iv(patients: list[Patient], w: Cohort) -> dict[str, pd.DataFrame]:
     providers = [f"P{int(x):05X}" for x in w.rng.integers(0x10000, 0xFFFFF, size=60)]
     for p in patients:
         anchor_age = int(p.age - (p.first_admit.year - p.anchor_year))
-        pats.append({"subject_id": p.subject_id, "gender": p.sex, "anchor_age": 91 if anchor_age > 89 else anchor_age,
-                     "anchor_year": p.anchor_year, "anchor_year_group": p.anchor_year_group,
-                     "dod": p.dod.strftime("%Y-%m-%d") if p.dod else ""})
+        pats.append(
+            {
+                "subject_id": p.subject_id,
+                "gender": p.sex,
+                "anchor_age": 91 if anchor_age > 89 else anchor_age,
+                "anchor_year": p.anchor_year,
+                "anchor_year_group": p.anchor_year_group,
+                "dod": p.dod.strftime("%Y-%m-%d") if p.dod else "",
+            }
+        )
         for seq, a in enumerate(p.admissions):
             pr, elective = a["problem"], a["problem"].elective
-            adm_type = (w.pick(["ELECTIVE", "SURGICAL SAME DAY ADMISSION"], [0.4, 0.6]) if elective else
-                        w.pick(["EW EMER.", "URGENT", "OBSERVATION ADMIT", "DIRECT EMER.", "EU OBSERVATION"],
-                               [0.6, 0.15, 0.12, 0.06, 0.07]))
-            insurance = ("Medicare" if a["age"] >= 65 and w.chance(0.85) else
-                         w.pick(["Private", "Medicaid", "Other"], [0.55, 0.3, 0.15]))
+            adm_type = (
+                w.pick(["ELECTIVE", "SURGICAL SAME DAY ADMISSION"], [0.4, 0.6])
+                if elective
+                else w.pick(
+                    ["EW EMER.", "URGENT", "OBSERVATION ADMIT", "DIRECT EMER.", "EU OBSERVATION"],
+                    [0.6, 0.15, 0.12, 0.06, 0.07],
+                )
+            )
+            insurance = (
+                "Medicare"
+                if a["age"] >= 65 and w.chance(0.85)
+                else w.pick(["Private", "Medicaid", "Other"], [0.55, 0.3, 0.15])
+            )
             ed = adm_type in ("EW EMER.", "EU OBSERVATION", "OBSERVATION ADMIT")
-            adms.append({
-                "subject_id": p.subject_id, "hadm_id": a["hadm_id"], "admittime": _fmt(a["admit"]),
-                "dischtime": _fmt(a["disch"]), "deathtime": _fmt(a["disch"]) if a["died"] else "",
-                "admission_type": adm_type, "admit_provider_id": w.pick(providers),
-                "admission_location": ("PHYSICIAN REFERRAL" if elective else
-                                       "EMERGENCY ROOM" if ed else "TRANSFER FROM HOSPITAL"),
-                "discharge_location": {"DIED": "DIED", "HOME": "HOME", "HOME_SERVICES": "HOME HEALTH CARE",
-                                       "SNF": "SKILLED NURSING FACILITY", "REHAB": "REHAB",
-                                       "AMA": "AGAINST ADVICE"}[a["disposition"]],
-                "insurance": insurance, "language": p.language, "marital_status": p.marital, "race": p.race,
-                "edregtime": _fmt(a["admit"] - timedelta(hours=5)) if ed else "",
-                "edouttime": _fmt(a["admit"] + timedelta(minutes=15)) if ed else "",
-                "hospital_expire_flag": int(a["died"]),
-            })
+            adms.append(
+                {
+                    "subject_id": p.subject_id,
+                    "hadm_id": a["hadm_id"],
+                    "admittime": _fmt(a["admit"]),
+                    "dischtime": _fmt(a["disch"]),
+                    "deathtime": _fmt(a["disch"]) if a["died"] else "",
+                    "admission_type": adm_type,
+                    "admit_provider_id": w.pick(providers),
+                    "admission_location": (
+                        "PHYSICIAN REFERRAL" if elective else "EMERGENCY ROOM" if ed else "TRANSFER FROM HOSPITAL"
+                    ),
+                    "discharge_location": {
+                        "DIED": "DIED",
+                        "HOME": "HOME",
+                        "HOME_SERVICES": "HOME HEALTH CARE",
+                        "SNF": "SKILLED NURSING FACILITY",
+                        "REHAB": "REHAB",
+                        "AMA": "AGAINST ADVICE",
+                    }[a["disposition"]],
+                    "insurance": insurance,
+                    "language": p.language,
+                    "marital_status": p.marital,
+                    "race": p.race,
+                    "edregtime": _fmt(a["admit"] - timedelta(hours=5)) if ed else "",
+                    "edouttime": _fmt(a["admit"] + timedelta(minutes=15)) if ed else "",
+                    "hospital_expire_flag": int(a["died"]),
+                }
+            )
             real_month = (a["admit"].year + p.real_offset, a["admit"].month)
             version = 10 if real_month >= (2015, 10) else 9  # the US switched to ICD-10-CM in October 2015
             for s, code in enumerate(_codes(w, a, version), start=1):
-                dxs.append({"subject_id": p.subject_id, "hadm_id": a["hadm_id"], "seq_num": s, "icd_code": code,
-                            "icd_version": version})
+                dxs.append(
+                    {
+                        "subject_id": p.subject_id,
+                        "hadm_id": a["hadm_id"],
+                        "seq_num": s,
+                        "icd_code": code,
+                        "icd_version": version,
+                    }
+                )
             note_seq = 20 + 3 * seq
-            notes.append({"note_id": f"{p.subject_id}-DS-{note_seq}", "subject_id": p.subject_id,
-                          "hadm_id": a["hadm_id"], "note_type": "DS", "note_seq": note_seq,
-                          "charttime": a["disch"].strftime("%Y-%m-%d 00:00:00"),
-                          "storetime": _fmt(a["disch"] + timedelta(days=float(w.rng.uniform(0.5, 3)))),
-                          "text": discharge_summary(w, p, a, None)})
-    return {"hosp/patients": pd.DataFrame(pats), "hosp/admissions": pd.DataFrame(adms),
-            "hosp/diagnoses_icd": pd.DataFrame(dxs), "note/discharge": pd.DataFrame(notes)}
+            notes.append(
+                {
+                    "note_id": f"{p.subject_id}-DS-{note_seq}",
+                    "subject_id": p.subject_id,
+                    "hadm_id": a["hadm_id"],
+                    "note_type": "DS",
+                    "note_seq": note_seq,
+                    "charttime": a["disch"].strftime("%Y-%m-%d 00:00:00"),
+                    "storetime": _fmt(a["disch"] + timedelta(days=float(w.rng.uniform(0.5, 3)))),
+                    "text": discharge_summary(w, p, a, None),
+                }
+            )
+    return {
+        "hosp/patients": pd.DataFrame(pats),
+        "hosp/admissions": pd.DataFrame(adms),
+        "hosp/diagnoses_icd": pd.DataFrame(dxs),
+        "note/discharge": pd.DataFrame(notes),
+    }

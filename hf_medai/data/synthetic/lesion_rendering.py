@@ -11,17 +11,29 @@ import numpy as np
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]  # = hf_medai.data.lesion_formats.HAM10000_CLASSES
 # Skin under a dermoscope, types I..VI (RGB), and how lesions look on it: pigment darkens with the skin
 # (DARKEN) and the lesion blends toward the skin (BLEND), i.e. less contrast as the type rises.
-SKIN_RGB = np.array([[245, 214, 198], [232, 190, 165], [210, 160, 125], [172, 122, 88], [122, 84, 60],
-                     [80, 54, 40]], np.float32)
+SKIN_RGB = np.array(
+    [[245, 214, 198], [232, 190, 165], [210, 160, 125], [172, 122, 88], [122, 84, 60], [80, 54, 40]], np.float32
+)
 DARKEN = np.array([1.0, 0.95, 0.85, 0.70, 0.52, 0.38], np.float32)
 HAZE_LEVELS = (3.0, 9.0)  # amplitude range of the additive glare, grey levels
 BLEND = np.array([0.0, 0.08, 0.20, 0.38, 0.60, 0.75], np.float32)
 
 PALETTE = {
-    "dark_brown": (88, 52, 32), "mid_brown": (125, 80, 50), "light_brown": (165, 115, 75),
-    "black": (35, 28, 28), "blue_grey": (100, 110, 130), "red": (170, 75, 70), "waxy": (172, 132, 92),
-    "pink": (215, 145, 145), "scaly_red": (195, 105, 90), "df_ring": (140, 95, 65), "white": (238, 226, 216),
-    "vessel": (150, 22, 34), "vasc_red": (175, 35, 55), "vasc_purple": (115, 40, 90), "hair": (32, 24, 20),
+    "dark_brown": (88, 52, 32),
+    "mid_brown": (125, 80, 50),
+    "light_brown": (165, 115, 75),
+    "black": (35, 28, 28),
+    "blue_grey": (100, 110, 130),
+    "red": (170, 75, 70),
+    "waxy": (172, 132, 92),
+    "pink": (215, 145, 145),
+    "scaly_red": (195, 105, 90),
+    "df_ring": (140, 95, 65),
+    "white": (238, 226, 216),
+    "vessel": (150, 22, 34),
+    "vasc_red": (175, 35, 55),
+    "vasc_purple": (115, 40, 90),
+    "hair": (32, 24, 20),
 }
 N_HARMONICS = 12  # border = radius(angle) as a short Fourier series: low orders asymmetry, high orders ragged
 N_COLOURS = 4
@@ -36,29 +48,29 @@ N_LOBULES = 6
 class LesionLooks:
     """One entry per lesion: who it is and how it looks (shape, colours, texture)."""
 
-    cls: np.ndarray          # index into CLASSES
+    cls: np.ndarray  # index into CLASSES
     n_images: np.ndarray
-    number: np.ndarray       # HAM_<number>
+    number: np.ndarray  # HAM_<number>
     fitzpatrick: np.ndarray  # 1..6
-    age: np.ndarray          # float, NaN = missing
+    age: np.ndarray  # float, NaN = missing
     sex: list[str]
     site: list[str]
     dx_type: list[str]
-    skin: np.ndarray         # (L, 3) RGB
-    radius: np.ndarray       # in units of half the image's shorter side
-    harm_amp: np.ndarray     # (L, K)
-    harm_phase: np.ndarray   # (L, K)
-    softness: np.ndarray     # edge width, fraction of the radius
+    skin: np.ndarray  # (L, 3) RGB
+    radius: np.ndarray  # in units of half the image's shorter side
+    harm_amp: np.ndarray  # (L, K)
+    harm_phase: np.ndarray  # (L, K)
+    softness: np.ndarray  # edge width, fraction of the radius
     opacity: np.ndarray
-    colours: np.ndarray      # (L, C, 3), already darkened for the skin type
+    colours: np.ndarray  # (L, C, 3), already darkened for the skin type
     n_colours: np.ndarray
     centre_shade: np.ndarray  # darker (>0) centre
-    texture: np.ndarray      # amplitude of the pigment-network-like texture
+    texture: np.ndarray  # amplitude of the pigment-network-like texture
     colour_field: np.ndarray  # (L, C, G, G) value noise deciding which colour is where
     texture_field: np.ndarray  # (L, G, G) value noise, pigment-network-like mottling
-    segments: np.ndarray     # (L, S, 4) bcc vessels, lesion coordinates relative to the radius
+    segments: np.ndarray  # (L, S, 4) bcc vessels, lesion coordinates relative to the radius
     n_segments: np.ndarray
-    lobules: np.ndarray      # (L, B, 3) vasc: x, y, radius relative to the lesion radius
+    lobules: np.ndarray  # (L, B, 3) vasc: x, y, radius relative to the lesion radius
     lobule_purple: np.ndarray  # (L, B) bool
     n_lobules: np.ndarray
     rotation: np.ndarray
@@ -70,18 +82,18 @@ class ImageViews:
 
     lesion: np.ndarray
     rotation: np.ndarray
-    shift: np.ndarray        # (N, 2)
-    light: np.ndarray        # (N, 3) per-channel gain
-    gradient: np.ndarray     # (N, 2) illumination slope
-    vignette: np.ndarray     # (N, 2) radius, strength
-    hairs: np.ndarray        # (N, S, 4) segments in image coordinates
+    shift: np.ndarray  # (N, 2)
+    light: np.ndarray  # (N, 3) per-channel gain
+    gradient: np.ndarray  # (N, 2) illumination slope
+    vignette: np.ndarray  # (N, 2) radius, strength
+    hairs: np.ndarray  # (N, S, 4) segments in image coordinates
     n_hairs: np.ndarray
     hair_width: np.ndarray
-    bg_k: np.ndarray         # (N, W, 2) skin texture waves
-    bg_phase: np.ndarray     # (N, W)
-    haze_k: np.ndarray       # (N, W, 2) additive glare / uneven light waves
-    haze_phase: np.ndarray   # (N, W)
-    haze: np.ndarray         # (N,) its amplitude in grey levels
+    bg_k: np.ndarray  # (N, W, 2) skin texture waves
+    bg_phase: np.ndarray  # (N, W)
+    haze_k: np.ndarray  # (N, W, 2) additive glare / uneven light waves
+    haze_phase: np.ndarray  # (N, W)
+    haze: np.ndarray  # (N,) its amplitude in grey levels
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -206,8 +218,9 @@ def render(les: LesionLooks, img: ImageViews, ids: np.ndarray, H: int, W: int, r
             purple = np.where(m > lob_mask, _per(purple_of[:, j]), purple)
             lob_mask = np.maximum(lob_mask, m)
         mask[sel] = lob_mask
-        colour[sel] = (colours[sel, None, None, 0] * (1 - purple[..., None])
-                       + colours[sel, None, None, 1] * purple[..., None])
+        colour[sel] = (
+            colours[sel, None, None, 0] * (1 - purple[..., None]) + colours[sel, None, None, 1] * purple[..., None]
+        )
 
     # Darker skin: the lesion blends toward the skin (less contrast).
     blend = BLEND[les.fitzpatrick[li] - 1][:, None]

@@ -48,15 +48,31 @@ IMAGES_PER_LESION = ([1, 2, 3, 4], [0.55, 0.25, 0.12, 0.08])
 IMAGES_PER_FOLDER = 5000  # the real release splits its images into HAM10000_images_part_1 and _part_2
 FIRST_IMAGE_NUMBER = 24306  # ISIC_0024306 is HAM10000's first image id
 LOCALIZATIONS = {
-    "back": 0.22, "lower extremity": 0.21, "trunk": 0.14, "upper extremity": 0.11, "abdomen": 0.10,
-    "face": 0.07, "chest": 0.04, "foot": 0.03, "unknown": 0.02, "neck": 0.02, "scalp": 0.013, "hand": 0.009,
-    "ear": 0.006, "genital": 0.005, "acral": 0.001,
+    "back": 0.22,
+    "lower extremity": 0.21,
+    "trunk": 0.14,
+    "upper extremity": 0.11,
+    "abdomen": 0.10,
+    "face": 0.07,
+    "chest": 0.04,
+    "foot": 0.03,
+    "unknown": 0.02,
+    "neck": 0.02,
+    "scalp": 0.013,
+    "hand": 0.009,
+    "ear": 0.006,
+    "genital": 0.005,
+    "acral": 0.001,
 }
 SUN_EXPOSED_BOOST = {"face": 5.0, "scalp": 3.0, "ear": 3.0, "neck": 2.0, "hand": 2.0}  # akiec, bcc
 DX_TYPES = ["histo", "follow_up", "consensus", "confocal"]
 DX_TYPE_P = {
-    "mel": [0.95, 0.0, 0.05, 0.0], "nv": [0.35, 0.55, 0.10, 0.0], "bkl": [0.50, 0.0, 0.30, 0.20],
-    "bcc": [1.0, 0.0, 0.0, 0.0], "akiec": [1.0, 0.0, 0.0, 0.0], "df": [0.5, 0.0, 0.5, 0.0],
+    "mel": [0.95, 0.0, 0.05, 0.0],
+    "nv": [0.35, 0.55, 0.10, 0.0],
+    "bkl": [0.50, 0.0, 0.30, 0.20],
+    "bcc": [1.0, 0.0, 0.0, 0.0],
+    "akiec": [1.0, 0.0, 0.0, 0.0],
+    "df": [0.5, 0.0, 0.5, 0.0],
     "vasc": [0.5, 0.0, 0.5, 0.0],
 }
 AGE_MEAN = {"akiec": 67, "bcc": 67, "bkl": 64, "df": 53, "mel": 63, "nv": 45, "vasc": 50}
@@ -80,8 +96,9 @@ def is_synthetic(folder) -> bool:
     return (Path(folder) / SYNTHETIC_MARKER).is_file()
 
 
-def write_ham10000(out_dir: str | os.PathLike, n: int = 2000, seed: int = 0,
-                   image_size: tuple[int, int] = (128, 96)) -> Path:
+def write_ham10000(
+    out_dir: str | os.PathLike, n: int = 2000, seed: int = 0, image_size: tuple[int, int] = (128, 96)
+) -> Path:
     """Write n synthetic images as HAM10000 (metadata CSV + a `fitzpatrick` column, JPEGs); returns out_dir.
 
     image_size is (width, height), 4:3 like the real 600x450 images. Deterministic for a seed.
@@ -113,11 +130,18 @@ def write_ham10000(out_dir: str | os.PathLike, n: int = 2000, seed: int = 0,
     for i in range(n):
         les = images.lesion[i]
         age = lesions.age[les]
-        writer.writerow([
-            f"HAM_{lesions.number[les]:07d}", names[i], CLASSES[lesions.cls[les]], lesions.dx_type[les],
-            "" if np.isnan(age) else f"{age:.1f}", lesions.sex[les], lesions.site[les],
-            int(lesions.fitzpatrick[les]),
-        ])
+        writer.writerow(
+            [
+                f"HAM_{lesions.number[les]:07d}",
+                names[i],
+                CLASSES[lesions.cls[les]],
+                lesions.dx_type[les],
+                "" if np.isnan(age) else f"{age:.1f}",
+                lesions.sex[les],
+                lesions.site[les],
+                int(lesions.fitzpatrick[les]),
+            ]
+        )
     write_text(out_dir / "HAM10000_metadata.csv", buffer.getvalue())
     write_text(out_dir / SYNTHETIC_MARKER, SYNTHETIC_CARD.format(n=n, seed=seed))
     return out_dir
@@ -191,14 +215,41 @@ def _plan_lesions(n: int, rng: np.random.Generator) -> LesionLooks:
         hi = np.array([spec[c][1] for c in names])
         return rng.uniform(lo, hi).astype(np.float32)
 
-    radius = by_class({"nv": (0.22, 0.55), "mel": (0.42, 0.80), "bkl": (0.35, 0.65), "bcc": (0.30, 0.60),
-                       "akiec": (0.30, 0.60), "df": (0.20, 0.36), "vasc": (0.22, 0.45)})
+    radius = by_class(
+        {
+            "nv": (0.22, 0.55),
+            "mel": (0.42, 0.80),
+            "bkl": (0.35, 0.65),
+            "bcc": (0.30, 0.60),
+            "akiec": (0.30, 0.60),
+            "df": (0.20, 0.36),
+            "vasc": (0.22, 0.45),
+        }
+    )
     radius[dysplastic] = rng.uniform(0.35, 0.62, dysplastic.sum())
     radius[featureless] = rng.uniform(0.28, 0.50, featureless.sum())
-    asym = by_class({"nv": (0.0, 0.04), "mel": (0.06, 0.18), "bkl": (0.02, 0.08), "bcc": (0.02, 0.10),
-                     "akiec": (0.04, 0.12), "df": (0.0, 0.04), "vasc": (0.0, 0.05)})
-    ragged = by_class({"nv": (0.02, 0.15), "mel": (0.5, 1.0), "bkl": (0.1, 0.3), "bcc": (0.1, 0.4),
-                       "akiec": (0.3, 0.6), "df": (0.05, 0.2), "vasc": (0.05, 0.2)})
+    asym = by_class(
+        {
+            "nv": (0.0, 0.04),
+            "mel": (0.06, 0.18),
+            "bkl": (0.02, 0.08),
+            "bcc": (0.02, 0.10),
+            "akiec": (0.04, 0.12),
+            "df": (0.0, 0.04),
+            "vasc": (0.0, 0.05),
+        }
+    )
+    ragged = by_class(
+        {
+            "nv": (0.02, 0.15),
+            "mel": (0.5, 1.0),
+            "bkl": (0.1, 0.3),
+            "bcc": (0.1, 0.4),
+            "akiec": (0.3, 0.6),
+            "df": (0.05, 0.2),
+            "vasc": (0.05, 0.2),
+        }
+    )
     asym[dysplastic] = rng.uniform(0.03, 0.09, dysplastic.sum())
     ragged[dysplastic] = rng.uniform(0.2, 0.5, dysplastic.sum())
     asym[featureless] = rng.uniform(0.02, 0.07, featureless.sum())
@@ -209,14 +260,50 @@ def _plan_lesions(n: int, rng: np.random.Generator) -> LesionLooks:
     harm_amp[:, 1] += by_class({c: (0.0, 0.12) for c in CLASSES})  # k=2: an oval is still symmetric
     harm_phase = rng.uniform(0, 2 * np.pi, (L, N_HARMONICS))
 
-    softness = by_class({"nv": (0.06, 0.12), "mel": (0.03, 0.10), "bkl": (0.01, 0.025), "bcc": (0.10, 0.18),
-                         "akiec": (0.10, 0.18), "df": (0.12, 0.2), "vasc": (0.03, 0.06)})
-    opacity = by_class({"nv": (0.8, 0.95), "mel": (0.85, 0.97), "bkl": (0.7, 0.85), "bcc": (0.45, 0.65),
-                        "akiec": (0.55, 0.75), "df": (0.75, 0.9), "vasc": (0.85, 0.97)})
-    centre_shade = by_class({"nv": (0.05, 0.2), "mel": (-0.1, 0.25), "bkl": (-0.05, 0.05), "bcc": (0.0, 0.1),
-                             "akiec": (0.0, 0.1), "df": (0.0, 0.0), "vasc": (0.0, 0.0)})
-    texture = by_class({"nv": (0.03, 0.08), "mel": (0.08, 0.18), "bkl": (0.10, 0.18), "bcc": (0.02, 0.05),
-                        "akiec": (0.12, 0.2), "df": (0.03, 0.06), "vasc": (0.02, 0.04)})
+    softness = by_class(
+        {
+            "nv": (0.06, 0.12),
+            "mel": (0.03, 0.10),
+            "bkl": (0.01, 0.025),
+            "bcc": (0.10, 0.18),
+            "akiec": (0.10, 0.18),
+            "df": (0.12, 0.2),
+            "vasc": (0.03, 0.06),
+        }
+    )
+    opacity = by_class(
+        {
+            "nv": (0.8, 0.95),
+            "mel": (0.85, 0.97),
+            "bkl": (0.7, 0.85),
+            "bcc": (0.45, 0.65),
+            "akiec": (0.55, 0.75),
+            "df": (0.75, 0.9),
+            "vasc": (0.85, 0.97),
+        }
+    )
+    centre_shade = by_class(
+        {
+            "nv": (0.05, 0.2),
+            "mel": (-0.1, 0.25),
+            "bkl": (-0.05, 0.05),
+            "bcc": (0.0, 0.1),
+            "akiec": (0.0, 0.1),
+            "df": (0.0, 0.0),
+            "vasc": (0.0, 0.0),
+        }
+    )
+    texture = by_class(
+        {
+            "nv": (0.03, 0.08),
+            "mel": (0.08, 0.18),
+            "bkl": (0.10, 0.18),
+            "bcc": (0.02, 0.05),
+            "akiec": (0.12, 0.2),
+            "df": (0.03, 0.06),
+            "vasc": (0.02, 0.04),
+        }
+    )
 
     colours, n_colours = _lesion_colours(names, dysplastic, featureless, rng)
     colours *= DARKEN[fitz - 1][:, None, None]
@@ -241,18 +328,38 @@ def _plan_lesions(n: int, rng: np.random.Generator) -> LesionLooks:
     n_lobules = np.where(is_["vasc"], rng.integers(3, N_LOBULES + 1, L), 0)
 
     return LesionLooks(
-        cls=cls, n_images=n_images, number=rng.permutation(L), fitzpatrick=fitz, age=age, sex=sex, site=site,
-        dx_type=dx_type, skin=skin, radius=radius, harm_amp=harm_amp.astype(np.float32),
-        harm_phase=harm_phase.astype(np.float32), softness=softness, opacity=opacity, colours=colours,
-        n_colours=n_colours, centre_shade=centre_shade, texture=texture, colour_field=colour_field,
+        cls=cls,
+        n_images=n_images,
+        number=rng.permutation(L),
+        fitzpatrick=fitz,
+        age=age,
+        sex=sex,
+        site=site,
+        dx_type=dx_type,
+        skin=skin,
+        radius=radius,
+        harm_amp=harm_amp.astype(np.float32),
+        harm_phase=harm_phase.astype(np.float32),
+        softness=softness,
+        opacity=opacity,
+        colours=colours,
+        n_colours=n_colours,
+        centre_shade=centre_shade,
+        texture=texture,
+        colour_field=colour_field,
         texture_field=texture_field,
-        segments=segments, n_segments=n_segments, lobules=lobules, lobule_purple=lobule_purple,
-        n_lobules=n_lobules, rotation=rng.uniform(0, 2 * np.pi, L).astype(np.float32),
+        segments=segments,
+        n_segments=n_segments,
+        lobules=lobules,
+        lobule_purple=lobule_purple,
+        n_lobules=n_lobules,
+        rotation=rng.uniform(0, 2 * np.pi, L).astype(np.float32),
     )
 
 
-def _lesion_colours(names: list[str], dysplastic: np.ndarray, featureless: np.ndarray,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _lesion_colours(
+    names: list[str], dysplastic: np.ndarray, featureless: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Up to N_COLOURS colours per lesion (slot 0 dominant) and how many are used."""
     L = len(names)
     p = {k: np.array(v, np.float32) for k, v in PALETTE.items()}

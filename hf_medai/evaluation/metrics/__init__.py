@@ -16,9 +16,7 @@ if TYPE_CHECKING:
     import evaluate
 
 METRICS_DIR = Path(__file__).resolve().parent
-METRIC_NAMES: tuple[str, ...] = tuple(
-    sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file())
-)
+METRIC_NAMES: tuple[str, ...] = tuple(sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file()))
 
 
 @functools.lru_cache(maxsize=None)

@@ -7,8 +7,7 @@ which passes `references` of shape (B, n), one resample per row, to score B resa
 import datasets
 import evaluate
 import numpy as np
-from sklearn.metrics import accuracy_score
-from sklearn.metrics import multilabel_confusion_matrix
+from sklearn.metrics import accuracy_score, multilabel_confusion_matrix
 
 _DESCRIPTION = """Accuracy: the fraction of examples whose predicted label equals the true label."""
 
@@ -47,9 +46,7 @@ class Accuracy(evaluate.Metric):
             features=datasets.Features(
                 {"predictions": datasets.Value("int32"), "references": datasets.Value("int32")}
             ),
-            reference_urls=[
-                "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.accuracy_score.html"
-            ],
+            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.accuracy_score.html"],
         )
 
     def _compute(self, references, predictions):

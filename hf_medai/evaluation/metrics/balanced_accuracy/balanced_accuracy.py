@@ -9,8 +9,7 @@ import warnings
 import datasets
 import evaluate
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.metrics import multilabel_confusion_matrix
+from sklearn.metrics import balanced_accuracy_score, multilabel_confusion_matrix
 
 _DESCRIPTION = """Balanced accuracy: the recall of each class present in the references, averaged with
 equal weight per class, so a rare class counts as much as a common one."""

@@ -11,8 +11,7 @@ resample, the same quantity in one call (the tests pin the equality).
 import datasets
 import evaluate
 import numpy as np
-from sklearn.metrics import brier_score_loss
-from sklearn.metrics import mean_squared_error
+from sklearn.metrics import brier_score_loss, mean_squared_error
 
 _DESCRIPTION = """Brier score: mean of (p - y)^2 for the probability p of class 1 and the outcome y in {0, 1}."""
 
@@ -46,9 +45,7 @@ class Brier(evaluate.Metric):
             features=datasets.Features(
                 {"prediction_scores": datasets.Value("float64"), "references": datasets.Value("int32")}
             ),
-            reference_urls=[
-                "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.brier_score_loss.html"
-            ],
+            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.brier_score_loss.html"],
         )
 
     def _compute(self, references, prediction_scores):

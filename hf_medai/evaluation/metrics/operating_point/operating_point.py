@@ -95,9 +95,7 @@ class OperatingPoint(evaluate.Metric):
             features=datasets.Features(
                 {"prediction_scores": datasets.Value("float64"), "references": datasets.Value("int32")}
             ),
-            reference_urls=[
-                "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.roc_curve.html"
-            ],
+            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.roc_curve.html"],
         )
 
     def _compute(self, references, prediction_scores, min_sensitivity=(), min_specificity=()):

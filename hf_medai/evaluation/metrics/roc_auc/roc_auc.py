@@ -49,8 +49,9 @@ def roc_auc(references, prediction_scores, average="macro", labels=None):
             return _rank_auc(y, s)
         if average in ("macro", None):  # one-vs-rest: each class's binary AUROC, as sklearn binarises them
             classes = np.arange(s.shape[-1]) if labels is None else np.asarray(labels)
-            per_class = np.stack([_rank_auc((y == c).astype(np.int64), s[..., k]) for k, c in enumerate(classes)],
-                                 axis=-1)
+            per_class = np.stack(
+                [_rank_auc((y == c).astype(np.int64), s[..., k]) for k, c in enumerate(classes)], axis=-1
+            )
             return per_class if average is None else per_class.mean(axis=-1)
         return np.array([_one(yb, sb, multiclass, average, labels) for yb, sb in zip(y, s)])
 
@@ -88,9 +89,7 @@ class RocAuc(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features({"prediction_scores": scores, "references": datasets.Value("int32")}),
-            reference_urls=[
-                "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.roc_auc_score.html"
-            ],
+            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.roc_auc_score.html"],
         )
 
     def _compute(self, references, prediction_scores, average="macro", labels=None):

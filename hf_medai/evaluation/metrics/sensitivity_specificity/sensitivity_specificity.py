@@ -10,8 +10,7 @@ bootstrap, which passes `references` of shape (B, n), one resample per row, to s
 import datasets
 import evaluate
 import numpy as np
-from sklearn.metrics import confusion_matrix
-from sklearn.metrics import multilabel_confusion_matrix
+from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix
 
 _DESCRIPTION = """The four rates of the 2x2 confusion matrix (label 1 = positive):
 sensitivity = TP/(TP+FN), specificity = TN/(TN+FP), ppv = TP/(TP+FP), npv = TN/(TN+FN)."""
@@ -62,9 +61,7 @@ class SensitivitySpecificity(evaluate.Metric):
             features=datasets.Features(
                 {"predictions": datasets.Value("int32"), "references": datasets.Value("int32")}
             ),
-            reference_urls=[
-                "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.confusion_matrix.html"
-            ],
+            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.confusion_matrix.html"],
         )
 
     def _compute(self, references, predictions):
