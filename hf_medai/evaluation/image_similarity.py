@@ -124,8 +124,8 @@ def nearest_neighbours(
 
     Pixel similarity: Pearson r of the images resized to pixel_size, the max over the 8 flips/quarter turns of
     the generated image (training used them, so a memorised image may come out turned); `pixel_transform`
-    indexes DIHEDRAL_NAMES: the flip/turn of the generated image that matched best. Feature similarity: cosine of `feature_fn` features (e.g. a ClassifierFeatures) centred on
-    the training features' mean.
+    indexes DIHEDRAL_NAMES: the flip/turn of the generated image that matched best. Feature similarity: cosine
+    of `feature_fn` features (e.g. a ClassifierFeatures) centred on the training features' mean.
     Returns arrays `pixel_index`, `pixel_similarity`, `pixel_transform` (+ `feature_index`,
     `feature_similarity`).
     """
