@@ -1,4 +1,5 @@
-"""Checks of generated images: memorisation, FID/KID, class fidelity, diversity (hf_medai.evaluation.generative)."""
+"""Checks of generated images: FID/KID and class fidelity (hf_medai.evaluation.generative), memorisation and
+diversity (hf_medai.evaluation.image_similarity)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hf_medai.evaluation import generative
+from hf_medai.evaluation import image_similarity
 from hf_medai.evaluation.generative import (
     ClassifierFeatures,
     as_image_array,
     class_fidelity,
-    diversity,
     frechet_distance,
     kernel_distance,
-    memorisation_report,
-    nearest_neighbours,
 )
+from hf_medai.evaluation.image_similarity import diversity, memorisation_report, nearest_neighbours
 
 CLASSES = ["benign", "melanoma"]
 
@@ -112,7 +111,7 @@ def test_nearest_neighbours_in_pixel_and_feature_space(lesions, classifier_run, 
     assert np.all(found["feature_similarity"] <= 1 + 1e-6)
 
     # chunked matrix products give the same answer as one product
-    monkeypatch.setattr(generative, "_CHUNK_ELEMENTS", 8 * len(training) * 2)
+    monkeypatch.setattr(image_similarity, "_CHUNK_ELEMENTS", 8 * len(training) * 2)
     chunked = nearest_neighbours(np.concatenate([lesions["fresh"][:7], copies]), training)
     monkeypatch.undo()
     whole = nearest_neighbours(np.concatenate([lesions["fresh"][:7], copies]), training)
@@ -256,7 +255,7 @@ def test_diversity_is_zero_for_repeats_and_positive_for_distinct_images(lesions)
     assert distinct["space"] == "pixel"
     assert distinct["per_class"]["benign"]["mean_distance"] > 0.01
     # matches the plain mean over pairs
-    v = generative.pixel_vectors(fresh).astype(np.float64)
+    v = image_similarity.pixel_vectors(fresh).astype(np.float64)
     sims = v @ v.T
     expected = 1 - (sims.sum() - np.trace(sims)) / (20 * 19)
     assert distinct["overall"] == pytest.approx(expected, rel=1e-6)

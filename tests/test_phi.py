@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hf_medai.data.phi import PHI_CLASSES, apply_phi_policy, find_phi, phi_report, redact_phi, scan_phi
+from hf_medai.data.phi import PHI_CLASSES, find_phi, redact_phi, scan_phi
+from hf_medai.data.phi_policy import apply_phi_policy, phi_report
 from hf_medai.data.report import DataError
 
 DATA = Path(__file__).parent / "data"

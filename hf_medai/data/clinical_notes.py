@@ -84,7 +84,7 @@ import pandas as pd
 from hf_medai.data.mimic import detect_format, mimic_rows
 from hf_medai.data.note_sections import AUTO_SECTIONS, NOTE_SECTIONS, SECTIONS_WHY, extract_admission_sections
 from hf_medai.data.outcome_labels import LABEL_DEFINITIONS, bin_names, bin_values, label_summary
-from hf_medai.data.phi import PHI_POLICIES, apply_phi_policy
+from hf_medai.data.phi_policy import PHI_POLICIES, apply_phi_policy
 from hf_medai.data.report import DataError, DataReport
 from hf_medai.data.subgroups import CLINICAL_AGE_BANDS, CLINICAL_AGE_EDGES, UNKNOWN, age_band
 from hf_medai.data.tables import group_cell, has_bad_bytes, number_cell, read_table, sorted_labels

@@ -1,22 +1,33 @@
 """The lesion formats: HAM10000, ISIC 2019, ISIC 2020, an image folder, or any CSV, each read into rows of the
 common schema of `hf_medai.data.lesions` (which turns them into a dataset), with the metadata cells parsed.
 
-Column names are matched case-insensitively against the aliases below (first match wins); a diagnosis is mapped
-to the task's label (`is_melanoma` for the binary task); bad rows go to the `DataReport` (reasons below).
+Each reader finds its table, its images and its label; a diagnosis is mapped to the task's label (`is_melanoma` for
+the binary task). The checks every table row goes through, the metadata columns recognised by name and the reasons a
+row is skipped are in `hf_medai.data.lesion_rows`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from hf_medai.data.images import MISSING_IMAGE, class_dirs, image_index, images_under
+from hf_medai.data.images import class_dirs, image_index, images_under
+from hf_medai.data.lesion_rows import (
+    AMBIGUOUS_LABEL,
+    DUPLICATE_ID,
+    DX_ALIASES,
+    ID_ALIASES,
+    MISSING_LABEL,
+    UNKNOWN_LABEL,
+    lesion_row,
+    lookup_in,
+    table_rows,
+)
 from hf_medai.data.report import DataError, DataReport
 from hf_medai.data.tables import find_column, number_cell, read_csv_strings, sorted_labels, text_cell
 
@@ -46,40 +57,6 @@ ISIC2019_METADATA_CSV = "ISIC_2019_Training_Metadata.csv"
 # ISIC 2020 ground truth, most preferred first: the archive's corrected v2 (adds lesion_id), its first release,
 # and Kaggle's SIIM-ISIC train.csv.
 ISIC2020_CSVS = ("ISIC_2020_Training_GroundTruth_v2.csv", "ISIC_2020_Training_GroundTruth.csv", "train.csv")
-
-# Reasons a row is skipped (keys of DataReport.skipped).
-MISSING_ID = "missing_id"
-DUPLICATE_ID = "duplicate_id"
-MISSING_LABEL = "missing_label"
-UNKNOWN_LABEL = "unknown_label"
-AMBIGUOUS_LABEL = "ambiguous_label"
-# missing_image, empty_image, truncated_image, unreadable_image: hf_medai.data.images
-
-# Metadata columns recognised by name (case-insensitive), first match wins.
-ID_ALIASES = ("id", "image_id", "image_name", "isic_id", "image", "md5hash")
-DX_ALIASES = ("dx", "diagnosis")
-AGE_ALIASES = ("age", "age_approx")
-SEX_ALIASES = ("sex", "gender")
-SITE_ALIASES = (
-    "site",
-    "localization",
-    "anatom_site_general",
-    "anatom_site_general_challenge",
-    "anatom_site",
-    "location",
-)
-FITZPATRICK_ALIASES = (
-    "fitzpatrick",
-    "fitzpatrick_scale",
-    "fitzpatrick_type",
-    "fitzpatrick_skin_type",
-    "fst",
-    "skin_type",
-)
-PATIENT_ALIASES = ("patient_id", "patient")
-LESION_ALIASES = ("lesion_id",)
-
-_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6}
 
 
 def detect_format(source: str | os.PathLike) -> str:
@@ -160,7 +137,7 @@ def _read_ham10000(source: Path, task: str, report: DataReport) -> tuple[list[di
         dx = _vocabulary_label(rec["dx"], HAM10000_CLASSES, "dx", report, csv_path, where)
         return None if dx is None else (dx, _task_label(dx, task))
 
-    rows = _table_rows(frame, csv_path, "ham10000", "image_id", label, _lookup_in(images, csv_path.parent), report)
+    rows = table_rows(frame, csv_path, "ham10000", "image_id", label, lookup_in(images, csv_path.parent), report)
     return rows, (HAM10000_CLASSES if task == "multiclass" else BINARY_CLASSES)
 
 
@@ -208,7 +185,7 @@ def _read_isic2019(source: Path, task: str, report: DataReport) -> tuple[list[di
         dx = marked[0]
         return dx, _task_label(dx, task)
 
-    rows = _table_rows(frame, csv_path, "isic2019", "image", label, _lookup_in(images, csv_path.parent), report)
+    rows = table_rows(frame, csv_path, "isic2019", "image", label, lookup_in(images, csv_path.parent), report)
     return rows, (ISIC2019_CLASSES if task == "multiclass" else BINARY_CLASSES)
 
 
@@ -245,7 +222,7 @@ def _read_isic2020(source: Path, task: str, report: DataReport) -> tuple[list[di
         name = BINARY_CLASSES[int(value)]
         return (text_cell(rec["diagnosis"]) if has_dx else None) or name, name
 
-    rows = _table_rows(frame, csv_path, "isic2020", "image_name", label, _lookup_in(images, csv_path.parent), report)
+    rows = table_rows(frame, csv_path, "isic2020", "image_name", label, lookup_in(images, csv_path.parent), report)
     return rows, (ISIC2020_DIAGNOSES if task == "multiclass" else BINARY_CLASSES)
 
 
@@ -304,7 +281,7 @@ def _read_csv_format(
     def image_id(rec: dict) -> str | None:
         return text_cell(rec[id_col]) if id_col else text_cell(rec[image_column])
 
-    rows = _table_rows(frame, source, "csv", image_id, label, image, report)
+    rows = table_rows(frame, source, "csv", image_id, label, image, report)
     return rows, class_names
 
 
@@ -333,87 +310,8 @@ def _read_imagefolder(source: Path, task: str, report: DataReport) -> tuple[list
             report.bad(DUPLICATE_ID, path, image_id, f"duplicate image id {image_id!r} (same name, other suffix)")
             continue
         seen.add(image_id)
-        rows.append(_row(image_id, path, _task_label(folder, task), folder, {}, "imagefolder", None))
+        rows.append(lesion_row(image_id, path, _task_label(folder, task), folder, {}, "imagefolder", None))
     return rows, (folder_classes if task == "multiclass" else BINARY_CLASSES)
-
-
-# ----------------------------------------------------------------------------------------------- rows
-
-
-def _table_rows(
-    frame: pd.DataFrame,
-    file: Path,
-    fmt: str,
-    id_column: str | Callable[[dict], str | None],
-    label: Callable[[dict, str], tuple[str, str] | None],
-    image: Callable[[dict, str], tuple[Path | None, str]],
-    report: DataReport,
-) -> list[dict]:
-    """Check each CSV row in order (id, duplicate, label, image file) and map its metadata."""
-    meta_columns = {
-        "age": find_column(frame.columns, AGE_ALIASES),
-        "sex": find_column(frame.columns, SEX_ALIASES),
-        "site": find_column(frame.columns, SITE_ALIASES),
-        "fitzpatrick": find_column(frame.columns, FITZPATRICK_ALIASES),
-        "patient_id": find_column(frame.columns, PATIENT_ALIASES),
-        "lesion_id": find_column(frame.columns, LESION_ALIASES),
-    }
-    unparsed: Counter = Counter()
-    seen: dict[str, int] = {}
-    rows = []
-    for number, rec in enumerate(frame.to_dict("records"), start=1):
-        report.rows_read += 1
-        image_id = id_column(rec) if callable(id_column) else text_cell(rec[id_column])
-        if image_id is None:
-            report.bad(MISSING_ID, file, number, "empty image id")
-            continue
-        where = f"{number} (id {image_id})"
-        if image_id in seen:
-            report.bad(DUPLICATE_ID, file, where, f"duplicate image id {image_id!r}, first at row {seen[image_id]}")
-            continue
-        seen[image_id] = number
-        labelled = label(rec, where)
-        if labelled is None:
-            continue
-        path, problem = image(rec, image_id)
-        if path is None:
-            report.bad(MISSING_IMAGE, file, where, problem)
-            continue
-        meta = {key: (rec[col] if col else None) for key, col in meta_columns.items()}
-        rows.append(_row(image_id, path, labelled[1], labelled[0], meta, fmt, number, unparsed))
-    if unparsed:
-        notes = report.notes.setdefault("unparsed_metadata", {})
-        for key, count in unparsed.items():
-            notes[key] = notes.get(key, 0) + count
-    return rows
-
-
-def _row(
-    image_id: str,
-    path: Path,
-    label: str,
-    dx: str,
-    meta: dict,
-    fmt: str,
-    source_row: int | None,
-    unparsed: Counter | None = None,
-) -> dict:
-    unparsed = unparsed if unparsed is not None else Counter()
-    lesion_id = text_cell(meta.get("lesion_id")) or image_id
-    return {
-        "id": image_id,
-        "image_path": str(path),
-        "label": label,
-        "dx": dx,
-        "lesion_id": lesion_id,
-        "patient_id": text_cell(meta.get("patient_id")) or lesion_id,
-        "age": _parse_age(meta.get("age"), unparsed),
-        "sex": _parse_sex(meta.get("sex"), unparsed),
-        "site": text_cell(meta.get("site")),
-        "fitzpatrick": _parse_fitzpatrick(meta.get("fitzpatrick"), unparsed),
-        "source": fmt,
-        "source_row": source_row,
-    }
 
 
 def _vocabulary_label(
@@ -445,48 +343,3 @@ def is_melanoma(name: str) -> bool:
     if text.startswith(("not ", "non ", "no ")):
         return False
     return "melanoma" in text.split(" ")
-
-
-def _lookup_in(images: dict[str, Path], root: Path) -> Callable[[dict, str], tuple[Path | None, str]]:
-    def lookup(rec: dict, image_id: str) -> tuple[Path | None, str]:
-        return images.get(image_id), f"image file not found: no {image_id}.jpg (or .png, ...) under {root}"
-
-    return lookup
-
-
-# ----------------------------------------------------------------------------------------------- metadata cells
-
-
-def _parse_age(value: Any, unparsed: Counter) -> float | None:
-    text = text_cell(value)
-    if text is None or text.lower() == "unknown":
-        return None
-    age = number_cell(text)
-    if age is None or not 0 <= age <= 130:
-        unparsed["age"] += 1
-        return None
-    return age
-
-
-def _parse_sex(value: Any, unparsed: Counter) -> str | None:
-    text = text_cell(value)
-    if text is None or text.lower() in ("unknown", "u", "other"):
-        return None
-    sex = {"male": "male", "m": "male", "female": "female", "f": "female"}.get(text.lower())
-    if sex is None:
-        unparsed["sex"] += 1
-    return sex
-
-
-def _parse_fitzpatrick(value: Any, unparsed: Counter) -> int | None:
-    text = text_cell(value)
-    if text is None:
-        return None
-    text = text.lower().removeprefix("type").strip()
-    number = _ROMAN.get(text, number_cell(text))
-    if number in (-1, 0):  # Fitzpatrick17k writes -1 for "not rated"
-        return None
-    if number is None or number != int(number) or not 1 <= number <= 6:
-        unparsed["fitzpatrick"] += 1
-        return None
-    return int(number)

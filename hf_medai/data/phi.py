@@ -19,16 +19,14 @@ ids, which are not PHI: ISIC/HAM10000 ids (`ISIC_0024306`, `HAM_0000118`, `IP_72
 (`10000032-DS-21`), numbers labelled with a dataset column (`hadm_id 20001234`, `subject_id=10000032`, `stay_id`,
 `note_id`, ...) and the row/admission numbers of our loaders' skipped-row reports (`row 1234567`, `admission
 20001234:`). A bare 8-digit number is still flagged: in a note it may be a record number. Used by the data loaders
-(`--phi_policy error|redact|warn`) and by the Hub push gate (`hf_medai.hub`).
+(`--phi_policy error|redact|warn`, `hf_medai.data.phi_policy`) and by the Hub push gate (`hf_medai.hub`).
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 from bisect import bisect_left
 from collections import Counter
-from typing import Iterable, Sequence
 
 from hf_medai.data.phi_names import (
     CAPS,
@@ -42,29 +40,11 @@ from hf_medai.data.phi_names import (
     tails,
     trim_name,
 )
-from hf_medai.data.report import DataError
 
-PHI_POLICIES = ("error", "redact", "warn")
-PHI_CLASSES = (
-    "name",
-    "address",
-    "zip",
-    "date",
-    "age_over_89",
-    "phone",
-    "fax",
-    "email",
-    "ssn",
-    "mrn",
-    "health_plan",
-    "account",
-    "licence",
-    "vehicle",
-    "device",
-    "url",
-    "ip",
-    "other_id",
-)
+# fmt: off
+PHI_CLASSES = ("name", "address", "zip", "date", "age_over_89", "phone", "fax", "email", "ssn", "mrn", "health_plan",
+               "account", "licence", "vehicle", "device", "url", "ip", "other_id")
+# fmt: on
 NOT_SEEN = ("biometric identifiers (finger and voice prints)", "full-face photographs and comparable images")
 # What the Hub push gate and the README say about this scanner.
 SCOPE = (
@@ -89,65 +69,55 @@ _DATASET_ID = re.compile(
 _DATASET_HINTS = ("_id", "ISIC_", "HAM_", "IP_", "-DS-", "-RR-", "row ", "admission ")
 
 # --- building blocks -----------------------------------------------------------------------------------------
-_MONTHS = (
-    "Jan January Feb February Mar March Apr April May Jun June Jul July Aug August Sep Sept September Oct "
-    "October Nov November Dec December"
-).split()
+# fmt: off
+_MONTHS = ("Jan January Feb February Mar March Apr April May Jun June Jul July Aug August Sep Sept September Oct "
+           "October Nov November Dec December").split()
 _MON = "(?:" + "|".join(sorted({v for m in _MONTHS for v in (m, m.upper())}, key=len, reverse=True)) + r")\b\.?"
 _MON_ANY = r"(?i:jan|feb|mar|apr|may|jun|jul|aug|sept?|oct|nov|dec)"
 _DAY = r"(?:3[01]|[12]\d|0?[1-9])"
-
-
-_STATES = (
-    "Alabama Alaska Arizona Arkansas California Colorado Connecticut Delaware Florida Georgia Hawaii Idaho "
-    "Illinois Indiana Iowa Kansas Kentucky Louisiana Maine Maryland Massachusetts Michigan Minnesota "
-    "Mississippi Missouri Montana Nebraska Nevada Ohio Oklahoma Oregon Pennsylvania Tennessee Texas Utah "
-    "Vermont Virginia Washington Wisconsin Wyoming New_Hampshire New_Jersey New_Mexico New_York "
-    "North_Carolina North_Dakota Rhode_Island South_Carolina South_Dakota West_Virginia Puerto_Rico"
-).split()
+_STATES = ("Alabama Alaska Arizona Arkansas California Colorado Connecticut Delaware Florida Georgia Hawaii Idaho "
+           "Illinois Indiana Iowa Kansas Kentucky Louisiana Maine Maryland Massachusetts Michigan Minnesota "
+           "Mississippi Missouri Montana Nebraska Nevada Ohio Oklahoma Oregon Pennsylvania Tennessee Texas Utah "
+           "Vermont Virginia Washington Wisconsin Wyoming New_Hampshire New_Jersey New_Mexico New_York "
+           "North_Carolina North_Dakota Rhode_Island South_Carolina South_Dakota West_Virginia Puerto_Rico").split()
 _STATE = "(?:" + "|".join(s.replace("_", "[ \t]+") for s in _STATES) + r")\b"
-_ABBR = (
-    "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK "
-    "OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC PR"
-).split()
+_ABBR = ("AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK "
+         "OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC PR").split()
 # Abbreviations that are also clinical words (MD, PA, MS, MI, CA, VA, OR, IN, ME, ...) count only before a ZIP.
 _ABBR_ALONE = frozenset(
-    "AK AZ AR CT FL IA KS KY MA MN MO MT NV NH NJ NM NY NC ND OH RI SD TN TX UT VT WA WV WI WY".split()
-)
-_STREET = (
-    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
-    r"Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Plaza|Alley|Turnpike|Tpke|Pike|Row|Path)\b\.?"
-)
+    "AK AZ AR CT FL IA KS KY MA MN MO MT NV NH NJ NM NY NC ND OH RI SD TN TX UT VT WA WV WI WY".split())
+_STREET = (r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
+           r"Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Plaza|Alley|Turnpike|Tpke|Pike|Row|Path)\b\.?")
 # A labelled identifier's value: 4+ characters, at least three digits ("MA 8RT-221": a state before a plate).
 _VALUE = r"(?P<v>(?:[A-Z]{2}[ \t])?(?=(?:[A-Za-z-]*\d){3})[A-Za-z0-9][A-Za-z0-9-]{2,40}[A-Za-z0-9])(?![\w-])"
 _CONNECT = r"\.?[ \t]*(?:(?i:\#|no\b\.?|num(?:ber)?\b\.?|nbr\b|id\b|identifier\b|code\b)[ \t]*)*[:#]?[ \t]*"
+# fmt: on
 
 # --- label words: class -> (regex of the label, its first words as typed in lower case) --------------------------
+# fmt: off
 _LABELS = {  # order matters: "license plate" is a vehicle, "license" a licence
     "vehicle": r"(?i:vin|vehicle(?:[ \t]+(?:tag|identification))?|licen[cs]e[ \t]+plate|plate|tag|registration)",
     "health_plan": r"(?i:medicare|medicaid|mbi|hicn|member|subscriber|policy|insurance|health[ \t]+plan|plan|group"
-    r"|beneficiary|bcbs)",
+                   r"|beneficiary|bcbs)",
     "account": r"(?i:acct|account|billing|financial[ \t]+number|encounter|visit|claim|invoice|card)|FIN",
     "licence": r"(?i:dea|npi|driver'?s?[ \t]+licen[cs]e|licen[cs]e|lic\.|certificate|cert\.|certification)|DL",
     "device": r"(?i:serial|s/n|device(?:[ \t]+serial)?|udi|implant)|SN",
     "mrn": r"(?i:mrn|mr|med(?:ical)?\.?[ \t]+rec(?:ord)?s?\.?|unit|hosp(?:ital)?\.?|empi|pt\.?[ \t]+id|patient[ \t]+id"
-    r"|chart|record)",
+           r"|chart|record)",
     "other_id": r"(?i:badge|employee|emp|passport|accession|specimen|case|barcode|ref(?:erence)?|requisition"
-    r"|(?:study[ \t]+)?subject|study)|ID",
+                r"|(?:study[ \t]+)?subject|study)|ID",
 }
-_STRONG = (
-    r"patient[ \t]+name|name|attending(?:[ \t]+physician)?|resident|fellow|intern|surgeon|anesthesiologist"
-    r"|dictated[ \t]+by|transcribed[ \t]+by|(?:electronically[ \t]+)?signed(?:[ \t]+electronically)?(?:[ \t]+by)?"
-    r"|attested[ \t]+by|completed[ \t]+by|interpreter|nurse[ \t]+practitioner|emergency[ \t]+contact|next[ \t]+of"
-    r"[ \t]+kin|nok|hcp|health[ \t]+care[ \t]+proxy|proxy|guardian|husband|wife|spouse|partner|son|daughter"
-    r"|mother|father|brother|sister|sibling|aunt|uncle|niece|nephew|grandson|granddaughter|caregiver|friend"
-)
-_WEAK = (
-    r"patient|pt|pcp|provider|physician|referring(?:[ \t]+(?:physician|provider))?|seen[ \t]+(?:by|with)"
-    r"|reviewed[ \t]+(?:with|by)|discussed[ \t]+with|spoke[ \t]+(?:with|to)|called|consulted|cc|contact|per"
-    r"|followed[ \t]+by|care[ \t]+of|c/o"
-)
+_STRONG = (r"patient[ \t]+name|name|attending(?:[ \t]+physician)?|resident|fellow|intern|surgeon|anesthesiologist"
+           r"|dictated[ \t]+by|transcribed[ \t]+by|(?:electronically[ \t]+)?signed(?:[ \t]+electronically)?"
+           r"(?:[ \t]+by)?|attested[ \t]+by|completed[ \t]+by|interpreter|nurse[ \t]+practitioner"
+           r"|emergency[ \t]+contact|next[ \t]+of[ \t]+kin|nok|hcp|health[ \t]+care[ \t]+proxy|proxy|guardian|husband"
+           r"|wife|spouse|partner|son|daughter|mother|father|brother|sister|sibling|aunt|uncle|niece|nephew|grandson"
+           r"|granddaughter|caregiver|friend")
+_WEAK = (r"patient|pt|pcp|provider|physician|referring(?:[ \t]+(?:physician|provider))?|seen[ \t]+(?:by|with)"
+         r"|reviewed[ \t]+(?:with|by)|discussed[ \t]+with|spoke[ \t]+(?:with|to)|called|consulted|cc|contact|per"
+         r"|followed[ \t]+by|care[ \t]+of|c/o")
 _CITY_CONTEXT = r"lives|living|resides|residing|moved|relocated|originally|transferred|born|raised|native|home"
+# fmt: on
 
 
 def _first_words(alternation: str) -> set[str]:
@@ -159,53 +129,29 @@ def _first_words(alternation: str) -> set[str]:
 _KEYED: list[tuple[set[str], str, re.Pattern[str]]] = [
     (_first_words(pattern), cls, re.compile(rf"(?:{pattern}){_CONNECT}{_VALUE}")) for cls, pattern in _LABELS.items()
 ]
+# fmt: off
 _KEYED += [
-    (
-        {"ssn", "ss", "social", "soc"},
-        "ssn",
-        re.compile(
-            r"(?i:ssn|ss[ \t]*\#|ss[ \t]*no\b\.?|social[ \t]+security|soc\.?[ \t]*sec\.?)(?:[ \t]*(?i:number|no\b\.?|\#))?"
-            r"[ \t]*[:#]?[ \t]*(?P<v>\d{9}|\d{3}[ .-]?\d{2}[ .-]?\d{4})\b"
-        ),
-    ),
-    (
-        {"phone", "tel", "cell", "mobile", "pager", "beeper", "call", "fax", "contact", "number"},
-        "phone",
-        re.compile(
-            r"(?i:phone|tel|cell|mobile|pager|beeper|call|fax|contact|number)\b[^\d\n]{0,12}(?P<v>\d{3}[-.]\d{4})(?![\d-])"
-        ),
-    ),
-    (
-        {"zip", "zipcode", "postal"},
-        "zip",
-        re.compile(r"(?i:zip(?:[ \t]*code)?|zipcode|postal[ \t]+code)[ \t]*[:#]?[ \t]*(?P<v>\d{5}(?:-\d{4})?)\b"),
-    ),
+    ({"ssn", "ss", "social", "soc"}, "ssn", re.compile(
+        r"(?i:ssn|ss[ \t]*\#|ss[ \t]*no\b\.?|social[ \t]+security|soc\.?[ \t]*sec\.?)(?:[ \t]*(?i:number|no\b\.?|\#))?"
+        r"[ \t]*[:#]?[ \t]*(?P<v>\d{9}|\d{3}[ .-]?\d{2}[ .-]?\d{4})\b")),
+    ({"phone", "tel", "cell", "mobile", "pager", "beeper", "call", "fax", "contact", "number"}, "phone", re.compile(
+        r"(?i:phone|tel|cell|mobile|pager|beeper|call|fax|contact|number)\b"
+        r"[^\d\n]{0,12}(?P<v>\d{3}[-.]\d{4})(?![\d-])")),
+    ({"zip", "zipcode", "postal"}, "zip", re.compile(
+        r"(?i:zip(?:[ \t]*code)?|zipcode|postal[ \t]+code)[ \t]*[:#]?[ \t]*(?P<v>\d{5}(?:-\d{4})?)\b")),
     ({"age", "aged"}, "age_over_89", re.compile(r"(?i:aged?\b)[ \t:]*(?P<v>9\d|1[01]\d)\b(?![.,]?\d|%)")),
-    (
-        {"ninety", "one"},
-        "age_over_89",
-        re.compile(
-            r"(?i:ninety|one[ \t]+hundred)(?:[ \t-]+(?i:one|two|three|four|five|six|seven|eight|nine))?[ \t-]+(?i:years?)"
-        ),
-    ),
-    (
-        set(_CITY_CONTEXT.split("|")),
-        "city",
-        re.compile(
-            rf"(?i:{_CITY_CONTEXT})(?:[ \t]+(?i:alone|here|there|with[ \t]+\w+|from|to|in|of|at|back)){{0,3}}[ \t]+"
-            rf"(?i:in|from|to|of)[ \t]+(?P<v>{TOK}(?:[ \t]+{TOK}){{0,2}})"
-        ),
-    ),
-    (
-        _first_words(_STRONG) | _first_words(_WEAK),
-        "name",
-        re.compile(
-            rf"(?i:(?P<strong>{_STRONG})|(?P<weak>{_WEAK}))\b(?P<colon>[ \t]*[:,])?[ \t]*(?:\([^)\n]{{0,20}}\)[ \t]*)?"
-            rf"(?P<v>(?:{TOK}|{CAPS}),[ \t]*(?:{TOK}|{CAPS})(?:[ \t]+[A-Z]\b\.?)?|{CAPS}(?:[ \t]+{CAPS}){{1,2}}"
-            rf"|{NAME})"
-        ),
-    ),
+    ({"ninety", "one"}, "age_over_89", re.compile(
+        r"(?i:ninety|one[ \t]+hundred)(?:[ \t-]+(?i:one|two|three|four|five|six|seven|eight|nine))?"
+        r"[ \t-]+(?i:years?)")),
+    (set(_CITY_CONTEXT.split("|")), "city", re.compile(
+        rf"(?i:{_CITY_CONTEXT})(?:[ \t]+(?i:alone|here|there|with[ \t]+\w+|from|to|in|of|at|back)){{0,3}}[ \t]+"
+        rf"(?i:in|from|to|of)[ \t]+(?P<v>{TOK}(?:[ \t]+{TOK}){{0,2}})")),
+    (_first_words(_STRONG) | _first_words(_WEAK), "name", re.compile(
+        rf"(?i:(?P<strong>{_STRONG})|(?P<weak>{_WEAK}))\b(?P<colon>[ \t]*[:,])?[ \t]*(?:\([^)\n]{{0,20}}\)[ \t]*)?"
+        rf"(?P<v>(?:{TOK}|{CAPS}),[ \t]*(?:{TOK}|{CAPS})(?:[ \t]+[A-Z]\b\.?)?|{CAPS}(?:[ \t]+{CAPS}){{1,2}}"
+        rf"|{NAME})")),
 ]
+# fmt: on
 _TRIGGERS: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
 for _words, _cls, _pattern in _KEYED:
     for _w in _words:
@@ -215,6 +161,7 @@ _TRIGGER = re.compile(anchored([w.replace(" ", "_") for w in _TRIGGERS], end=r"(
 # --- identifiers found by their own shape: one pass for those that start with a digit, one for a capital -------
 # Each entry is (class, rank, the pattern after its first character); ranks below the name rules ("late") lose to a
 # name or a labelled value where they overlap. "month_day" and "zip5" are checked by `_shapes` before they count.
+# fmt: off
 _EXT = r"(?:[ \t]*(?i:ext\.?|x)[ \t]*\d{1,5})?(?![\d-]|\.\d)"
 _VIN = r"(?<=[A-HJ-NPR-Z0-9])(?=[A-HJ-NPR-Z0-9]{16}\b)(?=(?:[A-Z]*\d){2})(?=(?:\d*[A-Z]){3})[A-HJ-NPR-Z0-9]{16}\b"
 _LATE = 100
@@ -227,38 +174,18 @@ _DIGIT_FORMS = [
     ("date", 0, r"(?<![\d.]\d)(?:(?<=[0-2])\d|(?<=3)[01])?\.(?:0?[1-9]|1[0-2])\.(?:\d{4}|\d{2})(?![\d.]|\.\d)"),
     ("date", 0, r"(?<![\d/.-]\d)(?:(?<=1)[0-2]|(?<=0)[1-9])?[/-](?:19|20|21)\d\d(?![\d/-])"),  # 11/2088
     ("phone", 0, r"(?<![\d+(-]\d)(?:(?<=1)[ \t.-]\(?\d{3}\)?[ \t.-]?|\d{2}[ \t.-])\d{3}[ \t.-]\d{4}" + _EXT),
-    (
-        "date",
-        0,
-        rf"(?<![\w]\d)\d?(?:st|nd|rd|th)?(?:[-/ ]{_MON_ANY}\.?[-/ ]\d{{2,4}}\b|(?:[ \t]+of)?[ \t]+{_MON}"
-        r"(?:,?[ \t]+\d{4}\b)?)",
-    ),  # 14-Mar-91, 14 Mar, 11th March, 12 December 2088
-    (
-        "age_over_89",
-        0,
-        r"(?<![\w.]\d)(?:(?<=9)\d|(?<=1)[01]\d)(?=[ \t]*-?[ \t]*(?i:y/o|y\.[ \t]?o\b|yo\b|yrs?\b"
-        r"|years?\b))",
-    ),
+    ("date", 0, rf"(?<![\w]\d)\d?(?:st|nd|rd|th)?(?:[-/ ]{_MON_ANY}\.?[-/ ]\d{{2,4}}\b|(?:[ \t]+of)?[ \t]+{_MON}"
+                r"(?:,?[ \t]+\d{4}\b)?)"),  # 14-Mar-91, 14 Mar, 11th March, 12 December 2088
+    ("age_over_89", 0, r"(?<![\w.]\d)(?:(?<=9)\d|(?<=1)[01]\d)(?=[ \t]*-?[ \t]*(?i:y/o|y\.[ \t]?o\b|yo\b|yrs?\b"
+                       r"|years?\b))"),
     ("zip", 0, r"(?<![\d-]\d)\d{4}-\d{4}(?![\d-])"),
-    (
-        "address",
-        0,
-        rf"(?<![\w.,/-]\d)\d{{0,5}}[A-Z]?(?:[ \t]+(?:[NSEW]\.?|North|South|East|West))?"
-        rf"(?:[ \t]+(?:{TOK}|\d+(?:st|nd|rd|th))){{1,3}}[ \t]+{_STREET}(?:[ \t]+(?:NW|NE|SW|SE|N|S|E|W)\b)?"
-        r"(?:,?[ \t]+(?:Apt|Apartment|Unit|Suite|Ste|Fl|Floor|Rm|#)\.?[ \t]*#?[ \t]*[A-Za-z0-9-]+)?",
-    ),
-    (
-        "address",
-        0,
-        r"(?<![\w.,/-]\d)\d{0,5}[ \t]+(?:Route|Rte|Highway|Hwy|State[ \t]+Route|County[ \t]+Road)"
-        r"[ \t]+\d{1,4}\b",
-    ),
-    (
-        "health_plan",
-        _LATE,
-        r"(?<![\w-]\d)(?<=[1-9])[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y]"
-        r"[AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y]{2}\d{2}\b",
-    ),  # Medicare MBI
+    ("address", 0, rf"(?<![\w.,/-]\d)\d{{0,5}}[A-Z]?(?:[ \t]+(?:[NSEW]\.?|North|South|East|West))?"
+                   rf"(?:[ \t]+(?:{TOK}|\d+(?:st|nd|rd|th))){{1,3}}[ \t]+{_STREET}(?:[ \t]+(?:NW|NE|SW|SE|N|S|E|W)\b)?"
+                   r"(?:,?[ \t]+(?:Apt|Apartment|Unit|Suite|Ste|Fl|Floor|Rm|#)\.?[ \t]*#?[ \t]*[A-Za-z0-9-]+)?"),
+    ("address", 0, r"(?<![\w.,/-]\d)\d{0,5}[ \t]+(?:Route|Rte|Highway|Hwy|State[ \t]+Route|County[ \t]+Road)"
+                   r"[ \t]+\d{1,4}\b"),
+    ("health_plan", _LATE, r"(?<![\w-]\d)(?<=[1-9])[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y]"
+                           r"[AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y]{2}\d{2}\b"),  # Medicare MBI
     ("vehicle", _LATE, r"(?<![\w-]\d)" + _VIN),
     ("other_id", _LATE, r"(?<![\w.,-]\d)\d{5,}[A-Z]{1,2}\b"),
     ("other_id", _LATE, r"(?<![\d.,]\d)\d{6,}(?!\d|[.,]\d)"),  # any long number: record, NPI, ...
@@ -266,19 +193,17 @@ _DIGIT_FORMS = [
     ("zip5", 0, r"(?<![\w-]\d)\d{4}\b(?!-\d)"),
 ]
 _CAPITAL_FORMS = [
-    (
-        "date",
-        0,
-        tails({v for m in _MONTHS for v in (m, m.upper())}) + rf"\b\.?(?:[ \t]+(?:the[ \t]+)?{_DAY}"
-        rf"(?:st|nd|rd|th)?\b(?:,?[ \t]+\d{{4}}\b)?(?![ \t]*(?:mg|mcg|g|units?|mL|%))|,?[ \t]+(?:of[ \t]+)?\d{{4}}\b"
-        r"|[-/](?:\d{1,2}[-/])?\d{2,4}\b)",
-    ),  # March 21, Sept 3, 2089, June 2089, MAR-14-89
+    # March 21, Sept 3, 2089, June 2089, MAR-14-89
+    ("date", 0, tails({v for m in _MONTHS for v in (m, m.upper())}) + rf"\b\.?(?:[ \t]+(?:the[ \t]+)?{_DAY}"
+                rf"(?:st|nd|rd|th)?\b(?:,?[ \t]+\d{{4}}\b)?(?![ \t]*(?:mg|mcg|g|units?|mL|%))"
+                r"|,?[ \t]+(?:of[ \t]+)?\d{4}\b|[-/](?:\d{1,2}[-/])?\d{2,4}\b)"),
     ("address", 0, r"(?<=R)ural[ \t]+Route[ \t]+\d{1,4}\b|(?<=P)(?:\.?[ \t]?O\.?|ost[ \t]+Office)[ \t]*Box[ \t]+\d+"),
     ("state", 0, tails(_STATES + _ABBR) + r"\b"),
     ("licence", _LATE, r"[A-Z9]\d{7}\b"),  # DEA
     ("vehicle", _LATE, _VIN),
     ("other_id", _LATE, r"[A-Z]{0,3}-?\d{6,}[A-Z]{0,2}\b"),
 ]
+# fmt: on
 
 
 def _merge(forms, first: str) -> tuple[re.Pattern[str], dict[str, tuple[str, int]]]:
@@ -289,65 +214,34 @@ def _merge(forms, first: str) -> tuple[re.Pattern[str], dict[str, tuple[str, int
 
 _DIGITS, _DIGIT_GROUPS = _merge(_DIGIT_FORMS, r"\d(?<!\d\d)")  # only where a run of digits starts
 _CAPITALS, _CAPITAL_GROUPS = _merge(_CAPITAL_FORMS, r"[A-Z](?<![\w'-].)")
-_PAREN_PHONE = re.compile(
-    r"[(+](?<![\w(+].)(?:(?<=\+)1[ \t.-]?\(?\d{3}\)?[ \t.-]?|(?<=\()\d{3}\)[ \t]?)\d{3}[ \t.-]\d{4}" + _EXT
-)
+# fmt: off
+_PAREN_PHONE = re.compile(r"[(+](?<![\w(+].)(?:(?<=\+)1[ \t.-]?\(?\d{3}\)?[ \t.-]?|(?<=\()\d{3}\)[ \t]?)"
+                          r"\d{3}[ \t.-]\d{4}" + _EXT)
 _COUNTY = re.compile(rf"[A-Z](?<![\w].){TOK_TAIL}[ \t]+County\b")
 _UDI = re.compile(r"\(01\)\d{14}(?:\(\d{2}\)[A-Za-z0-9-]+)*")  # GS1 device identifier
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-_URL = re.compile(
-    r"[hHwW](?<![\w].)(?:(?<=[hH])(?i:ttps?://)|(?<=[wW])(?i:ww\.))"
-    r"[^\s<>\"')\]]*[^\s<>\"')\].,;:!?]"
-    r"|[A-Za-z0-9](?<![\w@.-].)[A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.(?:com|org|net|edu|gov|mil|us|info|health"
-    r"|COM|ORG|NET|EDU|GOV)\b(?:/[^\s<>\"')\]]*[^\s<>\"')\].,;:!?])?"
-)
+_URL = re.compile(r"[hHwW](?<![\w].)(?:(?<=[hH])(?i:ttps?://)|(?<=[wW])(?i:ww\.))[^\s<>\"')\]]*[^\s<>\"')\].,;:!?]"
+                  r"|[A-Za-z0-9](?<![\w@.-].)[A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.(?:com|org|net|edu|gov|mil|us|info"
+                  r"|health|COM|ORG|NET|EDU|GOV)\b(?:/[^\s<>\"')\]]*[^\s<>\"')\].,;:!?])?")
 _URL_HINT = re.compile(r"://|(?i:www\.|\.(?:com|org|net|edu|gov|mil|us|info|health)\b)")
-_IPV6 = re.compile(
-    r"[0-9A-Fa-f](?<![\w:].)[0-9A-Fa-f]{0,3}(?::[0-9A-Fa-f]{1,4}){7}(?![\w:])"
-    r"|[0-9A-Fa-f](?<![\w:].)[0-9A-Fa-f]{0,3}(?::[0-9A-Fa-f]{1,4}){0,5}::(?:[0-9A-Fa-f]{1,4}:){0,5}"
-    r"[0-9A-Fa-f]{1,4}(?![\w:])"
-)
+_IPV6 = re.compile(r"[0-9A-Fa-f](?<![\w:].)[0-9A-Fa-f]{0,3}(?::[0-9A-Fa-f]{1,4}){7}(?![\w:])"
+                   r"|[0-9A-Fa-f](?<![\w:].)[0-9A-Fa-f]{0,3}(?::[0-9A-Fa-f]{1,4}){0,5}::(?:[0-9A-Fa-f]{1,4}:){0,5}"
+                   r"[0-9A-Fa-f]{1,4}(?![\w:])")
 _FAX_BEFORE = re.compile(r"(?i:fax)|\bF:[ \t]*\(?$")
 # Month/day without a year: days up to 10 need a word that says a date follows (5/5 strength, 2/6 murmur).
-_DATE_WORD = re.compile(
-    r"(?i:\b(?:on|since|dated?|until|till|thru|through|starting|started|admitted|discharged|seen"
-    r"|dob|dos|lmp|as[ \t]+of|effective|last|next|before|after|from|by))[ \t:]*$"
-)
+_DATE_WORD = re.compile(r"(?i:\b(?:on|since|dated?|until|till|thru|through|starting|started|admitted|discharged|seen"
+                        r"|dob|dos|lmp|as[ \t]+of|effective|last|next|before|after|from|by))[ \t:]*$")
 # A count, not a date: "3/13 lymph nodes", "0/13 probes", "2/12 cores positive".
-_COUNT_AFTER = re.compile(
-    r"[ \t]*(?i:(?:lymph[ \t]+)?nodes?|cores?|samples?|specimens?|biopsies|slides?|patients?|"
-    r"questions?|probes?|items?|criteria|points?|positive|negative|were|are|of)\b"
-)
+_COUNT_AFTER = re.compile(r"[ \t]*(?i:(?:lymph[ \t]+)?nodes?|cores?|samples?|specimens?|biopsies|slides?|patients?|"
+                          r"questions?|probes?|items?|criteria|points?|positive|negative|were|are|of)\b")
 _SCORE_WORD = re.compile(r"(?i:\b(?:gcs|mmse|moca|score|cores?|strength|grade|apgar|of))[ \t:]*$")
 _STATE_BEFORE = re.compile(rf"(?:{_STATE}|\b(?:{'|'.join(_ABBR)})\b),?[ \t]+$")
 _CITY_BEFORE = re.compile(rf"(?P<v>{TOK}(?:[ \t]+{TOK}){{0,2}})(?P<comma>,?)[ \t]+$")
 # Where candidates overlap, the first class here wins ("skip": placeholders and dataset ids, never reported).
-_PRIORITY = {
-    c: i
-    for i, c in enumerate(
-        (
-            "skip",
-            "email",
-            "url",
-            "ip",
-            "ssn",
-            "fax",
-            "phone",
-            "date",
-            "age_over_89",
-            "vehicle",
-            "health_plan",
-            "account",
-            "licence",
-            "device",
-            "mrn",
-            "other_id",
-            "zip",
-            "address",
-            "name",
-        )
-    )
-}
+_PRIORITY = {c: i for i, c in enumerate(("skip", "email", "url", "ip", "ssn", "fax", "phone", "date", "age_over_89",
+                                         "vehicle", "health_plan", "account", "licence", "device", "mrn", "other_id",
+                                         "zip", "address", "name"))}
+# fmt: on
 
 
 class _Spans:
@@ -500,60 +394,3 @@ def redact_phi(text: str) -> str:
         out += [text[pos:start], f"[** {cls} **]"]
         pos = end
     return "".join(out) + text[pos:]
-
-
-def phi_report(texts: Iterable[str], max_examples: int = 10) -> dict:
-    """Counts per class over many texts, and which texts (by position) had any; never the matched text."""
-    total: Counter = Counter()
-    n = flagged = 0
-    first: list[int] = []
-    for i, text in enumerate(texts):
-        n += 1
-        counts = scan_phi(text)
-        if counts:
-            flagged += 1
-            total.update(counts)
-            if len(first) < max_examples:
-                first.append(i)
-    return {
-        "texts_scanned": n,
-        "texts_flagged": flagged,
-        "counts": {name: total.get(name, 0) for name in PHI_CLASSES},
-        "flagged_positions": first,
-    }
-
-
-def apply_phi_policy(
-    texts: Sequence[str], policy: str, source: str = "texts", rows: Sequence[object] | None = None
-) -> tuple[list[str], dict]:
-    """Scan `texts` and act on what is found: 'error' raises, 'redact' rewrites, 'warn' warns.
-
-    Returns the texts to use (redacted under 'redact') and the report (counts before any redaction). `source`
-    and `rows` name where a flagged text came from in the error message.
-    """
-    if policy not in PHI_POLICIES:
-        raise ValueError(f"phi_policy={policy!r}: choose one of {PHI_POLICIES}")
-    report = phi_report(texts)
-    report["policy"] = policy
-    if not report["texts_flagged"]:
-        return list(texts), report
-    found = ", ".join(f"{k}={v}" for k, v in report["counts"].items() if v)
-    if policy == "error":
-        i = report["flagged_positions"][0]
-        where = rows[i] if rows is not None else i
-        raise DataError(
-            source,
-            where,
-            f"likely identifiers left in the text ({found}; {report['texts_flagged']} of "
-            f"{report['texts_scanned']} texts flagged). De-identify the data, or pass phi_policy='redact' to "
-            "replace them with placeholders, or 'warn' to keep them.",
-        )
-    if policy == "redact":
-        report["redacted"] = True
-        return [redact_phi(t) for t in texts], report
-    warnings.warn(
-        f"{source}: likely identifiers in {report['texts_flagged']} of {report['texts_scanned']} texts ({found}); "
-        "kept as they are (phi_policy='warn').",
-        stacklevel=2,
-    )
-    return list(texts), report

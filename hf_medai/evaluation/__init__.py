@@ -15,8 +15,9 @@ from hf_medai.evaluation.classification import (
     multiclass_metrics,
     regression_metrics,
 )
-from hf_medai.evaluation.fairness import DEFAULT_SUBGROUP_METRICS, subgroup_report
+from hf_medai.evaluation.fairness import subgroup_report
 from hf_medai.evaluation.metrics import METRIC_NAMES, load_metric, metric_function
+from hf_medai.evaluation.subgroup_metrics import DEFAULT_SUBGROUP_METRICS
 from hf_medai.evaluation.subgroup_table import subgroup_table_markdown
 
 __all__ = [

@@ -4,83 +4,32 @@ A model that is accurate on average can fail a subgroup (older patients, darker 
 `subgroup_report` gives every group's size and metrics, the worst group per metric, the largest gap
 between groups, and warnings for groups too small or too one-sided to judge. It never crashes on
 such a group and never emits NaN: an undefined metric is None, so the report is strict JSON.
+The metrics per task, a group's counts and bootstrap draws, the worst group and the largest gap are
+computed in `hf_medai.evaluation.subgroup_metrics`; this module assembles them into the report.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from hf_medai.data.subgroups import UNKNOWN
-from hf_medai.evaluation.classification import bootstrap_draws, percentile_interval
-from hf_medai.evaluation.metrics import metric_function
-
-
-@dataclass(frozen=True)
-class _GroupMetric:
-    """A per-group metric: what it reads (the score or the predicted label), which way is better, and the
-    counts it depends on (see `_COUNT_WORDS`): with none of them in a group the metric is not estimable there
-    (sensitivity with no positives; PPV with no positives reads 0 whatever the model does)."""
-
-    uses: str  # "score" | "pred"
-    higher_is_better: bool
-    compute: Callable[[np.ndarray, np.ndarray], float]  # (y_true, score or pred) -> value, NaN if undefined
-    needs: tuple[str, ...] = ()
-
-
-def _scored(module: str, key: str | None = None) -> Callable[[np.ndarray, np.ndarray], float]:
-    return lambda y, s: metric_function(module)(references=y, prediction_scores=s)[key or module]
-
-
-def _predicted(module: str, key: str | None = None) -> Callable[[np.ndarray, np.ndarray], float]:
-    return lambda y, p: metric_function(module)(references=y, predictions=p)[key or module]
-
-
-_BOTH = ("positives", "negatives")
-_METRICS: dict[str, dict[str, _GroupMetric]] = {
-    "binary": {
-        "auroc": _GroupMetric("score", True, _scored("roc_auc"), _BOTH),
-        "auprc": _GroupMetric("score", True, _scored("average_precision"), _BOTH),
-        "sensitivity": _GroupMetric(
-            "pred", True, _predicted("sensitivity_specificity", "sensitivity"), ("positives",)
-        ),
-        "specificity": _GroupMetric(
-            "pred", True, _predicted("sensitivity_specificity", "specificity"), ("negatives",)
-        ),
-        # predictive values depend on the group's prevalence: both classes, and the calls they are the share of
-        "ppv": _GroupMetric(
-            "pred", True, _predicted("sensitivity_specificity", "ppv"), (*_BOTH, "predicted_positives")
-        ),
-        "npv": _GroupMetric(
-            "pred", True, _predicted("sensitivity_specificity", "npv"), (*_BOTH, "predicted_negatives")
-        ),
-        "accuracy": _GroupMetric("pred", True, _predicted("accuracy"), _BOTH),
-        "balanced_accuracy": _GroupMetric("pred", True, _predicted("balanced_accuracy"), _BOTH),
-        "brier": _GroupMetric("score", False, _scored("brier")),
-        "ece": _GroupMetric("score", False, _scored("ece")),
-    },
-    "multiclass": {
-        "accuracy": _GroupMetric("pred", True, _predicted("accuracy"), ("every_class",)),
-        "balanced_accuracy": _GroupMetric("pred", True, _predicted("balanced_accuracy"), ("every_class",)),
-        "auroc": _GroupMetric("score", True, _scored("roc_auc"), ("every_class",)),  # macro one-vs-rest
-        "ece": _GroupMetric("score", False, _scored("ece")),  # top-label
-    },
-    "regression": {
-        "mae": _GroupMetric("pred", False, _predicted("mae")),
-        "rmse": _GroupMetric("pred", False, _predicted("rmse")),
-        "r2": _GroupMetric("pred", True, _predicted("r2")),
-    },
-}
-DEFAULT_SUBGROUP_METRICS: dict[str, tuple[str, ...]] = {
-    "binary": ("auroc", "sensitivity", "specificity", "ppv", "npv", "balanced_accuracy", "ece"),
-    "multiclass": ("accuracy", "balanced_accuracy", "auroc", "ece"),
-    "regression": ("mae", "rmse"),
-}
+from hf_medai.evaluation.classification import percentile_interval
+from hf_medai.evaluation.subgroup_metrics import (
+    DEFAULT_SUBGROUP_METRICS,
+    GROUP_METRICS,
+    count_words,
+    finite_or_none,
+    group_counts,
+    group_draws,
+    pred_metric,
+    score_metric,
+    short_counts,
+    worst_and_gap,
+)
 
 
 def subgroup_report(
@@ -126,12 +75,12 @@ def subgroup_report(
     """
     from fairlearn.metrics import MetricFrame  # imported here: fairlearn costs a second to import
 
-    if task not in _METRICS:
-        raise ValueError(f"task must be one of {sorted(_METRICS)}, got {task!r}")
+    if task not in GROUP_METRICS:
+        raise ValueError(f"task must be one of {sorted(GROUP_METRICS)}, got {task!r}")
     names = list(DEFAULT_SUBGROUP_METRICS[task] if metrics is None else metrics)
-    unknown = [m for m in names if m not in _METRICS[task]]
+    unknown = [m for m in names if m not in GROUP_METRICS[task]]
     if unknown:
-        raise ValueError(f"unknown {task} metrics {unknown}; available: {sorted(_METRICS[task])}")
+        raise ValueError(f"unknown {task} metrics {unknown}; available: {sorted(GROUP_METRICS[task])}")
     if n_bootstrap < 0 or not 0.0 < ci < 1.0 or min_class_count < 1:
         raise ValueError(
             f"need n_bootstrap >= 0, 0 < ci < 1 and min_class_count >= 1; got {n_bootstrap}, {ci}, {min_class_count}"
@@ -141,7 +90,7 @@ def subgroup_report(
     if not isinstance(groups, pd.DataFrame):
         raise TypeError(f"groups must be a pandas DataFrame (one column per subgroup variable), got {type(groups)}")
     y, score, pred = _check_inputs(y_true, y_score, y_pred, task, names, len(groups))
-    words = _count_words(task, class_names, score, y)
+    words = count_words(task, class_names, score, y)
 
     functions: dict[str, Callable[..., float]] = {"n": lambda y_t, y_p: float(len(y_t))}
     # Score metrics get each group's row numbers and read the scores by them: fairlearn splits only
@@ -149,12 +98,12 @@ def subgroup_report(
     rows = np.arange(len(y))
     sample_params: dict[str, dict[str, np.ndarray]] = {}
     for name in names:
-        spec = _METRICS[task][name]
+        spec = GROUP_METRICS[task][name]
         if spec.uses == "score":
-            functions[name] = _score_metric(spec.compute, score)
+            functions[name] = score_metric(spec.compute, score)
             sample_params[name] = {"rows": rows}
         else:
-            functions[name] = _pred_metric(spec.compute)
+            functions[name] = pred_metric(spec.compute)
     # MetricFrame needs a y_pred even when every requested metric reads the score
     y_pred_frame = pred if pred is not None else np.zeros(len(y))
 
@@ -175,12 +124,12 @@ def subgroup_report(
         compared: dict[str, list[str]] = {m: [] for m in names}
         for group_index, g in enumerate(order):
             members = np.flatnonzero(label_array == g)
-            counts = _counts(y[members], None if pred is None else pred[members], task, words)
+            counts = group_counts(y[members], None if pred is None else pred[members], task, words)
             entry = {"n": int(members.size), **{k: v for k, v in counts.items() if not k.startswith("_")}}
             not_estimable, too_few = {}, {}
             for m in names:
-                value = _finite_or_none(by_group.at[g, m])
-                missing, short = _short_counts(_METRICS[task][m].needs, counts, words, min_class_count)
+                value = finite_or_none(by_group.at[g, m])
+                missing, short = short_counts(GROUP_METRICS[task][m].needs, counts, words, min_class_count)
                 if missing:
                     not_estimable[m], value = missing, None
                 elif value is None:
@@ -194,7 +143,7 @@ def subgroup_report(
                 entry[m] = value
             estimable = [m for m in names if entry[m] is not None]
             draws[g] = (
-                _group_draws(y, score, pred, members, estimable, task, n_bootstrap, [seed, column_index, group_index])
+                group_draws(y, score, pred, members, estimable, task, n_bootstrap, [seed, column_index, group_index])
                 if n_bootstrap and estimable
                 else {}
             )
@@ -206,9 +155,9 @@ def subgroup_report(
         small = [g for g in order if entries[g]["n"] < min_group_size]
         report[str(column)] = {
             "groups": entries,
-            **_worst_and_gap(entries, draws, compared, names, task, ci),
+            **worst_and_gap(entries, draws, compared, names, task, ci),
             "compared": compared,
-            "higher_is_better": {m: _METRICS[task][m].higher_is_better for m in names},
+            "higher_is_better": {m: GROUP_METRICS[task][m].higher_is_better for m in names},
             "small_groups": small,
             "min_group_size": int(min_group_size),
             "min_class_count": int(min_class_count),
@@ -224,20 +173,6 @@ def subgroup_report(
 # --- helpers -----------------------------------------------------------------------------------------
 
 
-def _score_metric(compute: Callable[[np.ndarray, np.ndarray], float], score: np.ndarray) -> Callable[..., float]:
-    def metric(y_true: np.ndarray, y_pred: np.ndarray, rows: np.ndarray) -> float:
-        return compute(y_true, score[rows])
-
-    return metric
-
-
-def _pred_metric(compute: Callable[[np.ndarray, np.ndarray], float]) -> Callable[..., float]:
-    def metric(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-        return compute(y_true, y_pred)
-
-    return metric
-
-
 def _check_inputs(y_true: Any, y_score: Any, y_pred: Any, task: str, names: list[str], n_rows: int):
     y = np.asarray(y_true)
     if y.ndim != 1 or y.size == 0:
@@ -248,18 +183,18 @@ def _check_inputs(y_true: Any, y_score: Any, y_pred: Any, task: str, names: list
         y = y.astype(np.float64)
     elif task == "binary" and not np.isin(y, (0, 1)).all():
         raise ValueError(f"binary y_true must be 0/1 (1 = positive), got labels {np.unique(y).tolist()}")
-    needs = {_METRICS[task][m].uses for m in names}
+    needs = {GROUP_METRICS[task][m].uses for m in names}
     score = pred = None
     if "score" in needs:
         if y_score is None:
-            raise ValueError(f"metrics {[m for m in names if _METRICS[task][m].uses == 'score']} need y_score")
+            raise ValueError(f"metrics {[m for m in names if GROUP_METRICS[task][m].uses == 'score']} need y_score")
         score = np.asarray(y_score, dtype=np.float64)
         expected = 2 if task == "multiclass" else 1
         if score.ndim != expected or score.shape[0] != y.size:
             raise ValueError(f"y_score must have {y.size} rows and {expected} dimension(s), got {score.shape}")
     if "pred" in needs:
         if y_pred is None:
-            raise ValueError(f"metrics {[m for m in names if _METRICS[task][m].uses == 'pred']} need y_pred")
+            raise ValueError(f"metrics {[m for m in names if GROUP_METRICS[task][m].uses == 'pred']} need y_pred")
         pred = np.asarray(y_pred)
         if pred.shape != y.shape:
             raise ValueError(f"y_pred must have shape {y.shape}, got {pred.shape}")
@@ -284,132 +219,6 @@ def _group_labels(column: pd.Series) -> tuple[pd.Series, list[str]]:
     if missing.any() and UNKNOWN not in order:
         order.append(UNKNOWN)
     return labels, order
-
-
-_COUNT_WORDS = {
-    "positives": "positives",
-    "negatives": "negatives",
-    "predicted_positives": "predicted positives",
-    "predicted_negatives": "predicted negatives",
-}
-
-
-def _count_words(
-    task: str, class_names: Sequence[str] | None, score: np.ndarray | None, y: np.ndarray
-) -> dict[str, Any]:
-    """How each count is named in reasons: the class names when known ("0 melanoma"), else generic words."""
-    words: dict[str, Any] = dict(_COUNT_WORDS)
-    if task == "binary" and class_names is not None and len(class_names) == 2:
-        negative, positive = (str(c) for c in class_names)
-        words.update(
-            positives=positive,
-            negatives=negative,
-            predicted_positives=f"predicted {positive}",
-            predicted_negatives=f"predicted {negative}",
-        )
-    if task == "multiclass":
-        k = score.shape[1] if score is not None else int(y.max()) + 1
-        words["classes"] = (
-            [str(c) for c in class_names]
-            if class_names is not None and len(class_names) == k
-            else [f"class {c}" for c in range(k)]
-        )
-    return words
-
-
-def _counts(y: np.ndarray, pred: np.ndarray | None, task: str, words: dict[str, Any]) -> dict[str, Any]:
-    """A group's counts: reported ones (n_positive, ...) and, under "_"-keys, those the metrics depend on."""
-    if task == "binary":
-        out: dict[str, Any] = {"n_positive": int(np.sum(y == 1)), "n_negative": int(np.sum(y == 0))}
-        needs = {"positives": out["n_positive"], "negatives": out["n_negative"]}
-        if pred is not None:
-            out["n_predicted_positive"] = int(np.sum(pred == 1))
-            needs.update(
-                predicted_positives=out["n_predicted_positive"],
-                predicted_negatives=int(pred.size - out["n_predicted_positive"]),
-            )
-        out["_needs"] = needs
-        return out
-    if task == "multiclass":
-        per_class = np.bincount(y.astype(np.int64), minlength=len(words["classes"]))
-        return {"class_counts": dict(zip(words["classes"], per_class.tolist())), "_needs": {}}
-    return {"_needs": {}}
-
-
-def _short_counts(
-    needs: tuple[str, ...], counts: dict[str, Any], words: dict[str, Any], min_class_count: int
-) -> tuple[str, str]:
-    """("0 melanoma", "") when a needed count is zero; ("", "4 melanoma") when it is below the minimum."""
-    have = dict(counts["_needs"])
-    if "every_class" in needs:
-        have.update(counts["class_counts"])
-        needs = tuple(n for n in needs if n != "every_class") + tuple(counts["class_counts"])
-    found = [(have[n], words.get(n, n)) for n in needs if n in have]
-    missing = ", ".join(f"0 {word}" for count, word in found if count == 0)
-    short = ", ".join(f"{count} {word}" for count, word in found if 0 < count < min_class_count)
-    return missing, short
-
-
-def _group_draws(
-    y: np.ndarray,
-    score: np.ndarray | None,
-    pred: np.ndarray | None,
-    members: np.ndarray,
-    names: list[str],
-    task: str,
-    n_bootstrap: int,
-    seed: list[int],
-) -> dict[str, np.ndarray]:
-    """Each metric in `names` on `n_bootstrap` resamples of the group's rows (index matrices, stratified by label)."""
-    arrays = [y[members]]
-    for part in (score, pred):
-        if part is not None:
-            arrays.append(part[members])
-    position = {"score": 1, "pred": 1 if score is None else 2}
-
-    def values(*batch: np.ndarray) -> dict[str, np.ndarray]:
-        return {m: _METRICS[task][m].compute(batch[0], batch[position[_METRICS[task][m].uses]]) for m in names}
-
-    if len(arrays) == 1:  # no score and no prediction: nothing a metric could read
-        return {}
-    strata = None if task == "regression" else arrays[0]
-    return bootstrap_draws(values, tuple(arrays), strata, n_bootstrap, seed)
-
-
-def _worst_and_gap(
-    entries: dict[str, dict[str, Any]],
-    draws: dict[str, dict[str, np.ndarray]],
-    compared: dict[str, list[str]],
-    names: list[str],
-    task: str,
-    ci: float,
-) -> dict[str, dict[str, Any]]:
-    """Worst group and largest gap (max - min) per metric over the groups compared for it; the gap's interval from
-    the gap on each bootstrap replicate (every group resampled in each), undefined where a group's value is."""
-    worst: dict[str, Any] = {m: {"group": None, "value": None, "ci_low": None, "ci_high": None} for m in names}
-    gap: dict[str, Any] = {m: None for m in names}
-    gap_ci: dict[str, Any] = {m: None for m in names}
-    for m in names:
-        groups = compared[m]
-        if not groups:
-            continue
-        values = [entries[g][m] for g in groups]
-        pick = int(np.argmax(values) if not _METRICS[task][m].higher_is_better else np.argmin(values))
-        entry = entries[groups[pick]]
-        worst[m] = {
-            "group": groups[pick],
-            "value": values[pick],
-            "ci_low": entry[f"{m}_ci_low"],
-            "ci_high": entry[f"{m}_ci_high"],
-        }
-        if len(groups) < 2:  # a "gap" over one group would read as perfect parity
-            continue
-        gap[m] = _finite_or_none(max(values) - min(values))
-        if all(m in draws[g] for g in groups):
-            replicate = np.stack([draws[g][m] for g in groups])  # (groups, resamples); NaN propagates
-            low, high = percentile_interval(replicate.max(axis=0) - replicate.min(axis=0), ci)
-            gap_ci[m] = None if low is None else [low, high]
-    return {"worst": worst, "largest_gap": gap, "largest_gap_ci": gap_ci}
 
 
 def _warnings(
@@ -460,11 +269,3 @@ def _warnings(
 
 def _join_reasons(reasons: dict[str, str]) -> str:
     return "; ".join(dict.fromkeys(reasons.values()))
-
-
-def _finite_or_none(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None

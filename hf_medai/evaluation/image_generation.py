@@ -16,14 +16,8 @@ import numpy as np
 import torch
 
 from hf_medai.errors import ConfigError
-from hf_medai.evaluation.generative import (
-    ClassifierFeatures,
-    class_fidelity,
-    diversity,
-    frechet_distance,
-    kernel_distance,
-    memorisation_report,
-)
+from hf_medai.evaluation.generative import ClassifierFeatures, class_fidelity, frechet_distance, kernel_distance
+from hf_medai.evaluation.image_similarity import diversity, memorisation_report
 from hf_medai.pipelines.sampling import SCHEDULERS, generate, save_grid, save_samples
 
 
