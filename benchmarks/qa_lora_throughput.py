@@ -56,7 +56,10 @@ def run_one(config: str, a: argparse.Namespace) -> dict:
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
     from hf_medai.data.medqa import load_qa, sample_path, tokenize_dataset
+    from hf_medai.data.splits import question_split
     from hf_medai.models.causal_lm import tiny_llama
+    from hf_medai.models.lora import add_lora, load_base_model, make_collator, resolve_batching
+    from hf_medai.trainer import MedTrainer
 
     recipe = _recipe()
     torch.manual_seed(0)
@@ -66,12 +69,12 @@ def run_one(config: str, a: argparse.Namespace) -> dict:
     else:
         from hf_medai.models.causal_lm import default_causal_lm_path
 
-        model, tokenizer = recipe.load_base_model(model_args, a.model or default_causal_lm_path())
+        model, tokenizer = load_base_model(a.model or default_causal_lm_path())
     dataset, report = load_qa(sample_path("medqa"))
-    train, _ = recipe.question_split(dataset, 0.3, 0)
+    train, _ = question_split(dataset, 0.3, 0)
     rows = tokenize_dataset(train, tokenizer, a.max_length, "letter", report).remove_columns(["id"])
     model.config.use_cache = False
-    batching = recipe.resolve_batching(model_args.batching, model)
+    batching = resolve_batching(model_args.batching, model)
     group_by_length = False
     if config == "baseline":
         from peft import LoraConfig, get_peft_model
@@ -100,8 +103,14 @@ def run_one(config: str, a: argparse.Namespace) -> dict:
         collator, batching = DataCollatorWithPadding(tokenizer), "max_length"
     else:
         if config != "full_finetune":
-            model = recipe.add_lora(model, model_args)
-        collator = recipe.make_collator(batching, tokenizer, model)
+            model = add_lora(
+                model,
+                model_args.lora_r,
+                model_args.lora_alpha,
+                model_args.lora_dropout,
+                model_args.lora_target_modules,
+            )
+        collator = make_collator(batching, tokenizer, model)
         group_by_length = batching == "length_grouped"
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -138,7 +147,7 @@ def run_one(config: str, a: argparse.Namespace) -> dict:
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         use_cpu=not torch.cuda.is_available(),
     )
-    trainer_cls = Trainer if config == "baseline" else recipe.MedTrainer
+    trainer_cls = Trainer if config == "baseline" else MedTrainer
     trainer = trainer_cls(model=model, args=args, train_dataset=rows, data_collator=counting, callbacks=[clock])
     rss_before = _rss_mb()
     if torch.cuda.is_available():

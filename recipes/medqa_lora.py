@@ -27,6 +27,7 @@ from transformers import TrainingArguments
 from hf_medai.config import ConfigError, RunArguments, parse_args, resolved_config
 from hf_medai.data.medqa import load_qa, load_safety_probes, sample_path, tokenize_dataset
 from hf_medai.data.report import DataError
+from hf_medai.data.splits import question_split
 from hf_medai.errors import SetupError, run_main
 from hf_medai.evaluation import qa
 from hf_medai.evaluation.qa_report import evaluation_metrics, predictions_frame, score_base_and_tuned
@@ -344,20 +345,6 @@ def main(args=None, callbacks=None):
         )
     trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
-
-
-def question_split(dataset, test_fraction: float, seed: int):
-    """(train, test): each question (unique id; load_qa rejects duplicates) in one split, stratified by the gold
-    letter so neither split teaches or rewards a letter prior. Near-copies across splits are what the contamination
-    check looks for."""
-    from sklearn.model_selection import train_test_split
-
-    letters = np.asarray(dataset["answer_index"])
-    stratify = letters if np.unique(letters, return_counts=True)[1].min() >= 2 else None
-    train_rows, test_rows = train_test_split(
-        np.arange(len(dataset)), test_size=test_fraction, random_state=seed, stratify=stratify
-    )
-    return dataset.select(np.sort(train_rows)), dataset.select(np.sort(test_rows))
 
 
 def _is_local(path: str) -> bool:

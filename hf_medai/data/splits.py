@@ -251,3 +251,17 @@ def split_admissions(
     if report is not None:
         report.notes["splits"] = {"how": "patient", "seed": seed, **split_summary(splits)}
     return splits
+
+
+def question_split(dataset, test_fraction: float, seed: int):
+    """(train, test): each question (unique id; load_qa rejects duplicates) in one split, stratified by the gold
+    letter so neither split teaches or rewards a letter prior. Near-copies across splits are what the contamination
+    check looks for."""
+    from sklearn.model_selection import train_test_split
+
+    letters = np.asarray(dataset["answer_index"])
+    stratify = letters if np.unique(letters, return_counts=True)[1].min() >= 2 else None
+    train_rows, test_rows = train_test_split(
+        np.arange(len(dataset)), test_size=test_fraction, random_state=seed, stratify=stratify
+    )
+    return dataset.select(np.sort(train_rows)), dataset.select(np.sort(test_rows))
