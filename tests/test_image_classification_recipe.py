@@ -111,7 +111,7 @@ def test_card_and_chai_card_name_the_images_not_skin_lesions(run, schema):  # no
     text = (run / "README.md").read_text()
     card = ModelCard.load(run / "README.md")
     assert card.data.to_dict()["model-index"][0]["results"]
-    assert re.search(r"^# Ihc_slide vs rest image classifier \(ViT\)$", text, re.MULTILINE)
+    assert re.search(r"^# Ihc slide vs fundus photograph image classifier \(ViT\)$", text, re.MULTILINE)
     assert f"| AUROC | {m['auroc']:.3f} ({m['auroc_ci_low']:.3f}–{m['auroc_ci_high']:.3f}) |" in text
     assert "A toy task." in text and "retinal fundus photographs" in text
     assert "## TRIPOD+AI checklist" in text

@@ -32,14 +32,17 @@ def image_classifier_context(m: dict, config: dict, run_dir: Path) -> dict:
     model_dir = Path(m.get("evaluated_model") or run_dir)
     model = model_config(run_dir)
     binary = m.get("positive_class") is not None
+    if binary:  # two classes: name both ("ihc slide vs fundus photograph"), more: the positive one vs the rest
+        others = [c for c in m["class_names"] if c != m["positive_class"]]
+        versus = f"{m['positive_class']} vs {others[0] if len(others) == 1 else 'rest'}".replace("_", " ")
     return dict(
         architecture=(model.get("architectures") or ["?"])[0],
         image_size=model.get("image_size", "?"),
         metric_labels=BINARY_METRICS if binary else MULTICLASS_METRICS,
         operating_points=operating_points(m),
         model_path=str(model_dir),
-        task_label=f"{m['positive_class']} vs rest" if binary else f"{len(m['class_names'])} classes",
-        title_task=first_upper(f"{m['positive_class']} vs rest") if binary else f"{len(m['class_names'])}-class",
+        task_label=versus if binary else f"{len(m['class_names'])} classes",
+        title_task=first_upper(versus) if binary else f"{len(m['class_names'])}-class",
     )
 
 
