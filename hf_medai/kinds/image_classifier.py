@@ -34,7 +34,8 @@ def image_classifier_context(m: dict, config: dict, run_dir: Path) -> dict:
     binary = m.get("positive_class") is not None
     if binary:  # two classes: name both ("ihc slide vs fundus photograph"), more: the positive one vs the rest
         others = [c for c in m["class_names"] if c != m["positive_class"]]
-        versus = f"{m['positive_class']} vs {others[0] if len(others) == 1 else 'rest'}".replace("_", " ")
+        other = others[0] if len(others) == 1 and others[0] != f"not_{m['positive_class']}" else "rest"
+        versus = f"{m['positive_class']} vs {other}".replace("_", " ")
     return dict(
         architecture=(model.get("architectures") or ["?"])[0],
         image_size=model.get("image_size", "?"),
