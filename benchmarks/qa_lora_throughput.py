@@ -103,13 +103,8 @@ def run_one(config: str, a: argparse.Namespace) -> dict:
         collator, batching = DataCollatorWithPadding(tokenizer), "max_length"
     else:
         if config != "full_finetune":
-            model = add_lora(
-                model,
-                model_args.lora_r,
-                model_args.lora_alpha,
-                model_args.lora_dropout,
-                model_args.lora_target_modules,
-            )
+            lora = (model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, model_args.lora_target_modules)
+            model = add_lora(model, *lora)
         collator = make_collator(batching, tokenizer, model)
         group_by_length = batching == "length_grouped"
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hf_medai.io import write_text
 from hf_medai.kinds import Kind, kind_of
-from hf_medai.reporting_text import first_upper, fmt, kept_weights, model_config, short_architecture
+from hf_medai.reporting_text import TRAINING_SETTINGS, first_upper, fmt, kept_weights, model_config, short_architecture
 from hf_medai.run_folder import card_sections, library_versions, load_run
 from hf_medai.tripod import tripod_rows
 
@@ -35,13 +35,7 @@ INDEX_METRICS = {
 # Multiple-choice QA adapters (medqa_lora) report accuracy read two ways.
 INDEX_METRICS.update({"accuracy_loglik": "accuracy", "accuracy_generate": "accuracy"})
 HYPERPARAMETERS = [
-    "learning_rate",
-    "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "weight_decay",
-    "warmup_steps",
+    *TRAINING_SETTINGS,
     "lr_scheduler_type",
     "seed",
     "bf16",

@@ -103,29 +103,11 @@ def report_note_outcome(
     save_pretrained_atomic(model, out)
     save_pretrained_atomic(tokenizer, out)
     ids = t.splits["test"]["id"]
+    settings = dict(subgroup_columns=subgroup_columns, extra=extra)
     if t.regression:
         return write_regression_report(
-            out,
-            ids,
-            y["test"],
-            scores,
-            subgroups,
-            eval_args,
-            y["validation"],
-            val_scores,
-            subgroup_columns=subgroup_columns,
-            extra=extra,
+            out, ids, y["test"], scores, subgroups, eval_args, y["validation"], val_scores, **settings
         )
     return write_classifier_report(
-        out,
-        ids,
-        y["test"],
-        scores,
-        t.class_names,
-        subgroups,
-        eval_args,
-        y["validation"],
-        val_scores,
-        subgroup_columns=subgroup_columns,
-        extra=extra,
+        out, ids, y["test"], scores, t.class_names, subgroups, eval_args, y["validation"], val_scores, **settings
     )

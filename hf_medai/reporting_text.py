@@ -15,6 +15,17 @@ from typing import Any
 DEPLOYER = "To be supplied by the deployer"
 DEVELOPER = "To be supplied by the developer"
 
+# The training settings every card lists (each kind adds its own around them).
+TRAINING_SETTINGS = [
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "warmup_steps",
+]
+
 # (metrics.json key, label) of the overall table of a classifier's card.
 BINARY_METRICS = [
     ("auroc", "AUROC"),

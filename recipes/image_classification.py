@@ -95,28 +95,20 @@ def main(args=None, callbacks=None):
     train_result = trainer.train(resume_from_checkpoint=resume)
 
     # Test on held-out images, save the model, write the report and both cards (no subgroup columns in a folder)
+    facts = {
+        "recipe": "image_classification",
+        "kind": "image_classifier",
+        "task": "image-classification",
+        "base_model": model_args.model_name_or_path or "small ViT from config (random init)",
+        "dataset": f"{SAMPLE_DESCRIPTION} (scikit-image)" if sample else str(data_args.data_dir),
+        "modality": data_args.modality or (SAMPLE_MODALITY if sample else None),
+        "toy_task": TOY_TASK if sample else None,
+        "synthetic_data": False,  # the sample's tiles are real images
+        "data_report": report.to_dict(),
+        "splits": split_report(splits, group_column="id"),
+    }
     metrics = evaluate_and_save(
-        trainer,
-        train_result,
-        processor,
-        splits,
-        class_names,
-        model_args,
-        eval_args,
-        subgroups=None,
-        resume=resume,
-        extra={
-            "recipe": "image_classification",
-            "kind": "image_classifier",
-            "task": "image-classification",
-            "base_model": model_args.model_name_or_path or "small ViT from config (random init)",
-            "dataset": f"{SAMPLE_DESCRIPTION} (scikit-image)" if sample else str(data_args.data_dir),
-            "modality": data_args.modality or (SAMPLE_MODALITY if sample else None),
-            "toy_task": TOY_TASK if sample else None,
-            "synthetic_data": False,  # the sample's tiles are real images
-            "data_report": report.to_dict(),
-            "splits": split_report(splits, group_column="id"),
-        },
+        trainer, train_result, processor, splits, class_names, model_args, eval_args, None, resume, facts
     )
     if metrics is not None:  # the main process: run_config.yaml, both cards, the push if asked for
         finish_run(

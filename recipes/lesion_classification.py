@@ -62,17 +62,10 @@ def main(args=None, callbacks=None):
     train_result = trainer.train(resume_from_checkpoint=resume)
 
     # Test, save (prior correction folded into the head), report, card
+    subgroups = subgroup_frame(splits["test"], data_args.subgroup_columns)
+    facts = lesion_classifier_facts(data_args, model_args.model_name_or_path, report, source, splits)
     metrics = evaluate_and_save(
-        trainer,
-        train_result,
-        processor,
-        splits,
-        class_names,
-        model_args,
-        eval_args,
-        subgroups=subgroup_frame(splits["test"], data_args.subgroup_columns),
-        resume=resume,
-        extra=lesion_classifier_facts(data_args, model_args.model_name_or_path, report, source, splits),
+        trainer, train_result, processor, splits, class_names, model_args, eval_args, subgroups, resume, facts
     )
     if metrics is not None:
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)

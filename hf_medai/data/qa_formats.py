@@ -216,16 +216,8 @@ def _medqa_row(rec: dict, default_id: str, file: Any, number: int, report: DataR
                 ANSWER_MISMATCH, file, where, f"answer_idx {letter!r} is {texts[index]!r} but answer is {answer!r}"
             )
             return None
-    return _row(
-        id_,
-        question,
-        texts,
-        index,
-        texts[index],
-        "medqa",
-        explanation=rec.get("explanation"),
-        subject=cell(rec.get("subject")) or rec.get("meta_info"),
-    )
+    subject = cell(rec.get("subject")) or rec.get("meta_info")
+    return _row(id_, question, texts, index, texts[index], "medqa", rec.get("explanation"), subject)
 
 
 def detect_cop_base(records: list[tuple[int, str, dict]], file: Any) -> int:
@@ -285,16 +277,7 @@ def _medmcqa_row(rec: dict, default_id: str, cop_base: int, file: Any, number: i
                 f"'cop' {raw!r} is not an option ({cop_base}-based: expected {cop_base}..{cop_base + 3})",
             )
             return None
-    return _row(
-        id_,
-        question,
-        texts,
-        index,
-        texts[index],
-        "medmcqa",
-        explanation=rec.get("exp"),
-        subject=rec.get("subject_name"),
-    )
+    return _row(id_, question, texts, index, texts[index], "medmcqa", rec.get("exp"), rec.get("subject_name"))
 
 
 def _pubmedqa_row(rec: dict, key: str, file: Any, number: int, report: DataReport) -> dict | None:

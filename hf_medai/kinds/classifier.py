@@ -4,21 +4,11 @@ model-index keys. The kinds of image and note classifiers build on these."""
 from __future__ import annotations
 
 from hf_medai.kinds.base import Results
+from hf_medai.reporting_text import BINARY_METRICS
 
 # (metrics.json key, label) per CHAI key-metric group. Only keys present in metrics.json are written.
-USEFULNESS = (
-    ("auroc", "AUROC"),
-    ("auprc", "AUPRC"),
-    ("balanced_accuracy", "Balanced accuracy"),
-    ("sensitivity", "Sensitivity"),
-    ("specificity", "Specificity"),
-    ("ppv", "PPV"),
-    ("npv", "NPV"),
-    ("accuracy", "Accuracy"),
-    ("mae", "MAE"),
-    ("rmse", "RMSE"),
-    ("r2", "R2"),
-)
+# Usefulness: the card's overall table up to its calibration rows, then the regression metrics.
+USEFULNESS = (*BINARY_METRICS[: BINARY_METRICS.index(("ece", "ECE"))], ("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R2"))
 SAFETY = (
     ("ece", "Expected calibration error"),
     ("brier", "Brier score"),

@@ -214,19 +214,9 @@ def _tables_iii(patients: list[Patient], w: Cohort) -> dict[str, pd.DataFrame]:
                 )
     for i, n in enumerate(notes, start=1):
         n["ROW_ID"] = i
-    note_cols = [
-        "ROW_ID",
-        "SUBJECT_ID",
-        "HADM_ID",
-        "CHARTDATE",
-        "CHARTTIME",
-        "STORETIME",
-        "CATEGORY",
-        "DESCRIPTION",
-        "CGID",
-        "ISERROR",
-        "TEXT",
-    ]
+    note_cols = (
+        "ROW_ID SUBJECT_ID HADM_ID CHARTDATE CHARTTIME STORETIME CATEGORY DESCRIPTION CGID ISERROR TEXT".split()
+    )
     return {
         "PATIENTS": pd.DataFrame(pats),
         "ADMISSIONS": pd.DataFrame(adms),
