@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 
 import pytest
 
-from helpers import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import ROOT, accelerate_launch
 
 
 @pytest.fixture(scope="module")
@@ -36,25 +28,8 @@ def test_accelerate_launch_world_size(processes, sample, tmp_path):
         "HF_MEDAI_CACHE": str(tmp_path / "cache"),
         "OMP_NUM_THREADS": "1",
     }
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        "--num_processes",
-        str(processes),
-    ]
-    if processes > 1:
-        launch.append("--multi_gpu")  # with ACCELERATE_USE_CPU=1 this is real DDP over gloo
     cmd = [
-        *launch,
+        *accelerate_launch(processes),  # several: --multi_gpu, with ACCELERATE_USE_CPU=1 real DDP over gloo
         str(ROOT / "recipes" / "lesion_classification.py"),
         "--data_dir",
         str(sample),

@@ -20,8 +20,9 @@ if CHROMIUM is None:
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("gradio")
 
-from test_demos import free_port, tiny_run  # noqa: E402
+from test_demos import tiny_run  # noqa: E402
 
+from helpers import free_port  # noqa: E402
 from hf_medai.demos import BANNER, demo_for  # noqa: E402
 from hf_medai.demos.common import launch  # noqa: E402
 

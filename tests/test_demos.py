@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -14,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from helpers import free_port
 
 gr = pytest.importorskip("gradio")
 
@@ -399,12 +400,6 @@ def test_molecule_limits_and_property_target(demos, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- a real server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str) -> int:

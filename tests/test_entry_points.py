@@ -10,7 +10,7 @@ import sys
 import pytest
 from transformers import TrainingArguments
 
-from helpers import ROOT, load_recipe
+from helpers import ROOT, accelerate_launch, load_recipe
 
 RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.py"))
 
@@ -107,18 +107,7 @@ def test_expected_error_is_one_line_without_traceback(tmp_path):
     )
     launched = _run(
         [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "-q",
-            "--num_processes",
-            "1",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
+            *accelerate_launch(1, options=["-q"]),
             "recipes/lesion_classification.py",
             "--data_dir",
             str(missing),

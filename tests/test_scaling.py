@@ -19,10 +19,9 @@ import time
 
 import pytest
 import torch
-from test_accelerate_launch import _free_port
 from transformers import TrainingArguments
 
-from helpers import ROOT, load_recipe
+from helpers import ROOT, accelerate_launch, load_recipe
 from hf_medai.config import RunArguments
 from hf_medai.errors import ConfigError
 from hf_medai.io import checkpoint_incomplete_reason
@@ -91,24 +90,7 @@ def sample(tmp_path_factory):
 
 
 def _launch_two(script: str, args: list[str], env, cwd):
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(ROOT / "recipes" / script),
-        *args,
-    ]
+    cmd = accelerate_launch(2, str(ROOT / "recipes" / script), *args)
     proc = subprocess.run(cmd, env={**env, RECORD_ENV: "1"}, capture_output=True, text=True, timeout=600, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-4000:]
 

@@ -19,16 +19,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_accelerate_launch import _free_port
 
-from helpers import ROOT
+from helpers import ROOT, accelerate_launch
 from hf_medai.throughput import RECORD_DIR, RECORD_ENV
 
 # About 5 minutes of 2-process runs on 2 CPU cores: `python -m pytest -m slow` (CI runs it after the default set).
@@ -63,7 +61,7 @@ def _launch(script: str, args: list[str], env, cwd, setup: str) -> subprocess.Co
     env = {k: v for k, v in env.items() if k != "ACCELERATE_USE_CPU"}
     shimmed = {"PYTHONPATH": f"{SHIM}{os.pathsep}{env['PYTHONPATH']}"}
     if setup == "ddp":
-        launch, env = ["--multi_gpu"], {**env, "ACCELERATE_USE_CPU": "1"}
+        launch, env = [], {**env, "ACCELERATE_USE_CPU": "1"}
     elif setup == "fsdp":
         launch, env = (
             ["--config_file", str(CONFIGS / "fsdp.yaml")],
@@ -80,24 +78,7 @@ def _launch(script: str, args: list[str], env, cwd, setup: str) -> subprocess.Co
             accumulation,
         ]
         env = {**env, **shimmed, "HF_MEDAI_DEEPSPEED_ON_CPU": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        *launch,
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(ROOT / "recipes" / script),
-        *args,
-    ]
+    cmd = accelerate_launch(2, str(ROOT / "recipes" / script), *args, options=launch, multi_gpu=setup == "ddp")
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
+from helpers import accelerate_launch
 from hf_medai.errors import SetupError
 from hf_medai.training import EMA_WEIGHTS, LOOP_STATE, train_loop
 
@@ -177,31 +178,11 @@ def test_two_processes_train_on_different_data_and_stay_in_sync(tmp_path):
     import json
     import os
     import subprocess
-    import sys
-
-    from test_accelerate_launch import _free_port
 
     script = tmp_path / "two.py"
     script.write_text(TWO_PROCESS_SCRIPT)
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(script),
-        str(tmp_path),
-    ]
+    cmd = accelerate_launch(2, str(script), str(tmp_path))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
