@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# A run that only has to produce its folder: few bootstrap resamples, no per-step checkpoints or evaluation.
+QUICK_RUN = "--n_bootstrap 20 --save_strategy no --eval_strategy no --load_best_model_at_end false".split()
 
 
 def load_recipe(name: str):

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from helpers import ROOT, accelerate_launch
+from helpers import QUICK_RUN, ROOT, accelerate_launch
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +41,7 @@ def test_accelerate_launch_world_size(processes, sample, tmp_path):
         "32",
         "--per_device_train_batch_size",
         "8",
-        "--n_bootstrap",
-        "20",
-        "--save_strategy",
-        "no",
-        "--eval_strategy",
-        "no",
-        "--load_best_model_at_end",
-        "false",
+        *QUICK_RUN,
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import load_recipe
+from helpers import QUICK_RUN, load_recipe
 from hf_medai.chai import FILENAME, NS
 from hf_medai.tripod import ITEMS, tripod_rows
 
@@ -58,14 +58,7 @@ def _lesion(root: Path, out: Path):
             "32",
             "--per_device_train_batch_size",
             "16",
-            "--n_bootstrap",
-            "20",
-            "--save_strategy",
-            "no",
-            "--eval_strategy",
-            "no",
-            "--load_best_model_at_end",
-            "false",
+            *QUICK_RUN,
         ]
     )
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from helpers import load_recipe
+from helpers import QUICK_RUN, load_recipe
 from hf_medai.cli import main as cli
 
 recipe = load_recipe("lesion_classification")
@@ -33,14 +33,7 @@ def trained(tmp_path_factory):
             "32",
             "--per_device_train_batch_size",
             "16",
-            "--n_bootstrap",
-            "20",
-            "--save_strategy",
-            "no",
-            "--eval_strategy",
-            "no",
-            "--load_best_model_at_end",
-            "false",
+            *QUICK_RUN,
         ]
     )
     return root, out
