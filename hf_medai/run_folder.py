@@ -39,6 +39,8 @@ RECIPE_KINDS = {
     "medqa_lora": "qa_adapter",
     "image_diffusion": "image_generator",
     "molecule_diffusion": "molecule_generator",
+    "lesion_fusion": "lesion_fusion",
+    "clinical_fusion": "note_fusion",
 }
 
 

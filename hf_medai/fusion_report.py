@@ -1,0 +1,119 @@
+"""The fused model's report: the model and processor saved, predictions.csv, metrics.json with the modality ablation
+(fused vs each single modality vs the gradient-boosting model of the tabular features, same split) and the
+missing-modality scores, plots and subgroup tables through the shared classifier report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hf_medai.data.tabular import TabularSchema
+from hf_medai.evaluation.modality_ablation import missing_modality, modality_ablation, tabular_baseline
+from hf_medai.io import save_pretrained_atomic
+from hf_medai.run_folder import run_record
+from hf_medai.run_outputs import kept_checkpoint, write_classifier_report
+
+FUSED = "fused"
+
+
+def write_fusion_report(
+    model,
+    processor,
+    fused,
+    ablation: dict,
+    missing_scores: dict[str, np.ndarray],
+    splits,
+    frames,
+    schema: TabularSchema,
+    class_names,
+    eval_args,
+    subgroups,
+    facts: dict[str, Any],
+    resume=None,
+    tabular_baseline_on: bool = True,
+    names: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Write the fused model's run folder (main process). `fused` and `ablation` values are `fusion_runs.Fitted`;
+    `frames`: the tabular features per split (raw, for the gradient-boosting baseline); `names`: what the
+    primary and tabular modalities are called ({"primary": "image", "tabular": "metadata"})."""
+    names = names or {"primary": "primary", "tabular": "tabular"}
+    trainer, args = fused.trainer, fused.trainer.args
+    save_pretrained_atomic(model, args.output_dir)
+    save_pretrained_atomic(processor, args.output_dir)
+
+    y = {name: np.asarray(splits[name]["label"]) for name in ("train", "validation", "test")}
+    scores = {FUSED: fused.scores}
+    modalities = {FUSED: [names["primary"], names["tabular"]]}
+    for name, fitted in ablation.items():
+        scores[name], modalities[name] = fitted.scores, [names["primary"]]
+    if tabular_baseline_on:
+        _, probs = tabular_baseline(
+            frames["train"],
+            y["train"],
+            {"validation": frames["validation"], "test": frames["test"]},
+            categorical=list(schema.categorical),
+            numeric=list(schema.numeric),
+            seed=args.seed,
+        )
+        key = f"{names['tabular']}_only"
+        scores[key], modalities[key] = probs, [names["tabular"]]
+    table = None
+    if len(scores) > 1:
+        table = modality_ablation(
+            y["validation"],
+            {k: v["validation"] for k, v in scores.items()},
+            y["test"],
+            {k: v["test"] for k, v in scores.items()},
+            class_names,
+            fused=FUSED,
+            n_bootstrap=eval_args.n_bootstrap,
+            seed=args.seed,
+        )
+        for row in table["rows"]:
+            row["modalities"] = modalities[row["model"]]
+    missing = missing_modality(
+        y["test"],
+        fused.scores["test"],
+        {k.replace("tabular", names["tabular"]): v for k, v in missing_scores.items()},
+        class_names,
+        n_bootstrap=eval_args.n_bootstrap,
+        seed=args.seed,
+    )
+
+    state = trainer.state
+    core = {
+        k: facts.pop(k) for k in ("base_model", "dataset", "synthetic_data", "data_report", "splits") if k in facts
+    }
+    record = run_record(
+        facts.pop("recipe"),
+        facts.pop("task"),
+        kind=facts.pop("kind"),
+        trainer=trainer,
+        train_result=fused.train_result,
+        resumed_from=resume,
+        throughput=fused.throughput,
+        model=model,
+        training={
+            "best_checkpoint": state.best_model_checkpoint,
+            "best_val_auroc": state.best_metric,
+            "kept_checkpoint": kept_checkpoint(state, args),
+            "eval_loss_curve": [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e],
+            "fusion": model.config.fusion,
+            "modality_dropout": model.config.modality_dropout,
+            "tabular_features": schema.names,
+        },
+        **core,
+    )
+    return write_classifier_report(
+        args.output_dir,
+        ids=splits["test"]["id"],
+        y_true=y["test"],
+        probs=fused.scores["test"],
+        class_names=class_names,
+        subgroups=subgroups,
+        val_true=y["validation"],
+        val_probs=fused.scores["validation"],
+        eval_args=eval_args,
+        extra={**facts, **record.to_dict(), "ablation": table, "missing_modality": missing},
+    )
