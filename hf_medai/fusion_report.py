@@ -22,7 +22,7 @@ def write_fusion_report(
     processor,
     fused,
     ablation: dict,
-    missing_scores: dict[str, np.ndarray],
+    missing_scores: dict[str, np.ndarray],  # fusion_runs.missing_modality_scores: {"tabular" | "primary": probs}
     splits,
     frames,
     schema: TabularSchema,
@@ -58,6 +58,8 @@ def write_fusion_report(
         )
         key = f"{names['tabular']}_only"
         scores[key], modalities[key] = probs, [names["tabular"]]
+    absent = {f"fused, {names[k]} absent": [names[k]] for k in missing_scores}
+    missing_scores = {f"fused, {names[k]} absent": v for k, v in missing_scores.items()}
     table = None
     if len(scores) > 1:
         table = modality_ablation(
@@ -67,19 +69,15 @@ def write_fusion_report(
             {k: v["test"] for k, v in scores.items()},
             class_names,
             fused=FUSED,
+            modalities=modalities,
             n_bootstrap=eval_args.n_bootstrap,
             seed=args.seed,
         )
-        for row in table["rows"]:
-            row["modalities"] = modalities[row["model"]]
     missing = missing_modality(
-        y["test"],
-        fused.scores["test"],
-        {k.replace("tabular", names["tabular"]): v for k, v in missing_scores.items()},
-        class_names,
-        n_bootstrap=eval_args.n_bootstrap,
-        seed=args.seed,
+        y["test"], fused.scores["test"], missing_scores, class_names, absent, eval_args.n_bootstrap, args.seed
     )
+    if table is not None:
+        table["missing_modality"] = missing
 
     state = trainer.state
     core = {

@@ -125,14 +125,12 @@ def baseline_scores(
     return fitted
 
 
-def missing_modality_scores(trainer: MedTrainer, test, schema: TabularSchema, primary: str) -> dict[str, np.ndarray]:
-    """The fused model's test scores with the tabular features all missing, and with the primary input absent."""
+def missing_modality_scores(trainer: MedTrainer, test, schema: TabularSchema) -> dict[str, np.ndarray]:
+    """The fused model's test scores with the tabular features all missing ("tabular") and with the primary input
+    absent ("primary")."""
     empty = schema.encode([{}] * len(test))
     no_tabular = test.remove_columns(list(KEYS))
     for key in KEYS:
         no_tabular = no_tabular.add_column(key, empty[key].tolist())
     no_primary = test.add_column("primary_absent", [True] * len(test))
-    return {
-        "fused, tabular absent": predict(trainer, no_tabular),
-        f"fused, {primary} absent": predict(trainer, no_primary),
-    }
+    return {"tabular": predict(trainer, no_tabular), "primary": predict(trainer, no_primary)}

@@ -112,7 +112,7 @@ def main(args=None, callbacks=None):
     fused = fit_and_score(
         model, splits, collators, training_args, class_names, PIXEL_COLUMNS, resume=resume, callbacks=callbacks or ()
     )
-    missing_scores = missing_modality_scores(fused.trainer, splits["test"], schema, primary="image")
+    missing_scores = missing_modality_scores(fused.trainer, splits["test"], schema)
 
     # Save, report (ablation with the metadata-only gradient boosting, subgroups, calibration), card
     model = fused.trainer.whole_model()
@@ -133,7 +133,7 @@ def main(args=None, callbacks=None):
             subgroup_frame(splits["test"], data_args.subgroup_columns),
             dict(facts, fused_modalities={"image": "dermoscopy image", "tabular": ", ".join(features)}),
             resume,
-            tabular_baseline=model_args.baselines,
+            tabular_baseline_on=model_args.baselines,
             names={"primary": "image", "tabular": "metadata"},
         )
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
