@@ -17,6 +17,7 @@ from hf_medai.evaluation import (
     binary_metrics,
     choose_threshold,
     multiclass_metrics,
+    paired_difference,  # noqa: F401  (lives in evaluation; callers import it from here too)
     regression_metrics,
     reliability_diagram,
     roc_pr_plot,
@@ -334,58 +335,6 @@ def _observed_vs_predicted(y, pred, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     return path
-
-
-def paired_difference(
-    y_true,
-    scores_a,
-    scores_b,
-    class_names: Sequence[str] | None,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    ci: float = 0.95,
-) -> dict[str, Any]:
-    """Model A minus model B on the same test rows, with a paired bootstrap interval (both scored on each resample).
-
-    Classification: AUROC (macro one-vs-rest for K > 2) from (n, K) probabilities; regression: MAE from
-    predictions. Resamples are drawn within each class (classification), as for the metrics' own intervals.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y_true)
-    a, b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
-    if class_names is None:
-        name, metric = "mae", lambda idx, s: float(np.mean(np.abs(y[idx] - s[idx])))
-    elif len(class_names) == 2:
-        name, metric = "auroc", lambda idx, s: roc_auc_score(y[idx], s[idx, 1])
-    else:
-        labels = list(range(len(class_names)))
-        name, metric = (
-            "auroc",
-            lambda idx, s: roc_auc_score(y[idx], s[idx], multi_class="ovr", average="macro", labels=labels),
-        )
-    every = np.arange(len(y))
-    out: dict[str, Any] = {
-        "metric": name,
-        "difference": metric(every, a) - metric(every, b),
-        "difference_ci_low": None,
-        "difference_ci_high": None,
-        "n_bootstrap": int(n_bootstrap),
-    }
-    if n_bootstrap:
-        rng = np.random.default_rng(seed)
-        groups = [every] if class_names is None else [np.flatnonzero(y == c) for c in np.unique(y)]
-        draws = []
-        for _ in range(n_bootstrap):
-            idx = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups])
-            try:
-                draws.append(metric(idx, a) - metric(idx, b))
-            except ValueError:  # a class missing from a regression-free resample: skip it
-                continue
-        if draws:
-            lo, hi = np.percentile(draws, [100 * (1 - ci) / 2, 100 * (1 + ci) / 2])
-            out.update(difference_ci_low=float(lo), difference_ci_high=float(hi))
-    return out
 
 
 def calibration_report(

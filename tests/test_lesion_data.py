@@ -640,3 +640,57 @@ def test_synthetic_melanoma_is_learnable_from_colour_statistics(tmp_path):
         method="predict_proba",
     )
     assert roc_auc_score(ds["label"], scores[:, 1]) > 0.7  # about 0.78 here; 0.84-0.87 at n=2000
+
+
+# Recorded from the generator before metadata moved to its own stream (commit 3ba7dc2): the images, and every
+# column the image model sees, must stay byte-identical so the image-only recipe's published results stay valid.
+SEED0_N64_JPEGS_SHA256 = "c4c5bf1977b3124f958926afff3fda6740a4e31a44dac210ca3cfe6f65368f9d"
+SEED0_N64_NON_METADATA_SHA256 = "c35fcca6f7056c085bc193077aae26b2719abf3f4f51b7108032b7e9daf5a197"
+
+
+def test_synthetic_images_and_non_metadata_columns_are_unchanged_by_the_metadata_signal(tmp_path):
+    import csv
+    import hashlib
+
+    from hf_medai.data.synthetic import write_ham10000
+
+    root = write_ham10000(tmp_path / "ham", n=64, seed=0)
+    jpegs = hashlib.sha256()
+    for path in sorted(root.rglob("*.jpg")):
+        jpegs.update(path.name.encode())
+        jpegs.update(path.read_bytes())
+    assert jpegs.hexdigest() == SEED0_N64_JPEGS_SHA256
+    with open(root / "HAM10000_metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = "\n".join(",".join(r[k] for k in ("lesion_id", "image_id", "dx", "dx_type", "fitzpatrick")) for r in rows)
+    assert hashlib.sha256(kept.encode()).hexdigest() == SEED0_N64_NON_METADATA_SHA256
+
+
+def test_synthetic_metadata_carries_a_planted_but_imperfect_melanoma_signal():
+    """Lesion-level draws (no images): melanoma-vs-rest from age, sex and site alone is useful, far from perfect."""
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from hf_medai.data.synthetic import lesions as syn
+    from hf_medai.data.synthetic.lesion_rendering import CLASSES
+
+    cls = syn._shares([syn.CLASS_FRACTIONS[c] for c in CLASSES], 6000, minimum=3)
+    age, sex, site = syn._plan_metadata(cls, np.random.default_rng([0, syn.METADATA_STREAM]))
+    frame = pd.DataFrame({"age": age, "sex": pd.Categorical(sex), "site": pd.Categorical(site)})
+    assert 0.003 < np.isnan(age).mean() < 0.02 and "unknown" in set(sex) and "unknown" in set(site)
+    y = (np.asarray(CLASSES)[cls] == "mel").astype(int)
+    mel = y == 1
+    male, female = np.asarray(sex) == "male", np.asarray(sex) == "female"
+    back_trunk = np.isin(site, ["back", "trunk"])
+    legs = np.asarray(site) == "lower extremity"
+    assert back_trunk[mel & male].mean() > back_trunk[mel & female].mean() + 0.15  # men: back and trunk
+    assert legs[mel & female].mean() > legs[mel & male].mean() + 0.2  # women: the legs
+    assert np.nanmean(age[mel]) > np.nanmean(age[~mel]) + 10
+    model = HistGradientBoostingClassifier(categorical_features="from_dtype", learning_rate=0.05, random_state=0)
+    scores = cross_val_predict(
+        model, frame, y, cv=StratifiedKFold(4, shuffle=True, random_state=0), method="predict_proba"
+    )
+    auroc = roc_auc_score(y, scores[:, 1])
+    assert 0.74 < auroc < 0.86, auroc  # about 0.79: useful, but the image stays necessary

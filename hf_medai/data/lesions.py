@@ -118,12 +118,13 @@ def load_lesion_images(
 
     Returns (dataset with decoded `image`s, cached under cache_root()/images; class_names; report; the source path).
     """
-    from hf_medai.data.synthetic.lesions import write_ham10000
+    from hf_medai.data.synthetic.lesions import SAMPLE_VERSION, write_ham10000
     from hf_medai.paths import cache_root
 
     source = data_dir
     if source is None:
-        source = cache_root() / f"synthetic-ham10000-n{synthetic_n}-seed0"
+        # the version in the name: a sample cached by an older generator (other metadata) is never reused
+        source = cache_root() / f"synthetic-ham10000-v{SAMPLE_VERSION}-n{synthetic_n}-seed0"
         if not (source / HAM10000_CSV).exists():
             write_ham10000(source, n=synthetic_n, seed=0)
     dataset, class_names, report = load_lesions(source, data_format, task, skip_bad_rows)

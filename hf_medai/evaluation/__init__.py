@@ -13,6 +13,7 @@ from hf_medai.evaluation.classification import (
     binary_metrics,
     choose_threshold,
     multiclass_metrics,
+    paired_difference,
     regression_metrics,
 )
 from hf_medai.evaluation.fairness import subgroup_report
@@ -32,6 +33,7 @@ __all__ = [
     "load_metric",
     "metric_function",
     "multiclass_metrics",
+    "paired_difference",
     "regression_metrics",
     "reliability_diagram",
     "roc_pr_plot",

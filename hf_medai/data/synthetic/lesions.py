@@ -4,8 +4,11 @@ The classes differ by the ABCD signs a model can learn (Asymmetry, Border, Colou
 large, asymmetric, irregular and has 2-4 colours; a nevus is small, round and one brown; and so on for the
 other five HAM10000 diagnoses. Lesion contrast falls as the Fitzpatrick type rises (colours are darkened with
 the skin and blended toward it), so a classifier is truly weaker on dark skin and the subgroup report of the
-recipe has something real to show. Everything is drawn from one seeded generator and rendered with numpy,
-a batch of images at a time.
+recipe has something real to show. The metadata (age, sex, localization) carries a planted, class-dependent signal
+(melanoma older, on the back/trunk in men and the legs in women; see MELANOMA_SITE_BOOST) so that an image +
+metadata fusion model has something real to gain; it is drawn given the class only, from its own generator, so images
+are independent of it given the class. Everything else is drawn from one seeded generator and rendered with numpy, a
+batch of images at a time.
 
 Here: the plan (which lesions, patients and views) and the files; the appearance and the renderer are in
 `lesion_rendering`.
@@ -64,7 +67,22 @@ LOCALIZATIONS = {
     "genital": 0.005,
     "acral": 0.001,
 }
+# Metadata, drawn given the class from its own generator (METADATA_STREAM): images never depend on it, and the
+# images of a seed are the same as before metadata carried a signal. Each effect follows the epidemiology of the real
+# HAM10000 / ISIC data, exaggerated a little so that melanoma-vs-rest from metadata alone is useful but far from
+# perfect (AUROC about 0.8; tests/test_lesion_data.py checks it): melanoma is a disease of older skin, on the back and trunk in
+# men and the legs in women; nevi are young and everywhere; akiec and bcc favour sun-exposed skin.
+METADATA_STREAM = 3  # metadata is drawn from np.random.default_rng([seed, METADATA_STREAM])
+AGE_MEAN = {"akiec": 68, "bcc": 67, "bkl": 62, "df": 47, "mel": 64, "nv": 41, "vasc": 48}
+AGE_SD = 13.0
+MALE_P = {"akiec": 0.67, "bcc": 0.62, "bkl": 0.56, "df": 0.48, "mel": 0.62, "nv": 0.50, "vasc": 0.45}
 SUN_EXPOSED_BOOST = {"face": 5.0, "scalp": 3.0, "ear": 3.0, "neck": 2.0, "hand": 2.0}  # akiec, bcc
+MELANOMA_SITE_BOOST = {
+    "male": {"back": 3.0, "trunk": 2.5, "chest": 2.0, "abdomen": 1.5, "lower extremity": 0.3},
+    "female": {"lower extremity": 3.0, "foot": 2.0, "back": 0.7, "trunk": 0.5, "abdomen": 0.5},
+}
+MISSING_AGE_P = 0.01
+UNKNOWN_SEX_P = 0.005
 DX_TYPES = ["histo", "follow_up", "consensus", "confocal"]
 DX_TYPE_P = {
     "mel": [0.95, 0.0, 0.05, 0.0],
@@ -78,6 +96,10 @@ DX_TYPE_P = {
 AGE_MEAN = {"akiec": 67, "bcc": 67, "bkl": 64, "df": 53, "mel": 63, "nv": 45, "vasc": 50}
 MALE_P = {"akiec": 0.67, "bcc": 0.62, "bkl": 0.58, "df": 0.50, "mel": 0.62, "nv": 0.52, "vasc": 0.45}
 
+# Bumped whenever a seed's output changes (2: metadata carries a planted melanoma signal; images unchanged), so a
+# cached sample of an older version is regenerated (hf_medai.data.lesions.load_lesion_images).
+SAMPLE_VERSION = 2
+
 CHUNK = 64  # images rendered at once: bounds memory, and fixes the order of random draws
 
 
@@ -86,7 +108,8 @@ SYNTHETIC_MARKER = "SYNTHETIC_DATA.md"
 SYNTHETIC_CARD = """# Synthetic HAM10000-format sample (hf-medai)
 
 {n} generated dermoscopy-like images (seed {seed}), written by `hf-medai data lesions`. No patient data.
-Classes differ by the ABCD signs; lesion contrast falls with Fitzpatrick type. For testing pipelines only:
+Classes differ by the ABCD signs; lesion contrast falls with Fitzpatrick type; age, sex and site carry a planted
+melanoma prior (older; back/trunk in men, legs in women). For testing pipelines only:
 numbers measured on it say nothing about performance on real patients.
 """
 
@@ -111,6 +134,9 @@ def write_ham10000(
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     lesions = _plan_lesions(n, rng)
+    lesions.age, lesions.sex, lesions.site = _plan_metadata(
+        lesions.cls, np.random.default_rng([seed, METADATA_STREAM])
+    )
     images = _plan_images(lesions, rng)
 
     names = [f"ISIC_{FIRST_IMAGE_NUMBER + k:07d}" for k in rng.permutation(n)]
@@ -192,16 +218,10 @@ def _plan_lesions(n: int, rng: np.random.Generator) -> LesionLooks:
     names = [CLASSES[c] for c in cls]
 
     fitz = rng.permutation(_shares(FITZPATRICK_FRACTIONS, L, minimum=1)) + 1  # every type present
-    age = np.clip(np.round((np.array([AGE_MEAN[c] for c in names]) + rng.normal(0, 14, L)) / 5) * 5, 5, 85)
-    age[rng.random(L) < 0.01] = np.nan
-    u = rng.random(L)
-    male = np.array([MALE_P[c] for c in names])
-    sex = np.where(u < 0.005, "unknown", np.where(u < male, "male", "female")).tolist()
-    sites = list(LOCALIZATIONS)
-    base = np.array([LOCALIZATIONS[s] for s in sites])
-    sunny = base * np.array([SUN_EXPOSED_BOOST.get(s, 1.0) for s in sites])
-    site_p = {"usual": base / base.sum(), "sunny": sunny / sunny.sum()}  # akiec and bcc favour sun-exposed skin
-    site = [sites[rng.choice(len(sites), p=site_p["sunny" if c in ("akiec", "bcc") else "usual"])] for c in names]
+    # The draws that made age, sex and site before they moved to their own stream (_plan_metadata), kept so that
+    # every later draw, and so every image of a seed, stays what it was.
+    rng.normal(0, 14, L), rng.random(L), rng.random(L), rng.random(L)
+    age, sex, site = np.full(L, np.nan), ["unknown"] * L, ["unknown"] * L  # filled by _plan_metadata
     dx_type = [DX_TYPES[rng.choice(4, p=DX_TYPE_P[c])] for c in names]
 
     skin = SKIN_RGB[fitz - 1] * rng.uniform(0.95, 1.05, (L, 3)).astype(np.float32)
@@ -355,6 +375,37 @@ def _plan_lesions(n: int, rng: np.random.Generator) -> LesionLooks:
         n_lobules=n_lobules,
         rotation=rng.uniform(0, 2 * np.pi, L).astype(np.float32),
     )
+
+
+def _plan_metadata(cls: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[str], list[str]]:
+    """Age (NaN = missing), sex and localization of each lesion, given its class only (so images, which also depend
+    on the class only, are independent of metadata given the class). `rng` is the metadata's own stream."""
+    L = len(cls)
+    names = [CLASSES[c] for c in cls]
+    age = np.array([AGE_MEAN[c] for c in names], float) + rng.normal(0, AGE_SD, L)
+    age = np.clip(np.round(age / 5) * 5, 5, 85)  # HAM10000 ages are multiples of 5
+    age[rng.random(L) < MISSING_AGE_P] = np.nan
+    u = rng.random(L)
+    male = np.array([MALE_P[c] for c in names])
+    sex = np.where(u < UNKNOWN_SEX_P, "unknown", np.where(u < male, "male", "female")).tolist()
+    sites = list(LOCALIZATIONS)
+    base = np.array([LOCALIZATIONS[s] for s in sites])
+
+    def site_p(boost: dict[str, float]) -> np.ndarray:
+        p = base * np.array([boost.get(s, 1.0) for s in sites])
+        return p / p.sum()
+
+    table = {
+        "sunny": site_p(SUN_EXPOSED_BOOST),
+        "usual": site_p({}),
+        **{f"mel_{sx}": site_p(boost) for sx, boost in MELANOMA_SITE_BOOST.items()},
+        "mel_unknown": site_p({}),
+    }
+    key = [f"mel_{sx}" if c == "mel" else "sunny" if c in ("akiec", "bcc") else "usual" for c, sx in zip(names, sex)]
+    cdf = {k: np.cumsum(p) for k, p in table.items()}
+    u = rng.random(L)
+    site = [sites[min(int(np.searchsorted(cdf[k], x, side="right")), len(sites) - 1)] for k, x in zip(key, u)]
+    return age, sex, site
 
 
 def _lesion_colours(
