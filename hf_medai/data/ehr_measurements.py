@@ -210,13 +210,14 @@ def _read_events(
 def _values(valuenum: pd.Series, value: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     """(numeric value, mask of rows with no result, mask of malformed rows) from VALUENUM and VALUE.
 
-    VALUENUM when it is a number; else VALUE when that is a number; else a known no-result text (or nothing at all)
-    means no result; anything else is malformed.
+    VALUENUM when it is a number; an empty VALUENUM takes VALUE when that is a number. Without a number, a known
+    no-result text in VALUE (or nothing at all) means no result; anything else (VALUENUM "abc", VALUE "pending")
+    is malformed.
     """
     num_text, text = valuenum.astype(str).str.strip(), value.astype(str).str.strip()
     num = pd.to_numeric(num_text, errors="coerce")
     from_text = pd.to_numeric(text, errors="coerce")
-    num = num.where(num.notna(), from_text)
+    num = num.where(num.notna() | (num_text != ""), from_text)  # an empty VALUENUM with a number in VALUE
     no_result = num.isna() & (text.str.upper().isin(NO_RESULT_TEXTS) | ((text == "") & (num_text == "")))
     bad = num.isna() & ~no_result
     return num, no_result, bad

@@ -92,8 +92,8 @@ class _Events:
     def admission(self, subject_id: int, a: dict) -> None:
         rng, admit = self.rng, a["admit"]
         end_h = min((a["disch"] - admit).total_seconds() / 3600, _MAX_HOURS)
-        x0 = a["severity"] + rng.normal(0, 0.5)  # acuity as monitors and labs see it (noise of their own)
-        o0 = a["unseen"] / 0.7 + rng.normal(0, 0.5)  # organ dysfunction that no note shows
+        x0 = a["severity"] + rng.normal(0, 0.4)  # acuity as monitors and labs see it (noise of their own)
+        o0 = a["unseen"] / 0.7 + rng.normal(0, 0.4)  # organ dysfunction that no note shows
         died, renal = a["died"], bool({"ckd", "esrd", "diabetes_complicated"} & a["conds"])
 
         def state(hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
