@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from hf_medai.data.synthetic.ehr_cohort import BY_KEY, Cohort, Patient
+from hf_medai.data.synthetic.ehr_events import measurement_tables
 from hf_medai.data.synthetic.ehr_notes import discharge_summary
 from hf_medai.io import atomic_path, write_text
 
@@ -44,8 +45,10 @@ def write_mimic(
 ) -> Path:
     """Write synthetic MIMIC-III or MIMIC-IV tables (and discharge summaries) under `out_dir`; returns it.
 
-    MIMIC-III: ADMISSIONS, PATIENTS, NOTEEVENTS, DIAGNOSES_ICD in `out_dir`. MIMIC-IV: hosp/admissions,
-    hosp/patients, hosp/diagnoses_icd and note/discharge. `.csv`, or `.csv.gz` with `gzip`.
+    MIMIC-III: ADMISSIONS, PATIENTS, NOTEEVENTS, DIAGNOSES_ICD, LABEVENTS, CHARTEVENTS, ICUSTAYS, D_LABITEMS and
+    D_ITEMS in `out_dir`. MIMIC-IV: hosp/admissions, hosp/patients, hosp/diagnoses_icd, hosp/labevents,
+    hosp/d_labitems, icu/chartevents, icu/icustays, icu/d_items and note/discharge. `.csv`, or `.csv.gz` with `gzip`.
+    The lab and chart events are described in `ehr_events`.
     """
     if format not in FORMATS:
         raise ValueError(f"format={format!r}: choose one of {FORMATS}")
@@ -55,6 +58,7 @@ def write_mimic(
     patients = writer.patients()
     _unique_hadm_ids(patients, writer.rng, format == "mimic-iv")
     tables = _tables_iv(patients, writer) if format == "mimic-iv" else _tables_iii(patients, writer)
+    tables.update(measurement_tables(patients, format, seed))  # own generator: the tables above stay the same
     out = Path(out_dir)
     suffix = ".csv.gz" if gzip else ".csv"
     for stem, frame in tables.items():

@@ -337,9 +337,10 @@ class Cohort:
         problem = self.pick(options, [pr.weight for pr in options])
         severity = float(self.rng.normal(problem.severity + 0.2 * (age - 65) / 10, 1.0))
         burden = sum(BY_KEY[c].charlson for c in conds)
-        died = self.chance(
-            _sigmoid(-3.6 + 0.45 * (age - 65) / 10 + 0.2 * burden + 1.25 * severity + self.rng.normal(0, 0.7))
-        )
+        # Risk that no note shows (organ dysfunction). Kept in the admission so the structured measurements
+        # (`ehr_measurements`) can reflect it; drawn exactly here so every table and note stays the same per seed.
+        unseen = float(self.rng.normal(0, 0.7))
+        died = self.chance(_sigmoid(-3.6 + 0.45 * (age - 65) / 10 + 0.2 * burden + 1.25 * severity + unseen))
         los = problem.los * math.exp(0.3 * severity + 0.06 * burden + 0.1 * (age - 65) / 10 + self.rng.normal(0, 0.45))
         if died:
             los *= float(self.rng.uniform(0.2, 1.2))
@@ -365,6 +366,7 @@ class Cohort:
             "died": died,
             "age": age,
             "severity": severity,
+            "unseen": unseen,
             "conds": set(conds),
             "disposition": disposition,
             "hadm_id": int(
