@@ -76,9 +76,6 @@ def write_fusion_report(
     missing = missing_modality(
         y["test"], fused.scores["test"], missing_scores, class_names, absent, eval_args.n_bootstrap, args.seed
     )
-    if table is not None:
-        table["missing_modality"] = missing
-
     state = trainer.state
     core = {
         k: facts.pop(k) for k in ("base_model", "dataset", "synthetic_data", "data_report", "splits") if k in facts
