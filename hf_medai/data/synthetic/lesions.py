@@ -182,10 +182,10 @@ def _plan_lesions(n: int, rng: np.random.Generator) -> LesionLooks:
     names = [CLASSES[c] for c in cls]
 
     fitz = rng.permutation(_shares(FITZPATRICK_FRACTIONS, L, minimum=1)) + 1  # every type present
-    # The draws that made age, sex and site before they moved to their own stream (_plan_metadata), kept so that
-    # every later draw, and so every image of a seed, stays what it was.
+    # The draws that made age, sex and site before they moved to their own stream (lesion_metadata.plan_metadata,
+    # which write_ham10000 calls), kept so that every later draw, and so every image of a seed, stays what it was.
     rng.normal(0, 14, L), rng.random(L), rng.random(L), rng.random(L)
-    age, sex, site = np.full(L, np.nan), ["unknown"] * L, ["unknown"] * L  # filled by _plan_metadata
+    age, sex, site = np.full(L, np.nan), ["unknown"] * L, ["unknown"] * L
     dx_type = [DX_TYPES[rng.choice(4, p=DX_TYPE_P[c])] for c in names]
 
     skin = SKIN_RGB[fitz - 1] * rng.uniform(0.95, 1.05, (L, 3)).astype(np.float32)
