@@ -673,11 +673,12 @@ def test_synthetic_metadata_carries_a_planted_but_imperfect_melanoma_signal():
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+    from hf_medai.data.synthetic import lesion_metadata as meta
     from hf_medai.data.synthetic import lesions as syn
     from hf_medai.data.synthetic.lesion_rendering import CLASSES
 
     cls = syn._shares([syn.CLASS_FRACTIONS[c] for c in CLASSES], 6000, minimum=3)
-    age, sex, site = syn._plan_metadata(cls, np.random.default_rng([0, syn.METADATA_STREAM]))
+    age, sex, site = meta.plan_metadata(cls, np.random.default_rng([0, meta.METADATA_STREAM]))
     frame = pd.DataFrame({"age": age, "sex": pd.Categorical(sex), "site": pd.Categorical(site)})
     assert 0.003 < np.isnan(age).mean() < 0.02 and "unknown" in set(sex) and "unknown" in set(site)
     y = (np.asarray(CLASSES)[cls] == "mel").astype(int)

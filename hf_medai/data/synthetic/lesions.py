@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hf_medai.data.synthetic.lesion_metadata import METADATA_STREAM, plan_metadata
 from hf_medai.data.synthetic.lesion_rendering import (
     CLASSES,
     COLOUR_GRID,
@@ -50,39 +51,6 @@ FITZPATRICK_FRACTIONS = [0.25, 0.25, 0.20, 0.15, 0.10, 0.05]  # types I..VI
 IMAGES_PER_LESION = ([1, 2, 3, 4], [0.55, 0.25, 0.12, 0.08])
 IMAGES_PER_FOLDER = 5000  # the real release splits its images into HAM10000_images_part_1 and _part_2
 FIRST_IMAGE_NUMBER = 24306  # ISIC_0024306 is HAM10000's first image id
-LOCALIZATIONS = {
-    "back": 0.22,
-    "lower extremity": 0.21,
-    "trunk": 0.14,
-    "upper extremity": 0.11,
-    "abdomen": 0.10,
-    "face": 0.07,
-    "chest": 0.04,
-    "foot": 0.03,
-    "unknown": 0.02,
-    "neck": 0.02,
-    "scalp": 0.013,
-    "hand": 0.009,
-    "ear": 0.006,
-    "genital": 0.005,
-    "acral": 0.001,
-}
-# Metadata, drawn given the class from its own generator (METADATA_STREAM): images never depend on it, and the
-# images of a seed are the same as before metadata carried a signal. Each effect follows the epidemiology of the real
-# HAM10000 / ISIC data, exaggerated a little so that melanoma-vs-rest from metadata alone is useful but far from
-# perfect (AUROC about 0.8; tests/test_lesion_data.py checks it): melanoma is a disease of older skin, on the back and trunk in
-# men and the legs in women; nevi are young and everywhere; akiec and bcc favour sun-exposed skin.
-METADATA_STREAM = 3  # metadata is drawn from np.random.default_rng([seed, METADATA_STREAM])
-AGE_MEAN = {"akiec": 68, "bcc": 67, "bkl": 62, "df": 47, "mel": 64, "nv": 41, "vasc": 48}
-AGE_SD = 13.0
-MALE_P = {"akiec": 0.67, "bcc": 0.62, "bkl": 0.56, "df": 0.48, "mel": 0.62, "nv": 0.50, "vasc": 0.45}
-SUN_EXPOSED_BOOST = {"face": 5.0, "scalp": 3.0, "ear": 3.0, "neck": 2.0, "hand": 2.0}  # akiec, bcc
-MELANOMA_SITE_BOOST = {
-    "male": {"back": 3.0, "trunk": 2.5, "chest": 2.0, "abdomen": 1.5, "lower extremity": 0.3},
-    "female": {"lower extremity": 3.0, "foot": 2.0, "back": 0.7, "trunk": 0.5, "abdomen": 0.5},
-}
-MISSING_AGE_P = 0.01
-UNKNOWN_SEX_P = 0.005
 DX_TYPES = ["histo", "follow_up", "consensus", "confocal"]
 DX_TYPE_P = {
     "mel": [0.95, 0.0, 0.05, 0.0],
@@ -93,8 +61,6 @@ DX_TYPE_P = {
     "df": [0.5, 0.0, 0.5, 0.0],
     "vasc": [0.5, 0.0, 0.5, 0.0],
 }
-AGE_MEAN = {"akiec": 67, "bcc": 67, "bkl": 64, "df": 53, "mel": 63, "nv": 45, "vasc": 50}
-MALE_P = {"akiec": 0.67, "bcc": 0.62, "bkl": 0.58, "df": 0.50, "mel": 0.62, "nv": 0.52, "vasc": 0.45}
 
 # Bumped whenever a seed's output changes (2: metadata carries a planted melanoma signal; images unchanged), so a
 # cached sample of an older version is regenerated (hf_medai.data.lesions.load_lesion_images).
@@ -134,9 +100,7 @@ def write_ham10000(
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     lesions = _plan_lesions(n, rng)
-    lesions.age, lesions.sex, lesions.site = _plan_metadata(
-        lesions.cls, np.random.default_rng([seed, METADATA_STREAM])
-    )
+    lesions.age, lesions.sex, lesions.site = plan_metadata(lesions.cls, np.random.default_rng([seed, METADATA_STREAM]))
     images = _plan_images(lesions, rng)
 
     names = [f"ISIC_{FIRST_IMAGE_NUMBER + k:07d}" for k in rng.permutation(n)]
@@ -218,10 +182,10 @@ def _plan_lesions(n: int, rng: np.random.Generator) -> LesionLooks:
     names = [CLASSES[c] for c in cls]
 
     fitz = rng.permutation(_shares(FITZPATRICK_FRACTIONS, L, minimum=1)) + 1  # every type present
-    # The draws that made age, sex and site before they moved to their own stream (_plan_metadata), kept so that
-    # every later draw, and so every image of a seed, stays what it was.
+    # The draws that made age, sex and site before they moved to their own stream (lesion_metadata.plan_metadata,
+    # which write_ham10000 calls), kept so that every later draw, and so every image of a seed, stays what it was.
     rng.normal(0, 14, L), rng.random(L), rng.random(L), rng.random(L)
-    age, sex, site = np.full(L, np.nan), ["unknown"] * L, ["unknown"] * L  # filled by _plan_metadata
+    age, sex, site = np.full(L, np.nan), ["unknown"] * L, ["unknown"] * L
     dx_type = [DX_TYPES[rng.choice(4, p=DX_TYPE_P[c])] for c in names]
 
     skin = SKIN_RGB[fitz - 1] * rng.uniform(0.95, 1.05, (L, 3)).astype(np.float32)
@@ -375,37 +339,6 @@ def _plan_lesions(n: int, rng: np.random.Generator) -> LesionLooks:
         n_lobules=n_lobules,
         rotation=rng.uniform(0, 2 * np.pi, L).astype(np.float32),
     )
-
-
-def _plan_metadata(cls: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[str], list[str]]:
-    """Age (NaN = missing), sex and localization of each lesion, given its class only (so images, which also depend
-    on the class only, are independent of metadata given the class). `rng` is the metadata's own stream."""
-    L = len(cls)
-    names = [CLASSES[c] for c in cls]
-    age = np.array([AGE_MEAN[c] for c in names], float) + rng.normal(0, AGE_SD, L)
-    age = np.clip(np.round(age / 5) * 5, 5, 85)  # HAM10000 ages are multiples of 5
-    age[rng.random(L) < MISSING_AGE_P] = np.nan
-    u = rng.random(L)
-    male = np.array([MALE_P[c] for c in names])
-    sex = np.where(u < UNKNOWN_SEX_P, "unknown", np.where(u < male, "male", "female")).tolist()
-    sites = list(LOCALIZATIONS)
-    base = np.array([LOCALIZATIONS[s] for s in sites])
-
-    def site_p(boost: dict[str, float]) -> np.ndarray:
-        p = base * np.array([boost.get(s, 1.0) for s in sites])
-        return p / p.sum()
-
-    table = {
-        "sunny": site_p(SUN_EXPOSED_BOOST),
-        "usual": site_p({}),
-        **{f"mel_{sx}": site_p(boost) for sx, boost in MELANOMA_SITE_BOOST.items()},
-        "mel_unknown": site_p({}),
-    }
-    key = [f"mel_{sx}" if c == "mel" else "sunny" if c in ("akiec", "bcc") else "usual" for c, sx in zip(names, sex)]
-    cdf = {k: np.cumsum(p) for k, p in table.items()}
-    u = rng.random(L)
-    site = [sites[min(int(np.searchsorted(cdf[k], x, side="right")), len(sites) - 1)] for k, x in zip(key, u)]
-    return age, sex, site
 
 
 def _lesion_colours(
