@@ -18,7 +18,9 @@ def _data(args):
         from hf_medai.data.synthetic.ehr import write_mimic
 
         out = write_mimic(args.out, format=args.format, n_patients=args.n, seed=args.seed, gzip=args.gzip)
-        print(f"wrote synthetic {args.format} tables{' (csv.gz)' if args.gzip else ''} to {out}")
+        print(
+            f"wrote synthetic {args.format} tables and notes, lab and chart events{' (csv.gz)' if args.gzip else ''} to {out}"
+        )
     else:
         raise ConfigError(f"unknown data kind {args.kind!r}")
 
@@ -71,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hf-medai", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("data", help="write synthetic sample data in the real formats")
+    d = sub.add_parser(
+        "data",
+        help="write synthetic sample data in the real formats",
+        description="lesions: HAM10000-format images and metadata. ehr: MIMIC-III or MIMIC-IV tables (admissions, "
+        "patients, diagnoses, discharge notes, and lab/chart events with ICU stays and item dictionaries, real "
+        "itemids) for the clinical-outcome recipes and hf_medai.data.ehr_measurements.",
+    )
     d.add_argument("kind", choices=["lesions", "ehr"])
     d.add_argument("--out", required=True, help="folder to write")
     d.add_argument("--n", type=int, default=2000, help="images (lesions) or patients (ehr)")

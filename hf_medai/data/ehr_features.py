@@ -156,6 +156,8 @@ def features_from_rows(
     long["hadm_id"] = "0"
     long["charttime"] = pd.to_datetime(long["charttime"])
     long["value"], plausible = to_feature_values(long["feature"], long["itemid"], long["value"])
-    long = long[plausible & window_mask(long["charttime"], pd.Series(pd.Timestamp(admit_time), long.index), window_hours)]
+    long = long[
+        plausible & window_mask(long["charttime"], pd.Series(pd.Timestamp(admit_time), long.index), window_hours)
+    ]
     row = aggregate(long, ["0"], features).iloc[0]
     return {k: (int(v) if k.endswith("_count") else float(v)) for k, v in row.items()}

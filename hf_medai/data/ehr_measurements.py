@@ -57,24 +57,48 @@ _TABLES = {
     "mimic-iii": {
         "labevents": (
             "LABEVENTS",
-            {"hadm_id": "HADM_ID", "itemid": "ITEMID", "charttime": "CHARTTIME", "value": "VALUE", "valuenum": "VALUENUM"},
+            {
+                "hadm_id": "HADM_ID",
+                "itemid": "ITEMID",
+                "charttime": "CHARTTIME",
+                "value": "VALUE",
+                "valuenum": "VALUENUM",
+            },
             {},
         ),
         "chartevents": (
             "CHARTEVENTS",
-            {"hadm_id": "HADM_ID", "itemid": "ITEMID", "charttime": "CHARTTIME", "value": "VALUE", "valuenum": "VALUENUM"},
+            {
+                "hadm_id": "HADM_ID",
+                "itemid": "ITEMID",
+                "charttime": "CHARTTIME",
+                "value": "VALUE",
+                "valuenum": "VALUENUM",
+            },
             {"error": "ERROR"},  # MetaVision rows flagged as charting errors
         ),
     },
     "mimic-iv": {
         "labevents": (
             "hosp/labevents",
-            {"hadm_id": "hadm_id", "itemid": "itemid", "charttime": "charttime", "value": "value", "valuenum": "valuenum"},
+            {
+                "hadm_id": "hadm_id",
+                "itemid": "itemid",
+                "charttime": "charttime",
+                "value": "value",
+                "valuenum": "valuenum",
+            },
             {},
         ),
         "chartevents": (
             "icu/chartevents",
-            {"hadm_id": "hadm_id", "itemid": "itemid", "charttime": "charttime", "value": "value", "valuenum": "valuenum"},
+            {
+                "hadm_id": "hadm_id",
+                "itemid": "itemid",
+                "charttime": "charttime",
+                "value": "value",
+                "valuenum": "valuenum",
+            },
             {},
         ),
     },
@@ -128,7 +152,9 @@ def admission_times(admissions) -> pd.Series:
     if admissions is None:
         raise ValueError("admissions is required: a table with hadm_id (or id) and admit_time")
     if hasattr(admissions, "to_pandas"):  # a datasets.Dataset
-        admissions = admissions.select_columns([c for c in ("id", "hadm_id", "admit_time") if c in admissions.column_names])
+        admissions = admissions.select_columns(
+            [c for c in ("id", "hadm_id", "admit_time") if c in admissions.column_names]
+        )
         admissions = admissions.to_pandas()
     frame = pd.DataFrame(admissions)
     id_col = "hadm_id" if "hadm_id" in frame else "id"
@@ -221,4 +247,3 @@ def _values(valuenum: pd.Series, value: pd.Series) -> tuple[pd.Series, pd.Series
     no_result = num.isna() & (text.str.upper().isin(NO_RESULT_TEXTS) | ((text == "") & (num_text == "")))
     bad = num.isna() & ~no_result
     return num, no_result, bad
-

@@ -93,7 +93,7 @@ class _Events:
         rng, admit = self.rng, a["admit"]
         end_h = min((a["disch"] - admit).total_seconds() / 3600, _MAX_HOURS)
         x0 = a["severity"] + rng.normal(0, 0.4)  # acuity as monitors and labs see it (noise of their own)
-        o0 = a["unseen"] / 0.7 + rng.normal(0, 0.4)  # organ dysfunction that no note shows
+        o0 = a["unseen"] / 0.7 + rng.normal(0, 0.3)  # organ dysfunction that no note shows
         died, renal = a["died"], bool({"ckd", "esrd", "diabetes_complicated"} & a["conds"])
 
         def state(hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +133,9 @@ class _Events:
         mbp = (sbp + 2 * dbp) / 3 + rng.normal(0, 2, n)
         rr = 17 + 3 * x + 1.5 * o + rng.normal(0, 2.5, n)
         spo2 = np.minimum(100, 97.5 - 1.5 * np.maximum(x, 0) - 0.8 * np.maximum(o, 0) + rng.normal(0, 1.3, n))
-        temp = 36.9 + (0.6 if a["problem"].key in ("sepsis", "uti") else 0.3) * np.maximum(x, 0) + rng.normal(0, 0.35, n)
+        temp = (
+            36.9 + (0.6 if a["problem"].key in ("sepsis", "uti") else 0.3) * np.maximum(x, 0) + rng.normal(0, 0.35, n)
+        )
         fahrenheit = rng.random() < 0.7
         hr = np.where(rng.random(n) < 0.005, rng.choice([0, 999], n), hr)  # monitor artefacts: implausible
         cgid = int(rng.integers(14_000, 21_000) if not self.iv else rng.integers(1, 99_999))
@@ -156,7 +158,7 @@ class _Events:
         if not a["problem"].elective and rng.random() < 0.6:
             times.append(-float(rng.uniform(0.5, 4)))  # drawn in the ED, before admittime
         times.append(float(rng.uniform(0, min(3, end_h))))
-        for day in range(int(math.ceil(end_h / 24))):
+        for day in range(math.ceil(end_h / 24)):
             k = int(rng.choice([1, 2, 3], p=[0.3, 0.45, 0.25])) - (1 if day == 0 else 0)
             times += [t for t in day * 24 + rng.uniform(0, 24, size=k) if t <= end_h]
         hours = np.sort(np.array(times))
@@ -167,18 +169,22 @@ class _Events:
             xe, oe = float(x[j]), float(o[j])
             values = {}
             if rng.random() < 0.95:
-                values[50912] = round(max(0.2, 0.9 * math.exp(0.35 * oe + 0.08 * xe + base_cr + rng.normal(0, 0.06))), 1)
+                values[50912] = round(
+                    max(0.2, 0.9 * math.exp(0.45 * oe + 0.08 * xe + base_cr + rng.normal(0, 0.06))), 1
+                )
                 values[50983] = round(139 - 0.8 * oe + rng.normal(0, 3.5))
                 values[50971] = round(4.2 + 0.25 * oe + rng.normal(0, 0.4), 1)
-                values[50882] = round(24 - 2.2 * oe - 0.8 * xe + rng.normal(0, 2))
-                values[51006] = round(16 * math.exp(0.35 * oe + base_bun + rng.normal(0, 0.1)))
+                values[50882] = round(24 - 2.8 * oe - 0.8 * xe + rng.normal(0, 2))
+                values[51006] = round(16 * math.exp(0.45 * oe + base_bun + rng.normal(0, 0.1)))
                 values[50931] = round(max(30.0, 125 + 12 * xe + rng.normal(0, 35)))
             if rng.random() < 0.9:
-                values[51300 if rng.random() < 0.1 else 51301] = round(max(0.3, 8.5 + 2.5 * xe + 0.8 * oe + rng.normal(0, 2.5)), 1)
+                values[51300 if rng.random() < 0.1 else 51301] = round(
+                    max(0.3, 8.5 + 2.5 * xe + 0.8 * oe + rng.normal(0, 2.5)), 1
+                )
                 values[51222] = round(12 - 0.4 * oe + rng.normal(0, 1.4), 1)
                 values[51265] = round(max(8.0, 230 - 25 * oe + rng.normal(0, 60)))
             if rng.random() < lactate_p + 0.25 * (j > 0 and 50813 in values):
-                values[50813] = round(max(0.3, 1.2 * math.exp(0.3 * oe + 0.25 * max(xe, 0) + rng.normal(0, 0.2))), 1)
+                values[50813] = round(max(0.3, 1.2 * math.exp(0.4 * oe + 0.25 * max(xe, 0) + rng.normal(0, 0.2))), 1)
             t = (a["admit"] + timedelta(hours=float(h))).replace(second=0, microsecond=0)
             specimen = int(rng.integers(1, 99_999_999))
             for itemid, value in values.items():
@@ -278,7 +284,8 @@ def _tables_iv(ev: _Events) -> dict[str, pd.DataFrame]:
                                             "outtime", "los"]).drop(columns="_db")  # fmt: skip
     stays.insert(4, "last_careunit", stays["first_careunit"])
     d_lab = pd.DataFrame(
-        [(k, v[0], v[1], v[2]) for k, v in sorted(_LAB_ITEMS.items())], columns=["itemid", "label", "fluid", "category"]
+        [(k, v[0], v[1], v[2]) for k, v in sorted(_LAB_ITEMS.items())],
+        columns=["itemid", "label", "fluid", "category"],
     )
     d_items = pd.DataFrame(
         [(k, v[0], v[1], "chartevents", v[2], v[3], "Numeric", "", "") for k, v in sorted(_CHART_ITEMS.items())
