@@ -166,6 +166,13 @@ def main(args=None, callbacks=None):
     class_names = task.class_names
     settings = dict(fusion_dim=model_args.fusion_dim, modality_dropout=model_args.modality_dropout)
     collators = (DataCollatorWithPadding(tokenizer), None)
+    # The fused model, then the single-modality model of the ablation (same backbone, head and training); a
+    # resumed run picks up whichever was interrupted
+    model = FusionModel.from_backbone(encoder, schema, class_names, "text", fusion=model_args.fusion, **settings)
+    fused = fit_and_score(
+        model, splits, collators, training_args, class_names, TEXT_COLUMNS, resume=resume, callbacks=callbacks or ()
+    )
+    missing_scores = missing_modality_scores(fused.trainer, splits["test"], schema)
     ablation = {}
     if model_args.baselines:
         ablation["note_only"] = baseline_scores(
@@ -178,11 +185,6 @@ def main(args=None, callbacks=None):
             TEXT_COLUMNS,
             resume=bool(resume),
         )
-    model = FusionModel.from_backbone(encoder, schema, class_names, "text", fusion=model_args.fusion, **settings)
-    fused = fit_and_score(
-        model, splits, collators, training_args, class_names, TEXT_COLUMNS, resume=resume, callbacks=callbacks or ()
-    )
-    missing_scores = missing_modality_scores(fused.trainer, splits["test"], schema)
 
     model = fused.trainer.whole_model()
     if fused.trainer.is_world_process_zero():

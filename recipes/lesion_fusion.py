@@ -95,7 +95,13 @@ def main(args=None, callbacks=None):
     augment = DermoscopyAugment() if model_args.augment else None
     collators = (ImageCollator(image_processor, None), ImageCollator(image_processor, augment))
 
-    # The single-modality image model first (same backbone, head and training), then the fused model
+    # The fused model, then the single-modality model of the ablation (same backbone, head and training); a
+    # resumed run picks up whichever was interrupted
+    model = FusionModel.from_backbone(backbone, schema, class_names, "image", fusion=model_args.fusion, **settings)
+    fused = fit_and_score(
+        model, splits, collators, training_args, class_names, PIXEL_COLUMNS, resume=resume, callbacks=callbacks or ()
+    )
+    missing_scores = missing_modality_scores(fused.trainer, splits["test"], schema)
     ablation = {}
     if model_args.baselines:
         ablation["image_only"] = baseline_scores(
@@ -108,11 +114,6 @@ def main(args=None, callbacks=None):
             PIXEL_COLUMNS,
             resume=bool(resume),
         )
-    model = FusionModel.from_backbone(backbone, schema, class_names, "image", fusion=model_args.fusion, **settings)
-    fused = fit_and_score(
-        model, splits, collators, training_args, class_names, PIXEL_COLUMNS, resume=resume, callbacks=callbacks or ()
-    )
-    missing_scores = missing_modality_scores(fused.trainer, splits["test"], schema)
 
     # Save, report (ablation with the metadata-only gradient boosting, subgroups, calibration), card
     model = fused.trainer.whole_model()
