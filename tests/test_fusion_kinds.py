@@ -107,8 +107,9 @@ def fusion_run_folder(kind: str, folder: Path, ablation: bool = True) -> Path:
             }
         )
     )
-    schema = {"categorical": categorical, "numeric": {k: [60.0 + i, 10.0] for i, k in enumerate(numeric)}}
-    (folder / "fusion_processor.json").write_text(json.dumps({"modality": "image", "schema": schema}))
+    spec = {"categorical": categorical, "numeric": {k: [60.0 + i, 10.0] for i, k in enumerate(numeric)}}
+    modality = "image" if model_type == "vit" else "text"
+    (folder / "fusion_processor.json").write_text(json.dumps({"modality": modality, "schema": spec}))
     table = _ablation(primary, tabular, 0.82)
     extra = {
         **facts,
