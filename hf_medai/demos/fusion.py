@@ -157,14 +157,14 @@ class FusionDemo:
             (self.primary_name, "yes" if s.primary_given else "no", s.without_primary, s.primary_delta),
             (self.tabular_name, f"{s.fields_given} of {n} fields", s.without_tabular, s.tabular_delta),
         ]
-        lines = [f"| Modality | Given | P({target}) without it | Contribution |", "|:--|:--|--:|--:|"]
+        lines = ["| Modality | Given | Without it | Contribution |", "|:--|:--|--:|--:|"]
         for name, given, without, delta in rows:
             shown = "n/a (not given)" if given in ("no", f"0 of {n} fields") else f"{delta:+.3f}"
             lines.append(f"| {name} | {given} | {without[s.target]:.3f} | {shown} |")
         return (
             "\n".join(lines)
             + f"\n\nContribution = P({target}) with everything given ({s.probs[s.target]:.3f}) minus P({target}) with "
-            f"that modality withheld (the {self.tabular_name} all read as not recorded; the {self.primary_name} "
+            f"that modality withheld (Without it: the {self.tabular_name} all read as not recorded; the {self.primary_name} "
             'replaced by the model\'s learned "absent" vector). Positive: that modality raised the probability. '
             "The two need not add up to the whole; they describe this model on this input, not causes."
         )
