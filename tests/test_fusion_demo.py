@@ -110,6 +110,9 @@ def test_the_kinds_name_these_apps_and_the_app_has_the_banner(demos):
         # one input per schema feature, in the schema's order (a dropdown per category, a number per value)
         labels = [b.label for b in app.blocks.values() if isinstance(b, (gr.Dropdown, gr.Number))]
         assert [label.split(" (")[0] for label in labels] == demo.schema.names
+    note_app = build_app(demos["note_fusion"].run_dir)
+    texts = [b.value or "" for b in note_app.blocks.values() if isinstance(b, gr.Markdown)]
+    assert any("prediction time (admission + 24 h); nothing measured later" in t for t in texts)
 
 
 def test_lesion_deltas_equal_direct_model_calls(demos):

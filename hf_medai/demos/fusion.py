@@ -239,10 +239,15 @@ class NoteFusionDemo(FusionDemo):
     primary_name = "note"
     tabular_name = "EHR"
     fields_in_accordion = True
-    fields_help = (
-        "Structured fields: only values charted between the admission and the prediction time (admission + 24 h); "
-        "nothing measured later. Leave a field blank when it was not measured."
-    )
+
+    @property
+    def fields_help(self) -> str:
+        report = self.metrics.get("data_report") or {}
+        hours = report.get("window_hours") or self.metrics.get("window_hours") or 24
+        return (
+            f"Structured fields: only values charted between the admission and the prediction time (admission + "
+            f"{hours} h); nothing measured later. Leave a field blank when it was not measured."
+        )
 
     def primary_input(self):
         import gradio as gr
