@@ -176,6 +176,8 @@ def test_every_builtin_kind_declares_everything_the_reports_need():
         "qa_adapter",
         "image_generator",
         "molecule_generator",
+        "lesion_fusion",
+        "note_fusion",
     ):
         kind = get_kind(name)
         assert (TEMPLATES_DIR / kind.template).is_file(), name
@@ -219,7 +221,11 @@ def test_dermatology_wording_lives_only_in_the_lesion_kind():
             "kinds/base.py",
             "kinds/classifier.py",
             "kinds/image_classifier.py",
+            "kinds/fusion.py",
+            "kinds/note_fusion.py",
             "model_cards/image_classifier.md",
+            "model_cards/_fusion.md.j2",
+            "model_cards/note_fusion.md",
             "model_cards/_macros.md.j2",
             "model_cards/_tripod.md.j2",
             "demos/image_classifier.py",

@@ -16,8 +16,10 @@ from hf_medai.kinds import (
     image_classifier,
     image_generator,
     lesion_classifier,
+    lesion_fusion,
     masked_lm,
     molecule_generator,
+    note_fusion,
     note_outcome,
     qa_adapter,
 )
@@ -32,6 +34,8 @@ BUILTIN = [
     qa_adapter.KIND,
     image_generator.KIND,
     molecule_generator.KIND,
+    lesion_fusion.KIND,
+    note_fusion.KIND,
 ]
 for _kind in BUILTIN:
     register_kind(_kind, legacy_task=_kind.task not in {k.task for k in BUILTIN[: BUILTIN.index(_kind)]})

@@ -1,0 +1,92 @@
+"""What both fusion kinds share (lesion_fusion: image + patient metadata; note_fusion: note + structured EHR): the
+template variables that say what is fused and how, and the missing-modality rows read from metrics.json.
+
+The ablation table itself is rendered by the shared `ablation_section` macro (model_cards/_macros.md.j2) from
+metrics["ablation"]; these variables describe the model around it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hf_medai.reporting_text import BINARY_METRICS, MULTICLASS_METRICS, fmt, model_config, operating_points
+
+PROCESSOR_FILE = "fusion_processor.json"  # hf_medai.models.fusion.PROCESSOR_FILE (not imported: no torch for a card)
+FUSION_TEXT = {
+    "late": "late fusion: the pooled {primary} features and the summary of the {tabular} tokens are concatenated "
+    "and read by a two-layer MLP",
+    "film": "FiLM: the summary of the {tabular} tokens scales and shifts the pooled {primary} features "
+    "(feature-wise linear modulation, Perez et al. 2018) before a two-layer MLP",
+    "cross_attention": "cross-attention: the pooled {primary} feature attends over itself and the {tabular} tokens; "
+    "the attended vector and the {primary} feature are concatenated and read by a two-layer MLP",
+}
+
+
+def missing_modality_rows(m: dict) -> list[tuple[str, str]]:
+    """(what was absent, AUROC with its CI) per missing-modality row of metrics.json (top-level "missing_modality"
+    or the ablation's), whatever the rows' container: a list of dicts or a dict of dicts."""
+    section = m.get("missing_modality") or (m.get("ablation") or {}).get("missing_modality") or {}
+    rows = section.get("rows", section) if isinstance(section, dict) else section
+    if isinstance(rows, dict):
+        rows = [{"name": k, **v} for k, v in rows.items() if isinstance(v, dict)]
+    out = []
+    for row in rows if isinstance(rows, list) else []:
+        if not isinstance(row, dict):
+            continue
+        name = row.get("name") or row.get("model") or row.get("label") or row.get("setting")
+        value = row.get("auroc")
+        if name is None or value is None:
+            continue
+        lo, hi = row.get("auroc_ci_low"), row.get("auroc_ci_high")
+        if lo is None and isinstance(row.get("auroc_ci"), (list, tuple)) and len(row["auroc_ci"]) == 2:
+            lo, hi = row["auroc_ci"]
+        out.append((str(name), fmt(value) + ("" if lo is None or hi is None else f" ({fmt(lo)}–{fmt(hi)})")))
+    return out
+
+
+def example_fields(run_dir: Path, limit: int = 3) -> str:
+    """A Python dict of a few of the run's features with plausible values (each number its training mean), for the
+    card's How to use; read from the saved processor's schema (fusion_processor.json), no model loaded."""
+    path = Path(run_dir) / PROCESSOR_FILE
+    schema = json.loads(path.read_text()).get("schema", {}) if path.is_file() else {}
+    fields = {k: v[0] for k, v in (schema.get("categorical") or {}).items() if v}
+    fields.update({k: round(float(v[0]), 1) for k, v in (schema.get("numeric") or {}).items()})
+    return repr(dict(list(fields.items())[:limit]))
+
+
+def fusion_context(m: dict, config: dict, run_dir: Path, primary: str, tabular: str) -> dict:
+    """Template variables of a fusion card: the backbone, the fusion, the tabular features and their handling.
+    `primary` / `tabular`: what the card calls the two modalities ("image", "metadata")."""
+    model = model_config(run_dir)
+    training = m.get("training") or {}
+    backbone = model.get("backbone_config") or {}
+    fusion = training.get("fusion") or model.get("fusion") or "late"
+    categorical = list(model.get("categorical_features") or [])
+    numeric = list(model.get("numeric_features") or [])
+    features = list(training.get("tabular_features") or [*categorical, *numeric])
+    binary = m.get("positive_class") is not None
+    return dict(
+        architecture=f"FusionModel: {backbone.get('model_type', '?')} backbone + tabular encoder",
+        backbone_type=backbone.get("model_type", "?"),
+        image_size=backbone.get("image_size", "?"),
+        primary_name=primary,
+        tabular_name=tabular,
+        fusion=fusion,
+        fusion_text=FUSION_TEXT.get(fusion, fusion).format(primary=primary, tabular=tabular),
+        fusion_dim=model.get("fusion_dim", config.get("fusion_dim", "?")),
+        modality_dropout=training.get(
+            "modality_dropout", model.get("modality_dropout", config.get("modality_dropout"))
+        ),
+        tabular_features=features,
+        categorical_features=[f for f in features if f in categorical] or categorical,
+        numeric_features=[f for f in features if f in numeric] or numeric,
+        missing_rows=missing_modality_rows(m),
+        fusion_settings=[
+            (k, config[k]) for k in ("fusion", "fusion_dim", "modality_dropout", "baselines") if k in config
+        ],
+        metric_labels=BINARY_METRICS if binary else MULTICLASS_METRICS,
+        operating_points=operating_points(m),
+        example_fields=example_fields(run_dir),
+        model_path=str(Path(m.get("evaluated_model") or run_dir)),
+    )
