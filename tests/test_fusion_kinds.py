@@ -27,39 +27,31 @@ EHR_NUMERIC = ["heart_rate_last", "sbp_min", "resp_rate_max", "lactate_max", "cr
 
 
 def _ablation(primary: str, tabular: str, auroc: float) -> dict:
-    """An ablation dict of the shape hf_medai.evaluation.modality_ablation writes (rows, best single, the fused
-    model's gain over it with its CI, and the missing-modality rows)."""
+    """The real ablation dict (hf_medai.evaluation.modality_ablation) of made-up scores: the fused model, each single
+    modality, and the fused model with each modality absent (under "missing_modality", as metrics.json has it)."""
+    from hf_medai.evaluation.modality_ablation import missing_modality, modality_ablation
 
-    def row(name, modalities, value):
-        return {
-            "name": name,
-            "modalities": modalities,
-            "auroc": value,
-            "auroc_ci_low": value - 0.06,
-            "auroc_ci_high": value + 0.05,
-            "validation_auroc": value + 0.01,
-        }
+    rng = np.random.default_rng(1)
+    y = {s: rng.integers(0, 2, 200) for s in ("validation", "test")}
 
-    missing = {
-        "rows": [
-            {**row(f"fused, {tabular} absent", [primary], auroc - 0.05), "absent": [tabular]},
-            {**row(f"fused, {primary} absent", [tabular], auroc - 0.15), "absent": [primary]},
-        ]
-    }
-    return {
-        "metric": "auroc",
-        "rows": [
-            row("fused", [primary, tabular], auroc),
-            row(f"{primary}_only", [primary], auroc - 0.04),
-            row(f"{tabular}_only", [tabular], auroc - 0.12),
-        ],
-        "best_single": f"{primary}_only",
-        "fused_minus_best_single": 0.04,
-        "fused_minus_best_single_ci_low": -0.01,
-        "fused_minus_best_single_ci_high": 0.09,
-        "fused_gain": False,
-        "missing_modality": missing,
-    }
+    def scores(strength):
+        return {s: np.clip(0.5 + strength * (y[s] - 0.5) + rng.normal(0, 0.25, 200), 0, 1) for s in y}
+
+    models = {"fused": scores(0.6), f"{primary}_only": scores(0.45), f"{tabular}_only": scores(0.3)}
+    table = modality_ablation(
+        y["validation"],
+        {k: v["validation"] for k, v in models.items()},
+        y["test"],
+        {k: v["test"] for k, v in models.items()},
+        ["negative", "positive"],
+        modalities={"fused": [primary, tabular], f"{primary}_only": [primary], f"{tabular}_only": [tabular]},
+        n_bootstrap=50,
+    )
+    absent = {f"fused, {tabular} absent": scores(0.45)["test"], f"fused, {primary} absent": scores(0.3)["test"]}
+    table["missing_modality"] = missing_modality(
+        y["test"], models["fused"]["test"], absent, ["negative", "positive"], n_bootstrap=50
+    )
+    return table
 
 
 def fusion_run_folder(kind: str, folder: Path, ablation: bool = True) -> Path:
@@ -129,7 +121,7 @@ def fusion_run_folder(kind: str, folder: Path, ablation: bool = True) -> Path:
             "tabular_features": features,
         },
         "throughput": {"world_size": 1, "train_samples_per_second": 50.0, "train_seconds": 12.0, "peak_rss_mb": 900},
-        "ablation": table if ablation else None,
+        "ablation": {k: v for k, v in table.items() if k != "missing_modality"} if ablation else None,
         "missing_modality": table["missing_modality"],
     }
     eval_args = EvalArguments(n_bootstrap=20, min_group_size=5, min_group_class_count=1)
@@ -166,10 +158,6 @@ def cards(tmp_path_factory, schema):  # noqa: F811
     return out
 
 
-def _macro_exists() -> bool:
-    return "ablation_section" in (TEMPLATES_DIR / "_macros.md.j2").read_text()
-
-
 def test_fusion_kinds_are_registered_with_template_demo_and_recipe():
     for name, demo in (("lesion_fusion", "LesionFusionDemo"), ("note_fusion", "NoteFusionDemo")):
         kind = get_kind(name)
@@ -189,14 +177,17 @@ def test_lesion_fusion_card_says_what_is_fused_the_ablation_and_missing_modaliti
     fusion = sections["fusion"]
     assert "`sex`, `site` categorical; `age` numeric" in fusion
     assert "FiLM" in fusion and 'learned "missing" token' in fusion and "probability 0.15" in fusion
+    m = json.loads((run / "metrics.json").read_text())
     ablation = sections["modality ablation"]
-    assert "|---" in ablation  # a table, the shared macro's or the fallback's
-    assert "0.820" in ablation and "image" in ablation
-    if not _macro_exists():
-        assert "| fused | image + metadata | 0.820 (0.760–0.870) |" in ablation
+    fused = m["ablation"]["rows"][0]
+    assert (
+        f"| fused (fused) | image + metadata | {fused['test_auroc']:.3f} ({fused['test_auroc_ci_low']:.3f}" in ablation
+    )
+    assert f"best single modality is **{m['ablation']['best_single']}**, chosen on validation" in ablation
     missing = sections["missing-modality behaviour"]
-    assert "| fused, metadata absent | 0.770 (0.710–0.820) |" in missing
-    assert "| fused, image absent | 0.670 (0.610–0.720) |" in missing
+    for row in m["missing_modality"]:
+        auroc = f"{row['test_auroc']:.3f} ({row['test_auroc_ci_low']:.3f}–{row['test_auroc_ci_high']:.3f})"
+        assert f"| {row['model']} | {auroc} | {row['fused_minus_model']:+.3f} (" in missing
     assert "Metadata as a shortcut" in sections["bias, risks and limitations"]
     assert "FusionProcessor.from_pretrained" in sections["how to use"] and "'sex': 'male'" in sections["how to use"]
     assert "| fusion | film |" in sections["training details"]
@@ -212,8 +203,9 @@ def test_note_fusion_card_states_the_prediction_time_and_speaks_no_dermatology(c
     assert "nothing measured after admission + 24 h" in body
     sections = card_sections(body)
     assert "`lactate_max`" in sections["fusion"] and "not measured" in sections["fusion"]
-    assert "|---" in sections["modality ablation"] and "0.820" in sections["modality ablation"]
-    assert "| fused, EHR absent | 0.770 (0.710–0.820) |" in sections["missing-modality behaviour"]
+    m = json.loads((run / "metrics.json").read_text())
+    assert f"{m['ablation']['rows'][0]['test_auroc']:.3f}" in sections["modality ablation"]
+    assert "| fused, EHR absent |" in sections["missing-modality behaviour"]
     assert "after the prediction time (admission + 24 h)" in sections["out-of-scope use"]
     found = DERMATOLOGY.search(body)
     assert not found, found and body[max(0, found.start() - 80) : found.end() + 80]

@@ -23,25 +23,24 @@ FUSION_TEXT = {
 }
 
 
-def missing_modality_rows(m: dict) -> list[tuple[str, str]]:
-    """(what was absent, AUROC with its CI) per missing-modality row of metrics.json (top-level "missing_modality"
-    or the ablation's), whatever the rows' container: a list of dicts or a dict of dicts."""
-    section = m.get("missing_modality") or (m.get("ablation") or {}).get("missing_modality") or {}
-    rows = section.get("rows", section) if isinstance(section, dict) else section
-    if isinstance(rows, dict):
-        rows = [{"name": k, **v} for k, v in rows.items() if isinstance(v, dict)]
+def missing_modality_rows(m: dict) -> list[tuple[str, str, str]]:
+    """(input, test AUROC with its CI, full fused - this with its paired CI) per row of metrics.json's
+    "missing_modality" (hf_medai.evaluation.modality_ablation.missing_modality)."""
     out = []
-    for row in rows if isinstance(rows, list) else []:
-        if not isinstance(row, dict):
-            continue
-        name = row.get("name") or row.get("model") or row.get("label") or row.get("setting")
-        value = row.get("auroc")
-        if name is None or value is None:
-            continue
-        lo, hi = row.get("auroc_ci_low"), row.get("auroc_ci_high")
-        if lo is None and isinstance(row.get("auroc_ci"), (list, tuple)) and len(row["auroc_ci"]) == 2:
-            lo, hi = row["auroc_ci"]
-        out.append((str(name), fmt(value) + ("" if lo is None or hi is None else f" ({fmt(lo)}–{fmt(hi)})")))
+    for row in m.get("missing_modality") or []:
+        auroc, lo, hi = row.get("test_auroc"), row.get("test_auroc_ci_low"), row.get("test_auroc_ci_high")
+        d, dlo, dhi = (
+            row.get("fused_minus_model"),
+            row.get("fused_minus_model_ci_low"),
+            row.get("fused_minus_model_ci_high"),
+        )
+        out.append(
+            (
+                str(row["model"]),
+                fmt(auroc) + ("" if lo is None else f" ({fmt(lo)}–{fmt(hi)})"),
+                "n/a" if d is None else f"{d:+.3f}" + ("" if dlo is None else f" ({dlo:+.3f} to {dhi:+.3f})"),
+            )
+        )
     return out
 
 
