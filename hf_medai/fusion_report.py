@@ -11,6 +11,7 @@ import numpy as np
 from hf_medai.data.tabular import TabularSchema
 from hf_medai.evaluation.modality_ablation import missing_modality, modality_ablation, tabular_baseline
 from hf_medai.io import save_pretrained_atomic
+from hf_medai.models.heads import fold_into_head
 from hf_medai.run_folder import run_record
 from hf_medai.run_outputs import kept_checkpoint, write_classifier_report
 
@@ -39,6 +40,7 @@ def write_fusion_report(
     primary and tabular modalities are called ({"primary": "image", "tabular": "metadata"})."""
     names = names or {"primary": "primary", "tabular": "tabular"}
     trainer, args = fused.trainer, fused.trainer.args
+    fold_into_head(model, shift=fused.shift)  # the class-weighted loss's prior shift: saved probabilities = reported
     save_pretrained_atomic(model, args.output_dir)
     save_pretrained_atomic(processor, args.output_dir)
 
@@ -95,6 +97,7 @@ def write_fusion_report(
             "kept_checkpoint": kept_checkpoint(state, args),
             "eval_loss_curve": [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e],
             "fusion": model.config.fusion,
+            "prior_correction": dict(zip(class_names, np.round(fused.shift, 4).tolist())),
             "modality_dropout": model.config.modality_dropout,
             "tabular_features": schema.names,
         },

@@ -15,12 +15,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hf_medai.data.image_batches import DermoscopyAugment, ImageCollator
 from hf_medai.evaluation import binary_metrics, multiclass_metrics
 from hf_medai.io import save_pretrained_atomic
-from hf_medai.models.heads import fold_into_head, prior_correction
+from hf_medai.models.heads import class_weighted_loss, fold_into_head, prior_correction
 from hf_medai.run_folder import run_record
 from hf_medai.run_outputs import kept_checkpoint, write_classifier_report
 from hf_medai.throughput import ThroughputCallback
@@ -117,12 +116,7 @@ def image_classifier_trainer(
     `throughput` (a ThroughputCallback) are read again by `evaluate_and_save`."""
     train_labels = np.asarray(splits["train"]["label"])
     counts = np.bincount(train_labels, minlength=len(class_names)).astype(float)
-    class_weights = torch.tensor(counts.sum() / (len(class_names) * np.maximum(counts, 1)), dtype=torch.float32)
-
-    def weighted_loss(outputs, labels, num_items_in_batch=None):
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
-        loss = F.cross_entropy(logits, labels, weight=class_weights.to(logits.device), reduction="sum")
-        return loss / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
+    weighted_loss = class_weighted_loss(counts)
 
     throughput = ThroughputCallback()
     trainer = ImageClassifierTrainer(

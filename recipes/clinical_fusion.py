@@ -170,7 +170,15 @@ def main(args=None, callbacks=None):
     # resumed run picks up whichever was interrupted
     model = FusionModel.from_backbone(encoder, schema, class_names, "text", fusion=model_args.fusion, **settings)
     fused = fit_and_score(
-        model, splits, collators, training_args, class_names, TEXT_COLUMNS, resume=resume, callbacks=callbacks or ()
+        model,
+        splits,
+        collators,
+        training_args,
+        class_names,
+        TEXT_COLUMNS,
+        resume=resume,
+        callbacks=callbacks or (),
+        class_balance=model_args.class_balance,
     )
     missing_scores = missing_modality_scores(fused.trainer, splits["test"], schema)
     ablation = {}
@@ -184,6 +192,7 @@ def main(args=None, callbacks=None):
             class_names,
             TEXT_COLUMNS,
             resume=bool(resume),
+            class_balance=model_args.class_balance,
         )
 
     model = fused.trainer.whole_model()

@@ -99,7 +99,15 @@ def main(args=None, callbacks=None):
     # resumed run picks up whichever was interrupted
     model = FusionModel.from_backbone(backbone, schema, class_names, "image", fusion=model_args.fusion, **settings)
     fused = fit_and_score(
-        model, splits, collators, training_args, class_names, PIXEL_COLUMNS, resume=resume, callbacks=callbacks or ()
+        model,
+        splits,
+        collators,
+        training_args,
+        class_names,
+        PIXEL_COLUMNS,
+        resume=resume,
+        callbacks=callbacks or (),
+        class_balance=model_args.class_balance,
     )
     missing_scores = missing_modality_scores(fused.trainer, splits["test"], schema)
     ablation = {}
@@ -113,6 +121,7 @@ def main(args=None, callbacks=None):
             class_names,
             PIXEL_COLUMNS,
             resume=bool(resume),
+            class_balance=model_args.class_balance,
         )
 
     # Save, report (ablation with the metadata-only gradient boosting, subgroups, calibration), card

@@ -59,3 +59,17 @@ def prior_correction(train_counts: Sequence[float]) -> np.ndarray:
     counts = np.asarray(train_counts, dtype=np.float64)
     prior = np.maximum(counts, 1) / counts.sum()
     return np.log(len(counts) * prior)
+
+
+def class_weighted_loss(train_counts: Sequence[float]):
+    """A Trainer `compute_loss_func`: cross-entropy with inverse-frequency class weights (undo the prior shift it
+    causes with `prior_correction`)."""
+    counts = np.asarray(train_counts, dtype=np.float64)
+    weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+        total = nn.functional.cross_entropy(logits.float(), labels, weight=weights.to(logits.device), reduction="sum")
+        return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
+
+    return loss
