@@ -8,14 +8,18 @@ Importing this module registers the config and model with transformers' Auto cla
 `AutoModel.from_pretrained(run_dir)` works too (no `trust_remote_code`: the code is ours, imported).
 
 The primary input (an image through any `AutoModel` vision backbone, a note through any text encoder) is pooled
-(the CLS token for vision transformers, the masked mean for text encoders) and projected to `fusion_dim`. Each
-tabular feature is a token: a categorical feature an embedding row (its own rows for "missing" and "unseen"), a
-number `value * w + b` per feature, or the feature's learned "missing" token when it was not recorded; the
-tokens are summed and normalised. Three ways to fuse:
-- late: concat(primary, tabular) -> MLP -> logits;
-- film: the tabular summary scales and shifts the primary features (FiLM, Perez et al. 2018) -> MLP;
-- cross_attention: the primary feature attends over [itself, the tabular tokens] -> concat -> MLP.
-`use_tabular=False` gives the single-modality model of the ablation with the same backbone and head.
+(the CLS token for vision transformers, the masked mean for text encoders), at the backbone's width. Each tabular
+feature is a token of that width: a categorical feature an embedding row (its own rows for "missing" and
+"unseen"), a number `value * w + b` per feature, or the feature's learned "missing" token when it was not
+recorded; the tokens are summed, normalised and read by an MLP (`fusion_dim` wide). Three ways to fuse:
+- late: concat(primary, tabular summary) -> head;
+- film: the tabular summary scales and shifts the primary features (FiLM, Perez et al. 2018) -> head;
+- cross_attention: the primary feature attends over [itself, the tabular tokens] -> concat -> head.
+The head is a linear layer plus an MLP whose output layer starts at zero (a residual MLP head): at initialisation it
+is exactly a linear classifier on the features, which trains the backbone as fast as the usual classification head
+does, and the MLP learns the interactions. A deeper head from the start slowed the image pathway badly (validation
+AUROC about 0.6 vs 0.85 for a linear head after 600 steps on the lesion sample). `use_tabular=False` gives the
+single-modality model of the ablation with the same backbone and head.
 
 Training drops a whole modality per example with probability `modality_dropout` (the tabular features all read
 missing, or the primary features are replaced by a learned "absent" vector), so the model still scores an image
@@ -52,7 +56,7 @@ class FusionConfig(PreTrainedConfig):
     use_tabular: bool = True
     fusion: Literal["late", "film", "cross_attention"] = "late"
     fusion_dim: int = 128
-    dropout: float = 0.1
+    dropout: float = 0.0
     modality_dropout: float = 0.15
 
     def __post_init__(self, **kwargs):
@@ -80,15 +84,18 @@ class FusionConfig(PreTrainedConfig):
 
 
 class TabularEncoder(nn.Module):
-    """One token per feature (embedding / value * w + b / the feature's "missing" token), summed and normalised."""
+    """One token per feature (embedding / value * w + b / the feature's "missing" token), summed, normalised, and
+    read by a residual MLP: the tabular summary, at the backbone's width."""
 
-    def __init__(self, categorical_sizes: list[int], n_numeric: int, dim: int):
+    def __init__(self, categorical_sizes: list[int], n_numeric: int, dim: int, hidden: int = 128, dropout: float = 0.1):
         super().__init__()
         self.embeddings = nn.ModuleList(nn.Embedding(size, dim) for size in categorical_sizes)
-        self.weight = nn.Parameter(torch.randn(n_numeric, dim) * 0.02)
+        # A number's token value * w + b, on the scale of an embedding row (N(0, 1), nn.Embedding's default)
+        self.weight = nn.Parameter(torch.randn(n_numeric, dim))
         self.bias = nn.Parameter(torch.zeros(n_numeric, dim))
-        self.missing = nn.Parameter(torch.randn(n_numeric, dim) * 0.02)
+        self.missing = nn.Parameter(torch.randn(n_numeric, dim))
         self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
 
     def tokens(self, categorical_ids, numeric_values, numeric_missing) -> torch.Tensor:
         parts = [emb(categorical_ids[:, j]) for j, emb in enumerate(self.embeddings)]
@@ -101,11 +108,22 @@ class TabularEncoder(nn.Module):
 
     def forward(self, categorical_ids, numeric_values, numeric_missing) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.tokens(categorical_ids, numeric_values, numeric_missing)
-        return self.norm(tokens.sum(1) / tokens.shape[1] ** 0.5), tokens
+        summary = self.norm(tokens.sum(1) / tokens.shape[1] ** 0.5)
+        return summary + self.mlp(summary), tokens
 
 
-def _mlp(d_in: int, dim: int, n_out: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, n_out))
+class ResidualHead(nn.Module):
+    """logits = linear(x) + mlp(x), the MLP's output layer initialised to zero."""
+
+    def __init__(self, d_in: int, dim: int, n_out: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.mlp = nn.Sequential(nn.Linear(d_in, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, n_out))
+        self.classifier = nn.Linear(d_in, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(x)
+        return self.classifier(x) + self.mlp(x)
 
 
 class FusionPreTrainedModel(PreTrainedModel):
@@ -115,15 +133,15 @@ class FusionPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
 
     def _init_weights(self, module):
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=0.02)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        """PyTorch's default initialisation for the fusion layers (the backbone initialises its own). Not
+        transformers' N(0, 0.02): a projection and a head both that small start the image/note pathway at a saddle
+        (a product of two tiny matrices) that it left far later than a plain classifier head (measured: validation
+        AUROC 0.50 vs 0.79 after 600 steps on the lesion sample, image only)."""
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.LayerNorm)):
+            module.reset_parameters()
+        if isinstance(module, ResidualHead):
+            nn.init.zeros_(module.mlp[-1].weight)
+            nn.init.zeros_(module.mlp[-1].bias)
 
 
 class FusionModel(FusionPreTrainedModel):
@@ -133,20 +151,20 @@ class FusionModel(FusionPreTrainedModel):
         super().__init__(config)
         self.main_input_name = "pixel_values" if config.modality == "image" else "input_ids"
         self.backbone = AutoModel.from_config(config.backbone_config, add_pooling_layer=False)
-        hidden = config.backbone_config.hidden_size
+        h = config.backbone_config.hidden_size
         d, k, p = config.fusion_dim, config.num_labels, config.dropout
-        self.project = nn.Sequential(nn.Linear(hidden, d), nn.LayerNorm(d))
-        self.absent = nn.Parameter(torch.zeros(d))  # the primary modality's "not given" vector
+        self.absent = nn.Parameter(torch.zeros(h))  # the primary modality's "not given" vector
         if config.use_tabular:
-            self.tabular = TabularEncoder(config.categorical_sizes, len(config.numeric_features), d)
+            self.tabular = TabularEncoder(config.categorical_sizes, len(config.numeric_features), h, d, p)
             if config.fusion == "film":
-                self.film = nn.Linear(d, 2 * d)
+                self.film = nn.Linear(h, 2 * h)
             elif config.fusion == "cross_attention":
-                self.attention = nn.MultiheadAttention(d, num_heads=4, dropout=p, batch_first=True)
-            width = d if config.fusion == "film" else 2 * d
+                heads = next(n for n in (8, 4, 2, 1) if h % n == 0)
+                self.attention = nn.MultiheadAttention(h, num_heads=heads, dropout=p, batch_first=True)
+            width = h if config.fusion == "film" else 2 * h
         else:
-            width = d
-        self.head = _mlp(width, d, k, p)
+            width = h
+        self.head = ResidualHead(width, d, k, p)
         self.post_init()
 
     # -- building
@@ -203,7 +221,7 @@ class FusionModel(FusionPreTrainedModel):
                 else torch.ones_like(hidden[..., :1])
             )
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return self.project(pooled)
+        return pooled
 
     def forward(
         self,
