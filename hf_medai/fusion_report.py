@@ -34,10 +34,12 @@ def write_fusion_report(
     resume=None,
     tabular_baseline_on: bool = True,
     names: dict[str, str] | None = None,
+    started_from: str | None = None,
 ) -> dict[str, Any]:
     """Write the fused model's run folder (main process). `fused` and `ablation` values are `fusion_runs.Fitted`;
     `frames`: the tabular features per split (raw, for the gradient-boosting baseline); `names`: what the
-    primary and tabular modalities are called ({"primary": "image", "tabular": "metadata"})."""
+    primary and tabular modalities are called ({"primary": "image", "tabular": "metadata"}); `started_from`: the
+    single-modality model whose backbone the fused model started from (e.g. "ablation/image_only"), if any."""
     names = names or {"primary": "primary", "tabular": "tabular"}
     trainer, args = fused.trainer, fused.trainer.args
     fold_into_head(model, shift=fused.shift)  # the class-weighted loss's prior shift: saved probabilities = reported
@@ -100,6 +102,7 @@ def write_fusion_report(
             "prior_correction": dict(zip(class_names, np.round(fused.shift, 4).tolist())),
             "modality_dropout": model.config.modality_dropout,
             "tabular_features": schema.names,
+            "started_from": started_from,
         },
         **core,
     )

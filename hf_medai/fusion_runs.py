@@ -2,12 +2,18 @@
 structured EHR): train a model with the Trainer, score it, train the single-modality baselines in the same run on
 the same split, and write the ablation into the fused model's report.
 
+    resume, push, resuming = begin_fusion_run(training_args, run_args)
+    single = baseline_scores("image_only", build, splits, collators, training_args, class_names, resume=resuming)
+    start_from(model, training_args, "image_only")  # the fused model starts from the image-only model's backbone
     fused = fit_and_score(model, splits, collators, training_args, class_names, resume=resume)
-    single = baseline_scores("image_only", build, splits, collators, training_args, class_names, resume=bool(resume))
     missing = missing_modality_scores(fused.trainer, splits["test"], schema)
 
 A baseline lives in `<output_dir>/ablation/<name>/` (its model, checkpoints and `scores.npz`): a resumed run
-reuses a finished baseline's scores and resumes an unfinished one from its last complete checkpoint.
+reuses a finished baseline's scores and resumes an unfinished one from its last complete checkpoint. The
+single-modality model trains first and the fused model starts from its backbone: the fused model then measures what
+the tabular features add to that model. Started from the same random or pretrained backbone instead, the fused model
+learned the easy tabular signal first and left its image pathway weak (lesion sample: 0.71 test AUROC with the
+metadata withheld, vs 0.86 for the image-only model), a known failure of joint multimodal training.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from hf_medai.data.tabular import KEYS, TabularCollator, TabularSchema
 from hf_medai.image_classification import selection_metrics
 from hf_medai.io import last_complete_checkpoint, save_pretrained_atomic
 from hf_medai.models.heads import class_weighted_loss, fold_into_head, prior_correction
+from hf_medai.run_folder import begin_run
 from hf_medai.throughput import ThroughputCallback
 from hf_medai.trainer import MedTrainer
 
@@ -50,6 +57,13 @@ class FusionArguments:
     baselines: bool = field(
         default=True,
         metadata={"help": "Also train the single-modality model and the gradient-boosting baseline (ablation)."},
+    )
+    start_from_single_modality: bool = field(
+        default=True,
+        metadata={
+            "help": "The fused model's backbone starts from the single-modality model trained first in the run "
+            "(needs baselines); false: from the backbone given."
+        },
     )
 
 
@@ -161,6 +175,31 @@ def baseline_scores(
         tmp.replace(done)
     fitted.trainer.accelerator.wait_for_everyone()
     return fitted
+
+
+def begin_fusion_run(training_args, run_args) -> tuple[str | None, bool, bool]:
+    """`begin_run`, for a run whose first stage is the single-modality model: `--resume_from_checkpoint last` on a run
+    interrupted before the fused model saved a checkpoint resumes that stage (its checkpoints are in ablation/).
+    Returns (the fused model's checkpoint or None, push, whether the run resumes)."""
+    from transformers import set_seed
+
+    out = Path(training_args.output_dir)
+    asked = training_args.resume_from_checkpoint in ("last", "true", "True")
+    if asked and last_complete_checkpoint(out)[0] is None and (out / ABLATION_DIR).is_dir():
+        push, training_args.push_to_hub = training_args.push_to_hub, False
+        training_args.resume_from_checkpoint = None
+        set_seed(training_args.seed)
+        return None, push, True
+    resume, push = begin_run(training_args, run_args)
+    return resume, push, resume is not None
+
+
+def start_from(model, training_args, name: str) -> None:
+    """Load the backbone weights of the single-modality model `<output_dir>/ablation/<name>` into `model`."""
+    from hf_medai.models.fusion import FusionModel
+
+    single = FusionModel.from_pretrained(Path(training_args.output_dir) / ABLATION_DIR / name)
+    model.backbone.load_state_dict(single.backbone.state_dict())
 
 
 def missing_modality_scores(trainer: MedTrainer, test, schema: TabularSchema) -> dict[str, np.ndarray]:

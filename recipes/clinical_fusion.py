@@ -31,11 +31,17 @@ from hf_medai.data.ehr_measurements import load_measurements
 from hf_medai.data.tabular import TabularSchema, with_tabular
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.fusion_report import write_fusion_report
-from hf_medai.fusion_runs import FusionArguments, baseline_scores, fit_and_score, missing_modality_scores
+from hf_medai.fusion_runs import (
+    FusionArguments,
+    baseline_scores,
+    begin_fusion_run,
+    fit_and_score,
+    missing_modality_scores,
+    start_from,
+)
 from hf_medai.hub import finish_run
 from hf_medai.models.fusion import FusionModel, FusionProcessor
 from hf_medai.models.text import default_encoder_path
-from hf_medai.run_folder import begin_run
 
 CLASSIFICATION_TASKS = ("mortality", "readmission", "los", "comorbidity")
 TEXT_COLUMNS = ("input_ids", "attention_mask", "label")
@@ -132,7 +138,7 @@ def main(args=None, callbacks=None):
     data_args, model_args, eval_args, run_args, training_args = parse_args(
         *CONFIG_DATACLASSES, args=args, defaults=DEFAULTS
     )
-    resume, push = begin_run(training_args, run_args)
+    resume, push, resuming = begin_fusion_run(training_args, run_args)
     encoder = model_args.model_name_or_path or default_encoder_path()
 
     # Data: admissions -> note (admission sections) -> patient split -> cohort at the prediction time -> features
@@ -166,9 +172,24 @@ def main(args=None, callbacks=None):
     class_names = task.class_names
     settings = dict(fusion_dim=model_args.fusion_dim, modality_dropout=model_args.modality_dropout)
     collators = (DataCollatorWithPadding(tokenizer), None)
-    # The fused model, then the single-modality model of the ablation (same backbone, head and training); a
-    # resumed run picks up whichever was interrupted
+    # The single-modality model of the ablation first (same backbone, head and training), then the fused model,
+    # which starts from its backbone (hf_medai.fusion_runs says why)
+    ablation = {}
+    if model_args.baselines:
+        ablation["note_only"] = baseline_scores(
+            "note_only",
+            lambda: FusionModel.from_backbone(encoder, None, class_names, "text", **settings),
+            splits,
+            collators,
+            training_args,
+            class_names,
+            TEXT_COLUMNS,
+            resume=resuming,
+            class_balance=model_args.class_balance,
+        )
     model = FusionModel.from_backbone(encoder, schema, class_names, "text", fusion=model_args.fusion, **settings)
+    if model_args.baselines and model_args.start_from_single_modality:
+        start_from(model, training_args, "note_only")
     fused = fit_and_score(
         model,
         splits,
@@ -181,19 +202,6 @@ def main(args=None, callbacks=None):
         class_balance=model_args.class_balance,
     )
     missing_scores = missing_modality_scores(fused.trainer, splits["test"], schema)
-    ablation = {}
-    if model_args.baselines:
-        ablation["note_only"] = baseline_scores(
-            "note_only",
-            lambda: FusionModel.from_backbone(encoder, None, class_names, "text", **settings),
-            splits,
-            collators,
-            training_args,
-            class_names,
-            TEXT_COLUMNS,
-            resume=bool(resume),
-            class_balance=model_args.class_balance,
-        )
 
     model = fused.trainer.whole_model()
     if fused.trainer.is_world_process_zero():
@@ -222,6 +230,9 @@ def main(args=None, callbacks=None):
             facts,
             resume,
             tabular_baseline_on=model_args.baselines,
+            started_from=f"ablation/{note_only}"
+            if model_args.baselines and model_args.start_from_single_modality
+            else None,
             names={"primary": "note", "tabular": "EHR"},
         )
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)

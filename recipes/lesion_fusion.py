@@ -26,13 +26,19 @@ from hf_medai.data.lesions import subgroup_frame
 from hf_medai.data.tabular import TabularSchema, with_tabular
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.fusion_report import write_fusion_report
-from hf_medai.fusion_runs import FusionArguments, baseline_scores, fit_and_score, missing_modality_scores
+from hf_medai.fusion_runs import (
+    FusionArguments,
+    baseline_scores,
+    begin_fusion_run,
+    fit_and_score,
+    missing_modality_scores,
+    start_from,
+)
 from hf_medai.hub import finish_run
 from hf_medai.image_classification import TRAINING_DEFAULTS
 from hf_medai.lesion_split import LesionClassifierDataArguments, lesion_classifier_facts, load_lesion_split
 from hf_medai.models.fusion import FusionModel, FusionProcessor
 from hf_medai.models.vision import TINY_VIT, build_image_classifier
-from hf_medai.run_folder import begin_run
 
 DEFAULTS = dict(TRAINING_DEFAULTS, output_dir="runs/lesion_fusion")
 PIXEL_COLUMNS = ("pixels", "label")
@@ -69,7 +75,7 @@ def main(args=None, callbacks=None):
     )
     if data_args.extra_train_dir:
         raise ConfigError("--extra_train_dir: generated images have no patient metadata to fuse")
-    resume, push = begin_run(training_args, run_args)
+    resume, push, resuming = begin_fusion_run(training_args, run_args)
     features = [*model_args.metadata_categorical, *model_args.metadata_numeric]
 
     # Data: load -> decode once (cached) -> patient-grouped split -> pixels + metadata arrays (schema from train)
@@ -95,9 +101,24 @@ def main(args=None, callbacks=None):
     augment = DermoscopyAugment() if model_args.augment else None
     collators = (ImageCollator(image_processor, None), ImageCollator(image_processor, augment))
 
-    # The fused model, then the single-modality model of the ablation (same backbone, head and training); a
-    # resumed run picks up whichever was interrupted
+    # The single-modality model of the ablation first (same backbone, head and training), then the fused model,
+    # which starts from its backbone (hf_medai.fusion_runs says why)
+    ablation = {}
+    if model_args.baselines:
+        ablation["image_only"] = baseline_scores(
+            "image_only",
+            lambda: FusionModel.from_backbone(backbone, None, class_names, "image", **settings),
+            splits,
+            collators,
+            training_args,
+            class_names,
+            PIXEL_COLUMNS,
+            resume=resuming,
+            class_balance=model_args.class_balance,
+        )
     model = FusionModel.from_backbone(backbone, schema, class_names, "image", fusion=model_args.fusion, **settings)
+    if model_args.baselines and model_args.start_from_single_modality:
+        start_from(model, training_args, "image_only")
     fused = fit_and_score(
         model,
         splits,
@@ -110,19 +131,6 @@ def main(args=None, callbacks=None):
         class_balance=model_args.class_balance,
     )
     missing_scores = missing_modality_scores(fused.trainer, splits["test"], schema)
-    ablation = {}
-    if model_args.baselines:
-        ablation["image_only"] = baseline_scores(
-            "image_only",
-            lambda: FusionModel.from_backbone(backbone, None, class_names, "image", **settings),
-            splits,
-            collators,
-            training_args,
-            class_names,
-            PIXEL_COLUMNS,
-            resume=bool(resume),
-            class_balance=model_args.class_balance,
-        )
 
     # Save, report (ablation with the metadata-only gradient boosting, subgroups, calibration), card
     model = fused.trainer.whole_model()
@@ -144,6 +152,9 @@ def main(args=None, callbacks=None):
             dict(facts, fused_modalities={"image": "dermoscopy image", "tabular": ", ".join(features)}),
             resume,
             tabular_baseline_on=model_args.baselines,
+            started_from=f"ablation/{image_only}"
+            if model_args.baselines and model_args.start_from_single_modality
+            else None,
             names={"primary": "image", "tabular": "metadata"},
         )
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)

@@ -13,13 +13,14 @@ from pathlib import Path
 from hf_medai.reporting_text import BINARY_METRICS, MULTICLASS_METRICS, fmt, model_config, operating_points
 
 PROCESSOR_FILE = "fusion_processor.json"  # hf_medai.models.fusion.PROCESSOR_FILE (not imported: no torch for a card)
+HEAD = "the head (a linear layer plus an MLP whose output layer starts at zero)"
 FUSION_TEXT = {
-    "late": "late fusion: the pooled {primary} features and the summary of the {tabular} tokens are concatenated "
-    "and read by a two-layer MLP",
-    "film": "FiLM: the summary of the {tabular} tokens scales and shifts the pooled {primary} features "
-    "(feature-wise linear modulation, Perez et al. 2018) before a two-layer MLP",
+    "late": "late fusion: the pooled {primary} features and the {tabular} summary are concatenated and read by "
+    + HEAD,
+    "film": "FiLM: the {tabular} summary scales and shifts the pooled {primary} features (feature-wise linear "
+    "modulation, Perez et al. 2018), read by " + HEAD,
     "cross_attention": "cross-attention: the pooled {primary} feature attends over itself and the {tabular} tokens; "
-    "the attended vector and the {primary} feature are concatenated and read by a two-layer MLP",
+    "the attended vector and the {primary} feature are concatenated and read by " + HEAD,
 }
 
 

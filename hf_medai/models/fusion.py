@@ -87,7 +87,9 @@ class TabularEncoder(nn.Module):
     """One token per feature (embedding / value * w + b / the feature's "missing" token), summed, normalised, and
     read by a residual MLP: the tabular summary, at the backbone's width."""
 
-    def __init__(self, categorical_sizes: list[int], n_numeric: int, dim: int, hidden: int = 128, dropout: float = 0.1):
+    def __init__(
+        self, categorical_sizes: list[int], n_numeric: int, dim: int, hidden: int = 128, dropout: float = 0.1
+    ):
         super().__init__()
         self.embeddings = nn.ModuleList(nn.Embedding(size, dim) for size in categorical_sizes)
         # A number's token value * w + b, on the scale of an embedding row (N(0, 1), nn.Embedding's default)
