@@ -230,7 +230,7 @@ def main(args=None, callbacks=None):
             facts,
             resume,
             tabular_baseline_on=model_args.baselines,
-            started_from=f"ablation/{note_only}"
+            started_from="ablation/note_only"
             if model_args.baselines and model_args.start_from_single_modality
             else None,
             names={"primary": "note", "tabular": "EHR"},

@@ -152,7 +152,7 @@ def main(args=None, callbacks=None):
             dict(facts, fused_modalities={"image": "dermoscopy image", "tabular": ", ".join(features)}),
             resume,
             tabular_baseline_on=model_args.baselines,
-            started_from=f"ablation/{image_only}"
+            started_from="ablation/image_only"
             if model_args.baselines and model_args.start_from_single_modality
             else None,
             names={"primary": "image", "tabular": "metadata"},
