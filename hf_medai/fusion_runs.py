@@ -153,6 +153,7 @@ def baseline_scores(
     columns,
     resume: bool = False,
     class_balance: str = "weighted_loss",
+    callbacks=(),
 ) -> Fitted:
     """A single-modality model of the ablation, trained like the fused one into `<output_dir>/ablation/<name>`."""
     folder = Path(training_args.output_dir) / ABLATION_DIR / name
@@ -164,7 +165,7 @@ def baseline_scores(
     args.output_dir = str(folder)
     checkpoint = last_complete_checkpoint(folder)[0] if resume and folder.is_dir() else None
     fitted = fit_and_score(
-        build(), splits, collators, args, class_names, columns, resume=checkpoint, class_balance=class_balance
+        build(), splits, collators, args, class_names, columns, checkpoint, callbacks, class_balance
     )
     model = fitted.trainer.whole_model()
     if fitted.trainer.is_world_process_zero():

@@ -186,6 +186,7 @@ def main(args=None, callbacks=None):
             TEXT_COLUMNS,
             resume=resuming,
             class_balance=model_args.class_balance,
+            callbacks=callbacks or (),
         )
     model = FusionModel.from_backbone(encoder, schema, class_names, "text", fusion=model_args.fusion, **settings)
     if model_args.baselines and model_args.start_from_single_modality:

@@ -115,6 +115,7 @@ def main(args=None, callbacks=None):
             PIXEL_COLUMNS,
             resume=resuming,
             class_balance=model_args.class_balance,
+            callbacks=callbacks or (),
         )
     model = FusionModel.from_backbone(backbone, schema, class_names, "image", fusion=model_args.fusion, **settings)
     if model_args.baselines and model_args.start_from_single_modality:

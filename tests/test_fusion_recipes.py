@@ -143,24 +143,50 @@ def test_clinical_cohort_starts_at_the_prediction_time_and_reloads(clinical_run,
     np.testing.assert_allclose(probs, pred["score_died"].head(n), atol=1e-4)
 
 
-def test_interrupted_fusion_run_resumes_and_reuses_nothing_unfinished(ham, tmp_path):
+@pytest.mark.parametrize("stage", ["image_only", "fused"])
+def test_interrupted_fusion_run_resumes_the_stage_it_stopped_in(ham, tmp_path, stage):
     from transformers import TrainerCallback
 
-    class Crash(TrainerCallback):
+    class Crash(TrainerCallback):  # in one stage: the single-modality model (ablation/image_only) or the fused one
         def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 4:
+            if state.global_step == 4 and ("ablation" in args.output_dir) == (stage == "image_only"):
                 raise RuntimeError("simulated crash")
 
     out = tmp_path / "run"
     flags = ["--data_dir", str(ham), "--output_dir", str(out), "--max_steps", "6", *LESION_TINY]
     with pytest.raises(RuntimeError, match="simulated crash"):
         lesion.main(flags, callbacks=[Crash()])
-    assert (out / "checkpoint-3").is_dir() and not (out / "metrics.json").exists()
-    assert not (out / "ablation").exists()  # the fused model trains first
+    assert not (out / "metrics.json").exists()
+    single = out / "ablation" / "image_only"
+    if stage == "image_only":
+        assert (single / "checkpoint-3").is_dir() and not (single / "scores.npz").exists()
+        assert not list(out.glob("checkpoint-*"))
+    else:
+        assert (single / "scores.npz").is_file() and (out / "checkpoint-3").is_dir()
+        scores_written = (single / "scores.npz").stat().st_mtime_ns
     lesion.main([*flags, "--resume_from_checkpoint", "last"])
     m = metrics(out)
-    assert m["training"]["global_step"] == 6 and m["training"]["resumed_from"].endswith("checkpoint-3")
-    assert (out / "ablation" / "image_only" / "scores.npz").is_file()
+    assert m["training"]["global_step"] == 6 and m["training"]["started_from"] == "ablation/image_only"
+    if stage == "fused":
+        assert m["training"]["resumed_from"].endswith("checkpoint-3")
+        assert (single / "scores.npz").stat().st_mtime_ns == scores_written  # the finished stage is reused
+    else:
+        assert m["training"]["resumed_from"] is None  # the fused model had not started
+        assert (single / "scores.npz").is_file()
+    assert {r["model"] for r in m["ablation"]["rows"]} == {"fused", "image_only", "metadata_only"}
+
+
+def test_fused_model_starts_from_the_single_modality_backbone(lesion_run):
+    from hf_medai.models.fusion import FusionModel
+
+    assert metrics(lesion_run)["training"]["started_from"] == "ablation/image_only"
+    fused = FusionModel.from_pretrained(lesion_run)
+    single = FusionModel.from_pretrained(lesion_run / "ablation" / "image_only")
+    # trained on after the start, so not equal, but far closer to it than to a fresh backbone
+    fresh = FusionModel.from_backbone(single.config.backbone_config, None, ["a", "b"])
+    name = "embeddings.patch_embeddings.projection.weight"
+    a, b, c = (dict(x.backbone.named_parameters())[name] for x in (fused, single, fresh))
+    assert (a - b).norm() < 0.5 * (c - b).norm()
 
 
 def test_lesion_fusion_under_accelerate_launch_with_two_processes(ham, tmp_path):
