@@ -11,9 +11,10 @@ file, what would leave (`plan_push`), and refuses the whole push, before any req
   credential or label that is not in its census name lists: a screen, not de-identification (`phi.SCOPE`, said in
   every refusal and in the commit description). Public dataset ids (`ISIC_0024306`, `hadm_id 20001234`) are not PHI;
 - a weight file is not safetensors (pickles run code when loaded, and hide what they hold).
-Never pushed, whatever is included: `checkpoint-*/` (optimizer state, half-trained weights) and `memorisation/`
-(training images next to their nearest generated ones: patient data). Left behind unless included:
-`predictions.csv` (one row per test patient, with ids), which then still has to pass the PHI scanner.
+Never pushed, whatever is included: `checkpoint-*/` at any depth (optimizer state, half-trained weights) and
+`memorisation/` (training images next to their nearest generated ones: patient data). Left behind unless included:
+`predictions.csv` (one row per test patient, with ids) and a fusion run's `ablation/*/scores.npz` (per-example
+scores), which then still have to pass the gates.
 What leaves is exactly the planned list, sent as one commit: no second walk of the folder.
 """
 
@@ -34,7 +35,10 @@ NEVER_DIRS = {
     "memorisation": "training images next to their nearest generated ones (patient data)",
 }
 # Written by the recipes, stay behind unless included (then they pass the PHI scanner like any text).
-LEFT_BEHIND = {"predictions.csv": "per-example test predictions with ids and subgroup columns"}
+LEFT_BEHIND = {
+    "predictions.csv": "per-example test predictions with ids and subgroup columns",
+    "ablation/*/scores.npz": "a single-modality model's per-example validation and test scores (fusion ablation)",
+}
 # Weight formats that are not safetensors: refused outright.
 UNSAFE_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".h5", ".msgpack", ".onnx_data")
 # Model files, by exact name (any folder) or suffix.
@@ -198,12 +202,17 @@ def plan_push(run_dir: str | Path, include: list[str] | tuple[str, ...] = ()) ->
     plan = PushPlan()
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file() or p.is_symlink()):
         rel = path.relative_to(run_dir).as_posix()
-        top = rel.split("/")[0]
+        parts = rel.split("/")
+        top = parts[0]
         never = next(
             (why for pat, why in NEVER_DIRS.items() if fnmatch(top, pat) and (top != rel or pat == top)), None
         )
         if never:
             plan.left_behind[top + ("/" if top != rel else "")] = never
+            continue
+        nested = next((i for i, part in enumerate(parts[1:-1], 1) if fnmatch(part, "checkpoint-*")), None)
+        if nested is not None:  # a stage's checkpoints (ablation/image_only/checkpoint-3/)
+            plan.left_behind["/".join(parts[: nested + 1]) + "/"] = NEVER_DIRS["checkpoint-*"]
             continue
         if any(part.startswith(".") for part in PurePosixPath(rel).parts):
             plan.left_behind[rel] = "hidden file"
@@ -218,8 +227,9 @@ def plan_push(run_dir: str | Path, include: list[str] | tuple[str, ...] = ()) ->
                 "save with safetensors (`save_pretrained(..., safe_serialization=True)`) or delete it",
             )
         included = _matches(rel, include)
-        if rel in LEFT_BEHIND and not included:
-            plan.left_behind[rel] = LEFT_BEHIND[rel]
+        behind = next((why for pat, why in LEFT_BEHIND.items() if fnmatch(rel, pat)), None)
+        if behind and not included:
+            plan.left_behind[rel] = behind
             continue
         if kind == "data" and not included:
             raise PushRefused(

@@ -372,3 +372,27 @@ def test_memorisation_pairs_and_checkpoints_never_leave(tmp_path):
     plan = plan_push(run, include=["*"])
     assert plan.upload == ["README.md", "model_index.json", "samples/grid.png"]
     assert set(plan.left_behind) == {"memorisation/", "checkpoint-6/"}
+
+
+def test_a_fusion_run_pushes_its_stage_model_but_not_its_checkpoints_or_scores(tmp_path):
+    run = tmp_path / "fusion"
+    stage = run / "ablation" / "image_only"
+    (stage / "checkpoint-3").mkdir(parents=True)
+    (stage / "checkpoint-3" / "model.safetensors").write_bytes(b"x")
+    (stage / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    (stage / "model.safetensors").write_bytes(b"x")
+    (stage / "config.json").write_text("{}")
+    (stage / "scores.npz").write_bytes(b"npz")
+    (run / "model.safetensors").write_bytes(b"x")
+    (run / "fusion_processor.json").write_text("{}")
+    (run / "README.md").write_text("# m\n\n## Intended use\nResearch.\n\n## Limitations\nMany.\n")
+    plan = plan_push(run)
+    assert plan.upload == [
+        "README.md",
+        "ablation/image_only/config.json",
+        "ablation/image_only/model.safetensors",
+        "fusion_processor.json",
+        "model.safetensors",
+    ]
+    assert set(plan.left_behind) == {"ablation/image_only/checkpoint-3/", "ablation/image_only/scores.npz"}
+    assert "ablation/image_only/checkpoint-3/" in plan_push(run, include=["*"]).left_behind  # never, even if asked
