@@ -58,7 +58,7 @@ def write_fusion_report(
             {"validation": frames["validation"], "test": frames["test"]},
             categorical=list(schema.categorical),
             numeric=list(schema.numeric),
-            seed=args.seed,
+            seed=0,  # the resamples of metrics.json's own intervals: the fused row's CI is the AUROC CI of the report
         )
         key = f"{names['tabular']}_only"
         scores[key], modalities[key] = probs, [names["tabular"]]
@@ -75,10 +75,10 @@ def write_fusion_report(
             fused=FUSED,
             modalities=modalities,
             n_bootstrap=eval_args.n_bootstrap,
-            seed=args.seed,
+            seed=0,  # the resamples of metrics.json's own intervals: the fused row's CI is the AUROC CI of the report
         )
     missing = missing_modality(
-        y["test"], fused.scores["test"], missing_scores, class_names, absent, eval_args.n_bootstrap, args.seed
+        y["test"], fused.scores["test"], missing_scores, class_names, absent, eval_args.n_bootstrap, 0
     )
     state = trainer.state
     core = {

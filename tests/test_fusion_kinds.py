@@ -180,9 +180,7 @@ def test_lesion_fusion_card_says_what_is_fused_the_ablation_and_missing_modaliti
     m = json.loads((run / "metrics.json").read_text())
     ablation = sections["modality ablation"]
     fused = m["ablation"]["rows"][0]
-    assert (
-        f"| fused (fused) | image + metadata | {fused['test_auroc']:.3f} ({fused['test_auroc_ci_low']:.3f}" in ablation
-    )
+    assert f"| fused | image + metadata | {fused['test_auroc']:.3f} ({fused['test_auroc_ci_low']:.3f}" in ablation
     assert f"best single modality is **{m['ablation']['best_single']}**, chosen on validation" in ablation
     missing = sections["missing-modality behaviour"]
     for row in m["missing_modality"]:

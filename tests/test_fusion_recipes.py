@@ -76,6 +76,7 @@ def test_ablation_table_scores_equal_sklearn_on_the_same_test_rows(request, whic
     positive = m["class_names"][1]
     auroc = roc_auc_score(pred["label"] == positive, pred[f"score_{positive}"])
     assert rows["fused"]["test_auroc"] == pytest.approx(auroc) == pytest.approx(m["auroc"])
+    assert rows["fused"]["test_auroc_ci_low"] == pytest.approx(m["auroc_ci_low"])  # the same resamples
     scores = np.load(run / "ablation" / single / "scores.npz")
     y = (pred["label"] == positive).to_numpy()
     assert rows[single]["test_auroc"] == pytest.approx(roc_auc_score(y, scores["test"][:, 1]))

@@ -228,7 +228,7 @@ def test_ablation_macro_renders_the_table_and_an_honest_sentence():
     text = _render(_ablation(0.02, 0.06, "above_zero"))
     assert "| Model | Modalities | Test AUROC (95% CI) | Fused − model (paired 95% CI) |" in text
     assert "| image | image | 0.850 (0.810–0.890) | +0.040 (+0.020 to +0.060) |" in text
-    assert "| fused (fused) | image + metadata | 0.890 (0.860–0.920) | — |" in text
+    assert "| fused | image + metadata | 0.890 (0.860–0.920) | — |" in text
     assert "best single modality is **image**, chosen on validation AUROC (0.860)" in text
     assert "interval lies above 0" in text and "better than the best single modality" in text
 
