@@ -13,7 +13,7 @@ from hf_medai.evaluation.modality_ablation import missing_modality, modality_abl
 from hf_medai.io import save_pretrained_atomic
 from hf_medai.models.heads import fold_into_head
 from hf_medai.run_folder import run_record
-from hf_medai.run_outputs import kept_checkpoint, write_classifier_report
+from hf_medai.run_outputs import checkpoint_selection, write_classifier_report
 
 FUSED = "fused"
 
@@ -94,10 +94,7 @@ def write_fusion_report(
         throughput=fused.throughput,
         model=model,
         training={
-            "best_checkpoint": state.best_model_checkpoint,
-            "best_val_auroc": state.best_metric,
-            "kept_checkpoint": kept_checkpoint(state, args),
-            "eval_loss_curve": [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e],
+            **checkpoint_selection(state, args),
             "fusion": model.config.fusion,
             "prior_correction": dict(zip(class_names, np.round(fused.shift, 4).tolist())),
             "modality_dropout": model.config.modality_dropout,

@@ -203,6 +203,49 @@ def start_from(model, training_args, name: str) -> None:
     model.backbone.load_state_dict(single.backbone.state_dict())
 
 
+def train_stages(
+    backbone,
+    modality: str,
+    single: str,
+    schema: TabularSchema,
+    splits,
+    collators,
+    training_args,
+    class_names,
+    columns,
+    model_args: FusionArguments,
+    resume=None,
+    resuming: bool = False,
+    callbacks=(),
+):
+    """Both stages of a fusion run: the single-modality model `single` (e.g. "image_only") when baselines are on,
+    then the fused model (from that model's backbone when asked), then the fused model's missing-modality scores.
+    Returns (fused Fitted, {single: Fitted}, missing-modality scores, the stage the fused model started from)."""
+    from hf_medai.models.fusion import FusionModel
+
+    settings = dict(fusion_dim=model_args.fusion_dim, modality_dropout=model_args.modality_dropout)
+    train = dict(class_balance=model_args.class_balance, callbacks=callbacks)
+    ablation, started_from = {}, None
+    if model_args.baselines:
+        ablation[single] = baseline_scores(
+            single,
+            lambda: FusionModel.from_backbone(backbone, None, class_names, modality, **settings),
+            splits,
+            collators,
+            training_args,
+            class_names,
+            columns,
+            resume=resuming,
+            **train,
+        )
+    model = FusionModel.from_backbone(backbone, schema, class_names, modality, fusion=model_args.fusion, **settings)
+    if model_args.baselines and model_args.start_from_single_modality:
+        start_from(model, training_args, single)
+        started_from = f"{ABLATION_DIR}/{single}"
+    fused = fit_and_score(model, splits, collators, training_args, class_names, columns, resume=resume, **train)
+    return fused, ablation, missing_modality_scores(fused.trainer, splits["test"], schema), started_from
+
+
 def missing_modality_scores(trainer: MedTrainer, test, schema: TabularSchema) -> dict[str, np.ndarray]:
     """The fused model's test scores with the tabular features all missing ("tabular") and with the primary input
     absent ("primary")."""

@@ -21,7 +21,7 @@ from hf_medai.evaluation import binary_metrics, multiclass_metrics
 from hf_medai.io import save_pretrained_atomic
 from hf_medai.models.heads import class_weighted_loss, fold_into_head, prior_correction
 from hf_medai.run_folder import run_record
-from hf_medai.run_outputs import kept_checkpoint, write_classifier_report
+from hf_medai.run_outputs import checkpoint_selection, write_classifier_report
 from hf_medai.throughput import ThroughputCallback
 from hf_medai.trainer import MedTrainer
 
@@ -185,10 +185,7 @@ def evaluate_and_save(
         model=model,
         **core,
         training={
-            "best_checkpoint": state.best_model_checkpoint,
-            "best_val_auroc": state.best_metric,
-            "kept_checkpoint": kept_checkpoint(state, args),
-            "eval_loss_curve": [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e],
+            **checkpoint_selection(state, args),
             "prior_correction": dict(zip(class_names, shift.round(4).tolist())) if balanced else None,
         },
     )

@@ -60,6 +60,16 @@ def kept_checkpoint(state, args) -> dict[str, Any]:
     }
 
 
+def checkpoint_selection(state, args) -> dict[str, Any]:
+    """metrics.json["training"]'s record of how a Trainer run chose its kept checkpoint (on validation AUROC)."""
+    return {
+        "best_checkpoint": state.best_model_checkpoint,
+        "best_val_auroc": state.best_metric,
+        "kept_checkpoint": kept_checkpoint(state, args),
+        "eval_loss_curve": [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e],
+    }
+
+
 def score_column(class_name: str) -> str:
     return f"score_{class_name}"
 

@@ -31,16 +31,9 @@ from hf_medai.data.ehr_measurements import load_measurements
 from hf_medai.data.tabular import TabularSchema, with_tabular
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.fusion_report import write_fusion_report
-from hf_medai.fusion_runs import (
-    FusionArguments,
-    baseline_scores,
-    begin_fusion_run,
-    fit_and_score,
-    missing_modality_scores,
-    start_from,
-)
+from hf_medai.fusion_runs import FusionArguments, begin_fusion_run, train_stages
 from hf_medai.hub import finish_run
-from hf_medai.models.fusion import FusionModel, FusionProcessor
+from hf_medai.models.fusion import FusionProcessor
 from hf_medai.models.text import default_encoder_path
 
 CLASSIFICATION_TASKS = ("mortality", "readmission", "los", "comorbidity")
@@ -170,39 +163,24 @@ def main(args=None, callbacks=None):
         }
 
     class_names = task.class_names
-    settings = dict(fusion_dim=model_args.fusion_dim, modality_dropout=model_args.modality_dropout)
     collators = (DataCollatorWithPadding(tokenizer), None)
     # The single-modality model of the ablation first (same backbone, head and training), then the fused model,
-    # which starts from its backbone (hf_medai.fusion_runs says why)
-    ablation = {}
-    if model_args.baselines:
-        ablation["note_only"] = baseline_scores(
-            "note_only",
-            lambda: FusionModel.from_backbone(encoder, None, class_names, "text", **settings),
-            splits,
-            collators,
-            training_args,
-            class_names,
-            TEXT_COLUMNS,
-            resume=resuming,
-            class_balance=model_args.class_balance,
-            callbacks=callbacks or (),
-        )
-    model = FusionModel.from_backbone(encoder, schema, class_names, "text", fusion=model_args.fusion, **settings)
-    if model_args.baselines and model_args.start_from_single_modality:
-        start_from(model, training_args, "note_only")
-    fused = fit_and_score(
-        model,
+    # which starts from its backbone (hf_medai.fusion_runs says why), then the fused model with a modality withheld
+    fused, ablation, missing_scores, started_from = train_stages(
+        encoder,
+        "text",
+        "note_only",
+        schema,
         splits,
         collators,
         training_args,
         class_names,
         TEXT_COLUMNS,
-        resume=resume,
-        callbacks=callbacks or (),
-        class_balance=model_args.class_balance,
+        model_args,
+        resume,
+        resuming,
+        callbacks or (),
     )
-    missing_scores = missing_modality_scores(fused.trainer, splits["test"], schema)
 
     model = fused.trainer.whole_model()
     if fused.trainer.is_world_process_zero():
@@ -231,9 +209,7 @@ def main(args=None, callbacks=None):
             facts,
             resume,
             tabular_baseline_on=model_args.baselines,
-            started_from="ablation/note_only"
-            if model_args.baselines and model_args.start_from_single_modality
-            else None,
+            started_from=started_from,
             names={"primary": "note", "tabular": "EHR"},
         )
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)

@@ -26,18 +26,11 @@ from hf_medai.data.lesions import subgroup_frame
 from hf_medai.data.tabular import TabularSchema, with_tabular
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.fusion_report import write_fusion_report
-from hf_medai.fusion_runs import (
-    FusionArguments,
-    baseline_scores,
-    begin_fusion_run,
-    fit_and_score,
-    missing_modality_scores,
-    start_from,
-)
+from hf_medai.fusion_runs import FusionArguments, begin_fusion_run, train_stages
 from hf_medai.hub import finish_run
 from hf_medai.image_classification import TRAINING_DEFAULTS
 from hf_medai.lesion_split import LesionClassifierDataArguments, lesion_classifier_facts, load_lesion_split
-from hf_medai.models.fusion import FusionModel, FusionProcessor
+from hf_medai.models.fusion import FusionProcessor
 from hf_medai.models.vision import TINY_VIT, build_image_classifier
 
 DEFAULTS = dict(TRAINING_DEFAULTS, output_dir="runs/lesion_fusion")
@@ -97,41 +90,26 @@ def main(args=None, callbacks=None):
         }
 
     backbone = model_args.model_name_or_path or ViTConfig(image_size=model_args.image_size, **TINY_VIT)
-    settings = dict(fusion_dim=model_args.fusion_dim, modality_dropout=model_args.modality_dropout)
     augment = DermoscopyAugment() if model_args.augment else None
     collators = (ImageCollator(image_processor, None), ImageCollator(image_processor, augment))
 
     # The single-modality model of the ablation first (same backbone, head and training), then the fused model,
-    # which starts from its backbone (hf_medai.fusion_runs says why)
-    ablation = {}
-    if model_args.baselines:
-        ablation["image_only"] = baseline_scores(
-            "image_only",
-            lambda: FusionModel.from_backbone(backbone, None, class_names, "image", **settings),
-            splits,
-            collators,
-            training_args,
-            class_names,
-            PIXEL_COLUMNS,
-            resume=resuming,
-            class_balance=model_args.class_balance,
-            callbacks=callbacks or (),
-        )
-    model = FusionModel.from_backbone(backbone, schema, class_names, "image", fusion=model_args.fusion, **settings)
-    if model_args.baselines and model_args.start_from_single_modality:
-        start_from(model, training_args, "image_only")
-    fused = fit_and_score(
-        model,
+    # which starts from its backbone (hf_medai.fusion_runs says why), then the fused model with a modality withheld
+    fused, ablation, missing_scores, started_from = train_stages(
+        backbone,
+        "image",
+        "image_only",
+        schema,
         splits,
         collators,
         training_args,
         class_names,
         PIXEL_COLUMNS,
-        resume=resume,
-        callbacks=callbacks or (),
-        class_balance=model_args.class_balance,
+        model_args,
+        resume,
+        resuming,
+        callbacks or (),
     )
-    missing_scores = missing_modality_scores(fused.trainer, splits["test"], schema)
 
     # Save, report (ablation with the metadata-only gradient boosting, subgroups, calibration), card
     model = fused.trainer.whole_model()
@@ -153,9 +131,7 @@ def main(args=None, callbacks=None):
             dict(facts, fused_modalities={"image": "dermoscopy image", "tabular": ", ".join(features)}),
             resume,
             tabular_baseline_on=model_args.baselines,
-            started_from="ablation/image_only"
-            if model_args.baselines and model_args.start_from_single_modality
-            else None,
+            started_from=started_from,
             names={"primary": "image", "tabular": "metadata"},
         )
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
