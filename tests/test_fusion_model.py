@@ -157,3 +157,26 @@ def test_collator_stacks_tabular_arrays_around_the_image_collator():
     assert batch["numeric_missing"].dtype == torch.bool and batch["numeric_missing"][2, 0]
     expected = schema.encode(FRAME)
     np.testing.assert_array_equal(batch["categorical_ids"].numpy(), expected["categorical_ids"])
+
+
+def test_note_processor_turns_ehr_rows_into_the_loaders_features():
+    """(note, EHR rows) -> inputs: rows are aggregated like the loader, and only the window's rows count."""
+    from transformers import AutoTokenizer
+
+    from hf_medai.data.ehr_features import features_from_rows
+    from hf_medai.models.text import default_encoder_path
+
+    frame = pd.DataFrame({"sex": ["F", "M"], "heart_rate_max": [90.0, 120.0], "lactate_last": [1.0, 4.0]})
+    schema = TabularSchema.fit(frame, ["sex"], ["heart_rate_max", "lactate_last"])
+    processor = FusionProcessor(AutoTokenizer.from_pretrained(default_encoder_path()), schema, "text")
+    rows = [
+        {"item": 220045, "charttime": "2150-01-01 10:00", "value": 130},  # heart rate (MetaVision itemid)
+        {"item": "lactate", "charttime": "2150-01-01 12:00", "value": 3.5},
+        {"item": 220045, "charttime": "2150-01-02 09:01", "value": 200},  # after admit + 24 h: never counts
+    ]
+    batch = processor(text=["septic shock"], tabular=[{"sex": "M"}], events=[rows], admit_times=["2150-01-01 09:00"])
+    expected = schema.encode([{"sex": "M", **features_from_rows(rows, "2150-01-01 09:00")}])
+    np.testing.assert_allclose(batch["numeric_values"].numpy(), expected["numeric_values"])
+    mean, std = schema.numeric["heart_rate_max"]
+    assert batch["numeric_values"][0, 0].item() == pytest.approx((130 - mean) / std)
+    assert not batch["numeric_missing"].any()

@@ -300,7 +300,21 @@ class FusionProcessor:
     def __init__(self, inner, schema: TabularSchema, modality: str = "image"):
         self.inner, self.schema, self.modality = inner, schema, modality
 
-    def __call__(self, images=None, text=None, tabular=None, return_tensors: str = "pt", **kwargs):
+    def __call__(
+        self,
+        images=None,
+        text=None,
+        tabular=None,
+        events=None,
+        admit_times=None,
+        window_hours: float = 24.0,
+        return_tensors: str = "pt",
+        **kwargs,
+    ):
+        """`tabular`: one feature dict per input (a field left out reads as not recorded). For a note model,
+        `events` (per input, EHR rows {"item": itemid or feature name, "charttime", "value"}) with `admit_times`
+        are aggregated into the lab/vital features exactly as the recipe's loader does (only rows charted in
+        [admit_time, admit_time + window_hours] count), then merged with `tabular` (demographics)."""
         from transformers import BatchFeature
 
         if self.modality == "image":
@@ -317,6 +331,14 @@ class FusionProcessor:
         rows = [{}] * n if tabular is None else ([tabular] if isinstance(tabular, dict) else list(tabular))
         if len(rows) != n:
             raise ValueError(f"{len(rows)} feature rows for {n} inputs")
+        if events is not None:
+            from hf_medai.data.ehr_features import features_from_rows
+
+            if admit_times is None or len(events) != n or len(admit_times) != n:
+                raise ValueError("events needs one list of rows and one admit time per input")
+            rows = [
+                {**features_from_rows(ev, t, window_hours), **row} for ev, t, row in zip(events, admit_times, rows)
+            ]
         out.update({k: torch.as_tensor(v) for k, v in self.schema.encode(rows).items()})
         return BatchFeature(out)
 
