@@ -50,6 +50,13 @@ class FusionArguments:
         default=0.15,
         metadata={"help": "Training: chance per example of dropping the tabular features (and, again, the primary)."},
     )
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the layers around the backbone (tabular encoder, fusion, head); default: "
+            "--learning_rate. Fresh layers on a pretrained backbone train better faster (e.g. 10x)."
+        },
+    )
     class_balance: Literal["weighted_loss", "none"] = field(
         default="weighted_loss",
         metadata={"help": "weighted_loss (inverse frequency; its prior shift is undone in the saved head) | none."},
@@ -65,6 +72,29 @@ class FusionArguments:
             "(needs baselines); false: from the backbone given."
         },
     )
+
+
+class FusionTrainer(MedTrainer):
+    """MedTrainer whose optimizer gives the layers around the backbone their own learning rate (the schedule scales
+    both groups alike)."""
+
+    head_learning_rate: float | None = None
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.head_learning_rate is None:
+            return optimizer
+        backbone = {id(p) for p in (self.model if model is None else model).backbone.parameters()}
+        groups = [
+            {**g, "params": params, "lr": g["lr"] if in_backbone else self.head_learning_rate}
+            for g in optimizer.param_groups
+            for in_backbone in (True, False)
+            if (params := [p for p in g["params"] if (id(p) in backbone) == in_backbone])
+        ]
+        optimizer.param_groups.clear()
+        for group in groups:
+            optimizer.add_param_group(group)
+        return optimizer
 
 
 @dataclass
@@ -84,7 +114,15 @@ def softmax(logits, shift=None) -> np.ndarray:
 
 
 def fusion_trainer(
-    model, splits, collators, training_args, class_names, columns, callbacks=(), class_balance="weighted_loss"
+    model,
+    splits,
+    collators,
+    training_args,
+    class_names,
+    columns,
+    callbacks=(),
+    class_balance="weighted_loss",
+    head_learning_rate=None,
 ) -> MedTrainer:
     """The Trainer of one model of the ablation. `collators`: (evaluation, training) collators of the primary input;
     the tabular arrays are stacked around them when the data has them. `class_balance="weighted_loss"`: inverse-
@@ -97,7 +135,7 @@ def fusion_trainer(
     wrap = TabularCollator if tabular else (lambda c: c)
     keep = [c for c in (*columns, *(KEYS if tabular else ())) if c in splits["train"].column_names]
     throughput = ThroughputCallback(tokens_per_sample=_mean_tokens(splits["train"]))
-    trainer = MedTrainer(
+    trainer = FusionTrainer(
         model=model,
         args=training_args,
         train_dataset=splits["train"].select_columns(keep),
@@ -108,7 +146,7 @@ def fusion_trainer(
         compute_metrics=selection_metrics(class_names),
         callbacks=[throughput, *callbacks],
     )
-    trainer.throughput, trainer.keep_columns = throughput, keep
+    trainer.throughput, trainer.keep_columns, trainer.head_learning_rate = throughput, keep, head_learning_rate
     trainer.shift = prior_correction(counts) if weighted else np.zeros(len(class_names))
     return trainer
 
@@ -135,9 +173,12 @@ def fit_and_score(
     resume=None,
     callbacks=(),
     class_balance="weighted_loss",
+    head_learning_rate=None,
 ) -> Fitted:
     """Train (or resume) and score validation and test with the kept checkpoint."""
-    trainer = fusion_trainer(model, splits, collators, training_args, class_names, columns, callbacks, class_balance)
+    trainer = fusion_trainer(
+        model, splits, collators, training_args, class_names, columns, callbacks, class_balance, head_learning_rate
+    )
     result = trainer.train(resume_from_checkpoint=resume)
     scores = {name: predict(trainer, splits[name]) for name in ("validation", "test")}
     return Fitted(trainer, result, scores, trainer.throughput, trainer.shift)
@@ -154,6 +195,7 @@ def baseline_scores(
     resume: bool = False,
     class_balance: str = "weighted_loss",
     callbacks=(),
+    head_learning_rate: float | None = None,
 ) -> Fitted:
     """A single-modality model of the ablation, trained like the fused one into `<output_dir>/ablation/<name>`."""
     folder = Path(training_args.output_dir) / ABLATION_DIR / name
@@ -165,7 +207,16 @@ def baseline_scores(
     args.output_dir = str(folder)
     checkpoint = last_complete_checkpoint(folder)[0] if resume and folder.is_dir() else None
     fitted = fit_and_score(
-        build(), splits, collators, args, class_names, columns, checkpoint, callbacks, class_balance
+        build(),
+        splits,
+        collators,
+        args,
+        class_names,
+        columns,
+        checkpoint,
+        callbacks,
+        class_balance,
+        head_learning_rate,
     )
     model = fitted.trainer.whole_model()
     if fitted.trainer.is_world_process_zero():
@@ -224,7 +275,9 @@ def train_stages(
     from hf_medai.models.fusion import FusionModel
 
     settings = dict(fusion_dim=model_args.fusion_dim, modality_dropout=model_args.modality_dropout)
-    train = dict(class_balance=model_args.class_balance, callbacks=callbacks)
+    train = dict(
+        class_balance=model_args.class_balance, callbacks=callbacks, head_learning_rate=model_args.head_learning_rate
+    )
     ablation, started_from = {}, None
     if model_args.baselines:
         ablation[single] = baseline_scores(

@@ -80,7 +80,9 @@ class ModelArguments(FusionArguments):
 
 DEFAULTS = dict(
     output_dir="runs/clinical_fusion",
-    num_train_epochs=3,
+    num_train_epochs=2,
+    head_learning_rate=1e-3,  # the fresh layers around the pretrained encoder (1e-4)
+    synthetic_patients=1000,  # about 280 test admissions: a paired CI narrow enough to say something
     learning_rate=1e-4,
     weight_decay=0.01,
     warmup_steps=0.1,

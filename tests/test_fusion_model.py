@@ -180,3 +180,25 @@ def test_note_processor_turns_ehr_rows_into_the_loaders_features():
     mean, std = schema.numeric["heart_rate_max"]
     assert batch["numeric_values"][0, 0].item() == pytest.approx((130 - mean) / std)
     assert not batch["numeric_missing"].any()
+
+
+def test_fusion_trainer_gives_the_layers_around_the_backbone_their_own_learning_rate(tmp_path):
+    import datasets
+    from transformers import TrainingArguments
+
+    from hf_medai.fusion_runs import fusion_trainer
+
+    schema = TabularSchema.fit(FRAME, ["sex", "site"], ["age"])
+    model = FusionModel.from_backbone(tiny_backbone(), schema, ["a", "b"])
+    ds = datasets.Dataset.from_dict({"pixels": [np.zeros((3, 32, 32), dtype=np.uint8)] * 6, "label": [0, 1] * 3})
+    splits = {"train": with_tabular(ds, schema, FRAME), "validation": with_tabular(ds, schema, FRAME)}
+    args = TrainingArguments(str(tmp_path), learning_rate=1e-4, report_to="none", use_cpu=True)
+    trainer = fusion_trainer(model, splits, (None, None), args, ["a", "b"], ("pixels", "label"), head_learning_rate=1e-3)
+    groups = trainer.create_optimizer().param_groups
+    backbone = {id(p) for p in model.backbone.parameters()}
+    by_lr = {}
+    for g in groups:
+        for p in g["params"]:
+            by_lr.setdefault(g["lr"], set()).add(id(p) in backbone)
+    assert by_lr == {1e-4: {True}, 1e-3: {False}}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
