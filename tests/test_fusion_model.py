@@ -44,6 +44,8 @@ def test_schema_missing_and_unseen_are_their_own_ids_and_numbers_use_training_st
     assert site.tolist() == [UNSEEN, MISSING, MISSING]  # scalp was never seen in training
     assert out["numeric_values"][:, 0].tolist() == [0.0, 0.0, 0.0]
     assert out["numeric_missing"][:, 0].tolist() == [False, True, True]
+    z = (np.array([40, 60, 80, 50, 70]) - mean) / std
+    assert schema.edges["age"] == pytest.approx(np.unique(np.quantile(z, np.linspace(0, 1, 9))).tolist(), abs=1e-6)
     assert TabularSchema.from_dict(json.loads(json.dumps(schema.to_dict()))) == schema
 
 

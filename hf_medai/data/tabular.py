@@ -52,13 +52,20 @@ class TabularSchema:
 
     categorical: dict[str, list[str]] = field(default_factory=dict)
     numeric: dict[str, list[float]] = field(default_factory=dict)  # name -> [mean, std]
+    edges: dict[str, list[float]] = field(default_factory=dict)  # name -> quantile bin edges, standardised units
 
     @classmethod
     def fit(
-        cls, frame: pd.DataFrame, categorical: Sequence[str] = (), numeric: Sequence[str] = (), min_count: int = 1
+        cls,
+        frame: pd.DataFrame,
+        categorical: Sequence[str] = (),
+        numeric: Sequence[str] = (),
+        min_count: int = 1,
+        bins: int = 8,
     ) -> TabularSchema:
         """Vocabularies and statistics from the TRAINING rows only; a category seen fewer than `min_count`
-        times reads as unseen."""
+        times reads as unseen. `bins`: quantile bins per number for its piecewise-linear encoding in the model
+        (Gorishniy et al. 2022), edges in standardised units."""
         absent = [c for c in (*categorical, *numeric) if c not in frame.columns]
         if absent:
             raise ValueError(f"tabular features {absent} are not columns of the data ({list(frame.columns)})")
@@ -66,14 +73,16 @@ class TabularSchema:
         for name in categorical:
             counts = Counter(str(v).strip() for v in frame[name] if not is_missing(v))
             cats[name] = [v for v, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
-        nums = {}
+        nums, edges = {}, {}
         for name in numeric:
             x = np.array([_number(v) for v in frame[name]], dtype=np.float64)
             x = x[np.isfinite(x)]
             mean = float(x.mean()) if x.size else 0.0
             std = float(x.std()) if x.size > 1 else 1.0
             nums[name] = [mean, std if std > 1e-8 else 1.0]
-        return cls(cats, nums)
+            z = np.clip((x - mean) / nums[name][1], -CLIP, CLIP)
+            edges[name] = np.unique(np.quantile(z, np.linspace(0, 1, bins + 1))).round(6).tolist() if x.size else []
+        return cls(cats, nums, edges)
 
     @property
     def names(self) -> list[str]:
@@ -112,11 +121,12 @@ class TabularSchema:
         return {"categorical_ids": ids, "numeric_values": values, "numeric_missing": missing}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"categorical": self.categorical, "numeric": self.numeric}
+        return {"categorical": self.categorical, "numeric": self.numeric, "edges": self.edges}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TabularSchema:
-        return cls(dict(d.get("categorical") or {}), {k: list(v) for k, v in (d.get("numeric") or {}).items()})
+        numeric = {k: list(v) for k, v in (d.get("numeric") or {}).items()}
+        return cls(dict(d.get("categorical") or {}), numeric, {k: list(v) for k, v in (d.get("edges") or {}).items()})
 
 
 def with_tabular(dataset, schema: TabularSchema, frame: pd.DataFrame):

@@ -53,6 +53,7 @@ class FusionConfig(PreTrainedConfig):
     categorical_features: list[str] | None = None
     categorical_sizes: list[int] | None = None
     numeric_features: list[str] | None = None
+    numeric_edges: list[list[float]] | None = None  # per number, its bin edges (standardised): piecewise-linear
     use_tabular: bool = True
     fusion: Literal["late", "film", "cross_attention"] = "late"
     fusion_dim: int = 128
@@ -66,6 +67,7 @@ class FusionConfig(PreTrainedConfig):
         self.categorical_features = list(self.categorical_features or [])
         self.categorical_sizes = list(self.categorical_sizes or [])
         self.numeric_features = list(self.numeric_features or [])
+        self.numeric_edges = [list(e) for e in (self.numeric_edges or [])]
         super().__post_init__(**kwargs)
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion={self.fusion!r}: choose one of {FUSIONS}")
@@ -84,18 +86,30 @@ class FusionConfig(PreTrainedConfig):
 
 
 class TabularEncoder(nn.Module):
-    """One token per feature (embedding / value * w + b / the feature's "missing" token), summed, normalised, and
-    read by a residual MLP: the tabular summary, at the backbone's width."""
+    """One token per feature, summed, normalised and read by a residual MLP: the tabular summary, at the backbone's
+    width. A category: its embedding row. A number: x * w + b plus its piecewise-linear encoding over the training
+    quantile bins (Gorishniy et al., "On embeddings for numerical features in tabular deep learning", 2022) times a
+    learned matrix, so thresholds such as lactate > 4 are one step away; not recorded: the feature's "missing" token."""
 
     def __init__(
-        self, categorical_sizes: list[int], n_numeric: int, dim: int, hidden: int = 128, dropout: float = 0.1
+        self, categorical_sizes: list[int], edges: list[list[float]], dim: int, hidden: int = 128, dropout=0.1
     ):
         super().__init__()
+        n_numeric, n_bins = len(edges), max([len(e) - 1 for e in edges] + [1])
         self.embeddings = nn.ModuleList(nn.Embedding(size, dim) for size in categorical_sizes)
-        # A number's token value * w + b, on the scale of an embedding row (N(0, 1), nn.Embedding's default)
+        # On the scale of an embedding row (N(0, 1), nn.Embedding's default)
         self.weight = nn.Parameter(torch.randn(n_numeric, dim))
         self.bias = nn.Parameter(torch.zeros(n_numeric, dim))
+        self.bins = nn.Parameter(torch.randn(n_numeric, n_bins, dim) / n_bins**0.5)
         self.missing = nn.Parameter(torch.randn(n_numeric, dim))
+        low, width = torch.zeros(n_numeric, n_bins), torch.ones(n_numeric, n_bins)
+        used = torch.zeros(n_numeric, n_bins)
+        for j, e in enumerate(edges):
+            for b in range(len(e) - 1):
+                low[j, b], width[j, b], used[j, b] = e[b], max(e[b + 1] - e[b], 1e-6), 1.0
+        self.register_buffer("low", low)
+        self.register_buffer("width", width)
+        self.register_buffer("used", used)
         self.norm = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
 
@@ -103,7 +117,9 @@ class TabularEncoder(nn.Module):
         parts = [emb(categorical_ids[:, j]) for j, emb in enumerate(self.embeddings)]
         tokens = torch.stack(parts, 1) if parts else None
         if self.weight.shape[0]:
-            num = numeric_values.unsqueeze(-1) * self.weight + self.bias
+            x = numeric_values.unsqueeze(-1)
+            ple = ((x - self.low) / self.width).clamp(0.0, 1.0) * self.used  # (n, features, bins)
+            num = x * self.weight + self.bias + torch.einsum("nfb,fbd->nfd", ple, self.bins)
             num = torch.where(numeric_missing.unsqueeze(-1), self.missing.expand_as(num), num)
             tokens = num if tokens is None else torch.cat([tokens, num], 1)
         return tokens
@@ -157,7 +173,8 @@ class FusionModel(FusionPreTrainedModel):
         d, k, p = config.fusion_dim, config.num_labels, config.dropout
         self.absent = nn.Parameter(torch.zeros(h))  # the primary modality's "not given" vector
         if config.use_tabular:
-            self.tabular = TabularEncoder(config.categorical_sizes, len(config.numeric_features), h, d, p)
+            edges = config.numeric_edges or [[] for _ in config.numeric_features]
+            self.tabular = TabularEncoder(config.categorical_sizes, edges, h, d, p)
             if config.fusion == "film":
                 self.film = nn.Linear(h, 2 * h)
             elif config.fusion == "cross_attention":
@@ -194,6 +211,7 @@ class FusionModel(FusionPreTrainedModel):
             categorical_features=list(schema.categorical) if schema else [],
             categorical_sizes=schema.categorical_sizes if schema else [],
             numeric_features=list(schema.numeric) if schema else [],
+            numeric_edges=[schema.edges.get(k, []) for k in schema.numeric] if schema else [],
             use_tabular=schema is not None,
             num_labels=len(class_names),
             id2label=id2label,
