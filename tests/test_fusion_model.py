@@ -195,7 +195,9 @@ def test_fusion_trainer_gives_the_layers_around_the_backbone_their_own_learning_
     ds = datasets.Dataset.from_dict({"pixels": [np.zeros((3, 32, 32), dtype=np.uint8)] * 6, "label": [0, 1] * 3})
     splits = {"train": with_tabular(ds, schema, FRAME), "validation": with_tabular(ds, schema, FRAME)}
     args = TrainingArguments(str(tmp_path), learning_rate=1e-4, report_to="none", use_cpu=True)
-    trainer = fusion_trainer(model, splits, (None, None), args, ["a", "b"], ("pixels", "label"), head_learning_rate=1e-3)
+    trainer = fusion_trainer(
+        model, splits, (None, None), args, ["a", "b"], ("pixels", "label"), head_learning_rate=1e-3
+    )
     groups = trainer.create_optimizer().param_groups
     backbone = {id(p) for p in model.backbone.parameters()}
     by_lr = {}
