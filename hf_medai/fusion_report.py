@@ -10,6 +10,7 @@ import numpy as np
 
 from hf_medai.data.tabular import TabularSchema
 from hf_medai.evaluation.modality_ablation import missing_modality, modality_ablation, tabular_baseline
+from hf_medai.fusion_runs import Stages
 from hf_medai.io import save_pretrained_atomic
 from hf_medai.models.heads import fold_into_head
 from hf_medai.run_folder import run_record
@@ -21,9 +22,7 @@ FUSED = "fused"
 def write_fusion_report(
     model,
     processor,
-    fused,
-    ablation: dict,
-    missing_scores: dict[str, np.ndarray],  # fusion_runs.missing_modality_scores: {"tabular" | "primary": probs}
+    stages: Stages,
     splits,
     frames,
     schema: TabularSchema,
@@ -32,15 +31,14 @@ def write_fusion_report(
     subgroups,
     facts: dict[str, Any],
     resume=None,
-    tabular_baseline_on: bool = True,
     names: dict[str, str] | None = None,
-    started_from: str | None = None,
 ) -> dict[str, Any]:
-    """Write the fused model's run folder (main process). `fused` and `ablation` values are `fusion_runs.Fitted`;
-    `frames`: the tabular features per split (raw, for the gradient-boosting baseline); `names`: what the
-    primary and tabular modalities are called ({"primary": "image", "tabular": "metadata"}); `started_from`: the
-    single-modality model whose backbone the fused model started from (e.g. "ablation/image_only"), if any."""
+    """Write the fused model's run folder (main process) from `fusion_runs.train_stages`' `stages`; with a
+    single-modality model (baselines on), the gradient-boosting model of `frames` (the raw tabular features per
+    split) joins the ablation. `names`: what the primary and tabular modalities are called ({"primary": "image",
+    "tabular": "metadata"})."""
     names = names or {"primary": "primary", "tabular": "tabular"}
+    fused, ablation, missing_scores = stages.fused, stages.ablation, stages.missing_scores
     trainer, args = fused.trainer, fused.trainer.args
     fold_into_head(model, shift=fused.shift)  # the class-weighted loss's prior shift: saved probabilities = reported
     save_pretrained_atomic(model, args.output_dir)
@@ -51,7 +49,7 @@ def write_fusion_report(
     modalities = {FUSED: [names["primary"], names["tabular"]]}
     for name, fitted in ablation.items():
         scores[name], modalities[name] = fitted.scores, [names["primary"]]
-    if tabular_baseline_on:
+    if ablation:
         _, probs = tabular_baseline(
             frames["train"],
             y["train"],
@@ -99,7 +97,7 @@ def write_fusion_report(
             "prior_correction": dict(zip(class_names, np.round(fused.shift, 4).tolist())),
             "modality_dropout": model.config.modality_dropout,
             "tabular_features": schema.names,
-            "started_from": started_from,
+            "started_from": stages.started_from,
         },
         **core,
     )

@@ -254,6 +254,17 @@ def start_from(model, training_args, name: str) -> None:
     model.backbone.load_state_dict(single.backbone.state_dict())
 
 
+@dataclass
+class Stages:
+    """What `train_stages` trained: the fused model, {single-modality name: Fitted}, the fused model's missing-modality
+    scores ({"tabular" | "primary": test probabilities}) and the stage its backbone started from."""
+
+    fused: Fitted
+    ablation: dict[str, Fitted]
+    missing_scores: dict[str, np.ndarray]
+    started_from: str | None
+
+
 def train_stages(
     backbone,
     modality: str,
@@ -271,7 +282,7 @@ def train_stages(
 ):
     """Both stages of a fusion run: the single-modality model `single` (e.g. "image_only") when baselines are on,
     then the fused model (from that model's backbone when asked), then the fused model's missing-modality scores.
-    Returns (fused Fitted, {single: Fitted}, missing-modality scores, the stage the fused model started from)."""
+    Returns the `Stages`."""
     from hf_medai.models.fusion import FusionModel
 
     settings = dict(fusion_dim=model_args.fusion_dim, modality_dropout=model_args.modality_dropout)
@@ -296,7 +307,7 @@ def train_stages(
         start_from(model, training_args, single)
         started_from = f"{ABLATION_DIR}/{single}"
     fused = fit_and_score(model, splits, collators, training_args, class_names, columns, resume=resume, **train)
-    return fused, ablation, missing_modality_scores(fused.trainer, splits["test"], schema), started_from
+    return Stages(fused, ablation, missing_modality_scores(fused.trainer, splits["test"], schema), started_from)
 
 
 def missing_modality_scores(trainer: MedTrainer, test, schema: TabularSchema) -> dict[str, np.ndarray]:

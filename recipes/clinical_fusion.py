@@ -168,7 +168,7 @@ def main(args=None, callbacks=None):
     collators = (DataCollatorWithPadding(tokenizer), None)
     # The single-modality model of the ablation first (same backbone, head and training), then the fused model,
     # which starts from its backbone (hf_medai.fusion_runs says why), then the fused model with a modality withheld
-    fused, ablation, missing_scores, started_from = train_stages(
+    stages = train_stages(
         encoder,
         "text",
         "note_only",
@@ -184,8 +184,8 @@ def main(args=None, callbacks=None):
         callbacks or (),
     )
 
-    model = fused.trainer.whole_model()
-    if fused.trainer.is_world_process_zero():
+    model = stages.fused.trainer.whole_model()
+    if stages.fused.trainer.is_world_process_zero():
         facts = dict(
             recipe="clinical_fusion",
             kind="note_fusion",
@@ -196,27 +196,14 @@ def main(args=None, callbacks=None):
             fused_modalities={"note": "admission note", "tabular": ", ".join(schema.names)},
             **data_args.dataset_facts(source),
         )
+        subgroups = subgroup_frame(splits["test"], data_args.subgroup_columns)
+        report_args = (class_names, eval_args, subgroups, facts, resume, {"primary": "note", "tabular": "EHR"})
         write_fusion_report(
-            model,
-            FusionProcessor(tokenizer, schema, "text"),
-            fused,
-            ablation,
-            missing_scores,
-            splits,
-            frames,
-            schema,
-            class_names,
-            eval_args,
-            subgroup_frame(splits["test"], data_args.subgroup_columns),
-            facts,
-            resume,
-            tabular_baseline_on=model_args.baselines,
-            started_from=started_from,
-            names={"primary": "note", "tabular": "EHR"},
+            model, FusionProcessor(tokenizer, schema, "text"), stages, splits, frames, schema, *report_args
         )
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
         finish_run(training_args.output_dir, config, training_args, push)
-    fused.trainer.accelerator.wait_for_everyone()
+    stages.fused.trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
 
 

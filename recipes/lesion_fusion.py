@@ -95,7 +95,7 @@ def main(args=None, callbacks=None):
 
     # The single-modality model of the ablation first (same backbone, head and training), then the fused model,
     # which starts from its backbone (hf_medai.fusion_runs says why), then the fused model with a modality withheld
-    fused, ablation, missing_scores, started_from = train_stages(
+    stages = train_stages(
         backbone,
         "image",
         "image_only",
@@ -112,31 +112,20 @@ def main(args=None, callbacks=None):
     )
 
     # Save, report (ablation with the metadata-only gradient boosting, subgroups, calibration), card
-    model = fused.trainer.whole_model()
-    if fused.trainer.is_world_process_zero():
+    model = stages.fused.trainer.whole_model()
+    if stages.fused.trainer.is_world_process_zero():
         facts = lesion_classifier_facts(data_args, model_args.model_name_or_path, report, source, splits)
         facts.update(recipe="lesion_fusion", kind="lesion_fusion", task="image-classification")
+        facts["fused_modalities"] = {"image": "dermoscopy image", "tabular": ", ".join(features)}
+        processor = FusionProcessor(image_processor, schema, "image")
+        names = {"primary": "image", "tabular": "metadata"}
+        subgroups = subgroup_frame(splits["test"], data_args.subgroup_columns)
         write_fusion_report(
-            model,
-            FusionProcessor(image_processor, schema, "image"),
-            fused,
-            ablation,
-            missing_scores,
-            splits,
-            frames,
-            schema,
-            class_names,
-            eval_args,
-            subgroup_frame(splits["test"], data_args.subgroup_columns),
-            dict(facts, fused_modalities={"image": "dermoscopy image", "tabular": ", ".join(features)}),
-            resume,
-            tabular_baseline_on=model_args.baselines,
-            started_from=started_from,
-            names={"primary": "image", "tabular": "metadata"},
+            model, processor, stages, splits, frames, schema, class_names, eval_args, subgroups, facts, resume, names
         )
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
         finish_run(training_args.output_dir, config, training_args, push)
-    fused.trainer.accelerator.wait_for_everyone()
+    stages.fused.trainer.accelerator.wait_for_everyone()
     return training_args.output_dir
 
 
