@@ -25,7 +25,7 @@ def note_fusion_context(m: dict, config: dict, run_dir: Path) -> dict:
         fusion_context(m, config, run_dir, "note", "EHR"),
         outcome_label=outcome_label,
         title_outcome=first_upper(outcome_label),
-        window_hours=hours,
+        window_hours=f"{float(hours):g}",
         pop=m.get("population") or {},
         counts=counts_text,
     )
