@@ -70,7 +70,7 @@ def tiny_fusion_run(kind: str, folder: Path) -> Path:
     model = FusionModel.from_backbone(backbone, schema, classes, modality, fusion="late", fusion_dim=16)
     with torch.no_grad():  # an untrained head sits at p = 0.5: spread it so each modality visibly moves the score
         for p in [*model.head.parameters(), *model.tabular.parameters(), model.absent]:
-            p.normal_(0, 0.8)
+            p.normal_(0, 0.3)
     model.save_pretrained(folder)
     FusionProcessor(inner, schema, modality).save_pretrained(folder)
     (folder / "README.md").write_text(

@@ -123,7 +123,7 @@ def test_clinical_cohort_starts_at_the_prediction_time_and_reloads(clinical_run,
     from hf_medai.models.fusion import FusionModel, FusionProcessor
 
     m = metrics(clinical_run)
-    dropped = m["data_report"]["notes"]["ended_before_prediction_time"]
+    dropped = m["data_report"]["ended_before_prediction_time"]
     assert dropped["window_hours"] == 24.0 and sum(dropped[s] for s in ("train", "validation", "test")) > 0
 
     args = clinical.parse_args(*clinical.CONFIG_DATACLASSES, args=["--data_dir", str(mimic), "--output_dir", "x"])
