@@ -2,11 +2,10 @@
 structured EHR): train a model with the Trainer, score it, train the single-modality baselines in the same run on
 the same split, and write the ablation into the fused model's report.
 
-    resume, push, resuming = begin_fusion_run(training_args, run_args)
-    single = baseline_scores("image_only", build, splits, collators, training_args, class_names, resume=resuming)
-    start_from(model, training_args, "image_only")  # the fused model starts from the image-only model's backbone
-    fused = fit_and_score(model, splits, collators, training_args, class_names, resume=resume)
-    missing = missing_modality_scores(fused.trainer, splits["test"], schema)
+    resume, push = begin_run(training_args, run_args, stages=[ABLATION_DIR])  # resumes in whichever stage
+    stages = train_stages(backbone, "image", "image_only", schema, splits, collators, training_args, class_names,
+                          columns, model_args, resume, resuming)  # image-only model, then the fused one from it
+    write_fusion_report(model, processor, stages, splits, frames, schema, ...)  # hf_medai.fusion_report
 
 A baseline lives in `<output_dir>/ablation/<name>/` (its model, checkpoints and `scores.npz`): a resumed run
 reuses a finished baseline's scores and resumes an unfinished one from its last complete checkpoint. The
@@ -24,13 +23,12 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
-import torch
 
 from hf_medai.data.tabular import KEYS, TabularCollator, TabularSchema
 from hf_medai.image_classification import selection_metrics
 from hf_medai.io import last_complete_checkpoint, save_pretrained_atomic
 from hf_medai.models.heads import class_weighted_loss, fold_into_head, prior_correction
-from hf_medai.run_folder import begin_run
+from hf_medai.models.text import softmax
 from hf_medai.throughput import ThroughputCallback
 from hf_medai.trainer import MedTrainer
 
@@ -106,13 +104,6 @@ class Fitted:
     shift: np.ndarray | None = None  # the logit shift folded into the saved head
 
 
-def softmax(logits, shift=None) -> np.ndarray:
-    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float32)
-    if shift is not None:
-        logits = logits + torch.as_tensor(shift, dtype=torch.float32)
-    return torch.softmax(logits, -1).numpy()
-
-
 def fusion_trainer(
     model,
     splits,
@@ -160,7 +151,7 @@ def _mean_tokens(ds) -> float | None:
 def predict(trainer: MedTrainer, dataset) -> np.ndarray:
     columns = [c for c in trainer.keep_columns if c in dataset.column_names]
     columns += [c for c in ("primary_absent",) if c in dataset.column_names]
-    return softmax(trainer.predict(dataset.select_columns(columns)).predictions, trainer.shift)
+    return softmax(np.asarray(trainer.predict(dataset.select_columns(columns)).predictions) + trainer.shift)
 
 
 def fit_and_score(
@@ -227,23 +218,6 @@ def baseline_scores(
         tmp.replace(done)
     fitted.trainer.accelerator.wait_for_everyone()
     return fitted
-
-
-def begin_fusion_run(training_args, run_args) -> tuple[str | None, bool, bool]:
-    """`begin_run`, for a run whose first stage is the single-modality model: `--resume_from_checkpoint last` on a run
-    interrupted before the fused model saved a checkpoint resumes that stage (its checkpoints are in ablation/).
-    Returns (the fused model's checkpoint or None, push, whether the run resumes)."""
-    from transformers import set_seed
-
-    out = Path(training_args.output_dir)
-    asked = training_args.resume_from_checkpoint in ("last", "true", "True")
-    if asked and last_complete_checkpoint(out)[0] is None and (out / ABLATION_DIR).is_dir():
-        push, training_args.push_to_hub = training_args.push_to_hub, False
-        training_args.resume_from_checkpoint = None
-        set_seed(training_args.seed)
-        return None, push, True
-    resume, push = begin_run(training_args, run_args)
-    return resume, push, resume is not None
 
 
 def start_from(model, training_args, name: str) -> None:

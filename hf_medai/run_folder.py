@@ -18,7 +18,7 @@ import json
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -71,12 +71,14 @@ def prepare_run_folder(output_dir: str | Path, resume: bool, overwrite: bool) ->
     return output_dir
 
 
-def begin_run(training_args, run_args) -> tuple[str | None, bool]:
+def begin_run(training_args, run_args, stages: Sequence[str] = ()) -> tuple[str | None, bool]:
     """What every recipe does first: resolve `--resume_from_checkpoint`, guard the run folder, seed.
 
     Returns (checkpoint to resume from or None, whether the user asked to push). The push request is taken
     off `training_args` because `Trainer` would push on every save, past the Hub gates; recipes push the
-    finished folder through `hf_medai.hub` instead.
+    finished folder through `hf_medai.hub` instead. `stages`: sub-folders where earlier stages of the run keep
+    their own checkpoints (a fusion run's ablation/); `--resume_from_checkpoint last` on a run interrupted there
+    returns None here and leaves the resuming to that stage.
     """
     from transformers import set_seed
 
@@ -91,6 +93,12 @@ def begin_run(training_args, run_args) -> tuple[str | None, bool]:
                 f"{f'; resuming from {resume}' if resume else ''}",
                 file=sys.stderr,
             )
+        if resume is None and any((Path(output_dir) / stage).is_dir() for stage in stages):
+            # interrupted in an earlier stage (it has its own checkpoints): that stage resumes, this one starts afresh
+            if training_args.process_index == 0:
+                prepare_run_folder(output_dir, resume=True, overwrite=False)
+            set_seed(training_args.seed)
+            return None, push
         if resume is None:
             raise ConfigError(
                 f"--resume_from_checkpoint last: no complete checkpoint-* folder in {output_dir}"

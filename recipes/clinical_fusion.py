@@ -31,10 +31,11 @@ from hf_medai.data.ehr_measurements import load_measurements
 from hf_medai.data.tabular import TabularSchema, with_tabular
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.fusion_report import write_fusion_report
-from hf_medai.fusion_runs import FusionArguments, begin_fusion_run, train_stages
+from hf_medai.fusion_runs import ABLATION_DIR, FusionArguments, train_stages
 from hf_medai.hub import finish_run
 from hf_medai.models.fusion import FusionProcessor
 from hf_medai.models.text import default_encoder_path
+from hf_medai.run_folder import begin_run
 
 CLASSIFICATION_TASKS = ("mortality", "readmission", "los", "comorbidity")
 TEXT_COLUMNS = ("input_ids", "attention_mask", "label")
@@ -133,7 +134,8 @@ def main(args=None, callbacks=None):
     data_args, model_args, eval_args, run_args, training_args = parse_args(
         *CONFIG_DATACLASSES, args=args, defaults=DEFAULTS
     )
-    resume, push, resuming = begin_fusion_run(training_args, run_args)
+    resuming = training_args.resume_from_checkpoint is not None  # in whichever stage it stopped
+    resume, push = begin_run(training_args, run_args, stages=[ABLATION_DIR])
     encoder = model_args.model_name_or_path or default_encoder_path()
 
     # Data: admissions -> note (admission sections) -> patient split -> cohort at the prediction time -> features

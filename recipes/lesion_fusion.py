@@ -26,12 +26,13 @@ from hf_medai.data.lesions import subgroup_frame
 from hf_medai.data.tabular import TabularSchema, with_tabular
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.fusion_report import write_fusion_report
-from hf_medai.fusion_runs import FusionArguments, begin_fusion_run, train_stages
+from hf_medai.fusion_runs import ABLATION_DIR, FusionArguments, train_stages
 from hf_medai.hub import finish_run
 from hf_medai.image_classification import TRAINING_DEFAULTS
 from hf_medai.lesion_split import LesionClassifierDataArguments, lesion_classifier_facts, load_lesion_split
 from hf_medai.models.fusion import FusionProcessor
-from hf_medai.models.vision import TINY_VIT, build_image_classifier
+from hf_medai.models.vision import TINY_VIT, build_image_processor
+from hf_medai.run_folder import begin_run
 
 DEFAULTS = dict(TRAINING_DEFAULTS, output_dir="runs/lesion_fusion")
 PIXEL_COLUMNS = ("pixels", "label")
@@ -68,7 +69,8 @@ def main(args=None, callbacks=None):
     )
     if data_args.extra_train_dir:
         raise ConfigError("--extra_train_dir: generated images have no patient metadata to fuse")
-    resume, push, resuming = begin_fusion_run(training_args, run_args)
+    resuming = training_args.resume_from_checkpoint is not None  # in whichever stage it stopped
+    resume, push = begin_run(training_args, run_args, stages=[ABLATION_DIR])
     features = [*model_args.metadata_categorical, *model_args.metadata_numeric]
 
     # Data: load -> decode once (cached) -> patient-grouped split -> pixels + metadata arrays (schema from train)
@@ -81,7 +83,7 @@ def main(args=None, callbacks=None):
             raise ConfigError(
                 f"metadata columns {missing} are not in the data (columns: {splits['train'].column_names})"
             )
-        _, image_processor = build_image_classifier(model_args.model_name_or_path, class_names, model_args.image_size)
+        image_processor = build_image_processor(model_args.model_name_or_path, model_args.image_size)
         frames = {name: split.select_columns(features).to_pandas() for name, split in splits.items()}
         schema = TabularSchema.fit(frames["train"], model_args.metadata_categorical, model_args.metadata_numeric)
         splits = {

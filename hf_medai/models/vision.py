@@ -27,15 +27,12 @@ def build_image_classifier(model_name_or_path: str | None, class_names: Sequence
     """
     id2label = {i: c for i, c in enumerate(class_names)}
     label2id = {c: i for i, c in id2label.items()}
+    processor = build_image_processor(model_name_or_path, image_size)
     if model_name_or_path is None:
         config = ViTConfig(
             image_size=image_size, num_labels=len(class_names), id2label=id2label, label2id=label2id, **TINY_VIT
         )
-        model = ViTForImageClassification(config)
-        processor = ViTImageProcessor(
-            size={"height": image_size, "width": image_size}, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
-        )
-        return model, processor
+        return ViTForImageClassification(config), processor
     model = AutoModelForImageClassification.from_pretrained(
         model_name_or_path,
         num_labels=len(class_names),
@@ -45,8 +42,16 @@ def build_image_classifier(model_name_or_path: str | None, class_names: Sequence
         use_safetensors=True,
         trust_remote_code=False,
     )
-    processor = AutoImageProcessor.from_pretrained(model_name_or_path, trust_remote_code=False)
     return model, processor
+
+
+def build_image_processor(model_name_or_path: str | None, image_size: int = 64):
+    """The image processor of `build_image_classifier`'s model, without building the model."""
+    if model_name_or_path is None:
+        return ViTImageProcessor(
+            size={"height": image_size, "width": image_size}, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
+        )
+    return AutoImageProcessor.from_pretrained(model_name_or_path, trust_remote_code=False)
 
 
 def processor_image_size(processor) -> tuple[int, int]:
