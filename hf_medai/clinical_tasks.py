@@ -111,7 +111,7 @@ def synthetic_mimic(n_patients: int, format: str = "mimic-iii") -> Path:
     """The offline sample: synthetic MIMIC tables in the real layout, written once into the hf-medai cache."""
     from hf_medai.data.synthetic.ehr import write_mimic
 
-    folder = cache_root() / f"synthetic-{format}-n{n_patients}-seed0-v2"  # v2: with the lab and chart events
+    folder = cache_root() / f"synthetic-{format}-n{n_patients}-seed0-v3"  # v3: mortality in three parts
     if not (folder / "SYNTHETIC_DATA.txt").exists():
         write_mimic(folder, format=format, n_patients=n_patients, seed=0)
     return folder

@@ -10,8 +10,9 @@ How outcomes are tied to what the notes say, with noise, so every task is learna
 - The admission-time sections show these through noisy proxies: vital signs, lactate, the words of the exam
   ("lethargic", "hypotensive", "intubated"), the past medical history (each condition listed with
   probability 0.85), the social history (frailty).
-- Mortality, length of stay and 30-day readmission are drawn from age, comorbidity, severity and frailty,
-  plus noise that no text shows. Only the post-admission sections state the outcome: "expired" in the
+- Mortality, length of stay and 30-day readmission are drawn from age, comorbidity, severity and frailty;
+  mortality also from goals of care (shown only by the code status in the history of present illness) and organ
+  dysfunction (shown only by the lab and chart events, `ehr_events`), so no single source sees all of it. Only the post-admission sections state the outcome: "expired" in the
   hospital course and disposition, the length of the stay, the discharge diagnoses. A model that reads them
   is perfect; one restricted to admission sections is not.
 - Charlson labels come from the coded diagnoses: chronic conditions are coded with probability 0.9, and an

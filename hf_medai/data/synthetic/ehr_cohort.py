@@ -1,5 +1,5 @@
 """The synthetic cohort behind `hf_medai.data.synthetic.ehr`: chronic conditions and admission problems (real ICD
-codes), patients, and their admissions with outcomes drawn from age, comorbidity, a hidden severity and frailty.
+codes), patients, and their admissions with outcomes drawn from age, comorbidity, a hidden severity, organ dysfunction, goals of care and frailty.
 How the outcomes are tied to the notes is described in `hf_medai.data.synthetic.ehr`.
 """
 
@@ -209,6 +209,10 @@ RACES = {  # raw MIMIC strings and shares (MIMIC-III, MIMIC-IV)
 MIMIC_IV_YEAR_GROUPS = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022")
 
 
+UNSEEN_SD = 1.8  # organ dysfunction, seen only by the structured measurements
+GOALS_SD = 1.8  # limits of care, seen only in the note's code status
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
@@ -337,10 +341,14 @@ class Cohort:
         problem = self.pick(options, [pr.weight for pr in options])
         severity = float(self.rng.normal(problem.severity + 0.2 * (age - 65) / 10, 1.0))
         burden = sum(BY_KEY[c].charlson for c in conds)
-        # Risk that no note shows (organ dysfunction). Kept in the admission so the structured measurements
-        # (`ehr_measurements`) can reflect it; drawn exactly here so every table and note stays the same per seed.
-        unseen = float(self.rng.normal(0, 0.7))
-        died = self.chance(_sigmoid(-3.6 + 0.45 * (age - 65) / 10 + 0.2 * burden + 1.25 * severity + unseen))
+        # Mortality has three parts besides age and comorbidity, each seen by different data:
+        # - severity (acuity at presentation): the note's vitals and exam, and the first day's monitors and labs;
+        # - unseen (organ dysfunction): no note shows it, only the labs and vitals (`ehr_events`);
+        # - goals (limits of care the patient or proxy chose): only the note's code status shows it.
+        # So notes and structured data each carry risk the other lacks, and fusing them is measurably useful.
+        unseen = float(self.rng.normal(0, UNSEEN_SD))
+        goals = float(self.rng.normal(0, GOALS_SD))
+        died = self.chance(_sigmoid(-4.6 + 0.45 * (age - 65) / 10 + 0.2 * burden + 0.6 * severity + unseen + goals))
         los = problem.los * math.exp(0.3 * severity + 0.06 * burden + 0.1 * (age - 65) / 10 + self.rng.normal(0, 0.45))
         if died:
             los *= float(self.rng.uniform(0.2, 1.2))
@@ -367,6 +375,7 @@ class Cohort:
             "age": age,
             "severity": severity,
             "unseen": unseen,
+            "goals": goals,
             "conds": set(conds),
             "disposition": disposition,
             "hadm_id": int(

@@ -5,9 +5,12 @@ seed stays byte-identical. The itemids are the real ones (`hf_medai.data.ehr_fea
 in CareVue or MetaVision, so both sets of ids appear.
 
 How the values carry the outcome:
-- The first 24 h reflect the admission's hidden `severity` (with noise of their own, independent of what the note
-  shows) and `unseen`, the part of the mortality risk that no note shows: organ dysfunction (creatinine, BUN,
-  lactate, bicarbonate, ...). So structured data adds information to the note.
+- The first 24 h reflect the admission's hidden `severity` (roughly: noise of their own, sd 1.0, independent of
+  what the note shows) and `unseen`, the part of the mortality risk that no note shows: organ dysfunction
+  (creatinine, BUN, lactate, bicarbonate, ...). The note in turn shows `goals` (code status), which no
+  measurement does (`ehr_cohort.Cohort.admission`). So each modality carries risk the other lacks: on 38k
+  admissions a logistic model of the hidden parts each modality shows reaches AUROC 0.82 (note), 0.81 (labs and
+  vitals) and 0.88 (both), the ceiling that fusion can approach.
 - After 24 h patients who will die deteriorate (rising lactate, falling blood pressure) and the others recover, so
   a feature that looked past the prediction time would be visibly too good.
 Missingness and mess: about three quarters of admissions have an ICU stay (vitals every 1-4 h there; the others have
@@ -23,6 +26,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+
+from hf_medai.data.synthetic.ehr_cohort import UNSEEN_SD
 
 # fmt: off
 # (feature, itemid(s)) per charting system; blood pressure: (arterial line, non-invasive)
@@ -92,8 +97,8 @@ class _Events:
     def admission(self, subject_id: int, a: dict) -> None:
         rng, admit = self.rng, a["admit"]
         end_h = min((a["disch"] - admit).total_seconds() / 3600, _MAX_HOURS)
-        x0 = a["severity"] + rng.normal(0, 0.4)  # acuity as monitors and labs see it (noise of their own)
-        o0 = a["unseen"] / 0.7 + rng.normal(0, 0.3)  # organ dysfunction that no note shows
+        x0 = a["severity"] + rng.normal(0, 1.0)  # acuity as the first day's monitors and labs see it, roughly
+        o0 = a["unseen"] / UNSEEN_SD + rng.normal(0, 0.3)  # organ dysfunction that no note shows
         died, renal = a["died"], bool({"ckd", "esrd", "diabetes_complicated"} & a["conds"])
 
         def state(hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

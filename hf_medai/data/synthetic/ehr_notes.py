@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from hf_medai.data.synthetic.ehr_cohort import BY_KEY, Cohort, Patient, Problem
+from hf_medai.data.synthetic.ehr_cohort import BY_KEY, GOALS_SD, Cohort, Patient, Problem
 
 ALLERGIES = (
     "No Known Allergies / Adverse Drug Reactions",
@@ -112,11 +112,15 @@ def discharge_summary(w: Cohort, p: Patient, a: dict, dob: datetime | None) -> s
             )
         elif seen < -0.5:
             ed.append(f"{he} was hemodynamically stable and comfortable in the ED.")
+    # Code status, in the one-line summary as clinicians write it: the only place the admission's goals of care (a
+    # part of the mortality risk) show.
+    limits = a["goals"] / GOALS_SD + float(rng.normal(0, 0.3))
+    code = "DNR/DNI" if limits > 0.9 else "DNR, okay to intubate" if limits > -0.3 else "full code"
     pmh_names = [w.pick(c.names) for c in listed]
     article = "an" if age_text == "18" or (len(age_text) == 2 and age_text[0] == "8") else "a"
     hpi = (
         f"{'Mr.' if p.sex == 'M' else 'Ms.'} {name('Known lastname')} is {article} {age_text} year old {man} with "
-        f"{', '.join(pmh_names[:3]) if pmh_names else 'no significant past medical history'} who "
+        f"{', '.join(pmh_names[:3]) if pmh_names else 'no significant past medical history'}, {code}, who "
         f"{pr.story.format(symptom=w.pick(pr.complaints))} " + " ".join(ed)
     )
     meds = [m for c in conds for m in c.meds]
