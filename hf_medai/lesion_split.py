@@ -18,7 +18,7 @@ from hf_medai.data.lesions import (
     load_lesions,
     with_images,
 )
-from hf_medai.data.splits import split_report
+from hf_medai.data.splits import label_subset, split_report
 from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.errors import ConfigError
 from hf_medai.paths import cache_root
@@ -73,6 +73,13 @@ class LesionClassifierDataArguments(LesionSplitArguments):
         default_factory=lambda: ["sex", "age_band", "fitzpatrick", "site"],
         metadata={"help": "Metadata columns reported per subgroup."},
     )
+    label_fraction: float = field(
+        default=1.0,
+        metadata={
+            "help": "Train on the labels of this fraction of the training patients (stratified, nested, seeded by "
+            "split_seed; validation and test untouched): recipes/label_efficiency.py."
+        },
+    )
 
 
 def load_lesion_split(
@@ -100,6 +107,11 @@ def load_lesion_split(
         report.notes["external_test_set"] = test_report.to_dict()
     else:
         splits = lesion_splits(dataset, args.val_fraction, args.test_fraction, args.split_seed)
+    fraction = getattr(args, "label_fraction", 1.0)
+    if fraction < 1:
+        full = len(splits["train"])
+        splits["train"] = label_subset(splits["train"], fraction, LESION_GROUP, "label", args.split_seed)
+        report.notes["label_fraction"] = {"fraction": fraction, "train_images": len(splits["train"]), "of": full}
     if extra_train_dir:
         splits["train"] = add_extra_training_images(
             splits["train"], extra_train_dir, args.task, class_names, report, args.skip_bad_rows, args.max_image_side

@@ -26,26 +26,15 @@ import pandas as pd
 import torch
 import yaml
 from sklearn.metrics import recall_score
-from transformers import TrainingArguments
 
-from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
-from hf_medai.data.image_batches import add_pixel_values
-from hf_medai.data.lesions import subgroup_frame
+from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.errors import ConfigError, run_main
-from hf_medai.hub import finish_run
-from hf_medai.image_classification import (
-    TRAINING_DEFAULTS,
-    ImageClassifierArguments,
-    evaluate_and_save,
-    image_classifier_trainer,
-)
 from hf_medai.io import write_json, write_text, write_yaml
-from hf_medai.lesion_split import SPLIT_KEYS, LesionClassifierDataArguments, lesion_classifier_facts, load_lesion_split
-from hf_medai.models.vision import build_image_classifier
+from hf_medai.lesion_runs import paired_runs, train_lesion_classifier
+from hf_medai.lesion_split import SPLIT_KEYS
 from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 from hf_medai.pipelines.sampling import generate, save_samples
-from hf_medai.run_folder import begin_run, prepare_run_folder
-from hf_medai.run_outputs import paired_difference, score_column
+from hf_medai.run_folder import prepare_run_folder
 from hf_medai.run_summary import print_run_summary, with_ci
 
 
@@ -83,41 +72,6 @@ class ExperimentArguments:
 
 
 CONFIG_DATACLASSES = (ExperimentArguments, RunArguments)
-# Each classifier run takes the lesion classifier's settings (SPLIT_KEYS, the ones that decide which patients the
-# generator saw, come from the diffusion run).
-CLASSIFIER_DATACLASSES = (
-    LesionClassifierDataArguments,
-    ImageClassifierArguments,
-    EvalArguments,
-    RunArguments,
-    TrainingArguments,
-)
-
-
-def train_classifier(flags: list[str]) -> dict:
-    """One lesion classifier run folder, as recipes/lesion_classification.py writes it, from that recipe's flags."""
-    data, model_args, eval_args, run_args, training_args = parse_args(
-        *CLASSIFIER_DATACLASSES, args=flags, defaults=TRAINING_DEFAULTS
-    )
-    begin_run(training_args, run_args)
-    splits, class_names, report, source = load_lesion_split(data, extra_train_dir=data.extra_train_dir)
-    model, processor = build_image_classifier(model_args.model_name_or_path, class_names, model_args.image_size)
-    splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
-    trainer = image_classifier_trainer(model, processor, splits, class_names, model_args, training_args)
-    metrics = evaluate_and_save(
-        trainer,
-        trainer.train(),
-        processor,
-        splits,
-        class_names,
-        model_args,
-        eval_args,
-        subgroups=subgroup_frame(splits["test"], data.subgroup_columns),
-        extra=lesion_classifier_facts(data, model_args.model_name_or_path, report, source, splits),
-    )
-    config = resolved_config(data, model_args, eval_args, run_args, training_args)
-    finish_run(training_args.output_dir, config, training_args, push=False)
-    return metrics
 
 
 def main(args=None):
@@ -157,8 +111,8 @@ def main(args=None):
         if diff_config.get(key) is not None:
             common += [f"--{key}", str(diff_config[key])]
     common += ["--seed", str(exp.seed), "--overwrite_output_dir", "true", *shlex.split(exp.lesion_args)]
-    steps = train_classifier(common + ["--output_dir", str(out / "baseline")])["training"]["global_step"]
-    train_classifier(
+    steps = train_lesion_classifier(common + ["--output_dir", str(out / "baseline")])["training"]["global_step"]
+    train_lesion_classifier(
         common
         + [
             "--output_dir",
@@ -208,7 +162,6 @@ def compare(baseline: Path, augmented: Path, target: str, n_bootstrap: int) -> d
         name: json.loads((path / "metrics.json").read_text())
         for name, path in (("baseline", baseline), ("augmented", augmented))
     }
-    class_names = metrics["baseline"]["class_names"]
     for name, frame in frames.items():
         m = metrics[name]
         pred = frame["pred_at_threshold"] if "pred_at_threshold" in frame else frame["pred"]
@@ -224,12 +177,8 @@ def compare(baseline: Path, augmented: Path, target: str, n_bootstrap: int) -> d
             "test_images": len(frame),
             "test_images_target_class": int((frame["label"] == target).sum()),
         }
-    a, b = frames["augmented"], frames["baseline"]
-    if list(a["id"]) != list(b["id"]):
-        raise ConfigError("the two runs were tested on different images; they must share data and split settings")
-    y = np.array([class_names.index(v) for v in a["label"]])
-    scores = lambda f: f[[score_column(c) for c in class_names]].to_numpy()
-    diff = paired_difference(y, scores(a), scores(b), class_names, n_bootstrap=n_bootstrap)
+    a = frames["augmented"]
+    diff = paired_runs(augmented, baseline, n_bootstrap)
     return {
         "runs": rows,
         "auroc_difference": diff,

@@ -8,6 +8,8 @@ by time (`temporal_split`: train on earlier years, test on later ones, still no 
 
 from __future__ import annotations
 
+import math
+
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -89,6 +91,36 @@ def group_split(
             )
         result[name] = dataset.select(rows)
     return datasets.DatasetDict(result)
+
+
+def label_subset(
+    dataset: datasets.Dataset,
+    fraction: float,
+    group_column: str = "lesion_id",
+    label_column: str = "label",
+    seed: int = 0,
+) -> datasets.Dataset:
+    """The rows of a `fraction` of the groups (patients), stratified by label: for label-efficiency experiments.
+
+    A group counts under its most frequent label. Per label, the groups are ordered by one permutation drawn from
+    `seed` and the first ceil(fraction * n) are kept (at least one per label), so the subsets are nested: the 1%
+    groups are among the 10% ones. Deterministic for a seed; `fraction` 1 returns `dataset` itself.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction {fraction} must be in (0, 1]")
+    if fraction == 1:
+        return dataset
+    plain = dataset.with_format(None)
+    groups = np.array([str(g) for g in plain[group_column]], dtype=object)
+    labels = np.array([str(v) for v in plain[label_column]], dtype=object)
+    label_of_group = {g: Counter(labels[groups == g]).most_common(1)[0][0] for g in sorted(set(groups))}
+    rng = np.random.default_rng(seed)
+    kept: set[str] = set()
+    for label in sorted(set(label_of_group.values())):
+        members = [g for g, v in label_of_group.items() if v == label]
+        order = rng.permutation(len(members))
+        kept.update(members[i] for i in order[: max(1, math.ceil(fraction * len(members)))])
+    return dataset.select(np.flatnonzero([g in kept for g in groups]))
 
 
 def split_report(

@@ -1,0 +1,79 @@
+"""Lesion classifier runs as the building blocks of experiments (recipes/augmentation_experiment.py,
+recipes/label_efficiency.py): one run folder from the lesion recipe's own flags, and the paired comparison of two.
+
+    metrics = train_lesion_classifier(["--output_dir", "runs/x/baseline", "--seed", "0"])
+    diff = paired_runs("runs/x/augmented", "runs/x/baseline")  # A - B on the same test images, paired bootstrap
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from transformers import TrainingArguments
+
+from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
+from hf_medai.data.image_batches import add_pixel_values
+from hf_medai.data.lesions import subgroup_frame
+from hf_medai.errors import ConfigError
+from hf_medai.evaluation.classification import paired_difference
+from hf_medai.hub import finish_run
+from hf_medai.image_classification import (
+    TRAINING_DEFAULTS,
+    ImageClassifierArguments,
+    evaluate_and_save,
+    image_classifier_trainer,
+)
+from hf_medai.lesion_split import LesionClassifierDataArguments, lesion_classifier_facts, load_lesion_split
+from hf_medai.models.vision import build_image_classifier
+from hf_medai.run_folder import begin_run
+from hf_medai.run_outputs import score_column
+
+CLASSIFIER_DATACLASSES = (
+    LesionClassifierDataArguments,
+    ImageClassifierArguments,
+    EvalArguments,
+    RunArguments,
+    TrainingArguments,
+)
+
+
+def train_lesion_classifier(flags: list[str], callbacks=()) -> dict:
+    """One lesion classifier run folder, as recipes/lesion_classification.py writes it, from that recipe's flags;
+    returns its metrics.json. An interrupted run resumes like the recipe's own."""
+    data, model_args, eval_args, run_args, training_args = parse_args(
+        *CLASSIFIER_DATACLASSES, args=flags, defaults=TRAINING_DEFAULTS
+    )
+    resume, _ = begin_run(training_args, run_args)
+    splits, class_names, report, source = load_lesion_split(data, extra_train_dir=data.extra_train_dir)
+    model, processor = build_image_classifier(model_args.model_name_or_path, class_names, model_args.image_size)
+    splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
+    trainer = image_classifier_trainer(model, processor, splits, class_names, model_args, training_args, callbacks)
+    metrics = evaluate_and_save(
+        trainer,
+        trainer.train(resume_from_checkpoint=resume),
+        processor,
+        splits,
+        class_names,
+        model_args,
+        eval_args,
+        subgroups=subgroup_frame(splits["test"], data.subgroup_columns),
+        resume=resume,
+        extra=lesion_classifier_facts(data, model_args.model_name_or_path, report, source, splits),
+    )
+    config = resolved_config(data, model_args, eval_args, run_args, training_args)
+    finish_run(training_args.output_dir, config, training_args, push=False)
+    return metrics
+
+
+def paired_runs(run_a: str | Path, run_b: str | Path, n_bootstrap: int = 1000) -> dict:
+    """AUROC of run A minus run B on the same test images (their predictions.csv), with a paired bootstrap CI."""
+    frames = [pd.read_csv(Path(r) / "predictions.csv", keep_default_na=False) for r in (run_a, run_b)]
+    class_names = json.loads((Path(run_a) / "metrics.json").read_text())["class_names"]
+    if list(frames[0]["id"]) != list(frames[1]["id"]):
+        raise ConfigError(f"{run_a} and {run_b} were tested on different images; they must share data and split")
+    y = np.array([class_names.index(v) for v in frames[0]["label"]])
+    a, b = (f[[score_column(c) for c in class_names]].to_numpy() for f in frames)
+    return paired_difference(y, a, b, class_names, n_bootstrap=n_bootstrap)
