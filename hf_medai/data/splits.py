@@ -9,7 +9,6 @@ by time (`temporal_split`: train on earlier years, test on later ones, still no 
 from __future__ import annotations
 
 import math
-
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
