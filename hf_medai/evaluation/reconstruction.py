@@ -112,7 +112,7 @@ def reconstruction_grid(
         axes[r][0].set_ylabel(label, fontsize=9)
     title = "Held-out images, fixed masks: what the encoder saw and what the decoder filled in"
     if normalised:  # the model predicts each patch's pattern, not its colour: the picture borrows the true patch's
-        title += "\n(predicted masked patches drawn with the true patch's mean and spread: norm_pix_loss)"
+        title += "\n(predicted masked patches drawn at the true patch's mean level and spread: norm_pix_loss)"
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
@@ -135,7 +135,7 @@ def loss_curve_plot(
     if eval_curve:
         ax.plot(*zip(*eval_curve), "o-", linewidth=1.5, label="held-out (fixed masks)")
     if reference is not None:
-        ax.axhline(reference, color="k", linestyle="--", linewidth=1, label="predicting flat patches")
+        ax.axhline(reference, color="k", linestyle="--", linewidth=1, label="predicting flat patches (each at its own mean)")
     ax.set(xlabel="optimizer step", ylabel="reconstruction loss (masked patches)", title="MAE reconstruction loss")
     ax.legend(fontsize=8)
     return _save(fig, path)
