@@ -356,3 +356,20 @@ def test_chai_card_is_valid_and_reports_the_losses(run, schema):
     usefulness = {r.get("metric"): r for r in _results(path)["UsefulnessUsabilityEfficacy"]}
     assert usefulness["reconstruction_loss"]["value"] == m["reconstruction_loss"]
     assert usefulness["reconstruction_loss_before"]["value"] == m["reconstruction_loss_before"]
+
+
+def test_two_processes_under_accelerate_launch(pool, tmp_path):
+    import os
+    import subprocess
+
+    from helpers import ROOT, accelerate_launch
+
+    out = tmp_path / "ddp"
+    cmd = accelerate_launch(2, "recipes/image_pretraining.py", "--data_dir", str(pool), "--output_dir", str(out),
+                            "--max_steps", "4", "--eval_steps", "2", "--save_steps", "2", *TINY)  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["throughput"]["world_size"] == 2 and m["throughput"]["global_batch_size"] == 32
+    assert m["training"]["global_step"] == 4 and (out / "mae" / "model.safetensors").is_file()
