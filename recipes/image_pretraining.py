@@ -129,9 +129,12 @@ def main(args=None, callbacks=None):
     # Data: images (decoded once, cached) -> held-out split by patient -> pixels at the model's size (cached)
     with training_args.main_process_first(desc="data"):
         images, report, source, fmt = load_pretraining_images(
-            data_args.data_dir, data_args.data_format, data_args.skip_bad_rows, data_args.max_image_side,
+            data_args.data_dir,
+            data_args.data_format,
+            data_args.skip_bad_rows,
+            data_args.max_image_side,
             data_args.synthetic_n,
-        )  # fmt: skip
+        )
         splits = heldout_split(images, data_args.val_fraction, data_args.split_seed)
         mae, processor = build_mae(
             model_args.model_name_or_path, model_args.image_size, model_args.mask_ratio, model_args.norm_pix_loss

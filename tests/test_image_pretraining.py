@@ -87,6 +87,7 @@ def pixel_hashes(folder: Path) -> set[str]:
 
 
 def test_pool_is_deterministic_and_disjoint_from_the_labelled_sample(tmp_path):
+    from hf_medai.cli import main as cli
     from hf_medai.data.synthetic.lesion_pool import write_unlabelled_pool
     from hf_medai.data.synthetic.lesions import is_synthetic, write_ham10000
 
@@ -101,6 +102,9 @@ def test_pool_is_deterministic_and_disjoint_from_the_labelled_sample(tmp_path):
     # the labelled sample of the same seed, size and class mix shares no image with the pool
     labelled = write_ham10000(tmp_path / "ham", n=60, seed=0)
     assert not pixel_hashes(a) & pixel_hashes(labelled)
+    # the same pool from the command line
+    assert cli(["data", "lesion_pool", "--out", str(tmp_path / "cli"), "--n", "60", "--seed", "0"]) == 0
+    assert pixel_hashes(tmp_path / "cli") == pixel_hashes(a)
 
 
 def test_pool_is_a_plain_folder_the_loader_reads(pool, ham):
