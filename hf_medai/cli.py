@@ -14,6 +14,11 @@ def _data(args):
 
         out = write_ham10000(args.out, n=args.n, seed=args.seed)
         print(f"wrote a synthetic HAM10000-format sample of {args.n} images to {out}")
+    elif args.kind == "lesion_pool":
+        from hf_medai.data.synthetic.lesion_pool import write_unlabelled_pool
+
+        out = write_unlabelled_pool(args.out, n=args.n, seed=args.seed)
+        print(f"wrote an unlabelled pool of {args.n} synthetic lesion images (a plain image folder) to {out}")
     elif args.kind == "ehr":
         from hf_medai.data.synthetic.ehr import write_mimic
 
@@ -76,13 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "data",
         help="write synthetic sample data in the real formats",
-        description="lesions: HAM10000-format images and metadata. ehr: MIMIC-III or MIMIC-IV tables (admissions, "
-        "patients, diagnoses, discharge notes, and lab/chart events with ICU stays and item dictionaries, real "
-        "itemids) for the clinical-outcome recipes and hf_medai.data.ehr_measurements.",
+        description="lesions: HAM10000-format images and metadata. lesion_pool: unlabelled lesion images (a plain "
+        "folder) for recipes/image_pretraining.py, drawn apart from the labelled sample. ehr: MIMIC-III or MIMIC-IV "
+        "tables (admissions, patients, diagnoses, discharge notes, and lab/chart events with ICU stays and item "
+        "dictionaries, real itemids) for the clinical-outcome recipes and hf_medai.data.ehr_measurements.",
     )
-    d.add_argument("kind", choices=["lesions", "ehr"])
+    d.add_argument("kind", choices=["lesions", "lesion_pool", "ehr"])
     d.add_argument("--out", required=True, help="folder to write")
-    d.add_argument("--n", type=int, default=2000, help="images (lesions) or patients (ehr)")
+    d.add_argument("--n", type=int, default=2000, help="images (lesions, lesion_pool) or patients (ehr)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--format", default="mimic-iii", choices=["mimic-iii", "mimic-iv"], help="ehr layout")
     d.add_argument("--gzip", action="store_true", help="ehr: write .csv.gz tables, as PhysioNet ships them")

@@ -41,6 +41,7 @@ RECIPE_KINDS = {
     "molecule_diffusion": "molecule_generator",
     "lesion_fusion": "lesion_fusion",
     "clinical_fusion": "note_fusion",
+    "image_pretraining": "masked_image_model",
 }
 
 

@@ -18,6 +18,7 @@ HEADLINES = (
     ("accuracy_loglik", "test accuracy (option log-likelihood)", 3),
     ("accuracy", "test accuracy", 3),  # multiclass, when a class absent from the test set leaves no macro AUROC
     ("perplexity", "held-out perplexity", 1),
+    ("reconstruction_loss", "held-out reconstruction loss (fixed masks)", 4),
     ("class_fidelity", "class fidelity of generated images", 3),
     ("fid", "FID to training images (classifier features)", 2),
     ("validity_x_uniqueness", "valid x unique molecules", 3),

@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "hf_medai.external_eval",
             "hf_medai.note_outcome_report",
             "hf_medai.image_classification",
+            "hf_medai.image_pretraining",
             "hf_medai.fusion_runs",
             "hf_medai.fusion_report",
             "hf_medai.reporting_text",

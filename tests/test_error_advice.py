@@ -134,6 +134,8 @@ NOT_THIS_RECIPES_ADVICE = {
     "augmentation_experiment": {"data_format", "task"},
     # reads image folders only: it reaches data/lesions.py for the image decoding (with_images), never its loaders
     "image_classification": {"data_format", "task"},
+    # reads lesion tables for their images only, always with task="multiclass" (every labelled row), labels dropped
+    "image_pretraining": {"task"},
 }
 # Recipes that reach no data module giving advice have nothing to check; every other recipe is.
 ADVISED_RECIPES = [name for name in RECIPES if _advised(name)]

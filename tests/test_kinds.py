@@ -178,6 +178,7 @@ def test_every_builtin_kind_declares_everything_the_reports_need():
         "molecule_generator",
         "lesion_fusion",
         "note_fusion",
+        "masked_image_model",
     ):
         kind = get_kind(name)
         assert (TEMPLATES_DIR / kind.template).is_file(), name

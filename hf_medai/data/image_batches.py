@@ -82,7 +82,9 @@ def _add_pixels(dataset, process, shape: tuple[int, int, int], batch_size: int, 
         remove_columns=["image"],
         desc=desc,
     )
-    return ds.with_format("torch", columns=["pixels", "label"], output_all_columns=True)
+    # unlabelled images (pre-training) have no label
+    columns = [c for c in ("pixels", "label") if c in ds.column_names]
+    return ds.with_format("torch", columns=columns, output_all_columns=True)
 
 
 def _output_size(processor, image) -> tuple[int, int]:

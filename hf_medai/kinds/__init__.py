@@ -17,6 +17,7 @@ from hf_medai.kinds import (
     image_generator,
     lesion_classifier,
     lesion_fusion,
+    masked_image_model,
     masked_lm,
     molecule_generator,
     note_fusion,
@@ -36,6 +37,7 @@ BUILTIN = [
     molecule_generator.KIND,
     lesion_fusion.KIND,
     note_fusion.KIND,
+    masked_image_model.KIND,
 ]
 for _kind in BUILTIN:
     register_kind(_kind, legacy_task=_kind.task not in {k.task for k in BUILTIN[: BUILTIN.index(_kind)]})
