@@ -20,15 +20,20 @@ continues an interrupted one from its last checkpoint.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from accelerate import PartialState
 
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.io import atomic_path, write_json, write_text, write_yaml
 from hf_medai.lesion_runs import paired_runs, train_lesion_classifier
+from hf_medai.paths import cache_root
 from hf_medai.run_folder import prepare_run_folder
 from hf_medai.run_summary import print_run_summary, with_ci
 
@@ -69,6 +74,32 @@ CONFIG_DATACLASSES = (ExperimentArguments, RunArguments)
 ENCODERS = ("scratch", "pretrained")
 
 
+def default_pretrained_encoder() -> Path:
+    """The offline default's encoder: recipes/image_pretraining.py's own default run (the tiny ViT pre-trained by MAE
+    on the synthetic unlabelled pool), made once and cached; an interrupted pre-training resumes."""
+    folder = cache_root() / "pretrained" / "mae-tiny-vit-synthetic-lesion-pool-v1"
+    if (folder / "metrics.json").is_file():
+        return folder
+    spec = importlib.util.spec_from_file_location(
+        "image_pretraining", Path(__file__).with_name("image_pretraining.py")
+    )
+    pretraining = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+    spec.loader.exec_module(pretraining)
+    partial = folder.with_name(folder.name + ".partial")
+    again = (
+        ["--resume_from_checkpoint", "last"]
+        if any(partial.glob("checkpoint-*"))
+        else ["--overwrite_output_dir", "true"]
+    )
+    print(f"hf-medai: pre-training the default encoder once (about 10 minutes on 2 CPU cores) into {folder}")
+    pretraining.main(["--output_dir", str(partial), *again])
+    state = PartialState()
+    if state.is_main_process:
+        partial.rename(folder)
+    state.wait_for_everyone()
+    return folder
+
+
 def run_name(encoder: str, fraction: float) -> str:
     return f"{encoder}_{fraction * 100:g}pct"
 
@@ -77,8 +108,6 @@ def main(args=None):
     exp, run_args = parse_args(*CONFIG_DATACLASSES, args=args)
     out = prepare_run_folder(exp.output_dir, resume=exp.resume, overwrite=run_args.overwrite_output_dir)
     if exp.pretrained is None:
-        from hf_medai.models.mae import default_pretrained_encoder
-
         exp.pretrained = str(default_pretrained_encoder())
     sources = {"scratch": exp.scratch, "pretrained": exp.pretrained}
 

@@ -118,3 +118,30 @@ def test_experiment_trains_every_fraction_alike_and_writes_its_table(sample, enc
     )  # same seed, same steps: the retrained run reproduces the first
     with pytest.raises(Exception, match="already holds a run"):
         experiment.main(flags)
+
+
+def test_default_encoder_is_pretrained_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    experiment = load_recipe("label_efficiency")
+    monkeypatch.setenv("HF_MEDAI_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_pretraining(args):  # stands in for recipes/image_pretraining.py's main: writes a finished run folder
+        calls.append(args)
+        out = args[args.index("--output_dir") + 1]
+        (tmp_path / out).mkdir(parents=True)
+        (tmp_path / out / "metrics.json").write_text("{}")
+
+    import importlib.util
+
+    real = importlib.util.module_from_spec
+
+    def module_from_spec(spec):
+        module = real(spec)
+        if spec.name == "image_pretraining":
+            spec.loader.exec_module = lambda m: setattr(m, "main", fake_pretraining)
+        return module
+
+    monkeypatch.setattr(importlib.util, "module_from_spec", module_from_spec)
+    first = experiment.default_pretrained_encoder()
+    assert first == experiment.default_pretrained_encoder() and (first / "metrics.json").is_file()
+    assert len(calls) == 1 and str(tmp_path) in str(first) and not first.with_name(first.name + ".partial").exists()

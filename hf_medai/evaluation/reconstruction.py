@@ -135,7 +135,9 @@ def loss_curve_plot(
     if eval_curve:
         ax.plot(*zip(*eval_curve), "o-", linewidth=1.5, label="held-out (fixed masks)")
     if reference is not None:
-        ax.axhline(reference, color="k", linestyle="--", linewidth=1, label="predicting flat patches (each at its own mean)")
+        ax.axhline(
+            reference, color="k", linestyle="--", linewidth=1, label="predicting flat patches (each at its own mean)"
+        )
     ax.set(xlabel="optimizer step", ylabel="reconstruction loss (masked patches)", title="MAE reconstruction loss")
     ax.legend(fontsize=8)
     return _save(fig, path)
