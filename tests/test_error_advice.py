@@ -132,6 +132,8 @@ def _advised(recipe_name: str) -> dict[str, str]:
 NOT_THIS_RECIPES_ADVICE = {
     # its data and split settings are the diffusion run's (recipes/image_diffusion.py has these flags)
     "augmentation_experiment": {"data_format", "task"},
+    # passes the lesion classifier's flags through --lesion_args to runs of its own
+    "label_efficiency": {"data_format", "task"},
     # reads image folders only: it reaches data/lesions.py for the image decoding (with_images), never its loaders
     "image_classification": {"data_format", "task"},
     # reads lesion tables for their images only, always with task="multiclass" (every labelled row), labels dropped
