@@ -34,6 +34,7 @@ from hf_medai.clinical_tasks import (
 )
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.clinical_notes import TASKS
+from hf_medai.data.splits import label_subset
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.hub import pusher
 from hf_medai.io import write_yaml
@@ -61,12 +62,21 @@ class DataArguments(ClinicalDataArguments):
     los_bins: list[float] = field(
         default_factory=lambda: [3, 7, 14], metadata={"help": "Cut points (days) of the los classes."}
     )
+    label_fraction: float = field(
+        default=1.0,
+        metadata={
+            "help": "Train on the labels of this fraction of the training patients (stratified, nested, seeded by "
+            "split_seed; validation and test untouched): recipes/label_efficiency.py --modality notes."
+        },
+    )
 
     def __post_init__(self):
         self.tasks = [t.strip() for t in self.task.split(",") if t.strip()]
         bad = [t for t in self.tasks if t not in TASKS]
         if bad or not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"task must be one or more distinct of {TASKS}, got {self.task!r}")
+        if not 0 < self.label_fraction <= 1:
+            raise ValueError(f"label_fraction {self.label_fraction} must be in (0, 1]")
 
 
 @dataclass
@@ -156,6 +166,20 @@ def main(args=None, callbacks=None):
             for name in data_args.tasks
         ]
         check_classes(tasks)
+        if data_args.label_fraction < 1:
+            for t in tasks:
+                full = len(t.splits["train"])
+                label = None if t.regression else "label"
+                t.splits["train"] = label_subset(
+                    t.splits["train"], data_args.label_fraction, "subject_id", label, data_args.split_seed
+                )
+                kept = t.splits["train"]["label"]
+                t.report.notes["label_fraction"] = {
+                    "fraction": data_args.label_fraction,
+                    "train_admissions": len(kept),
+                    "of": full,
+                    "label_counts": None if t.regression else {c: kept.count(i) for i, c in enumerate(t.class_names)},
+                }
         check_pretraining(model_args.model_name_or_path, tasks, model_args.allow_pretraining_overlap)
         models = {
             t.name: build_text_model(model_args.model_name_or_path, t.class_names, model_args.max_length)

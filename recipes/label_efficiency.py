@@ -1,20 +1,24 @@
 """Does pre-training pay off when labels are scarce? Measure it, whatever the answer.
 
-Trains the lesion classifier from scratch and from a pre-trained encoder (recipes/image_pretraining.py) with 1%,
-10% and 100% of the training patients' labels: the same split, validation and test images, seed and number of
-optimizer steps for every run, the final weights of each (no checkpoint chosen on validation, so the validation
-set, which a 1%-label project would not have whole, only sets the operating threshold). One table: each run's
-test AUROC with its 95% CI, and per fraction the paired bootstrap difference pre-trained - scratch.
+Trains a classifier from a baseline encoder and from a pre-trained one with 1%, 10% and 100% of the training
+patients' labels: the same split, validation and test examples, seed and number of optimizer steps for every run,
+the final weights of each (no checkpoint chosen on validation, so the validation set, which a 1%-label project would
+not have whole, only sets the operating threshold). One table: each run's test AUROC with its 95% CI, and per
+fraction the paired bootstrap difference pre-trained - baseline.
+- `--modality lesion` (default): recipes/lesion_classification.py runs; the tiny ViT from random weights vs the same
+  ViT pre-trained by MAE on the synthetic unlabelled pool (recipes/image_pretraining.py's default, made once, cached).
+- `--modality notes`: recipes/clinical_outcomes.py runs (in-hospital mortality unless --classifier_args says
+  otherwise); MiniLM as is vs MiniLM after MLM on the training patients' notes (recipes/clinical_pretraining.py's
+  default, made once, cached): NYUTron's two stages, measured.
 
-Offline default (synthetic HAM10000-format sample; the tiny ViT from scratch vs the same ViT pre-trained by MAE on
-the synthetic unlabelled pool, made once and cached; CPU):
+Offline defaults (synthetic data, CPU):
     accelerate launch recipes/label_efficiency.py --output_dir runs/label_efficiency
-Your encoder: --pretrained runs/image_pretraining (any folder AutoModelForImageClassification loads, or a hub id),
---scratch <another folder or hub id> to compare two encoders instead of one against random weights.
+    accelerate launch recipes/label_efficiency.py --modality notes --output_dir runs/label_efficiency_notes
+Your encoders: --pretrained <run folder or hub id>, --scratch <another> to compare two encoders.
 
 Its own run folder: README.md (the experiment's card), metrics.json and label_efficiency.md (the table),
-label_efficiency.png (AUROC against the fraction of labels), run_config.yaml, and one lesion classifier run folder
-per (encoder, fraction), e.g. pretrained_10pct/, each with its own card. `--resume true` reuses finished runs and
+label_efficiency.png (AUROC against the fraction of labels), run_config.yaml, and one classifier run folder per
+(encoder, fraction), e.g. pretrained_10pct/, each with its own card. `--resume true` reuses finished runs and
 continues an interrupted one from its last checkpoint.
 """
 
@@ -26,6 +30,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from accelerate import PartialState
 
@@ -41,25 +46,35 @@ from hf_medai.run_summary import print_run_summary, with_ci
 @dataclass
 class ExperimentArguments:
     output_dir: str = field(default="runs/label_efficiency", metadata={"help": "The experiment's run folder."})
+    modality: Literal["lesion", "notes"] = field(
+        default="lesion",
+        metadata={"help": "lesion: recipes/lesion_classification.py runs; notes: recipes/clinical_outcomes.py runs."},
+    )
     pretrained: str | None = field(
         default=None,
         metadata={
-            "help": "The pre-trained encoder (an image_pretraining run folder or hub id). Default: the tiny ViT "
-            "pre-trained by MAE on the synthetic unlabelled pool, made once and cached."
+            "help": "The pre-trained encoder (a run folder of image_pretraining.py / clinical_pretraining.py, or a "
+            "hub id). Default: that recipe's offline default run (MAE on the synthetic unlabelled pool; MiniLM + "
+            "MLM on the synthetic training patients' notes), made once and cached."
         },
     )
     scratch: str | None = field(
-        default=None, metadata={"help": "What to compare it with. Default: the same architecture, random weights."}
+        default=None,
+        metadata={
+            "help": "What to compare it with. Default: lesion, the same ViT with random weights; notes, MiniLM as is."
+        },
     )
     fractions: list[float] = field(
         default_factory=lambda: [0.01, 0.1, 1.0], metadata={"help": "Fractions of the training patients' labels."}
     )
     max_steps: int = field(default=300, metadata={"help": "Optimizer steps of every run, whatever its fraction."})
     seed: int = field(default=0, metadata={"help": "Seed of every run (and of which patients' labels are kept)."})
-    lesion_config: str | None = field(
-        default=None, metadata={"help": "YAML of lesion classifier settings (recipes/lesion_classification.py)."}
+    classifier_config: str | None = field(
+        default=None, metadata={"help": "YAML of the classifier recipe's settings, for every run."}
     )
-    lesion_args: str = field(default="", metadata={"help": "Extra lesion classifier flags for every run, one string."})
+    classifier_args: str = field(
+        default="", metadata={"help": "Extra flags of the classifier recipe for every run, one string."}
+    )
     n_bootstrap: int = field(default=1000, metadata={"help": "Paired bootstrap resamples of each AUROC difference."})
     resume: bool = field(default=False, metadata={"help": "Continue an interrupted experiment in output_dir."})
 
@@ -72,27 +87,39 @@ class ExperimentArguments:
 
 CONFIG_DATACLASSES = (ExperimentArguments, RunArguments)
 ENCODERS = ("scratch", "pretrained")
+NOUN = {"lesion": "images", "notes": "admissions"}
 
 
-def default_pretrained_encoder() -> Path:
-    """The offline default's encoder: recipes/image_pretraining.py's own default run (the tiny ViT pre-trained by MAE
-    on the synthetic unlabelled pool), made once and cached; an interrupted pre-training resumes."""
-    folder = cache_root() / "pretrained" / "mae-tiny-vit-synthetic-lesion-pool-v1"
+PRETRAINING = {  # modality: (pre-training recipe, cache folder of its offline default run)
+    "lesion": ("image_pretraining", "mae-tiny-vit-synthetic-lesion-pool-v1"),
+    "notes": ("clinical_pretraining", "minilm-mlm-synthetic-mimic-iii-v3"),
+}
+
+
+def sibling_recipe(name: str):
+    """Another recipe of this folder, imported as a module (its `main` takes the flags it takes on the command line)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def default_pretrained_encoder(modality: str = "lesion") -> Path:
+    """The offline default's encoder: the pre-training recipe's own default run (lesion: the tiny ViT pre-trained by
+    MAE on the synthetic unlabelled pool; notes: MiniLM after MLM on the synthetic training patients' notes), made
+    once and cached; an interrupted pre-training resumes."""
+    recipe, name = PRETRAINING[modality]
+    folder = cache_root() / "pretrained" / name
     if (folder / "metrics.json").is_file():
         return folder
-    spec = importlib.util.spec_from_file_location(
-        "image_pretraining", Path(__file__).with_name("image_pretraining.py")
-    )
-    pretraining = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
-    spec.loader.exec_module(pretraining)
     partial = folder.with_name(folder.name + ".partial")
     again = (
         ["--resume_from_checkpoint", "last"]
         if any(partial.glob("checkpoint-*"))
         else ["--overwrite_output_dir", "true"]
     )
-    print(f"hf-medai: pre-training the default encoder once (about 10 minutes on 2 CPU cores) into {folder}")
-    pretraining.main(["--output_dir", str(partial), *again])
+    print(f"hf-medai: pre-training the default encoder once (recipes/{recipe}.py) into {folder}")
+    sibling_recipe(recipe).main(["--output_dir", str(partial), *again])
     state = PartialState()
     if state.is_main_process:
         partial.rename(folder)
@@ -108,12 +135,13 @@ def main(args=None):
     exp, run_args = parse_args(*CONFIG_DATACLASSES, args=args)
     out = prepare_run_folder(exp.output_dir, resume=exp.resume, overwrite=run_args.overwrite_output_dir)
     if exp.pretrained is None:
-        exp.pretrained = str(default_pretrained_encoder())
+        exp.pretrained = str(default_pretrained_encoder(exp.modality))
     sources = {"scratch": exp.scratch, "pretrained": exp.pretrained}
+    train = train_lesion_classifier if exp.modality == "lesion" else sibling_recipe("clinical_outcomes").main
 
     # Train! Every (encoder, fraction): same split, seed and optimizer steps; the final weights are kept.
-    common = ["--config", exp.lesion_config] if exp.lesion_config else []
-    common += ["--seed", str(exp.seed), *shlex.split(exp.lesion_args)]
+    common = ["--config", exp.classifier_config] if exp.classifier_config else []
+    common += ["--seed", str(exp.seed), *shlex.split(exp.classifier_args)]
     common += ["--max_steps", str(exp.max_steps), "--eval_strategy", "no", "--load_best_model_at_end", "false"]
     common += ["--save_strategy", "steps", "--save_steps", str(max(1, exp.max_steps // 3)), "--save_total_limit", "1"]
     runs = {}
@@ -125,7 +153,7 @@ def main(args=None):
                 continue  # finished before an interruption
             again = ["--resume_from_checkpoint", "last"] if any(folder.glob("checkpoint-*")) else []
             model = ["--model_name_or_path", sources[encoder]] if sources[encoder] else []
-            train_lesion_classifier(
+            train(
                 [*common, *model, *again, "--label_fraction", str(fraction), "--output_dir", str(folder)]
                 + ([] if again else ["--overwrite_output_dir", "true"])
             )
@@ -154,8 +182,8 @@ def summarise(runs: dict, sources: dict, exp: ExperimentArguments) -> dict:
         m = {e: json.loads((runs[(e, fraction)] / "metrics.json").read_text()) for e in ENCODERS}
         diff = paired_runs(runs[("pretrained", fraction)], runs[("scratch", fraction)], exp.n_bootstrap)
         synthetic = synthetic or bool(m["scratch"].get("synthetic_data"))
-        train = m["scratch"]["splits"]["train"]
-        row = {"fraction": fraction, "train_images": train["rows"], "train_label_counts": train["label_counts"]}
+        rows_, counts = training_labels(m["scratch"])
+        row = {"fraction": fraction, "train_examples": rows_, "train_label_counts": counts}
         for e in ENCODERS:
             row.update({f"{e}_auroc": m[e]["auroc"], f"{e}_auroc_ci_low": m[e]["auroc_ci_low"]})
             row[f"{e}_auroc_ci_high"] = m[e]["auroc_ci_high"]
@@ -165,10 +193,13 @@ def summarise(runs: dict, sources: dict, exp: ExperimentArguments) -> dict:
     result = {
         "rows": rows,
         "pretrained": sources["pretrained"],
-        "scratch": sources["scratch"] or "same architecture, random initialisation",
+        "scratch": sources["scratch"]
+        or {"lesion": "the same ViT from random weights", "notes": "the base encoder as is"}[exp.modality],
         "optimizer_steps": exp.max_steps,
         "seed": exp.seed,
-        "test_images": test["n"],
+        "modality": exp.modality,
+        "outcome": test.get("outcome") or test.get("positive_class"),
+        "test_examples": test["n"],
         "test_positives": test.get("n_positive"),
         "positive_class": test.get("positive_class"),
         "synthetic_data": synthetic,
@@ -178,15 +209,26 @@ def summarise(runs: dict, sources: dict, exp: ExperimentArguments) -> dict:
     return result
 
 
+def training_labels(m: dict) -> tuple[int, dict | None]:
+    """(labelled training examples, their label counts) of a classifier run's metrics.json."""
+    if "splits" in m:  # lesion classifier: the split report of the (subset) training split
+        return m["splits"]["train"]["rows"], m["splits"]["train"]["label_counts"]
+    report = m["data_report"]
+    subset = report.get("label_fraction") or {}
+    if subset:
+        return subset["train_admissions"], subset.get("label_counts")
+    return report["splits"]["train"]["rows"], report["splits"]["train"].get("counts")
+
+
 def table_markdown(r: dict) -> str:
     def ci(v, lo, hi):
         return "n/a" if v is None else f"{v:.3f} ({lo:.3f}–{hi:.3f})" if lo is not None else f"{v:.3f}"
 
     lines = [
         f"Every run: {r['optimizer_steps']} optimizer steps, seed {r['seed']}, final weights; tested on the same "
-        f"{r['test_images']} held-out images ({r['test_positives']} `{r['positive_class']}`).",
+        f"{r['test_examples']} held-out {NOUN[r['modality']]} ({r['test_positives']} `{r['positive_class']}`).",
         "",
-        "| Labels used | Training images | Scratch AUROC (95% CI) | Pre-trained AUROC (95% CI) "
+        f"| Labels used | Training {NOUN[r['modality']]} | Scratch AUROC (95% CI) | Pre-trained AUROC (95% CI) "
         "| Pre-trained − scratch (paired 95% CI) |",
         "|---|--:|--:|--:|--:|",
     ]
@@ -195,7 +237,7 @@ def table_markdown(r: dict) -> str:
         lo, hi = row["difference_ci_low"], row["difference_ci_high"]
         diff = f"{d:+.3f}" + (f" ({lo:+.3f} to {hi:+.3f})" if lo is not None else "")
         lines.append(
-            f"| {row['fraction']:.0%} | {row['train_images']} | "
+            f"| {row['fraction']:.0%} | {row['train_examples']} | "
             f"{ci(row['scratch_auroc'], row['scratch_auroc_ci_low'], row['scratch_auroc_ci_high'])} | "
             f"{ci(row['pretrained_auroc'], row['pretrained_auroc_ci_low'], row['pretrained_auroc_ci_high'])} | {diff} |"
         )
@@ -224,20 +266,23 @@ def plot(r: dict, path: Path) -> Path:
 
 
 def experiment_card(r: dict) -> str:
+    noun = NOUN[r["modality"]]
+    model = {"lesion": "a lesion classifier", "notes": f"a note classifier of `{r['outcome']}`"}[r["modality"]]
     caveat = (
-        "Pre-trained, trained and tested on synthetic images: this shows the experiment works, not how much "
-        "pre-training helps on real patients."
+        f"Pre-trained, trained and tested on synthetic {'images' if r['modality'] == 'lesion' else 'notes'}: this "
+        "shows the experiment works, not how much pre-training helps on real patients."
         if r["synthetic_data"]
         else "One split and one seed: repeat with other seeds before concluding."
     )
-    return f"""# Label efficiency: a pre-trained encoder vs training from scratch
+    fractions = ", ".join(f"{row['fraction']:.0%}" for row in r["rows"])
+    return f"""# Label efficiency: a pre-trained encoder vs {r["scratch"]}
 
 > **Research use only.** An experiment, not a model: each classifier it trained has its own card in its folder.
 
-How much does starting from `{r["pretrained"]}` rather than from {r["scratch"]} help a lesion classifier when only
-1%, 10% or all of the training patients' labels are available? Every run shares the split, validation and test
-images, seed and number of optimizer steps; the labelled patients are drawn per class, nested (the 1% are among
-the 10%).
+How much does starting from `{r["pretrained"]}` rather than from {r["scratch"]} help {model} when only
+{fractions} of the training patients' labels are available? Every run shares the split, validation and test
+{noun}, seed and number of optimizer steps; the labelled patients are drawn per class, nested (the smaller
+fractions' patients are among the larger ones').
 
 ## Result
 {r["table"]}
@@ -245,12 +290,11 @@ the 10%).
 ![AUROC against the fraction of labels](label_efficiency.png)
 
 ## How to read it
-- The paired interval resamples the test images (both runs scored on each resample); it does not cover training
+- The paired interval resamples the test {noun} (both runs scored on each resample); it does not cover training
   randomness. One seed, one split.
 - Each run keeps its final weights; validation only sets the operating threshold, so checkpoint selection does
   not borrow labels a small project would not have.
-- At 1% the training set holds a handful of positives: the scratch model is close to chance by design, and the
-  interval is wide.
+- At the smallest fraction the training set holds a handful of positives, and the intervals are wide.
 - {caveat}
 
 ## Reproduce

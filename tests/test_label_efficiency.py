@@ -75,14 +75,14 @@ def test_experiment_trains_every_fraction_alike_and_writes_its_table(sample, enc
         "6",
         "--n_bootstrap",
         "30",
-        "--lesion_args",
+        "--classifier_args",
         f"--data_dir {sample} --image_size 32 --per_device_train_batch_size 16 --n_bootstrap 10 --min_group_size 5",
     ]
     out = experiment.main(flags)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["recipe"] == "label_efficiency" and [r["fraction"] for r in metrics["rows"]] == [0.1, 1.0]
     small, full = metrics["rows"]
-    assert small["train_images"] < full["train_images"]
+    assert small["train_examples"] < full["train_examples"]
     for row in metrics["rows"]:
         runs = {e: out / experiment.run_name(e, row["fraction"]) for e in experiment.ENCODERS}
         m = {e: json.loads((runs[e] / "metrics.json").read_text()) for e in runs}
@@ -145,3 +145,54 @@ def test_default_encoder_is_pretrained_once_then_read_from_the_cache(tmp_path, m
     first = experiment.default_pretrained_encoder()
     assert first == experiment.default_pretrained_encoder() and (first / "metrics.json").is_file()
     assert len(calls) == 1 and str(tmp_path) in str(first) and not first.with_name(first.name + ".partial").exists()
+
+
+def test_notes_experiment_compares_two_text_encoders_on_the_same_admissions(tmp_path):
+    from test_clinical_recipes import tiny_bert
+
+    from hf_medai.data.synthetic.ehr import write_mimic
+
+    experiment = load_recipe("label_efficiency")
+    mimic = write_mimic(tmp_path / "mimic", "mimic-iii", n_patients=100, seed=1)
+    base, other = tiny_bert(tmp_path / "base"), tiny_bert(tmp_path / "mlm", masked_lm=True)
+    out = experiment.main(
+        [
+            "--modality",
+            "notes",
+            "--output_dir",
+            str(tmp_path / "le"),
+            "--scratch",
+            str(base),
+            "--pretrained",
+            str(other),
+            "--fractions",
+            "0.3",
+            "1.0",
+            "--max_steps",
+            "3",
+            "--n_bootstrap",
+            "20",
+            "--classifier_args",
+            f"--data_dir {mimic} --per_device_train_batch_size 8 --n_bootstrap 10 --min_group_size 5 --baseline false",
+        ]
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    small, full = metrics["rows"]
+    assert metrics["modality"] == "notes" and metrics["outcome"] == "mortality"
+    assert small["train_examples"] < full["train_examples"] and sum(small["train_label_counts"].values()) == (
+        small["train_examples"]
+    )
+    for row in metrics["rows"]:
+        runs = {e: out / experiment.run_name(e, row["fraction"]) for e in experiment.ENCODERS}
+        m = {e: json.loads((runs[e] / "metrics.json").read_text()) for e in runs}
+        assert m["scratch"]["recipe"] == "clinical_outcomes" and m["pretrained"]["base_model"] == str(other)
+        assert m["scratch"]["training"]["global_step"] == m["pretrained"]["training"]["global_step"] == 3
+        import pandas as pd
+
+        p = {e: pd.read_csv(runs[e] / "predictions.csv", keep_default_na=False) for e in runs}
+        assert list(p["scratch"]["id"]) == list(p["pretrained"]["id"])  # the same test admissions
+        y = (p["scratch"]["label"] == "died").astype(int)
+        diff = roc_auc_score(y, p["pretrained"]["score_died"]) - roc_auc_score(y, p["scratch"]["score_died"])
+        assert row["difference"] == pytest.approx(diff)
+    assert "| Training admissions |" in (out / "label_efficiency.md").read_text()
+    assert "note classifier of `mortality`" in (out / "README.md").read_text()

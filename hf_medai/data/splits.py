@@ -96,12 +96,12 @@ def label_subset(
     dataset: datasets.Dataset,
     fraction: float,
     group_column: str = "lesion_id",
-    label_column: str = "label",
+    label_column: str | None = "label",
     seed: int = 0,
 ) -> datasets.Dataset:
     """The rows of a `fraction` of the groups (patients), stratified by label: for label-efficiency experiments.
 
-    A group counts under its most frequent label. Per label, the groups are ordered by one permutation drawn from
+    A group counts under its most frequent label (`label_column=None`: one stratum, e.g. for a regression target). Per label, the groups are ordered by one permutation drawn from
     `seed` and the first ceil(fraction * n) are kept (at least one per label), so the subsets are nested: the 1%
     groups are among the 10% ones. Deterministic for a seed; `fraction` 1 returns `dataset` itself.
     """
@@ -111,7 +111,7 @@ def label_subset(
         return dataset
     plain = dataset.with_format(None)
     groups = np.array([str(g) for g in plain[group_column]], dtype=object)
-    labels = np.array([str(v) for v in plain[label_column]], dtype=object)
+    labels = np.array([str(v) for v in plain[label_column]] if label_column else [""] * len(groups), dtype=object)
     label_of_group = {g: Counter(labels[groups == g]).most_common(1)[0][0] for g in sorted(set(groups))}
     rng = np.random.default_rng(seed)
     kept: set[str] = set()
