@@ -50,6 +50,20 @@ class ImageClassifierArguments:
     )
 
 
+@dataclass
+class LesionModelArguments(ImageClassifierArguments):
+    """The lesion classifier's model: by default the small ViT pre-trained by MAE on the synthetic unlabelled lesion
+    pool (recipes/image_pretraining.py's default run, made once and cached), or random weights with from_scratch."""
+
+    from_scratch: bool = field(
+        default=False,
+        metadata={
+            "help": "Without model_name_or_path: start the small ViT from random weights instead of the offline "
+            "default's pre-trained encoder (MAE on the synthetic unlabelled lesion pool, made once and cached)."
+        },
+    )
+
+
 # TrainingArguments defaults of the image classifier recipes; YAML and flags override them.
 TRAINING_DEFAULTS = dict(
     num_train_epochs=15,

@@ -22,22 +22,62 @@ from hf_medai.evaluation.classification import paired_difference
 from hf_medai.hub import finish_run
 from hf_medai.image_classification import (
     TRAINING_DEFAULTS,
-    ImageClassifierArguments,
+    LesionModelArguments,
     evaluate_and_save,
     image_classifier_trainer,
 )
 from hf_medai.lesion_split import LesionClassifierDataArguments, lesion_classifier_facts, load_lesion_split
 from hf_medai.models.vision import build_image_classifier
-from hf_medai.run_folder import begin_run
+from hf_medai.run_folder import begin_run, cached_default_run
 from hf_medai.run_outputs import score_column
 
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # a source checkout's recipes
+DEFAULT_ENCODER = "mae-tiny-vit-synthetic-lesion-pool-v1"  # the cache folder of the offline default's encoder
 CLASSIFIER_DATACLASSES = (
     LesionClassifierDataArguments,
-    ImageClassifierArguments,
+    LesionModelArguments,
     EvalArguments,
     RunArguments,
     TrainingArguments,
 )
+
+
+def lesion_backbone(model_args: LesionModelArguments) -> str | None:
+    """What a lesion classifier starts from: `model_name_or_path` if given; None (the small ViT, random weights) with
+    `from_scratch`; else the offline default's pre-trained encoder, recipes/image_pretraining.py's default run (MAE on
+    the synthetic unlabelled lesion pool), made once and cached."""
+    if model_args.model_name_or_path or model_args.from_scratch:
+        return model_args.model_name_or_path
+    recipe = RECIPES / "image_pretraining.py"
+    if not recipe.is_file():
+        raise ConfigError(
+            f"the offline default's pre-trained encoder is made by recipes/image_pretraining.py, not found at {recipe} "
+            "(an installed package has no recipes): pass --model_name_or_path or --from_scratch true"
+        )
+    return str(cached_default_run(recipe, DEFAULT_ENCODER))
+
+
+def backbone_facts(backbone: str | None) -> dict:
+    """What metrics.json and the card say about the backbone's own pre-training, when it is an image_pretraining run
+    folder (its metrics.json): on what, how many images, by which objective, how well it reconstructs."""
+    path = Path(backbone) / "metrics.json" if backbone else None
+    if path is None or not path.is_file():
+        return {}
+    m = json.loads(path.read_text())
+    if m.get("recipe") != "image_pretraining":
+        return {}
+    return {
+        "pretrained_encoder": {
+            "folder": str(backbone),
+            "dataset": m.get("dataset"),
+            "images": m["pretraining_data"]["images"],
+            "synthetic_data": bool(m.get("synthetic_data")),
+            "objective": f"masked-autoencoder reconstruction, {m['heldout']['mask_ratio']:.0%} of patches hidden",
+            "optimizer_steps": m["training"].get("global_step"),
+            "reconstruction_loss": m.get("reconstruction_loss"),
+            "reconstruction_loss_before": m.get("reconstruction_loss_before"),
+        }
+    }
 
 
 def train_lesion_classifier(flags: list[str], callbacks=()) -> dict:
@@ -48,7 +88,8 @@ def train_lesion_classifier(flags: list[str], callbacks=()) -> dict:
     )
     resume, _ = begin_run(training_args, run_args)
     splits, class_names, report, source = load_lesion_split(data, extra_train_dir=data.extra_train_dir)
-    model, processor = build_image_classifier(model_args.model_name_or_path, class_names, model_args.image_size)
+    backbone = lesion_backbone(model_args)
+    model, processor = build_image_classifier(backbone, class_names, model_args.image_size)
     splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
     trainer = image_classifier_trainer(model, processor, splits, class_names, model_args, training_args, callbacks)
     metrics = evaluate_and_save(
@@ -61,7 +102,7 @@ def train_lesion_classifier(flags: list[str], callbacks=()) -> dict:
         eval_args,
         subgroups=subgroup_frame(splits["test"], data.subgroup_columns),
         resume=resume,
-        extra=lesion_classifier_facts(data, model_args.model_name_or_path, report, source, splits),
+        extra={**lesion_classifier_facts(data, backbone, report, source, splits), **backbone_facts(backbone)},
     )
     config = resolved_config(data, model_args, eval_args, run_args, training_args)
     finish_run(training_args.output_dir, config, training_args, push=False)

@@ -294,3 +294,34 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[pkg] = "n/a"
     return out
+
+
+def cached_default_run(recipe_file: str | Path, name: str) -> Path:
+    """A recipe's offline default run, made once into `cache_root()/pretrained/<name>` and reused (an encoder other
+    recipes start from); an interrupted run resumes from its last checkpoint. Returns the run folder."""
+    import importlib.util
+
+    from accelerate import PartialState
+
+    from hf_medai.paths import cache_root
+
+    folder = cache_root() / "pretrained" / name
+    if (folder / "metrics.json").is_file():
+        return folder
+    recipe_file = Path(recipe_file)
+    spec = importlib.util.spec_from_file_location(recipe_file.stem, recipe_file)
+    recipe = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+    spec.loader.exec_module(recipe)
+    partial = folder.with_name(folder.name + ".partial")
+    again = (
+        ["--resume_from_checkpoint", "last"]
+        if any(partial.glob("checkpoint-*"))
+        else ["--overwrite_output_dir", "true"]
+    )
+    print(f"hf-medai: making the offline default's {name} once ({recipe_file.name}'s default run) in {folder}")
+    recipe.main(["--output_dir", str(partial), *again])
+    state = PartialState()
+    if state.is_main_process:
+        partial.rename(folder)
+    state.wait_for_everyone()
+    return folder

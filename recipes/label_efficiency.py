@@ -32,14 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from accelerate import PartialState
-
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.io import atomic_path, write_json, write_text, write_yaml
-from hf_medai.lesion_runs import paired_runs, train_lesion_classifier
-from hf_medai.paths import cache_root
-from hf_medai.run_folder import prepare_run_folder
+from hf_medai.lesion_runs import DEFAULT_ENCODER, paired_runs, train_lesion_classifier
+from hf_medai.run_folder import cached_default_run, prepare_run_folder
 from hf_medai.run_summary import print_run_summary, with_ci
 
 
@@ -91,7 +88,7 @@ NOUN = {"lesion": "images", "notes": "admissions"}
 
 
 PRETRAINING = {  # modality: (pre-training recipe, cache folder of its offline default run)
-    "lesion": ("image_pretraining", "mae-tiny-vit-synthetic-lesion-pool-v1"),
+    "lesion": ("image_pretraining", DEFAULT_ENCODER),
     "notes": ("clinical_pretraining", "minilm-mlm-synthetic-mimic-iii-v3"),
 }
 
@@ -106,25 +103,10 @@ def sibling_recipe(name: str):
 
 def default_pretrained_encoder(modality: str = "lesion") -> Path:
     """The offline default's encoder: the pre-training recipe's own default run (lesion: the tiny ViT pre-trained by
-    MAE on the synthetic unlabelled pool; notes: MiniLM after MLM on the synthetic training patients' notes), made
-    once and cached; an interrupted pre-training resumes."""
+    MAE on the synthetic unlabelled pool, as the lesion recipe's default; notes: MiniLM after MLM on the synthetic
+    training patients' notes), made once and cached; an interrupted pre-training resumes."""
     recipe, name = PRETRAINING[modality]
-    folder = cache_root() / "pretrained" / name
-    if (folder / "metrics.json").is_file():
-        return folder
-    partial = folder.with_name(folder.name + ".partial")
-    again = (
-        ["--resume_from_checkpoint", "last"]
-        if any(partial.glob("checkpoint-*"))
-        else ["--overwrite_output_dir", "true"]
-    )
-    print(f"hf-medai: pre-training the default encoder once (recipes/{recipe}.py) into {folder}")
-    sibling_recipe(recipe).main(["--output_dir", str(partial), *again])
-    state = PartialState()
-    if state.is_main_process:
-        partial.rename(folder)
-    state.wait_for_everyone()
-    return folder
+    return cached_default_run(Path(__file__).with_name(f"{recipe}.py"), name)
 
 
 def run_name(encoder: str, fraction: float) -> str:
@@ -153,6 +135,8 @@ def main(args=None):
                 continue  # finished before an interruption
             again = ["--resume_from_checkpoint", "last"] if any(folder.glob("checkpoint-*")) else []
             model = ["--model_name_or_path", sources[encoder]] if sources[encoder] else []
+            if not model and exp.modality == "lesion":
+                model = ["--from_scratch", "true"]  # the lesion recipe's own default is the pre-trained encoder
             train(
                 [*common, *model, *again, "--label_fraction", str(fraction), "--output_dir", str(folder)]
                 + ([] if again else ["--overwrite_output_dir", "true"])

@@ -1,7 +1,9 @@
 """Fine-tune an image classifier on skin-lesion images: melanoma vs rest, or the 7 HAM10000 classes.
 
-Offline default (synthetic HAM10000-format sample, small ViT, CPU, a few minutes):
+Offline default (synthetic HAM10000-format sample; the small ViT pre-trained by MAE on a synthetic unlabelled pool of
+lesion images, made once and cached, about 8 minutes the first time; fine-tuning a few minutes on CPU):
     accelerate launch recipes/lesion_classification.py --output_dir runs/lesions
+    (--from_scratch true: the same ViT from random weights)
 Real HAM10000 with a pretrained ViT (see recipes/configs/lesion_classification/):
     accelerate launch recipes/lesion_classification.py \
         --config recipes/configs/lesion_classification/ham10000_vit_base.yaml
@@ -21,11 +23,12 @@ from hf_medai.errors import run_main
 from hf_medai.hub import finish_run
 from hf_medai.image_classification import (
     TRAINING_DEFAULTS,
-    ImageClassifierArguments,
+    LesionModelArguments,
     evaluate_and_save,
     image_classifier_trainer,
 )
 from hf_medai.image_classification import ImageClassifierTrainer as LesionTrainer  # noqa: F401  (tests spy on it)
+from hf_medai.lesion_runs import backbone_facts, lesion_backbone
 from hf_medai.lesion_split import LesionClassifierDataArguments, lesion_classifier_facts, load_lesion_split
 from hf_medai.models.vision import build_image_classifier
 from hf_medai.run_folder import begin_run
@@ -34,7 +37,7 @@ from hf_medai.run_folder import begin_run
 DEFAULTS = dict(TRAINING_DEFAULTS, output_dir="runs/lesion_classification")
 CONFIG_DATACLASSES = (
     LesionClassifierDataArguments,
-    ImageClassifierArguments,
+    LesionModelArguments,
     EvalArguments,
     RunArguments,
     TrainingArguments,
@@ -52,7 +55,9 @@ def main(args=None, callbacks=None):
         splits, class_names, report, source = load_lesion_split(
             data_args, data_args.test_data_dir, data_args.test_data_format, data_args.extra_train_dir
         )
-        model, processor = build_image_classifier(model_args.model_name_or_path, class_names, model_args.image_size)
+    backbone = lesion_backbone(model_args)  # default: the pre-trained encoder, made once and cached
+    with training_args.main_process_first(desc="pixels"):
+        model, processor = build_image_classifier(backbone, class_names, model_args.image_size)
         splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
 
     # Train! (class imbalance: inverse-frequency class weights in the loss, or a balanced sampler)
@@ -63,7 +68,7 @@ def main(args=None, callbacks=None):
 
     # Test, save (prior correction folded into the head), report, card
     subgroups = subgroup_frame(splits["test"], data_args.subgroup_columns)
-    facts = lesion_classifier_facts(data_args, model_args.model_name_or_path, report, source, splits)
+    facts = {**lesion_classifier_facts(data_args, backbone, report, source, splits), **backbone_facts(backbone)}
     metrics = evaluate_and_save(
         trainer, train_result, processor, splits, class_names, model_args, eval_args, subgroups, resume, facts
     )

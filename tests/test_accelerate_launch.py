@@ -39,6 +39,8 @@ def test_accelerate_launch_world_size(processes, sample, tmp_path):
         "4",
         "--image_size",
         "32",
+        "--from_scratch",
+        "true",
         "--per_device_train_batch_size",
         "8",
         *QUICK_RUN,

@@ -56,6 +56,8 @@ def _lesion(root: Path, out: Path):
             "3",
             "--image_size",
             "32",
+            "--from_scratch",
+            "true",
             "--per_device_train_batch_size",
             "16",
             *QUICK_RUN,

@@ -31,6 +31,8 @@ def trained(tmp_path_factory):
             "4",
             "--image_size",
             "32",
+            "--from_scratch",
+            "true",
             "--per_device_train_batch_size",
             "16",
             *QUICK_RUN,

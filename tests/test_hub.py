@@ -145,6 +145,8 @@ def pushed_run(hub, tmp_path_factory):
             "2",
             "--image_size",
             "32",
+            "--from_scratch",
+            "true",
             "--per_device_train_batch_size",
             "16",
             "--n_bootstrap",

@@ -304,7 +304,7 @@ def test_augmentation_experiment_produces_its_table(run, classifier, tmp_path):
             "--n_bootstrap",
             "20",
             "--lesion_args",
-            "--num_train_epochs 1 --image_size 32 --n_bootstrap 10 --min_group_size 5",
+            "--num_train_epochs 1 --image_size 32 --from_scratch true --n_bootstrap 10 --min_group_size 5",
         ]
     )
     result = json.loads((out / "augmentation.json").read_text())

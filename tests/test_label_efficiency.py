@@ -179,8 +179,9 @@ def test_notes_experiment_compares_two_text_encoders_on_the_same_admissions(tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     small, full = metrics["rows"]
     assert metrics["modality"] == "notes" and metrics["outcome"] == "mortality"
-    assert small["train_examples"] < full["train_examples"] and sum(small["train_label_counts"].values()) == (
-        small["train_examples"]
+    assert (
+        small["train_examples"] < full["train_examples"]
+        and sum(small["train_label_counts"].values()) == (small["train_examples"])
     )
     for row in metrics["rows"]:
         runs = {e: out / experiment.run_name(e, row["fraction"]) for e in experiment.ENCODERS}

@@ -18,6 +18,8 @@ recipe = load_recipe("lesion_classification")
 TINY = [
     "--image_size",
     "32",
+    "--from_scratch",
+    "true",
     "--per_device_train_batch_size",
     "16",
     "--per_device_eval_batch_size",

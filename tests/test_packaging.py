@@ -47,6 +47,8 @@ def test_card_written_from_a_wheel_install(wheel, tmp_path):
             "2",
             "--image_size",
             "32",
+            "--from_scratch",
+            "true",
             "--per_device_train_batch_size",
             "16",
             "--n_bootstrap",

@@ -33,6 +33,8 @@ LESION = [
     "4",
     "--image_size",
     "32",
+    "--from_scratch",
+    "true",
     "--n_bootstrap",
     "20",
     "--eval_strategy",
