@@ -66,7 +66,13 @@ def backbone_facts(backbone: str | None) -> dict:
     m = json.loads(path.read_text())
     if m.get("recipe") != "image_pretraining":
         return {}
+    default = Path(backbone).name == DEFAULT_ENCODER
     return {
+        **(
+            {"base_model": f"small ViT pre-trained by MAE, the offline default encoder ({backbone})"}
+            if default
+            else {}
+        ),
         "pretrained_encoder": {
             "folder": str(backbone),
             "dataset": m.get("dataset"),
@@ -76,7 +82,7 @@ def backbone_facts(backbone: str | None) -> dict:
             "optimizer_steps": m["training"].get("global_step"),
             "reconstruction_loss": m.get("reconstruction_loss"),
             "reconstruction_loss_before": m.get("reconstruction_loss_before"),
-        }
+        },
     }
 
 

@@ -377,3 +377,27 @@ def test_two_processes_under_accelerate_launch(pool, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["throughput"]["world_size"] == 2 and m["throughput"]["global_batch_size"] == 32
     assert m["training"]["global_step"] == 4 and (out / "mae" / "model.safetensors").is_file()
+
+
+def test_lesion_default_starts_from_the_cached_encoder_and_its_card_says_so(run, ham, tmp_path, monkeypatch):
+    import hf_medai.lesion_runs as lesion_runs
+
+    made = []
+    monkeypatch.setattr(lesion_runs, "cached_default_run", lambda recipe, name: made.append((recipe, name)) or run)
+    lesions = load_recipe("lesion_classification")
+    flags = ["--data_dir", str(ham), "--max_steps", "2", "--per_device_train_batch_size", "16", "--n_bootstrap",
+             "10", "--min_group_size", "5", "--save_strategy", "no", "--eval_strategy", "no",
+             "--load_best_model_at_end", "false"]  # fmt: skip
+    lesions.main([*flags, "--output_dir", str(tmp_path / "default")])
+    assert made == [(lesion_runs.RECIPES / "image_pretraining.py", lesion_runs.DEFAULT_ENCODER)]
+    m = json.loads((tmp_path / "default" / "metrics.json").read_text())
+    pre = json.loads((run / "metrics.json").read_text())
+    assert m["base_model"] == str(run) and m["pretrained_encoder"]["images"] == pre["pretraining_data"]["images"]
+    assert m["pretrained_encoder"]["reconstruction_loss"] == pre["reconstruction_loss"]
+    card = (tmp_path / "default" / "README.md").read_text()
+    assert f"**Pre-trained on:** {pre['pretraining_data']['images']:,} unlabelled images" in card
+    # --from_scratch: the small ViT from random weights, no encoder made, nothing said about pre-training
+    lesions.main([*flags, "--output_dir", str(tmp_path / "scratch"), "--from_scratch", "true", "--image_size", "32"])
+    m = json.loads((tmp_path / "scratch" / "metrics.json").read_text())
+    assert len(made) == 1 and "random init" in m["base_model"] and "pretrained_encoder" not in m
+    assert "Pre-trained on" not in (tmp_path / "scratch" / "README.md").read_text()
