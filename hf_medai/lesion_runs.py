@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from transformers import TrainingArguments
+from transformers import TrainingArguments, set_seed
 
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import add_pixel_values
@@ -95,6 +95,7 @@ def train_lesion_classifier(flags: list[str], callbacks=()) -> dict:
     resume, _ = begin_run(training_args, run_args)
     splits, class_names, report, source = load_lesion_split(data, extra_train_dir=data.extra_train_dir)
     backbone = lesion_backbone(model_args)
+    set_seed(training_args.seed)  # the new head's init must not depend on whether the encoder was just made
     model, processor = build_image_classifier(backbone, class_names, model_args.image_size)
     splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
     trainer = image_classifier_trainer(model, processor, splits, class_names, model_args, training_args, callbacks)

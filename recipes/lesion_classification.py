@@ -14,7 +14,7 @@ The run folder holds the model (loads with `pipeline("image-classification", mod
 
 from __future__ import annotations
 
-from transformers import TrainingArguments
+from transformers import TrainingArguments, set_seed
 
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import add_pixel_values
@@ -56,6 +56,7 @@ def main(args=None, callbacks=None):
             data_args, data_args.test_data_dir, data_args.test_data_format, data_args.extra_train_dir
         )
     backbone = lesion_backbone(model_args)  # default: the pre-trained encoder, made once and cached
+    set_seed(training_args.seed)  # the new head's init must not depend on whether the encoder was just made
     with training_args.main_process_first(desc="pixels"):
         model, processor = build_image_classifier(backbone, class_names, model_args.image_size)
         splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
