@@ -396,6 +396,17 @@ def test_lesion_default_starts_from_the_cached_encoder_and_its_card_says_so(run,
     assert m["pretrained_encoder"]["reconstruction_loss"] == pre["reconstruction_loss"]
     card = (tmp_path / "default" / "README.md").read_text()
     assert f"**Pre-trained on:** {pre['pretraining_data']['images']:,} unlabelled images" in card
+
+    # Making the encoder first (which draws random numbers) must not change the run: the head is seeded after it.
+    def made_now(recipe, name):
+        torch.rand(1000)
+        return run
+
+    monkeypatch.setattr(lesion_runs, "cached_default_run", made_now)
+    lesions.main([*flags, "--output_dir", str(tmp_path / "made_now")])
+    assert (tmp_path / "made_now" / "predictions.csv").read_text() == (
+        tmp_path / "default" / "predictions.csv"
+    ).read_text()
     # --from_scratch: the small ViT from random weights, no encoder made, nothing said about pre-training
     lesions.main([*flags, "--output_dir", str(tmp_path / "scratch"), "--from_scratch", "true", "--image_size", "32"])
     m = json.loads((tmp_path / "scratch" / "metrics.json").read_text())
