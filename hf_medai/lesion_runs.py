@@ -57,6 +57,15 @@ def lesion_backbone(model_args: LesionModelArguments) -> str | None:
     return str(cached_default_run(recipe, DEFAULT_ENCODER))
 
 
+def build_lesion_classifier(model_args: LesionModelArguments, class_names, seed: int):
+    """(model, image processor, backbone) of a lesion classifier run: the backbone as `lesion_backbone` resolves it,
+    then the seed again, so the new head's init does not depend on whether the default encoder was just made."""
+    backbone = lesion_backbone(model_args)
+    set_seed(seed)
+    model, processor = build_image_classifier(backbone, class_names, model_args.image_size)
+    return model, processor, backbone
+
+
 def backbone_facts(backbone: str | None) -> dict:
     """What metrics.json and the card say about the backbone's own pre-training, when it is an image_pretraining run
     folder (its metrics.json): on what, how many images, by which objective, how well it reconstructs."""
@@ -94,9 +103,7 @@ def train_lesion_classifier(flags: list[str], callbacks=()) -> dict:
     )
     resume, _ = begin_run(training_args, run_args)
     splits, class_names, report, source = load_lesion_split(data, extra_train_dir=data.extra_train_dir)
-    backbone = lesion_backbone(model_args)
-    set_seed(training_args.seed)  # the new head's init must not depend on whether the encoder was just made
-    model, processor = build_image_classifier(backbone, class_names, model_args.image_size)
+    model, processor, backbone = build_lesion_classifier(model_args, class_names, training_args.seed)
     splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
     trainer = image_classifier_trainer(model, processor, splits, class_names, model_args, training_args, callbacks)
     metrics = evaluate_and_save(

@@ -299,8 +299,6 @@ def library_versions() -> dict[str, str]:
 def cached_default_run(recipe_file: str | Path, name: str) -> Path:
     """A recipe's offline default run, made once into `cache_root()/pretrained/<name>` and reused (an encoder other
     recipes start from); an interrupted run resumes from its last checkpoint. Returns the run folder."""
-    import importlib.util
-
     from accelerate import PartialState
 
     from hf_medai.paths import cache_root
@@ -309,9 +307,7 @@ def cached_default_run(recipe_file: str | Path, name: str) -> Path:
     if (folder / "metrics.json").is_file():
         return folder
     recipe_file = Path(recipe_file)
-    spec = importlib.util.spec_from_file_location(recipe_file.stem, recipe_file)
-    recipe = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe_module(recipe_file)
     partial = folder.with_name(folder.name + ".partial")
     again = (
         ["--resume_from_checkpoint", "last"]
@@ -325,3 +321,14 @@ def cached_default_run(recipe_file: str | Path, name: str) -> Path:
         partial.rename(folder)
     state.wait_for_everyone()
     return folder
+
+
+def load_recipe_module(recipe_file: str | Path):
+    """A recipe file imported as a module (its `main` takes the flags it takes on the command line)."""
+    import importlib.util
+
+    recipe_file = Path(recipe_file)
+    spec = importlib.util.spec_from_file_location(recipe_file.stem, recipe_file)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+    spec.loader.exec_module(module)
+    return module

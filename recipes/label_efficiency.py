@@ -24,10 +24,8 @@ continues an interrupted one from its last checkpoint.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -36,7 +34,7 @@ from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.errors import ConfigError, run_main
 from hf_medai.io import atomic_path, write_json, write_text, write_yaml
 from hf_medai.lesion_runs import DEFAULT_ENCODER, paired_runs, train_lesion_classifier
-from hf_medai.run_folder import cached_default_run, prepare_run_folder
+from hf_medai.run_folder import cached_default_run, load_recipe_module, prepare_run_folder
 from hf_medai.run_summary import print_run_summary, with_ci
 
 
@@ -93,14 +91,6 @@ PRETRAINING = {  # modality: (pre-training recipe, cache folder of its offline d
 }
 
 
-def sibling_recipe(name: str):
-    """Another recipe of this folder, imported as a module (its `main` takes the flags it takes on the command line)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def default_pretrained_encoder(modality: str = "lesion") -> Path:
     """The offline default's encoder: the pre-training recipe's own default run (lesion: the tiny ViT pre-trained by
     MAE on the synthetic unlabelled pool, as the lesion recipe's default; notes: MiniLM after MLM on the synthetic
@@ -119,7 +109,11 @@ def main(args=None):
     if exp.pretrained is None:
         exp.pretrained = str(default_pretrained_encoder(exp.modality))
     sources = {"scratch": exp.scratch, "pretrained": exp.pretrained}
-    train = train_lesion_classifier if exp.modality == "lesion" else sibling_recipe("clinical_outcomes").main
+    train = (
+        train_lesion_classifier
+        if exp.modality == "lesion"
+        else load_recipe_module(Path(__file__).with_name("clinical_outcomes.py")).main
+    )
 
     # Train! Every (encoder, fraction): same split, seed and optimizer steps; the final weights are kept.
     common = ["--config", exp.classifier_config] if exp.classifier_config else []

@@ -14,7 +14,7 @@ The run folder holds the model (loads with `pipeline("image-classification", mod
 
 from __future__ import annotations
 
-from transformers import TrainingArguments, set_seed
+from transformers import TrainingArguments
 
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import add_pixel_values
@@ -28,9 +28,8 @@ from hf_medai.image_classification import (
     image_classifier_trainer,
 )
 from hf_medai.image_classification import ImageClassifierTrainer as LesionTrainer  # noqa: F401  (tests spy on it)
-from hf_medai.lesion_runs import backbone_facts, lesion_backbone
+from hf_medai.lesion_runs import backbone_facts, build_lesion_classifier
 from hf_medai.lesion_split import LesionClassifierDataArguments, lesion_classifier_facts, load_lesion_split
-from hf_medai.models.vision import build_image_classifier
 from hf_medai.run_folder import begin_run
 
 # The recipe's own defaults; YAML and flags override them.
@@ -55,10 +54,9 @@ def main(args=None, callbacks=None):
         splits, class_names, report, source = load_lesion_split(
             data_args, data_args.test_data_dir, data_args.test_data_format, data_args.extra_train_dir
         )
-    backbone = lesion_backbone(model_args)  # default: the pre-trained encoder, made once and cached
-    set_seed(training_args.seed)  # the new head's init must not depend on whether the encoder was just made
+    # default backbone: the pre-trained encoder, made once and cached
+    model, processor, backbone = build_lesion_classifier(model_args, class_names, training_args.seed)
     with training_args.main_process_first(desc="pixels"):
-        model, processor = build_image_classifier(backbone, class_names, model_args.image_size)
         splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
 
     # Train! (class imbalance: inverse-frequency class weights in the loss, or a balanced sampler)
