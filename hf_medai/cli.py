@@ -1,4 +1,4 @@
-"""`hf-medai data|evaluate|card|push|demo ...`. Heavy libraries are imported only by the command that needs them."""
+"""`hf-medai data|evaluate|audit|card|push|demo ...`. Heavy libraries are imported only by the command that needs them."""
 
 from __future__ import annotations
 
@@ -47,6 +47,16 @@ def _evaluate(args):
         if auroc is not None
         else f"report in {args.out}"
     )
+
+
+def _audit(args):
+    from hf_medai.audits import audit_run
+
+    m = audit_run(args.run_dir, args.data, args.data_format, args.out, args.skip_bad_rows, args.overwrite)
+    print(f"robustness audit written to {args.out or args.run_dir} (metrics.json and the card):")
+    for section in m["robustness"].values():
+        for line in section["verdicts"].values():
+            print(f"  {line}")
 
 
 def _card(args):
@@ -102,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--skip_bad_rows", action="store_true")
     e.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     e.set_defaults(func=_evaluate)
+
+    a = sub.add_parser(
+        "audit",
+        help="robustness and shortcut audit of a saved classifier (artefacts, counterfactual notes, QA stability)",
+        description="Scores the run's own test split (or --data, into a new --out folder) unchanged and with each "
+        "controlled change, writes metrics.json 'robustness' and the card's 'Robustness and shortcuts' section.",
+    )
+    a.add_argument("run_dir")
+    a.add_argument("--data", help="external data (image classifiers): dataset folder or CSV; needs --out")
+    a.add_argument("--data_format", default="auto")
+    a.add_argument("--out", help="new folder for an external audit's report")
+    a.add_argument("--skip_bad_rows", action="store_true")
+    a.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    a.set_defaults(func=_audit)
 
     c = sub.add_parser("card", help="(re)write README.md, the model card, from a run folder")
     c.add_argument("run_dir")

@@ -55,7 +55,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "hf_medai.kinds.",
         ),
     ),
-    ("apps", ("hf_medai.hub", "hf_medai.demos.", "hf_medai.lesion_runs")),
+    ("apps", ("hf_medai.hub", "hf_medai.demos.", "hf_medai.lesion_runs", "hf_medai.audits", "hf_medai.audits.")),
     ("cli", ("hf_medai.cli",)),
 ]
 # Import cycles known and owned elsewhere, each with the change that removes it. Keep this empty.

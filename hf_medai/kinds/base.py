@@ -52,6 +52,9 @@ class Kind:
     tripod: dict[int, str] | None = None  # TRIPOD+AI cells of this kind's card (None: not a prediction model)
     metric_keys: tuple[str, ...] = ()  # headline metrics.json keys (the Hub model-index's eval results)
     demo: tuple[str, str] | None = None  # (module, class) of its Gradio app, imported only when a demo starts
+    # (module, function) of its robustness audit, imported only when one runs: (model_dir, data, data_format,
+    # skip_bad_rows) -> metrics.json "robustness" sections; data None = the run's own test split (hf_medai.audits)
+    audit: tuple[str, str] | None = None
     template_text: str | None = None  # the template itself, for a kind defined outside the package
     extra: dict[str, Any] = field(default_factory=dict)  # anything else a kind's own template or demo reads
 
