@@ -12,8 +12,13 @@ def _data(args):
     if args.kind == "lesions":
         from hf_medai.data.synthetic.lesions import write_ham10000
 
-        out = write_ham10000(args.out, n=args.n, seed=args.seed)
-        print(f"wrote a synthetic HAM10000-format sample of {args.n} images to {out}")
+        out = write_ham10000(
+            args.out, n=args.n, seed=args.seed, shortcut=args.shortcut, shortcut_rate=args.shortcut_rate
+        )
+        planted = (
+            f", with a planted '{args.shortcut}' shortcut on melanomas (training data only)" if args.shortcut else ""
+        )
+        print(f"wrote a synthetic HAM10000-format sample of {args.n} images to {out}{planted}")
     elif args.kind == "lesion_pool":
         from hf_medai.data.synthetic.lesion_pool import write_unlabelled_pool
 
@@ -101,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, default=2000, help="images (lesions, lesion_pool) or patients (ehr)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--format", default="mimic-iii", choices=["mimic-iii", "mimic-iv"], help="ehr layout")
+    d.add_argument(
+        "--shortcut",
+        choices=["ink", "ruler", "hair", "vignette", "colour_chart", "jpeg", "blur", "brightness"],
+        help="lesions: plant this artefact on melanoma images only (a spurious marker, for testing shortcut audits)",
+    )
+    d.add_argument("--shortcut_rate", type=float, default=0.8, help="lesions: share of melanomas given the shortcut")
     d.add_argument("--gzip", action="store_true", help="ehr: write .csv.gz tables, as PhysioNet ships them")
     d.set_defaults(func=_data)
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from hf_medai.audits import write_robustness
+from hf_medai.audits.images import audit_images
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import add_pixel_values
 from hf_medai.data.splits import split_report
@@ -85,6 +87,7 @@ def main(args=None, callbacks=None):
 
     # Model: a hub id or folder, or a small ViT from a config; its processor makes each split's pixels once
     model, processor = build_image_classifier(model_args.model_name_or_path, class_names, model_args.image_size)
+    test_images = splits["test"]  # decoded images: the robustness audit draws its artefacts on these
     with training_args.main_process_first(desc="pixels"):
         splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
 
@@ -110,7 +113,11 @@ def main(args=None, callbacks=None):
     metrics = evaluate_and_save(
         trainer, train_result, processor, splits, class_names, model_args, eval_args, None, resume, facts
     )
-    if metrics is not None:  # the main process: run_config.yaml, both cards, the push if asked for
+    if metrics is not None:  # the main process: artefact audit, run_config.yaml, both cards, the push if asked for
+        audit = audit_images(
+            training_args.output_dir, test_images, metrics, None, training_args.seed, eval_args.n_bootstrap
+        )
+        write_robustness(training_args.output_dir, audit)
         finish_run(
             training_args.output_dir,
             resolved_config(data_args, model_args, eval_args, run_args, training_args),

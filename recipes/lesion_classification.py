@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from transformers import TrainingArguments
 
+from hf_medai.audits import write_robustness
+from hf_medai.audits.images import audit_images
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import add_pixel_values
 from hf_medai.data.lesions import subgroup_frame
@@ -56,6 +58,7 @@ def main(args=None, callbacks=None):
         )
     # default backbone: the pre-trained encoder, made once and cached
     model, processor, backbone = build_lesion_classifier(model_args, class_names, training_args.seed)
+    test_images = splits["test"]  # decoded photographs: the robustness audit draws its artefacts on these
     with training_args.main_process_first(desc="pixels"):
         splits = {name: add_pixel_values(ds, processor) for name, ds in splits.items()}
 
@@ -65,13 +68,17 @@ def main(args=None, callbacks=None):
     )
     train_result = trainer.train(resume_from_checkpoint=resume)
 
-    # Test, save (prior correction folded into the head), report, card
+    # Test, save (prior correction folded into the head), report, robustness audit, card
     subgroups = subgroup_frame(splits["test"], data_args.subgroup_columns)
     facts = {**lesion_classifier_facts(data_args, backbone, report, source, splits), **backbone_facts(backbone)}
     metrics = evaluate_and_save(
         trainer, train_result, processor, splits, class_names, model_args, eval_args, subgroups, resume, facts
     )
-    if metrics is not None:
+    if metrics is not None:  # the artefact audit of the saved model (robustness block, card section)
+        audit = audit_images(
+            training_args.output_dir, test_images, metrics, None, training_args.seed, eval_args.n_bootstrap
+        )
+        write_robustness(training_args.output_dir, audit)
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
         finish_run(training_args.output_dir, config, training_args, push)
     trainer.accelerator.wait_for_everyone()

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments, ViTConfig
 
+from hf_medai.audits import write_robustness
+from hf_medai.audits.images import audit_images
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.image_batches import DermoscopyAugment, ImageCollator, add_pixel_values
 from hf_medai.data.lesions import subgroup_frame
@@ -85,6 +87,7 @@ def main(args=None, callbacks=None):
             )
         image_processor = build_image_processor(model_args.model_name_or_path, model_args.image_size)
         frames = {name: split.select_columns(features).to_pandas() for name, split in splits.items()}
+        test_images = splits["test"]  # decoded photographs: the robustness audit draws its artefacts on these
         schema = TabularSchema.fit(frames["train"], model_args.metadata_categorical, model_args.metadata_numeric)
         splits = {
             name: with_tabular(add_pixel_values(split, image_processor), schema, frames[name])
@@ -122,9 +125,14 @@ def main(args=None, callbacks=None):
         processor = FusionProcessor(image_processor, schema, "image")
         names = {"primary": "image", "tabular": "metadata"}
         subgroups = subgroup_frame(splits["test"], data_args.subgroup_columns)
-        write_fusion_report(
+        metrics = write_fusion_report(
             model, processor, stages, splits, frames, schema, class_names, eval_args, subgroups, facts, resume, names
         )
+        # the artefact audit of the saved model, each image's metadata held fixed
+        audit = audit_images(
+            training_args.output_dir, test_images, metrics, frames["test"], training_args.seed, eval_args.n_bootstrap
+        )
+        write_robustness(training_args.output_dir, audit)
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
         finish_run(training_args.output_dir, config, training_args, push)
     stages.fused.trainer.accelerator.wait_for_everyone()

@@ -67,8 +67,28 @@ def test_evaluate_external_data_keeps_the_validation_threshold(trained):
     assert cli(["evaluate", str(out), "--data", str(root / "external"), "--out", str(ext)]) == 2
 
 
+def test_audit_on_external_data_writes_a_report_with_the_robustness_section(trained):
+    root, out = trained
+    if not (root / "external").exists():
+        assert cli(["data", "lesions", "--out", str(root / "external"), "--n", "120", "--seed", "9"]) == 0
+    ext = root / "ext_audit"
+    assert cli(["audit", str(out), "--data", str(root / "external"), "--out", str(ext)]) == 0
+    m = json.loads((ext / "metrics.json").read_text())
+    section = m["robustness"]["image_artefacts"]
+    assert (
+        section["n"] == m["n"] == 120
+        and section["threshold"] == json.loads((out / "metrics.json").read_text())["threshold"]
+    )
+    assert (ext / section["grid"]).is_file()
+    card = (ext / "README.md").read_text()
+    assert "External evaluation" in card and "## Robustness and shortcuts" in card
+    # --data needs --out; a second audit into the same folder is refused
+    assert cli(["audit", str(out), "--data", str(root / "external")]) == 2
+    assert cli(["audit", str(out), "--data", str(root / "external"), "--out", str(ext)]) == 2
+
+
 def test_console_script_help_is_fast_and_lists_commands():
     proc = subprocess.run([sys.executable, "-m", "hf_medai.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
-    for command in ["data", "evaluate", "card", "push"]:
+    for command in ["data", "evaluate", "audit", "card", "push"]:
         assert command in proc.stdout

@@ -377,3 +377,69 @@ def test_balanced_sampler_draws_classes_evenly(sample, tmp_path):
     labels = np.asarray(sampler.weights)  # weight 1/count per row: each class carries the same total weight
     totals = {round(float(w) * (labels == w).sum(), 6) for w in np.unique(labels)}
     assert len(totals) == 1
+
+
+def _test_images(run, sample):
+    """The run's test images, in predictions.csv order, decoded as a user would (PIL, RGB)."""
+    from PIL import Image
+
+    from hf_medai.data.lesions import load_lesions
+
+    ds, _, _ = load_lesions(sample, "ham10000", "binary")
+    paths = dict(zip(ds["id"], ds["image_path"]))
+    pred = pd.read_csv(run / "predictions.csv")
+    return pred, [np.asarray(Image.open(paths[i]).convert("RGB")) for i in pred["id"]]
+
+
+def test_artefact_audit_equals_a_direct_recomputation_with_the_pipeline(run, sample):
+    """The robustness block's ink row, recomputed from the saved model (plain `pipeline`) and the perturbed images."""
+    from PIL import Image
+    from transformers import pipeline
+
+    from hf_medai.data.artefacts import add_artefact
+
+    m = json.loads((run / "metrics.json").read_text())
+    section = m["robustness"]["image_artefacts"]
+    assert set(section["rows"]) == {"ink", "ruler", "hair", "vignette", "colour_chart", "jpeg", "blur", "brightness"}
+    pred, images = _test_images(run, sample)
+    clf = pipeline("image-classification", model=str(run))
+
+    def melanoma(arrays):
+        return np.array(
+            [{d["label"]: d["score"] for d in clf(Image.fromarray(a), top_k=2)}["melanoma"] for a in arrays]
+        )
+
+    before = melanoma(images)
+    assert before == pytest.approx(pred["score_melanoma"].to_numpy(), abs=2e-3)
+    after = melanoma(add_artefact(images, "ink", seed=section["seed"]))
+    row, t = section["rows"]["ink"], m["threshold"]
+    assert row["n"] == len(images) == section["n"]
+    assert row["mean_change"] == pytest.approx(np.mean(after - before), abs=1e-5)
+    assert row["mean_abs_change"] == pytest.approx(np.mean(np.abs(after - before)), abs=1e-5)
+    assert row["n_flipped"] == int(np.sum((before >= t) != (after >= t)))
+    y = (pred["label"] == "melanoma").to_numpy().astype(int)
+    assert row["metric_after"] == pytest.approx(roc_auc_score(y, after), abs=1e-4)
+    assert row["mean_change_ci"][0] <= row["mean_change"] <= row["mean_change_ci"][1]
+    # the card states every verdict, and shows the grid the audit drew
+    card = (run / "README.md").read_text()
+    assert "## Robustness and shortcuts" in card
+    for line in section["verdicts"].values():
+        assert line in card
+    assert (run / section["grid"]).is_file() and f"]({section['grid']})" in card
+
+
+def test_audit_command_remakes_the_same_block_from_the_folder(run, tmp_path):
+    import shutil
+
+    from hf_medai.cards import render_card
+    from hf_medai.cli import main as cli
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    m = json.loads((copy / "metrics.json").read_text())
+    original = m.pop("robustness")
+    (copy / "metrics.json").write_text(json.dumps(m))
+    assert "No robustness audit was run" in str(render_card(copy))
+    assert cli(["audit", str(copy)]) == 0
+    assert json.loads((copy / "metrics.json").read_text())["robustness"] == original
+    assert "## Robustness and shortcuts" in (copy / "README.md").read_text()

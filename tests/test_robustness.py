@@ -49,7 +49,7 @@ def test_material_only_when_the_interval_clears_the_margin_or_decisions_flip():
     y, p0, p1 = _pair(shift=0.12)
     big = paired_shift(p0, p1, y, threshold=0.5, n_bootstrap=300)
     assert is_material(big)
-    assert "raise melanoma probability by 0.1" in verdict("ink markings", big, "melanoma probability")
+    assert "raises melanoma probability by 0.1" in verdict("Adding ink markings", big, "melanoma probability")
     assert verdict("ink markings", big, "melanoma probability").endswith("a material shift.")
     y, p0, p1 = _pair(shift=0.0)
     none = paired_shift(p0, p1, y, threshold=0.5, n_bootstrap=300)

@@ -63,6 +63,7 @@ def audit_run(
 
         evaluate_image_classifier(run_dir, data, out, data_format, skip_bad_rows, overwrite=overwrite)
         target = Path(out)
-    metrics = write_robustness(target, auditor(run_dir, data, data_format, skip_bad_rows))
+    external = {} if data is None else {"out_dir": target}  # files an auditor writes go beside the report
+    metrics = write_robustness(target, auditor(run_dir, data, data_format, skip_bad_rows, **external))
     write_card(target)
     return metrics

@@ -27,6 +27,7 @@ from hf_medai.evaluation.classification import bootstrap_draws, percentile_inter
 
 MARGIN = 0.05  # a mean (absolute) shift of the score whose interval lies wholly beyond this is material
 FLIP_MARGIN = 0.05  # ... and so is a change that flips more than this share of decisions
+FLIP_FLOOR = 0.01  # ... unless the scores barely moved (a model whose scores all sit at the threshold flips on noise)
 
 
 def decision_scores(probs: np.ndarray, y: np.ndarray | None, positive_index: int | None) -> np.ndarray:
@@ -86,14 +87,18 @@ def paired_shift(
         largest_change=float(change[np.argmax(np.abs(change))]),
     )
     if binary:
-        out.update(flipped_up=float(np.mean((d0 == 0) & (d1 == 1))), flipped_down=float(np.mean((d0 == 1) & (d1 == 0))))
+        out.update(
+            flipped_up=float(np.mean((d0 == 0) & (d1 == 1))), flipped_down=float(np.mean((d0 == 1) & (d1 == 0)))
+        )
     if labels is not None:
         if binary and np.unique(labels).size == 2:
             pos = labels if positive_index is None else (labels == positive_index).astype(int)
             out.update(metric="auroc", metric_before=_auroc(pos, s0), metric_after=_auroc(pos, s1))
         elif not binary:
             out.update(
-                metric="accuracy", metric_before=float(np.mean(d0 == labels)), metric_after=float(np.mean(d1 == labels))
+                metric="accuracy",
+                metric_before=float(np.mean(d0 == labels)),
+                metric_after=float(np.mean(d1 == labels)),
             )
     return out
 
@@ -104,27 +109,29 @@ def _auroc(y: np.ndarray, s: np.ndarray) -> float | None:
 
 def is_material(summary: dict[str, Any], margin: float = MARGIN, flip_margin: float = FLIP_MARGIN) -> bool:
     """Material: the interval of the mean change (or of the mean absolute change) lies wholly beyond `margin`, or
-    more than `flip_margin` of the decisions flip. Without intervals, the point estimates decide."""
+    more than `flip_margin` of the decisions flip while the scores moved by more than FLIP_FLOOR on average. Without
+    intervals, the point estimates decide."""
     lo, hi = summary["mean_change_ci"]
     lo, hi = (summary["mean_change"],) * 2 if lo is None else (lo, hi)
     abs_lo = summary["mean_abs_change_ci"][0]
     abs_lo = summary["mean_abs_change"] if abs_lo is None else abs_lo
-    return bool(lo > margin or hi < -margin or abs_lo > margin or summary["flipped"] > flip_margin)
+    flips = summary["flipped"] > flip_margin and summary["mean_abs_change"] > FLIP_FLOOR
+    return bool(lo > margin or hi < -margin or abs_lo > margin or flips)
 
 
 def verdict(label: str, summary: dict[str, Any], score: str, signed: bool = True) -> str:
-    """One sentence for the card. `label`: what was changed ("ink markings"); `score`: what moved ("melanoma
-    probability"); `signed`: report the signed mean (artefacts) or the mean absolute change (swaps in both
+    """One sentence for the card. `label`: the change, as the subject of a singular verb ("Adding purple ink
+    markings"); `score`: what moved ("melanoma probability"); `signed`: report the signed mean (artefacts) or the mean absolute change (swaps in both
     directions)."""
     if signed:
         mean, (lo, hi) = summary["mean_change"], summary["mean_change_ci"]
-        verb = "raise" if mean > 0 else "lower"
-        moved = f"{label} {verb} {score} by {abs(mean):.3f}"
+        moved = f"{label} {'raises' if mean > 0 else 'lowers'} {score} by {abs(mean):.3f}"
         if lo is not None:
-            moved += f" ({lo:+.3f} to {hi:+.3f})" if lo < 0 < hi else f" ({abs(lo):.3f}–{abs(hi):.3f})"
+            a, b = sorted((abs(lo), abs(hi)))
+            moved += f" ({lo:+.3f} to {hi:+.3f})" if lo < 0 < hi else f" ({a:.3f}–{b:.3f})"
     else:
         mean, (lo, hi) = summary["mean_abs_change"], summary["mean_abs_change_ci"]
-        moved = f"{label} move {score} by {mean:.3f} on average"
+        moved = f"{label} moves {score} by {mean:.3f} on average"
         if lo is not None:
             moved += f" ({lo:.3f}–{hi:.3f})"
     flips = f"{100 * summary['flipped']:.0f}% of decisions flip ({summary['n_flipped']} of {summary['n']})"

@@ -69,4 +69,5 @@ KIND = Kind(
     tripod=TRIPOD,
     metric_keys=classifier.METRIC_KEYS,
     demo=("hf_medai.demos.image_classifier", "ImageClassifierDemo"),
+    audit=("hf_medai.audits.images", "audit_image_run"),
 )

@@ -48,4 +48,5 @@ KIND = Kind(
     tripod=TRIPOD,
     metric_keys=classifier.METRIC_KEYS,
     demo=("hf_medai.demos.lesion", "LesionDemo"),
+    audit=("hf_medai.audits.images", "audit_image_run"),
 )

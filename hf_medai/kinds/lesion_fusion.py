@@ -58,4 +58,5 @@ KIND = Kind(
     tripod={**TRIPOD, 9: "Model details (input image size); Fusion (metadata predictors)", **FUSION_TRIPOD},
     metric_keys=classifier.METRIC_KEYS,
     demo=("hf_medai.demos.fusion", "LesionFusionDemo"),
+    audit=("hf_medai.audits.images", "audit_image_run"),
 )

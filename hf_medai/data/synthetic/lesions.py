@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hf_medai.data.artefacts import ARTEFACTS
 from hf_medai.data.synthetic.lesion_metadata import METADATA_STREAM, plan_metadata
 from hf_medai.data.synthetic.lesion_rendering import (
     CLASSES,
@@ -71,6 +72,12 @@ CHUNK = 64  # images rendered at once: bounds memory, and fixes the order of ran
 
 # Written beside the data so that every run trained on it says so in its card.
 SYNTHETIC_MARKER = "SYNTHETIC_DATA.md"
+SHORTCUT_STREAM = 7  # the planted marker's own random stream (hf_medai.data.artefacts draws it)
+SHORTCUT_NOTE = """
+**Planted shortcut:** a `{shortcut}` artefact (hf_medai.data.artefacts) is drawn on {planted} melanoma images
+(rate {rate}) and on no other image: a spurious, label-correlated marker for testing shortcut audits. Never test on
+this sample.
+"""
 SYNTHETIC_CARD = """# Synthetic HAM10000-format sample (hf-medai)
 
 {n} generated dermoscopy-like images (seed {seed}), written by `hf-medai data lesions`. No patient data.
@@ -86,12 +93,25 @@ def is_synthetic(folder) -> bool:
 
 
 def write_ham10000(
-    out_dir: str | os.PathLike, n: int = 2000, seed: int = 0, image_size: tuple[int, int] = (128, 96)
+    out_dir: str | os.PathLike,
+    n: int = 2000,
+    seed: int = 0,
+    image_size: tuple[int, int] = (128, 96),
+    shortcut: str | None = None,
+    shortcut_rate: float = 0.8,
 ) -> Path:
     """Write n synthetic images as HAM10000 (metadata CSV + a `fitzpatrick` column, JPEGs); returns out_dir.
 
     image_size is (width, height), 4:3 like the real 600x450 images. Deterministic for a seed.
+    `shortcut`: plant a spurious marker, an artefact of hf_medai.data.artefacts (e.g. "ink"), on `shortcut_rate` of
+    the melanoma images and on no other: a label-correlated shortcut, to check that an audit finds a model's
+    reliance on it. Write it into TRAINING data only (test on a clean sample: --test_data_dir). Drawn from its own
+    random stream: every other image and the metadata are byte-identical to the sample without it.
     """
+    if shortcut is not None and shortcut not in ARTEFACTS:
+        raise ValueError(f"unknown shortcut {shortcut!r}; artefacts: {', '.join(ARTEFACTS)}")
+    if not 0.0 <= shortcut_rate <= 1.0:
+        raise ValueError(f"shortcut_rate must lie in [0, 1], got {shortcut_rate}")
     if n < len(CLASSES) * MIN_LESIONS_PER_CLASS:
         raise ValueError(f"n must be at least {len(CLASSES) * MIN_LESIONS_PER_CLASS} (3 lesions per class), got {n}")
     width, height = image_size
@@ -107,10 +127,16 @@ def write_ham10000(
     folders = [out_dir / f"HAM10000_images_part_{1 + i // IMAGES_PER_FOLDER}" for i in range(n)]
     for folder in sorted(set(folders)):
         folder.mkdir(parents=True, exist_ok=True)
+    planted = np.zeros(n, dtype=bool)
+    if shortcut is not None:
+        melanoma = lesions.cls[images.lesion] == CLASSES.index("mel")
+        planted = melanoma & (np.random.default_rng([seed, SHORTCUT_STREAM]).random(n) < shortcut_rate)
     for start in range(0, n, CHUNK):
         pixels = render(lesions, images, np.arange(start, min(start + CHUNK, n)), height, width, rng)
         for offset, array in enumerate(pixels):
             i = start + offset
+            if planted[i]:
+                array = ARTEFACTS[shortcut](array, np.random.default_rng([seed, SHORTCUT_STREAM, i]))
             Image.fromarray(array).save(folders[i] / f"{names[i]}.jpg", quality=92)
 
     # The CSV last, in one rename: a crash never leaves metadata pointing at images not yet written.
@@ -133,7 +159,10 @@ def write_ham10000(
             ]
         )
     write_text(out_dir / "HAM10000_metadata.csv", buffer.getvalue())
-    write_text(out_dir / SYNTHETIC_MARKER, SYNTHETIC_CARD.format(n=n, seed=seed))
+    card = SYNTHETIC_CARD.format(n=n, seed=seed)
+    if shortcut is not None:
+        card += SHORTCUT_NOTE.format(shortcut=shortcut, planted=int(planted.sum()), rate=shortcut_rate)
+    write_text(out_dir / SYNTHETIC_MARKER, card)
     return out_dir
 
 
