@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, TrainingArguments
 
+from hf_medai.audits import write_robustness
+from hf_medai.audits.notes import note_outcome_sections
 from hf_medai.cards import write_card
 from hf_medai.clinical_tasks import (
     DEFAULT_ENCODER,
@@ -307,6 +309,14 @@ def main(args=None, callbacks=None):
                     "population": t.extra["population"],
                 },
             )
+
+            # Robustness: the test notes with sex words, ages, race and insurance swapped (or inserted), rescored
+            if not t.regression:
+                batch = training_args.per_device_eval_batch_size
+                audit = note_outcome_sections(
+                    out, task_model, tokenizer, t.splits["test"], eval_args.n_bootstrap, batch
+                )
+                write_robustness(out, audit)
 
             # Card (README.md + CHAI) and push if asked, per task folder
             hub_id = training_args.hub_model_id if not multi else f"{training_args.hub_model_id}-{t.name}"
