@@ -14,7 +14,8 @@ enter (hf_medai.data.ehr_measurements), and admissions that ended before the pre
 within the window) are left out and counted, since their outcome is known when the prediction would be made.
 The run folder holds the fused model (`FusionModel.from_pretrained(DIR)`, `FusionProcessor.from_pretrained(DIR)`
 turns a note and a dict of features into its inputs), the card, metrics.json (with "ablation" and
-"missing_modality"), predictions.csv, plots, run_config.yaml and ablation/note_only/.
+"missing_modality", and "robustness": the counterfactual note audit, EHR features held fixed), predictions.csv,
+plots, run_config.yaml and ablation/note_only/.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ Real MIMIC with Bio_ClinicalBERT on a GPU: recipes/configs/clinical_outcomes/mim
 
 `--task mortality,readmission` trains one shared encoder with a head per task and writes a run folder per task.
 Each run folder holds the model (loads with `pipeline("text-classification", model=DIR)`, temperature folded
-into the head), the card (README.md), metrics.json (with the TF-IDF baseline), predictions.csv, plots and
-run_config.yaml.
+into the head), the card (README.md), metrics.json (with the TF-IDF baseline and, for classifiers, the counterfactual
+note audit: sex words, ages, race and insurance swapped or inserted), predictions.csv, plots and run_config.yaml.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def counterfactual_section(
     class_names: Sequence[str],
     threshold: float | None,
     n_bootstrap: int = 1000,
-    model_inputs: str = "the note",
+    model_inputs: str = "the rest of the note",
 ) -> dict[str, Any]:
     """The metrics.json "robustness" section of the counterfactual notes. All versions of all notes are scored in
     one call of `score` (each distinct (row, text) once). Binary: the positive class's probability at `threshold`;
@@ -83,8 +83,8 @@ def counterfactual_section(
     examples.sort(key=lambda e: -abs(e["score_after"] - e["score_before"]))
     score_name = f"P({class_names[1]})" if binary else "the true class's probability"
     what = (
-        f"Each test note is scored as written and with words that should not matter changed, {model_inputs} held "
-        "otherwise fixed. Swapped rows compare the note as written with the note after the swap (sex words; ages "
+        f"Each test note is scored as written and with words that should not matter changed ({model_inputs} "
+        "unchanged). Swapped rows compare the note as written with the note after the swap (sex words; ages "
         "shifted within their band; race and insurance terms where notes name them). Inserted rows are not swaps: "
         "the notes name no race or insurance, so two versions with a phrase INSERTED are compared with each other "
         "(“67 year old white man” vs “67 year old Black man”; “Insurance: Medicare.” vs “Insurance: Medicaid.” "
@@ -222,7 +222,7 @@ def note_fusion_sections(
         metrics["class_names"],
         metrics.get("threshold"),
         n_bootstrap,
-        model_inputs="the admission's structured EHR features",
+        model_inputs="the rest of the note and the admission's structured EHR features",
     )
     return {SECTION: section}
 
