@@ -14,7 +14,8 @@ enter (hf_medai.data.ehr_measurements), and admissions that ended before the pre
 within the window) are left out and counted, since their outcome is known when the prediction would be made.
 The run folder holds the fused model (`FusionModel.from_pretrained(DIR)`, `FusionProcessor.from_pretrained(DIR)`
 turns a note and a dict of features into its inputs), the card, metrics.json (with "ablation" and
-"missing_modality"), predictions.csv, plots, run_config.yaml and ablation/note_only/.
+"missing_modality", and "robustness": the counterfactual note audit, EHR features held fixed), predictions.csv,
+plots, run_config.yaml and ablation/note_only/.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 from transformers import DataCollatorWithPadding, TrainingArguments
 
+from hf_medai.audits import write_robustness
+from hf_medai.audits.notes import note_fusion_sections
 from hf_medai.clinical_tasks import DEFAULT_ENCODER, ClinicalDataArguments, check_classes, load_task, subgroup_frame
 from hf_medai.config import EvalArguments, RunArguments, parse_args, resolved_config
 from hf_medai.data.ehr_features import AGGREGATIONS, FEATURES, feature_columns
@@ -200,9 +203,14 @@ def main(args=None, callbacks=None):
         )
         subgroups = subgroup_frame(splits["test"], data_args.subgroup_columns)
         report_args = (class_names, eval_args, subgroups, facts, resume, {"primary": "note", "tabular": "EHR"})
-        write_fusion_report(
-            model, FusionProcessor(tokenizer, schema, "text"), stages, splits, frames, schema, *report_args
+        processor = FusionProcessor(tokenizer, schema, "text")
+        write_fusion_report(model, processor, stages, splits, frames, schema, *report_args)
+        # Robustness: the test notes with sex words, ages, race and insurance changed, EHR features held fixed
+        batch = training_args.per_device_eval_batch_size
+        audit = note_fusion_sections(
+            training_args.output_dir, model, processor, splits["test"], eval_args.n_bootstrap, batch
         )
+        write_robustness(training_args.output_dir, audit)
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
         finish_run(training_args.output_dir, config, training_args, push)
     stages.fused.trainer.accelerator.wait_for_everyone()

@@ -8,8 +8,8 @@ Real MIMIC with Bio_ClinicalBERT on a GPU: recipes/configs/clinical_outcomes/mim
 
 `--task mortality,readmission` trains one shared encoder with a head per task and writes a run folder per task.
 Each run folder holds the model (loads with `pipeline("text-classification", model=DIR)`, temperature folded
-into the head), the card (README.md), metrics.json (with the TF-IDF baseline), predictions.csv, plots and
-run_config.yaml.
+into the head), the card (README.md), metrics.json (with the TF-IDF baseline and, for classifiers, the counterfactual
+note audit: sex words, ages, race and insurance swapped or inserted), predictions.csv, plots and run_config.yaml.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, TrainingArguments
 
+from hf_medai.audits import write_robustness
+from hf_medai.audits.notes import note_outcome_sections
 from hf_medai.cards import write_card
 from hf_medai.clinical_tasks import (
     DEFAULT_ENCODER,
@@ -307,6 +309,14 @@ def main(args=None, callbacks=None):
                     "population": t.extra["population"],
                 },
             )
+
+            # Robustness: the test notes with sex words, ages, race and insurance swapped (or inserted), rescored
+            if not t.regression:
+                batch = training_args.per_device_eval_batch_size
+                audit = note_outcome_sections(
+                    out, task_model, tokenizer, t.splits["test"], eval_args.n_bootstrap, batch
+                )
+                write_robustness(out, audit)
 
             # Card (README.md + CHAI) and push if asked, per task folder
             hub_id = training_args.hub_model_id if not multi else f"{training_args.hub_model_id}-{t.name}"

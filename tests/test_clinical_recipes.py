@@ -220,6 +220,45 @@ def test_baseline_and_card(binary_run):
         assert re.search(f"#### {column}", text), column
 
 
+def test_counterfactual_note_audit_equals_a_direct_recomputation(binary_run, mimic):
+    """The recipe's robustness block: the sex-swap row recomputed with the plain HF API on the reloaded test notes,
+    the card's section, and `hf-medai audit RUN_DIR` writing the same block again."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_medai.cli import main as cli
+    from hf_medai.clinical_tasks import SplitSpec, load_task
+    from hf_medai.evaluation.note_counterfactuals import swap_sex
+
+    m = json.loads((binary_run / "metrics.json").read_text())
+    sec = m["robustness"]["counterfactual_notes"]
+    assert set(sec["rows"]) == {"sex", "age", "race_inserted", "insurance_inserted"}
+    assert set(sec["not_applicable"]) == {"race", "insurance"}  # the synthetic notes name neither
+    model = AutoModelForSequenceClassification.from_pretrained(binary_run).eval()
+    tokenizer = AutoTokenizer.from_pretrained(binary_run)
+
+    def risk(text):  # the 512-token head window, as the run scored it
+        with torch.no_grad():
+            return torch.softmax(model(**tokenizer(text, truncation=True, return_tensors="pt")).logits, -1)[
+                0, 1
+            ].item()
+
+    test = load_task(SplitSpec(str(mimic), task="mortality")).splits["test"]
+    pairs = [(t, swapped) for t in test["text"] for swapped, n in [swap_sex(t)] if n]
+    before, after = np.array([risk(a) for a, _ in pairs]), np.array([risk(b) for _, b in pairs])
+    row, t = sec["rows"]["sex"], m["threshold"]
+    assert row["n"] == len(pairs) == len(test)  # every synthetic note names the patient's sex
+    assert row["mean_abs_change"] == pytest.approx(np.abs(after - before).mean(), abs=1e-6)
+    assert row["mean_change"] == pytest.approx((after - before).mean(), abs=1e-6)
+    assert row["n_flipped"] == int(((before >= t) != (after >= t)).sum())
+    assert row["mean_abs_change_ci"][0] <= row["mean_abs_change"] <= row["mean_abs_change_ci"][1]
+    card = (binary_run / "README.md").read_text()
+    assert "### Counterfactual notes" in card and sec["verdicts"]["sex"] in card
+    assert "Not applicable here: race (0 of" in card and "Largest changes:" in card
+
+    cli(["audit", str(binary_run)])  # in place, on the test split reloaded from run_config.yaml
+    assert json.loads((binary_run / "metrics.json").read_text())["robustness"] == m["robustness"]
+
+
 def test_multiclass_los_with_chunked_notes(mimic, encoder, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -251,6 +290,8 @@ def test_multiclass_los_with_chunked_notes(mimic, encoder, tmp_path):
     assert m["auroc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr", average="macro"), abs=1e-9)
     assert m["accuracy"] == pytest.approx(accuracy_score(y, probs.argmax(1)), abs=1e-9)
     assert "auroc" in m["baseline_tfidf"] and m["calibration"]["temperature"] > 0
+    audit = m["robustness"]["counterfactual_notes"]  # multi-class: true-class probability, argmax flips
+    assert audit["threshold"] is None and audit["rows"]["sex"]["metric"] == "accuracy"
 
     # A long note's prediction is the max-pooled logits of its own 64-token chunks, each run on its own.
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()

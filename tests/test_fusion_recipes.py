@@ -144,6 +144,40 @@ def test_clinical_cohort_starts_at_the_prediction_time_and_reloads(clinical_run,
     np.testing.assert_allclose(probs, pred["score_died"].head(n), atol=1e-4)
 
 
+def test_clinical_fusion_counterfactual_audit_holds_the_ehr_fixed(clinical_run, mimic):
+    """The sex-swap row recomputed with FusionModel / FusionProcessor: each note, as written and swapped, beside its
+    own admission's structured features; then `hf-medai audit RUN_DIR` writes the same block again."""
+    from hf_medai.cli import main as cli
+    from hf_medai.clinical_tasks import load_task
+    from hf_medai.evaluation.note_counterfactuals import swap_sex
+    from hf_medai.models.fusion import FusionModel, FusionProcessor
+
+    m = metrics(clinical_run)
+    sec = m["robustness"]["counterfactual_notes"]
+    data_args = clinical.parse_args(
+        *clinical.CONFIG_DATACLASSES, args=["--data_dir", str(mimic), "--output_dir", "x"]
+    )[0]
+    task = load_task(data_args.split_spec(str(mimic), "mortality"))
+    splits = clinical.before_prediction_time(dict(task.splits), 24.0, task.report)
+    rows = clinical.structured_frames(splits, str(mimic), data_args, task.report)["test"].to_dict("records")
+    model, processor = FusionModel.from_pretrained(clinical_run).eval(), FusionProcessor.from_pretrained(clinical_run)
+
+    def risk(texts):
+        with torch.no_grad():
+            return torch.softmax(model(**processor(text=texts, tabular=rows)).logits, -1)[:, 1].numpy()
+
+    texts = splits["test"]["text"]
+    before, after = risk(texts), risk([swap_sex(t)[0] for t in texts])
+    changed = np.array([swap_sex(t)[1] > 0 for t in texts])
+    change = (after - before)[changed]
+    row = sec["rows"]["sex"]
+    assert row["n"] == changed.sum() and row["mean_abs_change"] == pytest.approx(np.abs(change).mean(), abs=1e-5)
+    assert row["n_flipped"] == int(((before >= m["threshold"]) != (after >= m["threshold"]))[changed].sum())
+    assert "### Counterfactual notes" in (clinical_run / "README.md").read_text()
+    cli(["audit", str(clinical_run)])
+    assert metrics(clinical_run)["robustness"] == m["robustness"]
+
+
 @pytest.mark.parametrize("stage", ["image_only", "fused"])
 def test_interrupted_fusion_run_resumes_the_stage_it_stopped_in(ham, tmp_path, stage):
     from transformers import TrainerCallback

@@ -66,5 +66,6 @@ KIND = Kind(
         "details; Evaluation; Calibration",
     },
     metric_keys=classifier.METRIC_KEYS,
+    audit=("hf_medai.audits.notes", "audit_note_fusion"),
     demo=("hf_medai.demos.fusion", "NoteFusionDemo"),
 )

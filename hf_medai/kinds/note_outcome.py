@@ -176,5 +176,6 @@ KIND = Kind(
         15: "Evaluation (decision threshold chosen on validation); How to use",
     },
     metric_keys=classifier.METRIC_KEYS + ("mae", "rmse"),
+    audit=("hf_medai.audits.notes", "audit_note_outcome"),
     demo=("hf_medai.demos.clinical", "ClinicalDemo"),
 )
