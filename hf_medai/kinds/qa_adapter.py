@@ -114,4 +114,5 @@ KIND = Kind(
     },
     metric_keys=("accuracy_loglik", "accuracy_generate", "accuracy", "ece"),
     demo=("hf_medai.demos.qa", "QADemo"),
+    audit=("hf_medai.audits.qa", "audit_qa_adapter"),
 )
