@@ -10,7 +10,8 @@ The run folder holds the adapter (loads with `peft.AutoPeftModelForCausalLM.from
 `merged/` with `--merge true` (loads with `AutoModelForCausalLM`), the card (README.md), metrics.json,
 predictions.csv and run_config.yaml. Base and tuned model are scored side by side: accuracy by option
 log-likelihood and by the generated letter (bootstrap CIs), position bias, calibration, per-subject accuracy, a
-train/test n-gram contamination check, and rule-scored safety probes.
+train/test n-gram contamination check, rule-scored safety probes, and the tuned model's answer stability under
+paraphrased question stems and rotated options (metrics.json "robustness", hf_medai.audits.qa).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
+from hf_medai.audits import write_robustness
+from hf_medai.audits.qa import stability_section
 from hf_medai.config import ConfigError, RunArguments, parse_args, resolved_config
 from hf_medai.data.medqa import load_qa, load_safety_probes, sample_path, tokenize_dataset
 from hf_medai.data.report import DataError
@@ -295,6 +298,20 @@ def main(args=None, callbacks=None):
         metrics.update(contamination)
         predictions = predictions_frame(examples, tuned, base, overlap)
 
+        # Audit: answer stability under paraphrased stems and rotated options (reuses the tuned rotations' scores)
+        audit_started = time.perf_counter()
+        robustness = stability_section(
+            model,
+            tokenizer,
+            examples,
+            style=eval_args.loglik_style,
+            batch_size=training_args.per_device_eval_batch_size,
+            n_rotations=eval_args.position_bias_rotations,
+            n_bootstrap=eval_args.n_bootstrap,
+            scored=tuned,
+        )
+        audited_at = time.perf_counter()
+
         # Save: adapter + tokenizer, merged weights on request
         save_pretrained_atomic(model, out)
         save_pretrained_atomic(tokenizer, out)
@@ -332,12 +349,14 @@ def main(args=None, callbacks=None):
                 "timing": {
                     "train_seconds": round(trained_at - started, 1),
                     "evaluate_seconds": round(evaluated_at - trained_at, 1),
+                    "audit_seconds": round(audited_at - audit_started, 1),
                     "total_seconds": round(time.perf_counter() - started, 1),
                 },
             }
         )
         write_csv(f"{out}/predictions.csv", predictions)
         write_json(f"{out}/metrics.json", metrics)
+        write_robustness(out, robustness)
 
         # Card (README.md + CHAI), push if asked, summary
         finish_run(

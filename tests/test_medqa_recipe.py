@@ -238,6 +238,109 @@ def test_merged_folder_loads_with_transformers_and_matches_the_adapter(run, ques
             assert not np.allclose(merged(ids).logits.numpy(), adapter(ids).logits.numpy(), atol=1e-6)
 
 
+def _gold_probabilities(model, tokenizer, examples):
+    """Option probabilities by hand: one unpadded forward of each chat prompt, the next-token log-probabilities of the
+    option letters, softmax over them (the recipe's scoring, without its batching)."""
+    from hf_medai.data.medqa import prompt_token_ids
+    from hf_medai.evaluation.qa_scoring import continuation_token_ids
+
+    probs = []
+    with torch.no_grad():
+        for ex in examples:
+            letters = continuation_token_ids(ex, tokenizer)[1]
+            assert all(len(ids) == 1 for ids in letters)
+            logits = model(torch.tensor([prompt_token_ids(ex, tokenizer)])).logits[0, -1]
+            probs.append(torch.softmax(torch.log_softmax(logits, -1)[[ids[0] for ids in letters]], -1).numpy())
+    return np.asarray(probs, dtype=np.float64)
+
+
+def test_robustness_block_and_card_section(run):
+    m = json.loads((run / "metrics.json").read_text())
+    sec = m["robustness"]["qa_stability"]
+    assert sec["n_questions"] == m["n"] and sec["n_rotations"] == 4
+    assert set(sec["rows"]) >= {"question_first", "age_after_noun", "rotation_1", "rotation_4"}
+    assert sec["paraphrases_applied"]["question_first"] == m["n"]  # every sample stem ends in a question
+    for key, row in sec["rows"].items():
+        assert row["metric"] == "accuracy" and key in sec["verdicts"]
+    # rotation rows agree with the position-bias report of the same scores
+    assert sec["rows"]["rotation_1"]["metric_before"] == pytest.approx(m["position_bias_accuracy_original"])
+    rotated = [sec["rows"][f"rotation_{r}"]["metric_after"] for r in range(1, 5)]
+    assert min(rotated + [m["accuracy_loglik"]]) == pytest.approx(m["position_bias_accuracy_min"])
+    assert 0 <= m["timing"]["audit_seconds"] <= m["timing"]["total_seconds"]
+    text = (run / "README.md").read_text()
+    assert "### Answer stability: paraphrased questions and reordered options" in text
+    for line in sec["verdicts"].values():
+        assert line in text
+    assert "Largest changes:" in text and sec["examples"][0]["after"] in text
+
+
+def test_a_stability_row_recomputed_from_the_reloaded_adapter(run, questions):
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    from hf_medai.evaluation.qa import rotate_options
+    from hf_medai.evaluation.qa_paraphrase import question_first
+
+    rows = json.loads((run / "metrics.json").read_text())["robustness"]["qa_stability"]["rows"]
+    _, examples = _test_examples(run, questions)
+    model = AutoPeftModelForCausalLM.from_pretrained(run, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    gold = np.array([ex["answer_index"] for ex in examples])
+    n = np.arange(len(examples))
+    before = _gold_probabilities(model, tokenizer, examples)
+
+    # paraphrase: the final question asked first
+    after = _gold_probabilities(
+        model, tokenizer, [{**ex, "question": question_first(ex["question"])} for ex in examples]
+    )
+    change = after[n, gold] - before[n, gold]
+    row = rows["question_first"]
+    assert row["n"] == len(examples)
+    assert row["mean_change"] == pytest.approx(change.mean(), abs=1e-6)
+    assert row["mean_abs_change"] == pytest.approx(np.abs(change).mean(), abs=1e-6)
+    assert row["n_flipped"] == int((before.argmax(1) != after.argmax(1)).sum())
+    assert row["metric_before"] == pytest.approx(np.mean(before.argmax(1) == gold))
+    assert row["metric_after"] == pytest.approx(np.mean(after.argmax(1) == gold))
+
+    # option order: every option moved down one place (the gold answer's new position is its rotated index)
+    shifted = [rotate_options(ex, 1) for ex in examples]
+    after = _gold_probabilities(model, tokenizer, shifted)
+    new_gold = np.array([ex["answer_index"] for ex in shifted])
+    change = after[n, new_gold] - before[n, gold]
+    chosen_text = [ex["options"][i] for ex, i in zip(shifted, after.argmax(1))]
+    row = rows["rotation_1"]
+    assert row["mean_abs_change"] == pytest.approx(np.abs(change).mean(), abs=1e-6)
+    assert row["n_flipped"] == sum(t != ex["options"][i] for t, ex, i in zip(chosen_text, examples, before.argmax(1)))
+    assert row["metric_after"] == pytest.approx(np.mean(after.argmax(1) == new_gold))
+
+
+def test_hf_medai_audit_reproduces_the_robustness_block(run, tmp_path):
+    import shutil
+
+    from hf_medai.cli import main as cli
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    metrics = json.loads((copy / "metrics.json").read_text())
+    expected = metrics.pop("robustness")
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    assert cli(["audit", str(copy)]) == 0
+    got = json.loads((copy / "metrics.json").read_text())["robustness"]
+    assert got.keys() == expected.keys()
+    assert _approx_equal(got, expected)
+    assert "### Answer stability" in (copy / "README.md").read_text()
+
+
+def _approx_equal(a, b, tol=1e-6) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_approx_equal(a[k], b[k], tol) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_approx_equal(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return abs(a - b) <= tol
+    return a == b
+
+
 def test_lora_weights_change_base_weights_do_not_and_loss_falls(tiny_base, questions, tmp_path):
     from transformers import TrainerCallback
 

@@ -287,7 +287,8 @@ def score_multiple_choice(
     logliks (n, K) and pred_loglik (n,) by option log-likelihood; replies (n,) greedy generations of at most
     `max_new_tokens` and pred_generate (n,) their parsed letters (NO_ANSWER when none); rotation_gold and
     rotation_pred (R, n): gold and log-likelihood predictions with the options in R orders (row 0 the original,
-    then `rotation_shifts` of each question's options; R = 1 when n_rotations is 0).
+    then `rotation_shifts` of each question's options; R = 1 when n_rotations is 0); rotation_shifts (R,) and
+    rotation_logliks (R, n, K) the shifts and option log-likelihoods behind them (in each order's own positions).
     """
     n_options = [len(ex["options"]) for ex in examples]
     logliks = option_logliks(model, tokenizer, examples, style, batch_size)
@@ -298,11 +299,13 @@ def score_multiple_choice(
         else [""] * len(examples)
     )
     gold_rows = [np.asarray([ex["answer_index"] for ex in examples])]
-    pred_rows = [pred]
+    pred_rows, loglik_rows, shifts = [pred], [logliks], [0]
     for shift in rotation_shifts(min(n_options), n_rotations):
         rotated = [rotate_options(ex, shift) for ex in examples]
         gold_rows.append(np.asarray([ex["answer_index"] for ex in rotated]))
-        pred_rows.append(predicted_options(option_logliks(model, tokenizer, rotated, style, batch_size)))
+        loglik_rows.append(option_logliks(model, tokenizer, rotated, style, batch_size))
+        pred_rows.append(predicted_options(loglik_rows[-1]))
+        shifts.append(shift)
     return {
         "logliks": logliks,
         "pred_loglik": pred,
@@ -310,6 +313,8 @@ def score_multiple_choice(
         "pred_generate": np.asarray([parse_letter(r, k) for r, k in zip(replies, n_options)], dtype=np.int64),
         "rotation_gold": np.stack(gold_rows),
         "rotation_pred": np.stack(pred_rows),
+        "rotation_shifts": np.asarray(shifts),
+        "rotation_logliks": np.stack(loglik_rows),
     }
 
 

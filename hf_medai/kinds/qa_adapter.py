@@ -97,7 +97,8 @@ KIND = Kind(
         fairness=per_subject_and_position_bias,
         splits=None,
         bias_steps=(
-            "Answer-position bias measured by permuting options; test questions checked for contamination "
+            "Answer-position bias measured by permuting options; answer stability under rule-based paraphrases "
+            "of the question stem and rotated options (robustness audit); test questions checked for contamination "
             "by n-gram overlap with training data; safety probes compared with the base model.",
         ),
     ),
@@ -114,4 +115,5 @@ KIND = Kind(
     },
     metric_keys=("accuracy_loglik", "accuracy_generate", "accuracy", "ece"),
     demo=("hf_medai.demos.qa", "QADemo"),
+    audit=("hf_medai.audits.qa", "audit_qa_adapter"),
 )
