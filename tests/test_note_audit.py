@@ -118,7 +118,7 @@ def test_section_from_a_scorer_counts_only_changed_notes():
     assert sec["not_applicable"]["race"].startswith("0 of 3 test notes")
     assert sec["threshold"] == 0.5 and sec["n_notes"] == 3 and sec["signed"] is False
     assert "sex" in sec["material"] and sec["verdicts"]["sex"].startswith(
-        "sex-word swaps (he/she, Mr./Ms., man/woman, ...) move P(died) by 0.600"
+        "Swapping sex words (he/she, Mr./Ms., man/woman, ...) moves P(died) by 0.600 on average"
     )
     top = sec["examples"][0]
     assert top["label"] == "sex" and abs(top["score_after"] - top["score_before"]) == pytest.approx(0.6)

@@ -25,8 +25,8 @@ KNOWN = {
     "lesion": "Dermoscopy classifiers are known to raise melanoma scores for surgical ink markings (Winkler et al., "
     "JAMA Dermatology 2019) and to shift with rulers, hair, dark vignettes and colour charts.",
     "image": "Overlays (pen marks, rulers, text markers) and acquisition changes (compression, focus, exposure) are "
-    "common in clinical images; the dermoscopy-specific artefacts (ink, hair, colour chart) still show whether any "
-    "overlay moves the model.",
+    "common in clinical images; ink, hair strands and colour-chart patches stand for any overlay that has "
+    "nothing to do with the finding.",
 }
 
 
@@ -47,7 +47,7 @@ def image_scorer(model, processor, tabular=None, batch_size: int = BATCH):
             if tabular is None:
                 batch = processor(images=pil, return_tensors="pt")
             else:
-                batch = processor(images=pil, tabular=tabular.iloc[start : start + batch_size])
+                batch = processor(images=pil, tabular=tabular.iloc[start : start + batch_size].to_dict("records"))
             batch = {k: v.to(model.device) for k, v in batch.items()}
             out.append(torch.softmax(model(**batch).logits.float(), -1).cpu().numpy())
         return np.concatenate(out)

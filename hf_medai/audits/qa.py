@@ -91,7 +91,7 @@ def stability_section(
         after = unrotate(option_probabilities(scored["rotation_logliks"][r]), shift, n_options)
         key = f"rotation_{shift}"
         rows[key] = paired_shift(before, after, gold, n_bootstrap=n_bootstrap, seed=seed)
-        labels[key] = f"option orders rotated by {shift}"
+        labels[key] = f"Rotating the options by {shift}"
     candidates.sort(key=lambda c: -c[0])
     examples_out = []
     for _, label, ex, text, s0, s1 in candidates[:N_EXAMPLES]:

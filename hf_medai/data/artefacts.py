@@ -145,7 +145,7 @@ LABELS = {  # the subject of the card's verdict sentence ("... raises melanoma p
     "ink": "Adding purple ink markings",
     "ruler": "Adding a ruler",
     "hair": "Adding hair strands",
-    "vignette": "Adding a dark dermoscope vignette",
+    "vignette": "Adding a dark circular vignette",
     "colour_chart": "Adding a colour-chart patch",
     "jpeg": "JPEG re-compression (quality 15)",
     "blur": "Blurring",

@@ -227,7 +227,7 @@ def insert_insurance(text: str, plan: str) -> tuple[str, int]:
 @dataclass(frozen=True)
 class Counterfactual:
     key: str
-    label: str  # the verdict's subject: "<label> move P(died) by ..."
+    label: str  # the verdict's subject, singular: "<label> moves P(died) by ..."
     how: str  # "swapped" (the note as written vs changed) | "inserted" (two inserted versions)
     absent: str  # what a note lacks when the rule leaves it unchanged ("0 of 31 test notes <absent>")
     before: Callable[[str], tuple[str, int]]
@@ -246,11 +246,11 @@ def _as_is(text: str) -> tuple[str, int]:
 
 COUNTERFACTUALS = (
     Counterfactual(
-        "sex", "sex-word swaps (he/she, Mr./Ms., man/woman, ...)", "swapped", "use a sex word", _as_is, swap_sex
+        "sex", "Swapping sex words (he/she, Mr./Ms., man/woman, ...)", "swapped", "use a sex word", _as_is, swap_sex
     ),
     Counterfactual(
         "age",
-        f"age shifts of {AGE_SHIFT} years within the age band",
+        f"Shifting the age by {AGE_SHIFT} years within its band",
         "swapped",
         "state an age below 90 (“67 year old”, “Age: 67”)",
         _as_is,
@@ -258,7 +258,7 @@ COUNTERFACTUALS = (
     ),
     Counterfactual(
         "race",
-        "race-term swaps (white/Black, Caucasian/African American)",
+        "Swapping race terms (white/Black, Caucasian/African American)",
         "swapped",
         "name a race or ethnicity before a person word (“African American woman”)",
         _as_is,
@@ -266,7 +266,7 @@ COUNTERFACTUALS = (
     ),
     Counterfactual(
         "insurance",
-        "insurance swaps (Medicare/Medicaid)",
+        "Swapping the insurance (Medicare/Medicaid)",
         "swapped",
         "name Medicare or Medicaid",
         _as_is,
@@ -274,7 +274,7 @@ COUNTERFACTUALS = (
     ),
     Counterfactual(
         "race_inserted",
-        "inserted race words (“white” → “Black” in the one-liner)",
+        "Changing an inserted race word (“white” → “Black” in the one-liner)",
         "inserted",
         "have a one-liner without a race (“67 year old man”) to insert into",
         lambda t: insert_race(t, "white"),
@@ -282,7 +282,7 @@ COUNTERFACTUALS = (
     ),
     Counterfactual(
         "insurance_inserted",
-        "inserted insurance (“Insurance: Medicare.” → “Medicaid.” after the one-liner)",
+        "Changing an inserted insurance (“Insurance: Medicare.” → “Medicaid.” after the one-liner)",
         "inserted",
         "have a one-liner sentence and no Medicare or Medicaid to insert after",
         lambda t: insert_insurance(t, "Medicare"),

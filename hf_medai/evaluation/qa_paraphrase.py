@@ -92,13 +92,13 @@ def according_to_study(stem: str) -> str | None:
 
 # rule -> (function, the card's label: a plural noun phrase, as the verdict reads "<label> move <score> by ...")
 PARAPHRASES: dict[str, tuple[Callable[[str], str | None], str]] = {
-    "which_to_what": (which_to_what, 'rewordings "Which of the following is" → "What is"'),
-    "most_appropriate": (most_appropriate, 'rewordings "most appropriate" → "best"'),
-    "age_after_noun": (age_after_noun, 'rewordings "A 45-year-old man" → "A man, aged 45,"'),
-    "presents_comes": (presents_comes, 'rewordings "presents with / to" ↔ "comes to"'),
-    "question_first": (question_first, "reorderings that ask the final question first"),
-    "colon_to_question": (colon_to_question, 'rewordings "… is:" → "… is which of the following?"'),
-    "according_to_study": (according_to_study, 'rewordings "Does …?" → "According to the study, does …?"'),
+    "which_to_what": (which_to_what, 'Rewording "Which of the following is" → "What is"'),
+    "most_appropriate": (most_appropriate, 'Rewording "most appropriate" → "best"'),
+    "age_after_noun": (age_after_noun, 'Rewording "A 45-year-old man" → "A man, aged 45,"'),
+    "presents_comes": (presents_comes, 'Rewording "presents with / to" ↔ "comes to"'),
+    "question_first": (question_first, "Asking the final question first"),
+    "colon_to_question": (colon_to_question, 'Rewording "… is:" → "… is which of the following?"'),
+    "according_to_study": (according_to_study, 'Rewording "Does …?" → "According to the study, does …?"'),
 }
 
 
