@@ -12,7 +12,7 @@ from hf_medai.evaluation.note_counterfactuals import (
     insert_insurance,
     insert_race,
     shifted_age,
-    snippet_pair,
+    changed_words,
     swap_age,
     swap_insurance,
     swap_race,
@@ -94,9 +94,12 @@ def test_pairs_and_snippets():
     a, b, n = cf["race_inserted"].pair(ONE_LINER)  # an insertion compares two inserted versions
     assert "old white woman" in a and "old Black woman" in b and n == 1
     assert cf["race"].pair(ONE_LINER) is None and cf["insurance"].pair(ONE_LINER) is None
-    before, after = snippet_pair("x" * 100 + " he | said\n" + "y" * 100, "x" * 100 + " she | said\n" + "y" * 100)
-    assert before == "…" + "x" * 29 + " he / said " + "y" * 20 + "…"  # 30 characters either side of the change
-    assert after == "…" + "x" * 29 + " she / said " + "y" * 20 + "…"
+    # Only the changed words leave the note: no name, date or id from around them (the card is pushed).
+    note = "Mr. Hansen, 67 year old, seen 2131-04-02. He | said\nhe felt well; his wife (MRN 123) agrees."
+    before, after = changed_words(note, cf["sex"].pair(note)[1])
+    assert (before, after) == ("Mr … He … he … his", "Ms … She … she … her")
+    assert changed_words("67 year old man", "67 year old white man") == ("∅", "white")
+    assert changed_words("a " * 10 + "he", "b " * 10 + "she", width=12) == ("a a a a a a…", "b b b b b b…")
 
 
 def test_section_from_a_scorer_counts_only_changed_notes():
@@ -108,7 +111,7 @@ def test_section_from_a_scorer_counts_only_changed_notes():
         p = np.array([(0.8 if "woman" in t else 0.2) + (0.1 if "Black" in t else 0.0) for t in notes])
         return np.stack([1 - p, p], 1)
 
-    sec = counterfactual_section(score, texts, ["a", "b", "c"], [1, 0, 0], ["survived", "died"], 0.5, 0)
+    sec = counterfactual_section(score, texts, [1, 0, 0], ["survived", "died"], 0.5, 0)
     sex = sec["rows"]["sex"]
     assert sex["n"] == 2 and sex["mean_abs_change"] == pytest.approx(0.6) and sex["n_flipped"] == 2
     assert sex["mean_change"] == pytest.approx(0.0) and sex["replacements"] == 6 and sex["how"] == "swapped"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hf_medai.errors import ConfigError
-from hf_medai.evaluation.note_counterfactuals import COUNTERFACTUALS, snippet_pair
+from hf_medai.evaluation.note_counterfactuals import COUNTERFACTUALS, changed_words
 from hf_medai.evaluation.robustness import audit_section, paired_shift
 from hf_medai.run_folder import load_run
 
@@ -34,7 +34,6 @@ Scorer = Callable[[Sequence[int], Sequence[str]], np.ndarray]  # (test rows, not
 def counterfactual_section(
     score: Scorer,
     texts: Sequence[str],
-    ids: Sequence[Any],
     y: Sequence[int],
     class_names: Sequence[str],
     threshold: float | None,
@@ -69,16 +68,9 @@ def counterfactual_section(
         labels[cf.key] = cf.label
         for j in np.argsort(-np.abs(s1 - s0), kind="stable")[:EXAMPLES_PER_ROW]:
             i, a, b, _ = found[j]
-            snip_a, snip_b = snippet_pair(a, b)
+            snip_a, snip_b = changed_words(a, b)
             examples.append(
-                dict(
-                    label=cf.key,
-                    id=str(ids[i]),
-                    before=snip_a,
-                    after=snip_b,
-                    score_before=float(s0[j]),
-                    score_after=float(s1[j]),
-                )
+                dict(label=cf.key, before=snip_a, after=snip_b, score_before=float(s0[j]), score_after=float(s1[j]))
             )
     examples.sort(key=lambda e: -abs(e["score_after"] - e["score_before"]))
     score_name = f"P({class_names[1]})" if binary else "the true class's probability"
@@ -88,7 +80,8 @@ def counterfactual_section(
         "shifted within their band; race and insurance terms where notes name them). Inserted rows are not swaps: "
         "the notes name no race or insurance, so two versions with a phrase INSERTED are compared with each other "
         "(“67 year old white man” vs “67 year old Black man”; “Insurance: Medicare.” vs “Insurance: Medicaid.” "
-        "after the one-liner). A row holds only the notes its rule changed (n). "
+        "after the one-liner). A row holds only the notes its rule changed (n). The largest changes show only the "
+        "changed words (∅: inserted), never the note around them or its id. "
         + (
             f"Decisions flip at the run's threshold ({threshold:.3f})."
             if binary and threshold is not None
@@ -133,13 +126,7 @@ def note_outcome_sections(
 
     plain = test.with_format(None)
     section = counterfactual_section(
-        score,
-        plain["text"],
-        plain["id"],
-        plain["label"],
-        metrics["class_names"],
-        metrics.get("threshold"),
-        n_bootstrap,
+        score, plain["text"], plain["label"], metrics["class_names"], metrics.get("threshold"), n_bootstrap
     )
     return {SECTION: section}
 
@@ -217,7 +204,6 @@ def note_fusion_sections(
     section = counterfactual_section(
         score,
         plain["text"],
-        plain["id"],
         plain["label"],
         metrics["class_names"],
         metrics.get("threshold"),

@@ -27,6 +27,7 @@ and bound to whole words, so "the", "there", "Hermann" and "chemotherapy" are ne
 from __future__ import annotations
 
 import re
+from difflib import SequenceMatcher
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -223,6 +224,9 @@ def insert_insurance(text: str, plan: str) -> tuple[str, int]:
     return f"{text[: end.end()]} Insurance: {plan}.{text[end.end() :]}", 1
 
 
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
 # --- the audit rows ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Counterfactual:
@@ -260,7 +264,7 @@ COUNTERFACTUALS = (
         "race",
         "Swapping race terms (white/Black, Caucasian/African American)",
         "swapped",
-        "name a race or ethnicity before a person word (“African American woman”)",
+        "mention a race or ethnicity before a person word (“African American woman”)",
         _as_is,
         swap_race,
     ),
@@ -268,7 +272,7 @@ COUNTERFACTUALS = (
         "insurance",
         "Swapping the insurance (Medicare/Medicaid)",
         "swapped",
-        "name Medicare or Medicaid",
+        "mention Medicare or Medicaid",
         _as_is,
         swap_insurance,
     ),
@@ -291,19 +295,19 @@ COUNTERFACTUALS = (
 )
 
 
-def snippet_pair(before: str, after: str, context: int = 30) -> tuple[str, str]:
-    """Short single-line excerpts of two texts around where they first differ (for the card's table)."""
-    start = 0
-    while start < min(len(before), len(after)) and before[start] == after[start]:
-        start += 1
-    end_b, end_a = len(before), len(after)
-    while end_b > start and end_a > start and before[end_b - 1] == after[end_a - 1]:
-        end_b, end_a = end_b - 1, end_a - 1
-    lo = max(0, start - context)
+def changed_words(before: str, after: str, width: int = 60) -> tuple[str, str]:
+    """The words two versions of a note differ in, and nothing around them: (words before, words after), the
+    changed spans joined by " … " in note order, each side cut to `width` characters. Only the swapped vocabulary
+    leaves the note, so the card shows what changed without quoting the note (names, dates, ids stay out)."""
+    a, b = _TOKEN.findall(before), _TOKEN.findall(after)
+    spans = [
+        (" ".join(a[i1:i2]) or "∅", " ".join(b[j1:j2]) or "∅")
+        for op, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+        if op != "equal"
+    ]
 
-    def cut(text: str, end: int) -> str:
-        piece = text[lo : min(len(text), end + context)]
-        piece = ("…" if lo else "") + piece + ("…" if end + context < len(text) else "")
-        return " ".join(piece.split()).replace("|", "/")
+    def join(parts: list[str]) -> str:
+        text = " … ".join(parts).replace("|", "/")
+        return text if len(text) <= width else text[: width - 1] + "…"
 
-    return cut(before, end_b), cut(after, end_a)
+    return join([x for x, _ in spans]), join([y for _, y in spans])
