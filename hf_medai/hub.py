@@ -39,6 +39,7 @@ LEFT_BEHIND = {
     "predictions.csv": "per-example test predictions with ids and subgroup columns",
     "ablation/*/scores.npz": "a single-modality model's per-example validation and test scores (fusion ablation)",
     "reconstructions.png": "held-out images (a patient's, with real data) beside an MAE's reconstructions of them",
+    "robustness_artefacts.png": "test images (a patient's, with real data) before and after the audit's artefacts",
 }
 # Weight formats that are not safetensors: refused outright.
 UNSAFE_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".h5", ".msgpack", ".onnx_data")
