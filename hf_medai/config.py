@@ -250,6 +250,15 @@ class EvalArguments:
         },
     )
 
+    robustness_audit: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "After the test scores, audit what the model reacts to (image artefacts, counterfactual notes): "
+            "metrics.json 'robustness' and the card's 'Robustness and shortcuts'. false skips it (the card says so); "
+            "`hf-medai audit RUN_DIR` runs it later."
+        },
+    )
+
     def __post_init__(self):
         if self.threshold_method not in ("youden", "fixed"):
             raise ConfigError(f"threshold_method must be youden or fixed, got {self.threshold_method!r}")

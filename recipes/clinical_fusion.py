@@ -206,11 +206,12 @@ def main(args=None, callbacks=None):
         processor = FusionProcessor(tokenizer, schema, "text")
         write_fusion_report(model, processor, stages, splits, frames, schema, *report_args)
         # Robustness: the test notes with sex words, ages, race and insurance changed, EHR features held fixed
-        batch = training_args.per_device_eval_batch_size
-        audit = note_fusion_sections(
-            training_args.output_dir, model, processor, splits["test"], eval_args.n_bootstrap, batch
-        )
-        write_robustness(training_args.output_dir, audit)
+        if eval_args.robustness_audit:
+            batch = training_args.per_device_eval_batch_size
+            audit = note_fusion_sections(
+                training_args.output_dir, model, processor, splits["test"], eval_args.n_bootstrap, batch
+            )
+            write_robustness(training_args.output_dir, audit)
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
         finish_run(training_args.output_dir, config, training_args, push)
     stages.fused.trainer.accelerator.wait_for_everyone()

@@ -311,7 +311,7 @@ def main(args=None, callbacks=None):
             )
 
             # Robustness: the test notes with sex words, ages, race and insurance swapped (or inserted), rescored
-            if not t.regression:
+            if not t.regression and eval_args.robustness_audit:
                 batch = training_args.per_device_eval_batch_size
                 audit = note_outcome_sections(
                     out, task_model, tokenizer, t.splits["test"], eval_args.n_bootstrap, batch

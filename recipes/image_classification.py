@@ -114,10 +114,11 @@ def main(args=None, callbacks=None):
         trainer, train_result, processor, splits, class_names, model_args, eval_args, None, resume, facts
     )
     if metrics is not None:  # the main process: artefact audit, run_config.yaml, both cards, the push if asked for
-        audit = audit_images(
-            training_args.output_dir, test_images, metrics, None, training_args.seed, eval_args.n_bootstrap
-        )
-        write_robustness(training_args.output_dir, audit)
+        if eval_args.robustness_audit:
+            audit = audit_images(
+                training_args.output_dir, test_images, metrics, None, training_args.seed, eval_args.n_bootstrap
+            )
+            write_robustness(training_args.output_dir, audit)
         finish_run(
             training_args.output_dir,
             resolved_config(data_args, model_args, eval_args, run_args, training_args),

@@ -75,10 +75,11 @@ def main(args=None, callbacks=None):
         trainer, train_result, processor, splits, class_names, model_args, eval_args, subgroups, resume, facts
     )
     if metrics is not None:  # the artefact audit of the saved model (robustness block, card section)
-        audit = audit_images(
-            training_args.output_dir, test_images, metrics, None, training_args.seed, eval_args.n_bootstrap
-        )
-        write_robustness(training_args.output_dir, audit)
+        if eval_args.robustness_audit:
+            audit = audit_images(
+                training_args.output_dir, test_images, metrics, None, training_args.seed, eval_args.n_bootstrap
+            )
+            write_robustness(training_args.output_dir, audit)
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
         finish_run(training_args.output_dir, config, training_args, push)
     trainer.accelerator.wait_for_everyone()

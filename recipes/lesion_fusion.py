@@ -129,10 +129,16 @@ def main(args=None, callbacks=None):
             model, processor, stages, splits, frames, schema, class_names, eval_args, subgroups, facts, resume, names
         )
         # the artefact audit of the saved model, each image's metadata held fixed
-        audit = audit_images(
-            training_args.output_dir, test_images, metrics, frames["test"], training_args.seed, eval_args.n_bootstrap
-        )
-        write_robustness(training_args.output_dir, audit)
+        if eval_args.robustness_audit:
+            audit = audit_images(
+                training_args.output_dir,
+                test_images,
+                metrics,
+                frames["test"],
+                training_args.seed,
+                eval_args.n_bootstrap,
+            )
+            write_robustness(training_args.output_dir, audit)
         config = resolved_config(data_args, model_args, eval_args, run_args, training_args)
         finish_run(training_args.output_dir, config, training_args, push)
     stages.fused.trainer.accelerator.wait_for_everyone()

@@ -169,6 +169,13 @@ class QAEvalArguments:
     min_group_size: int = field(
         default=30, metadata={"help": "Subjects with fewer test questions are flagged as too small to judge."}
     )
+    robustness_audit: bool = field(
+        default=True,
+        metadata={
+            "help": "Audit answer stability under paraphrased stems and rotated options (metrics.json 'robustness', "
+            "the card's 'Robustness and shortcuts'); false skips it, `hf-medai audit RUN_DIR` runs it later."
+        },
+    )
 
     def __post_init__(self):
         if self.n_bootstrap < 0:
@@ -300,16 +307,18 @@ def main(args=None, callbacks=None):
 
         # Audit: answer stability under paraphrased stems and rotated options (reuses the tuned rotations' scores)
         audit_started = time.perf_counter()
-        robustness = stability_section(
-            model,
-            tokenizer,
-            examples,
-            style=eval_args.loglik_style,
-            batch_size=training_args.per_device_eval_batch_size,
-            n_rotations=eval_args.position_bias_rotations,
-            n_bootstrap=eval_args.n_bootstrap,
-            scored=tuned,
-        )
+        robustness = None
+        if eval_args.robustness_audit:
+            robustness = stability_section(
+                model,
+                tokenizer,
+                examples,
+                style=eval_args.loglik_style,
+                batch_size=training_args.per_device_eval_batch_size,
+                n_rotations=eval_args.position_bias_rotations,
+                n_bootstrap=eval_args.n_bootstrap,
+                scored=tuned,
+            )
         audited_at = time.perf_counter()
 
         # Save: adapter + tokenizer, merged weights on request
@@ -356,7 +365,8 @@ def main(args=None, callbacks=None):
         )
         write_csv(f"{out}/predictions.csv", predictions)
         write_json(f"{out}/metrics.json", metrics)
-        write_robustness(out, robustness)
+        if robustness is not None:
+            write_robustness(out, robustness)
 
         # Card (README.md + CHAI), push if asked, summary
         finish_run(

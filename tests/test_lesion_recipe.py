@@ -443,3 +443,15 @@ def test_audit_command_remakes_the_same_block_from_the_folder(run, tmp_path):
     assert cli(["audit", str(copy)]) == 0
     assert json.loads((copy / "metrics.json").read_text())["robustness"] == original
     assert "## Robustness and shortcuts" in (copy / "README.md").read_text()
+
+
+def test_robustness_audit_false_skips_the_audit_and_the_card_says_so(sample, tmp_path):
+    import yaml
+
+    out = tmp_path / "no_audit"
+    args = ["--data_dir", str(sample), "--output_dir", str(out), "--max_steps", "1", "--robustness_audit", "false"]
+    recipe.main([*args, *TINY])
+    m = json.loads((out / "metrics.json").read_text())
+    assert "robustness" not in m and not (out / "robustness_artefacts.png").exists()
+    assert "No robustness audit was run for this model" in (out / "README.md").read_text()
+    assert yaml.safe_load((out / "run_config.yaml").read_text())["robustness_audit"] is False
