@@ -353,6 +353,13 @@ def test_regression_los_days_mae_equals_sklearn(mimic, encoder, tmp_path):
     assert np.allclose(got, predict_notes(model, tokenizer, notes, strategy="head")[:, 0], atol=1e-4)
     card = (out / "README.md").read_text()
     assert "MAE (days)" in card and 'function_to_apply="none"' in card
+    # No counterfactual audit for a regressor (no decision to flip): the card says why, the command refuses clearly.
+    from hf_medai.audits import audit_run
+    from hf_medai.config import ConfigError
+
+    assert "robustness" not in m and "Not audited: the counterfactual audit compares probabilities" in card
+    with pytest.raises(ConfigError, match="for classifiers"):
+        audit_run(out)
 
 
 def test_shared_encoder_with_a_head_per_task(mimic, encoder, tmp_path):

@@ -211,7 +211,9 @@ def test_push_sends_exactly_the_model_files_and_card(run, hub):
     for name, data in files.items():
         assert data == (run / name).read_bytes(), name
     plan = plan_push(run)
-    assert {"predictions.csv", "robustness_artefacts.png", "checkpoint-2/"} <= set(plan.left_behind)  # test images stay
+    assert {"predictions.csv", "robustness_artefacts.png", "checkpoint-2/"} <= set(
+        plan.left_behind
+    )  # test images stay
 
 
 def test_public_only_when_asked_and_the_cli_path(run, hub, capsys):

@@ -9,10 +9,10 @@ import pytest
 
 from hf_medai.evaluation.note_counterfactuals import (
     COUNTERFACTUALS,
+    changed_words,
     insert_insurance,
     insert_race,
     shifted_age,
-    changed_words,
     swap_age,
     swap_insurance,
     swap_race,

@@ -161,7 +161,9 @@ def audit_note_outcome(model_dir, data=None, data_format="auto", skip_bad_rows=F
     _, config = _run_facts(model_dir)
     test = note_test_split(config)
     _same_ids(model_dir, test["id"])
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, use_safetensors=True, trust_remote_code=False
+    ).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     batch = int(config.get("per_device_eval_batch_size") or 32)
     return note_outcome_sections(model_dir, model, tokenizer, test, int(config.get("n_bootstrap", 1000)), batch)
@@ -247,6 +249,6 @@ def audit_note_fusion(model_dir, data=None, data_format="auto", skip_bad_rows=Fa
     processor = FusionProcessor.from_pretrained(model_dir)
     test = fusion_test_split(config, processor.schema)
     _same_ids(model_dir, test["id"])
-    model = FusionModel.from_pretrained(model_dir).eval()
+    model = FusionModel.from_pretrained(model_dir, use_safetensors=True).eval()
     batch = int(config.get("per_device_eval_batch_size") or 32)
     return note_fusion_sections(model_dir, model, processor, test, int(config.get("n_bootstrap", 1000)), batch)

@@ -27,9 +27,9 @@ and bound to whole words, so "the", "there", "Hermann" and "chemotherapy" are ne
 from __future__ import annotations
 
 import re
-from difflib import SequenceMatcher
 from collections.abc import Callable
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 from hf_medai.data.subgroups import CLINICAL_AGE_EDGES
 
