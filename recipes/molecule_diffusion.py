@@ -37,6 +37,7 @@ from hf_medai.pipelines.molecule_diffusion import (
     MoleculeDiffusionPipeline,
     collate_molecules,
     edm_loss,
+    make_training_scheduler,
 )
 from hf_medai.run_folder import begin_run, num_parameters, run_record
 from hf_medai.training import train_loop
@@ -84,7 +85,10 @@ class ModelArguments:
     hidden_size: int = field(default=64, metadata={"help": "EGNN hidden size."})
     num_layers: int = field(default=4, metadata={"help": "EGNN layers."})
     num_train_timesteps: int = field(default=1000, metadata={"help": "Diffusion steps of the noise schedule."})
-    beta_schedule: str = field(default="squaredcos_cap_v2", metadata={"help": "diffusers beta schedule."})
+    beta_schedule: str = field(
+        default="squaredcos_cap_v2",
+        metadata={"help": "diffusers beta schedule name, or polynomial_2 (EDM's schedule)."},
+    )
     ema_decay: float = field(
         default=0.999, metadata={"help": "EMA of the weights (0 = off); the saved pipeline holds the EMA weights."}
     )
@@ -140,11 +144,7 @@ def main(args=None):
     if prop:
         values = np.asarray(dataset[prop], dtype=np.float64)
         condition_stats = {"name": prop, "mean": float(values.mean()), "std": float(values.std() or 1.0)}
-    from diffusers import DDPMScheduler
-
-    scheduler = DDPMScheduler(
-        num_train_timesteps=model_args.num_train_timesteps, beta_schedule=model_args.beta_schedule, clip_sample=False
-    )
+    scheduler = make_training_scheduler(model_args.num_train_timesteps, model_args.beta_schedule)
     denoiser = EGNNDenoiser(
         num_atom_types=len(elements),
         hidden_size=model_args.hidden_size,

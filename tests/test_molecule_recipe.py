@@ -116,6 +116,24 @@ def test_card_reports_metrics_alerts_and_dual_use(run):
         assert phrase in card.text, phrase
 
 
+def test_conditional_generation_rows_in_metrics_and_card(run):
+    m = json.loads((run / "metrics.json").read_text())
+    cg = m["conditional_generation"]
+    assert len(cg["composition"]) == 3 and cg["per_target"] == 20
+    for row in cg["composition"]:
+        assert row["exact_formula"]["rate"] == 1.0  # the formula is imposed: every sample has it exactly
+        assert row["hit"]["k"] == row["validity"]["k"] and row["exact_formula"]["k"] == 20
+    assert cg["scaffolds"], "the NCI sample has ring scaffolds"
+    for row in cg["scaffolds"]:
+        assert row["max_fixed_atom_displacement"] < 1e-4 and row["fixed_elements_kept"]
+        assert row["retention"]["k"] <= row["validity"]["k"]
+    lo, hi = m["molecule_stability_ci"]
+    assert lo <= m["molecule_stability"] <= hi
+    card = (run / "README.md").read_text()
+    assert "Conditional generation" in card and f"formula {cg['composition'][0]['formula']}" in card
+    assert f"scaffold `{cg['scaffolds'][0]['scaffold']}`" in card and "95% CI" in card
+
+
 def test_resume_from_last_checkpoint(run, tmp_path):
     copy = tmp_path / "molecules"
     shutil.copytree(run, copy)

@@ -54,7 +54,7 @@ def reliability_diagram(
     used = count > 0
     frequency = np.asarray(bins["bin_frequency"], dtype=np.float64)[used]
     confidence = np.asarray(bins["bin_confidence"], dtype=np.float64)[used]
-    low, high = _wilson(frequency * count[used], count[used])
+    low, high = wilson_interval(frequency * count[used], count[used])
     binary = p.ndim == 1
     outcome = positive_class or "class 1"
     fig, (top, bottom) = _figure(nrows=2, figsize=(6.5, 8.0), height_ratios=(3, 1))
@@ -308,7 +308,7 @@ def _check(y_true: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def _wilson(successes: np.ndarray, n: np.ndarray, z: float = 1.959964) -> tuple[np.ndarray, np.ndarray]:
+def wilson_interval(successes: np.ndarray, n: np.ndarray, z: float = 1.959964) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval of successes / n (n > 0), elementwise."""
     successes, n = np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64)
     phat = successes / n

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from hf_medai.data.molecule_files import write_sdf
+from hf_medai.evaluation.molecule_conditioning import evaluate_conditioning
 from hf_medai.evaluation.molecules import (
     dataset_molecules,
     molecule_metrics,
@@ -41,6 +42,18 @@ class MoleculeEvalArguments:
     )
     eval_batch_size: int = field(default=200, metadata={"help": "Molecules per sampling batch (one graph batch)."})
     eval_seed: int = field(default=1234, metadata={"help": "Seed of the evaluation samples."})
+    conditional_targets: int = field(
+        default=3,
+        metadata={
+            "help": "Composition and scaffold conditioning: this many formulas and scaffolds (the training data's "
+            "most common), scored in the card (0 = skip)."
+        },
+    )
+    conditional_molecules: int = field(default=20, metadata={"help": "Molecules generated per formula / scaffold."})
+    composition_formulas: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Formulas to condition on, e.g. C7H8N2O2 (default: the most common training formulas)."},
+    )
     sample_every: int = field(
         default=0,
         metadata={"help": "Every N optimizer steps, sample 32 molecules and log their stability (0 = never)."},
@@ -85,6 +98,7 @@ def evaluate_molecule_generator(
     distances = property_distances(mols, dataset)
     alerts = {"generated": structural_alerts(mols)}
     headline = {k: generated[k] for k in HEADLINE}
+    headline["molecule_stability_ci"] = generated["molecule_stability_ci"]
     headline.update({f"training_{k}": reference[k] for k in ("atom_stability", "molecule_stability", "validity")})
     headline.update({f"{p}_wasserstein": d["wasserstein"] for p, d in distances.items()})
     headline["fraction_with_structural_alert"] = alerts["generated"]["fraction_with_alert"]
@@ -111,4 +125,16 @@ def evaluate_molecule_generator(
             "mae_shuffled_targets": property_error(mols, prop, rng.permutation(targets)),
         }
         headline[f"{prop}_mae_to_target"] = report["conditioning"]["mae"]
+    if args.conditional_targets > 0 and args.conditional_molecules > 0 and not prop:
+        report["conditional_generation"] = evaluate_conditioning(
+            pipe,
+            dataset,
+            elements,
+            atoms,
+            targets=args.conditional_targets,
+            per_target=args.conditional_molecules,
+            steps=args.eval_inference_steps,
+            seed=args.eval_seed,
+            formulas=args.composition_formulas,
+        )
     return report

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from hf_medai.data.molecule_chemistry import PROPERTY_COLUMNS, bond_matrix, build_molecule, molecule_properties
+from hf_medai.evaluation.calibration import wilson_interval
 
 ALLOWED_VALENCE = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1}
 ALERT_CATALOGS = ("PAINS", "Brenk")
@@ -107,8 +108,9 @@ def molecule_metrics(molecules: Iterable[tuple[Sequence[str], Any]], training_sm
     """EDM's metrics over generated molecules given as (element symbols, positions in Angstrom) pairs.
 
     Returns atom_stability, molecule_stability, validity, uniqueness, novelty, validity_x_uniqueness (distinct valid
-    SMILES / generated), n_generated, n_valid, n_unique, n_novel, n_atoms. uniqueness is None when nothing is valid;
-    novelty is None then or when `training_smiles` is None.
+    SMILES / generated), n_generated, n_valid, n_unique, n_novel, n_atoms, n_stable_molecules and the 95% Wilson
+    intervals molecule_stability_ci and validity_ci. uniqueness is None when nothing is valid; novelty is None then
+    or when `training_smiles` is None.
     """
     n_generated = n_atoms = n_stable_atoms = n_stable_mols = n_valid = 0
     smiles: list[str] = []
@@ -130,6 +132,8 @@ def molecule_metrics(molecules: Iterable[tuple[Sequence[str], Any]], training_sm
         raise ValueError("molecule_metrics: no molecules given")
     distinct = set(smiles)
     n_novel = None if training_smiles is None else len(distinct - set(training_smiles))
+    stable_ci = [float(v) for v in wilson_interval(n_stable_mols, n_generated)]
+    valid_ci = [float(v) for v in wilson_interval(n_valid, n_generated)]
     return {
         "atom_stability": n_stable_atoms / n_atoms if n_atoms else 0.0,
         "molecule_stability": n_stable_mols / n_generated,
@@ -142,6 +146,9 @@ def molecule_metrics(molecules: Iterable[tuple[Sequence[str], Any]], training_sm
         "n_unique": len(distinct),
         "n_novel": n_novel,
         "n_atoms": n_atoms,
+        "n_stable_molecules": n_stable_mols,
+        "molecule_stability_ci": stable_ci,
+        "validity_ci": valid_ci,
     }
 
 

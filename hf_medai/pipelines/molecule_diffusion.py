@@ -28,8 +28,39 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from hf_medai.models.egnn import EGNNDenoiser, molecule_graph, remove_mean
+from hf_medai.pipelines.fixed_atoms import FixedAtoms
 
 EDM_FEATURE_SCALE = {"one_hot": 0.25, "charges": 0.1}
+
+
+def polynomial_betas(num_train_timesteps: int, power: float = 2.0, precision: float = 1e-5) -> list[float]:
+    """EDM's "polynomial_2" noise schedule as diffusers betas (`DDPMScheduler(trained_betas=...)`).
+
+    alpha_bar(s) = (1 - s**power)**2 on s = k / T (k = 0..T, as EDM computes it), each step's ratio clipped to >= 0.001, squeezed into
+    [precision, 1 - precision]; beta_k = 1 - alpha_bar(k + 1) / alpha_bar(k). It keeps more signal than the cosine
+    schedule until late and ends at alpha_bar ~ precision (pure noise).
+    """
+    steps = num_train_timesteps + 1
+    s = np.linspace(0, steps, steps) / steps
+    alpha_bar = (1 - s**power) ** 2
+    ratio = np.clip(alpha_bar[1:] / alpha_bar[:-1], 0.001, 1.0)
+    alpha_bar = np.concatenate([[1.0], np.cumprod(ratio)])
+    alpha_bar = (1 - 2 * precision) * alpha_bar + precision
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).tolist()
+
+
+def make_training_scheduler(num_train_timesteps: int, beta_schedule: str):
+    """DDPM scheduler without sample clipping (positions are in Angstrom); `beta_schedule` is a diffusers name or
+    "polynomial_2" (EDM's)."""
+    from diffusers import DDPMScheduler
+
+    if beta_schedule == "polynomial_2":
+        return DDPMScheduler(
+            num_train_timesteps=num_train_timesteps,
+            trained_betas=polynomial_betas(num_train_timesteps),
+            clip_sample=False,
+        )
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=False)
 
 
 def molecule_features(
@@ -186,16 +217,19 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
             condition_stats=dict(condition_stats) if condition_stats is not None else None,
         )
 
-    def _atom_counts(self, num_molecules: int, num_atoms, generator) -> list[int]:
+    def _atom_counts(self, num_molecules: int, num_atoms, generator, minimum: int = 1) -> list[int]:
         if num_atoms is None:
             dist = self.config.atom_count_distribution
             if dist is None:
                 raise ValueError("no atom_count_distribution stored in this pipeline: pass num_atoms")
+            # fixed atoms: the training distribution of sizes restricted to molecules that can hold them
             probs = torch.tensor(
-                dist["probs"],
+                [p if n >= minimum else 0.0 for n, p in zip(dist["num_atoms"], dist["probs"])],
                 dtype=torch.float64,
                 device=generator.device if isinstance(generator, torch.Generator) else "cpu",
             )
+            if probs.sum() <= 0:
+                raise ValueError(f"no training molecule has {minimum} or more atoms (the fixed atoms): pass num_atoms")
             idx = torch.multinomial(probs, num_molecules, replacement=True, generator=generator)
             return [dist["num_atoms"][i] for i in idx.tolist()]
         if isinstance(num_atoms, int):
@@ -204,9 +238,68 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
             counts = [int(n) for n in num_atoms]
             if len(counts) != num_molecules:
                 raise ValueError(f"num_atoms has {len(counts)} entries for num_molecules={num_molecules}")
-        if min(counts) < 1:
-            raise ValueError(f"every molecule needs at least one atom, got num_atoms={counts}")
+        if min(counts) < minimum:
+            raise ValueError(
+                f"every molecule needs at least {minimum} atom(s){' (the fixed atoms)' if minimum > 1 else ''}, "
+                f"got num_atoms={counts}"
+            )
         return counts
+
+    def _known(self, fixed: FixedAtoms, counts: list[int], device, dtype):
+        """(x0 [N, 3 + F], mask [N, 3 + F], template centroid [3]) of the fixed atoms, the first k of each molecule."""
+        elements = self.config.elements or [str(i) for i in range(self.denoiser.config.num_atom_types)]
+        unknown = sorted(set(fixed.atom_types) - set(elements))
+        if unknown:
+            raise ValueError(f"fixed atoms use element(s) {unknown} outside this model's vocabulary {elements}")
+        k = len(fixed.atom_types)
+        types = torch.tensor([elements.index(e) for e in fixed.atom_types], device=device)
+        one_hot = torch.nn.functional.one_hot(types, len(elements)).to(dtype)
+        charges = torch.tensor(fixed.charges or [0] * k, device=device, dtype=dtype)
+        feats = molecule_features(one_hot, charges, self.config.feature_scale, self.denoiser.config.include_charges)
+        centre = torch.zeros(3, device=device, dtype=torch.float64)
+        pos = torch.zeros(k, 3, device=device, dtype=dtype)
+        if fixed.positions is not None:
+            p = torch.as_tensor(fixed.positions, dtype=torch.float64, device=device)
+            centre = p.mean(0)
+            pos = (p - centre).to(dtype)
+        block = torch.cat([pos, feats], dim=-1)
+        block_mask = torch.zeros_like(block, dtype=torch.bool)
+        block_mask[:, 3:] = True
+        block_mask[:, :3] = fixed.positions is not None
+        x0 = torch.zeros(sum(counts), block.shape[1], device=device, dtype=dtype)
+        mask = torch.zeros_like(x0, dtype=torch.bool)
+        starts = np.cumsum([0] + counts[:-1])
+        rows = torch.as_tensor((starts[:, None] + np.arange(k)[None, :]).reshape(-1), device=device)
+        x0[rows] = block.repeat(len(counts), 1)
+        mask[rows] = block_mask.repeat(len(counts), 1)
+        return x0, mask, centre
+
+    @staticmethod
+    def _fixed_centroids(x: torch.Tensor, mask_rows: torch.Tensor, mol: torch.Tensor, num_molecules: int):
+        """[B, 3] centroid of each molecule's fixed atoms (positions x [N, 3], mask_rows [N] bool)."""
+        w = mask_rows.to(x.dtype).unsqueeze(1)
+        sums = torch.zeros(num_molecules, 3, dtype=x.dtype, device=x.device).index_add_(0, mol, x * w)
+        n = torch.zeros(num_molecules, dtype=x.dtype, device=x.device).index_add_(0, mol, w[:, 0])
+        return sums / n.clamp(min=1).unsqueeze(1)
+
+    def _impose(self, sample, known, t_next, generator, mol, num_molecules):
+        """Replace the fixed entries of `sample` (at noise level t_next, None = clean) with the fixed atoms noised
+        to that level; fixed positions are moved as a block so their centroid matches the sampled one (the frame
+        of the generated atoms is free: the model only sees relative positions)."""
+        x0, mask, _ = known
+        if t_next is None:
+            target = x0.clone()
+        else:
+            noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            steps = torch.full((x0.shape[0],), int(t_next), device=x0.device, dtype=torch.long)
+            target = self.scheduler.add_noise(x0, noise, steps)
+        pos_rows = mask[:, 0]
+        if pos_rows.any():
+            shift = self._fixed_centroids(sample[:, :3], pos_rows, mol, num_molecules) - self._fixed_centroids(
+                target[:, :3], pos_rows, mol, num_molecules
+            )
+            target = torch.cat([target[:, :3] + shift[mol], target[:, 3:]], dim=-1)
+        return torch.where(mask, target, sample)
 
     def _condition(self, condition, num_molecules: int, device, dtype):
         stats = self.config.condition_stats
@@ -231,6 +324,7 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         condition: float | Sequence[float] | None = None,
+        fixed_atoms: FixedAtoms | None = None,
         output_type: str = "mols",
         return_dict: bool = True,
     ):
@@ -238,7 +332,10 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
 
         num_atoms: None (drawn from the stored training distribution with `generator`), an int, or one int
         per molecule. num_inference_steps: None = all training steps. condition: target property value(s)
-        (raw units) for a conditioned pipeline. output_type: "mols" (also builds RDKit molecules with EDM's
+        (raw units) for a conditioned pipeline. fixed_atoms: a `FixedAtoms` that the first atoms of every molecule
+        keep exactly (elements, and positions when given: composition conditioning and scaffold inpainting, by
+        replacement of the fixed entries at every step); with positions, the output is in the template's frame.
+        output_type: "mols" (also builds RDKit molecules with EDM's
         distance rules, needs rdkit) or "np".
         """
         if output_type not in ("mols", "np"):
@@ -247,7 +344,12 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
             raise ValueError("pass one torch.Generator: all molecules are sampled in one batch")
         denoiser = self.denoiser
         device, dtype = self._execution_device, denoiser.dtype
-        counts = self._atom_counts(num_molecules, num_atoms, generator)
+        if fixed_atoms is not None and not isinstance(fixed_atoms, FixedAtoms):
+            raise ValueError("fixed_atoms must be a FixedAtoms (elements, optional positions)")
+        minimum = len(fixed_atoms.atom_types) if fixed_atoms is not None else 1
+        if fixed_atoms is not None and fixed_atoms.positions is None and num_atoms is None:
+            num_atoms = minimum  # a composition: exactly these atoms
+        counts = self._atom_counts(num_molecules, num_atoms, generator, minimum)
         mol = torch.repeat_interleave(torch.arange(num_molecules, device=device), torch.tensor(counts, device=device))
         n_total, n_types = mol.numel(), denoiser.config.num_atom_types
         cond = self._condition(condition, num_molecules, device, dtype)
@@ -258,16 +360,29 @@ class MoleculeDiffusionPipeline(DiffusionPipeline):
         sample = sample * self.scheduler.init_noise_sigma
         num_train = self.scheduler.config.num_train_timesteps
         self.scheduler.set_timesteps(num_inference_steps or num_train, device=device)
+        timesteps = self.scheduler.timesteps
+        known = self._known(fixed_atoms, counts, device, dtype) if fixed_atoms is not None else None
+        if known is not None:
+            sample = self._impose(sample, known, timesteps[0], generator, mol, num_molecules)
 
-        for t in self.progress_bar(self.scheduler.timesteps):
+        for i, t in enumerate(self.progress_bar(timesteps)):
             model_input = self.scheduler.scale_model_input(sample, t)
             time = torch.full((num_molecules,), float(t) / num_train, device=device, dtype=dtype)
             out = denoiser(model_input[:, :3], model_input[:, 3:], time, mol, cond, edges=edges)
             eps = torch.cat([out.eps_positions, out.eps_features], dim=-1)
             sample = self.scheduler.step(eps, t, sample, generator=generator).prev_sample
+            if known is not None:
+                sample = self._impose(
+                    sample, known, timesteps[i + 1] if i + 1 < len(timesteps) else None, generator, mol, num_molecules
+                )
             # the step's fresh noise is isotropic: project positions back to the zero-CoM subspace
             sample = torch.cat([remove_mean(sample[:, :3], mol, num_molecules), sample[:, 3:]], dim=-1)
 
+        if known is not None and fixed_atoms.positions is not None:
+            # back into the template's frame: the fixed atoms land exactly where they were given
+            x0, mask, centre = known
+            shift = centre.to(dtype) - self._fixed_centroids(sample[:, :3], mask[:, 0], mol, num_molecules)
+            sample = torch.cat([sample[:, :3] + shift[mol], sample[:, 3:]], dim=-1)
         positions = sample[:, :3].float().cpu().numpy()
         types = sample[:, 3 : 3 + n_types].argmax(-1).cpu().numpy()
         if denoiser.config.include_charges:
