@@ -376,6 +376,17 @@ def test_molecules_depictions_smiles_and_sdf(demos, runs):
     assert runs["molecules"] not in sdf.parents  # written to Gradio's cache, not into the run folder
     _, rows, _ = demo.generate(3, 0, 3, 1)  # 0 atoms: counts drawn from the training distribution
     assert {r[1] for r in rows} <= {3, 5}
+    # a formula: every molecule has exactly those atoms, whatever the atom-count slider says
+    _, rows, sdf = demo.generate(3, 5, 3, 1, formula="C2H6O")
+    assert [r[1] for r in rows] == [9, 9, 9]
+    from hf_medai.data.molecule_files import read_sdf
+    from hf_medai.pipelines.fixed_atoms import formula_of
+
+    assert {formula_of([a.GetSymbol() for a in m.GetAtoms()]) for m in read_sdf(sdf)} == {"C2H6O"}
+    for bad, message in [("C2H5Cl", "not in this model's"), ("c2h6o", "is not a molecular formula")]:
+        with pytest.raises(gr.Error) as e:
+            demo.generate(2, 5, 2, 0, formula=bad)
+        assert message in _error_message(e)
 
 
 def test_molecule_limits_and_property_target(demos, tmp_path):

@@ -1,4 +1,4 @@
-"""Molecule diffusion demo: number, atom count, property target -> 2D depictions, SMILES and an SDF download.
+"""Molecule diffusion demo: number, atom count, property target or formula -> 2D depictions, SMILES and an SDF.
 
 The SDF is written to a fresh folder inside Gradio's own cache (never a path the user chooses).
 """
@@ -25,9 +25,12 @@ class MoleculeDemo:
         dist = self.pipe.config.atom_count_distribution
         self.max_atoms = min(MAX_ATOMS, max(dist["num_atoms"])) if dist else MAX_ATOMS
 
-    def generate(self, num_molecules, num_atoms, steps, seed, target=None):
-        """-> ([(depiction, SMILES)], SMILES table rows, path of the SDF file)."""
+    def generate(self, num_molecules, num_atoms, steps, seed, target=None, formula=None):
+        """-> ([(depiction, SMILES)], SMILES table rows, path of the SDF file). `formula` (e.g. C2H6O): every
+        molecule gets exactly these atoms (composition-conditioned; the atom count follows from it)."""
         import gradio as gr
+
+        from hf_medai.pipelines import FixedAtoms
 
         num_molecules = check_range("Number of molecules", num_molecules, 1, MAX_MOLECULES)
         # 0 = draw atom counts from the training distribution (when the pipeline stored one)
@@ -46,9 +49,21 @@ class MoleculeDemo:
                     f"{self.condition['name']} target {condition} is far outside the training range "
                     f"(mean {mean:.3g}, std {std:.3g}); pick a value within 5 std of the mean."
                 )
+        fixed = None
+        if formula and str(formula).strip():
+            try:
+                fixed = FixedAtoms.from_formula(str(formula))
+            except ValueError as e:
+                raise gr.Error(str(e)) from None
+            unknown = sorted(set(fixed.atom_types) - set(self.pipe.config.elements or []))
+            if unknown:
+                raise gr.Error(f"{formula}: element(s) {unknown} are not in this model's {self.pipe.config.elements}")
+            check_range("Atoms in the formula", len(fixed.atom_types), 1, MAX_ATOMS)
+            num_atoms = None
         out = self.pipe(
             num_molecules=num_molecules,
             num_atoms=num_atoms,
+            fixed_atoms=fixed,
             num_inference_steps=steps,
             generator=self.torch.Generator().manual_seed(seed),
             condition=condition,
@@ -105,6 +120,18 @@ class MoleculeDemo:
                                 f"{self.condition['mean']:.3g}, std {self.condition['std']:.3g})",
                             )
                         )
+                    generate = self.generate
+                    if not self.condition:
+                        inputs.append(
+                            gr.Textbox(
+                                label="Formula (optional, e.g. C2H6O: exactly these atoms; overrides the atom count)",
+                                elem_id="formula",
+                            )
+                        )
+
+                        def generate(n_, atoms_, steps_, seed_, formula_):
+                            return self.generate(n_, atoms_, steps_, seed_, formula=formula_)
+
                     button = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column(scale=2):
                     gallery = gr.Gallery(label="2D depictions", columns=3, height=240, elem_id="depictions")
@@ -112,7 +139,7 @@ class MoleculeDemo:
                         headers=["#", "atoms", "SMILES"], label="SMILES", elem_id="smiles", interactive=False
                     )
                     sdf = gr.File(label="SDF (3D coordinates)", elem_id="sdf")
-            button.click(self.generate, inputs=inputs, outputs=[gallery, table, sdf])
+            button.click(generate, inputs=inputs, outputs=[gallery, table, sdf])
         return app
 
 
