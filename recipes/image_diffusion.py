@@ -28,7 +28,7 @@ from hf_medai.data.lesions import LESION_GROUP, subgroup_frame
 from hf_medai.data.splits import split_report
 from hf_medai.data.synthetic.lesions import is_synthetic
 from hf_medai.errors import run_main
-from hf_medai.evaluation.image_generation import GenerationEvalArguments, evaluate_generator
+from hf_medai.evaluation.image_generation import FidCurve, GenerationEvalArguments, evaluate_generator
 from hf_medai.hub import finish_run
 from hf_medai.io import save_pretrained_atomic, write_json
 from hf_medai.lesion_split import LesionSplitArguments, load_lesion_split
@@ -68,6 +68,10 @@ class ModelArguments:
     )
     ema_decay: float = field(
         default=0.999, metadata={"help": "EMA of the weights (0 = off); the saved pipeline holds the EMA weights."}
+    )
+    snr_gamma: float = field(
+        default=0.0,
+        metadata={"help": "Min-SNR-gamma loss weighting (e.g. 5; 0 = the plain MSE). See benchmarks/ for its effect."},
     )
     augment: bool = field(
         default=True, metadata={"help": "Random flips and quarter turns (dermoscopy has no up or down)."}
@@ -165,6 +169,7 @@ def main(args=None):
             null_class,
             model_args.class_dropout,
             model_args.augment,
+            model_args.snr_gamma or None,
         )
 
     def pipeline_of(model) -> LesionDiffusionPipeline:
@@ -172,8 +177,13 @@ def main(args=None):
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    curve = []  # FID/KID and fidelity at each sample point (main process): the card's FID-vs-steps table
+    fid_curve = None
+
     def sample_grid(step, model):
-        images = pipeline_of(model)(
+        nonlocal fid_curve
+        pipe = pipeline_of(model)
+        images = pipe(
             class_names,
             num_images_per_label=gen_args.grid_images_per_class,
             num_inference_steps=25,
@@ -182,6 +192,9 @@ def main(args=None):
             output_type="np",
         ).images
         save_grid(images, rows=len(class_names), path=Path(training_args.output_dir) / "samples" / f"step-{step}.png")
+        if gen_args.fid_curve and gen_args.classifier_dir:
+            fid_curve = fid_curve or FidCurve(gen_args, train_pixels, training_args.device)
+            curve.append(fid_curve(step, pipe))
 
     # Train!
     result = train_loop(
@@ -239,6 +252,7 @@ def main(args=None):
                 "library_name": "diffusers",
                 "class_names": class_names,
                 **evaluation,
+                "fid_curve": curve or None,
                 "model": {
                     "space": "latent" if vae is not None else "pixel",
                     "vae": model_args.vae_name_or_path,

@@ -241,6 +241,12 @@ def test_metrics_hold_every_evaluation_and_match_the_saved_samples(run, classifi
     assert again["fidelity"] == pytest.approx(m["class_fidelity"])
     # The generator was trained on the training split only: the held-out reference has the other patients.
     assert m["training"]["train_images"] == m["splits"]["train"]["rows"]
+    # FID vs steps: a point at every sample step; the last is the final EMA weights with the evaluation's sampler,
+    # seed and images, so it reproduces the headline FID.
+    curve = m["fid_curve"]
+    assert [r["step"] for r in curve] == [3, 6] and all(r["images"] == 12 for r in curve)
+    assert curve[-1]["fid"] == pytest.approx(m["fid"], rel=1e-4)
+    assert curve[-1]["class_fidelity"] == pytest.approx(m["class_fidelity"])
 
 
 def test_card_documents_fidelity_memorisation_and_misuse(run):
@@ -258,6 +264,7 @@ def test_card_documents_fidelity_memorisation_and_misuse(run):
         f"{m['fid']:.2f}",
         "samples/grid.png",
         "Representation of skin types",
+        "FID vs training steps",
     ]:
         assert phrase in text, phrase
 
@@ -365,3 +372,28 @@ def test_a_push_takes_the_pipeline_but_never_training_images(run):
     assert {"model_index.json", "unet/diffusion_pytorch_model.safetensors", "README.md", "samples/grid.png"} <= pushed
     assert not [f for f in pushed if f.startswith(("memorisation/", "checkpoint-"))]
     assert any(f.startswith("memorisation/") for f in files)  # they exist locally, for the user to inspect
+
+
+def test_min_snr_weighting_follows_its_formula():
+    from diffusers.training_utils import compute_snr
+
+    from hf_medai.models.diffusion import build_noise_scheduler, class_conditional_loss
+
+    torch.manual_seed(0)
+    unet = build_lesion_unet(2, sample_size=16, block_out_channels=(16, 32))
+    x, y = torch.rand(6, 3, 16, 16) * 2 - 1, torch.tensor([0, 1, 0, 1, 0, 1])
+    for prediction_type in ("epsilon", "v_prediction"):
+        scheduler = build_noise_scheduler(prediction_type=prediction_type)
+        torch.manual_seed(1)
+        weighted = class_conditional_loss(unet, x, y, scheduler, 2, snr_gamma=5.0)
+        torch.manual_seed(1)  # the same draws, in the loss's order: noise, timesteps (no dropout, no flips)
+        noise = torch.randn_like(x)
+        t = torch.randint(0, 1000, (6,))
+        with torch.no_grad():
+            pred = unet(scheduler.add_noise(x, noise, t), t, class_labels=y).sample
+        target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x, noise, t)
+        snr = compute_snr(scheduler, t)
+        w = snr.clamp(max=5.0) / (snr if prediction_type == "epsilon" else snr + 1)
+        expected = (((pred - target) ** 2).flatten(1).mean(1) * w).mean()
+        assert weighted.item() == pytest.approx(expected.item(), rel=1e-5)
+        assert (w <= 1 + 1e-6).all() and (w < 0.99).any()  # down-weights the low-noise steps, never up-weights

@@ -39,6 +39,13 @@ class GenerationEvalArguments:
     guidance_scale: float = field(default=2.0, metadata={"help": "Classifier-free guidance scale (1 = none)."})
     eval_batch_size: int = field(default=64, metadata={"help": "Images per sampling batch."})
     eval_seed: int = field(default=1234, metadata={"help": "Seed of the evaluation samples."})
+    fid_curve: bool = field(
+        default=True,
+        metadata={
+            "help": "At every sample_every step also score FID/KID and class fidelity of eval_images_per_class "
+            "images per class with the evaluation sampler (needs classifier_dir): the FID-vs-steps table of the card."
+        },
+    )
     grid_images_per_class: int = field(default=8, metadata={"help": "Images per class in the sample grids."})
     memorisation_threshold: float = field(
         default=0.98,
@@ -233,3 +240,40 @@ def evaluate_generator(
         report["diversity"]["training_feature"] = diversity(train_feats, names[train_labels])
     report["headline"] = headline
     return report
+
+
+class FidCurve:
+    """FID/KID and class fidelity of a generator during training: call it with (step, pipeline) at each sample
+    point; `rows` is the curve. The same sampler, seed, guidance and number of images as the final evaluation, so
+    the last point is that evaluation's FID; the training images' classifier features are computed once."""
+
+    def __init__(self, args: GenerationEvalArguments, train_pixels, device="cpu"):
+        self.args = args
+        self.classifier = ClassifierFeatures(args.classifier_dir, device=str(device))
+        self.train_feats = self.classifier(_hwc(train_pixels))[0]
+        self.rows: list[dict[str, Any]] = []
+
+    def __call__(self, step: int, pipe) -> dict[str, Any]:
+        args, class_names = self.args, list(pipe.config.class_names)
+        labels = np.repeat(np.arange(len(class_names)), args.eval_images_per_class)
+        images, _ = generate(
+            pipe,
+            labels,
+            args.eval_scheduler,
+            args.eval_inference_steps,
+            args.guidance_scale,
+            args.eval_batch_size,
+            args.eval_seed,
+        )
+        feats, probs = self.classifier(images)
+        kid, kid_std = kernel_distance(feats, self.train_feats)
+        row = {
+            "step": int(step),
+            "fid": frechet_distance(feats, self.train_feats),
+            "kid": kid,
+            "kid_std": kid_std,
+            "class_fidelity": class_fidelity(probs, labels, class_names)["fidelity"],
+            "images": len(images),
+        }
+        self.rows.append(row)
+        return row

@@ -90,12 +90,16 @@ def class_conditional_loss(
     null_class: int,
     class_dropout: float = 0.0,
     augment: bool = False,
+    snr_gamma: float | None = None,
 ) -> torch.Tensor:
     """The denoising MSE of a class-conditional UNet on a batch `x` in [-1, 1] (pixels or latents).
 
     Each row's class is replaced by `null_class` with probability `class_dropout` (classifier-free guidance);
     the target follows `scheduler.config.prediction_type` (epsilon: the noise; v_prediction: the velocity).
     The random draws come in a fixed order (flips, noise, timesteps, class dropout), which exact resume relies on.
+    snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023): each example's error is weighted by
+    min(SNR, gamma) / SNR (epsilon) or min(SNR, gamma) / (SNR + 1) (v), so the many nearly clean timesteps stop
+    dominating the gradient. None = the plain unweighted MSE.
     """
     prediction_type = scheduler.config.prediction_type
     if prediction_type not in ("epsilon", "v_prediction"):
@@ -108,7 +112,14 @@ def class_conditional_loss(
     labels = torch.where(drop, torch.full_like(labels, null_class), labels)
     pred = model(scheduler.add_noise(x, noise, t), t, class_labels=labels).sample
     target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x, noise, t)
-    return F.mse_loss(pred.float(), target.float())
+    if not snr_gamma:
+        return F.mse_loss(pred.float(), target.float())
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, t).float()
+    weight = snr.clamp(max=snr_gamma) / (snr if prediction_type == "epsilon" else snr + 1)
+    per_example = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+    return (per_example * weight).mean()
 
 
 @torch.no_grad()
