@@ -39,6 +39,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -259,14 +260,13 @@ def run_ours(a, steps: int, work: Path) -> dict:
     spec.loader.exec_module(recipe)
     from functools import partial
 
-    from diffusers import DDPMScheduler
-
     from hf_medai.config import parse_args
     from hf_medai.pipelines.molecule_diffusion import (
         EDM_FEATURE_SCALE,
         MoleculeDiffusionPipeline,
         collate_molecules,
         edm_loss,
+        make_training_scheduler,
     )
     from hf_medai.training import train_loop
 
@@ -277,14 +277,13 @@ def run_ours(a, steps: int, work: Path) -> dict:
             "--config", str(config), "--output_dir", str(work / "ours"), "--max_steps", str(steps),
             "--per_device_train_batch_size", str(a.batch_size), "--hidden_size", str(a.hidden),
             "--num_layers", str(a.layers), "--save_strategy", "no", "--seed", str(a.seed), "--logging_steps", "50",
+            *shlex.split(a.ours_args),
         ],
         defaults=recipe.DEFAULTS,
     )  # fmt: skip
     dataset, elements, _ = load_data()
     rows = dataset.select_columns(["atom_types", "charges", "positions"]).to_list()
-    scheduler = DDPMScheduler(
-        num_train_timesteps=model_args.num_train_timesteps, beta_schedule=model_args.beta_schedule, clip_sample=False
-    )
+    scheduler = make_training_scheduler(model_args.num_train_timesteps, model_args.beta_schedule)
     torch.manual_seed(a.seed)
     denoiser = recipe.EGNNDenoiser(
         num_atom_types=len(elements),
@@ -317,6 +316,7 @@ def run_ours(a, steps: int, work: Path) -> dict:
     return {
         "settings": {
             "config": str(config.relative_to(ROOT)),
+            "extra_args": a.ours_args,
             "lr": targs.learning_rate,
             "lr_schedule": f"{targs.lr_scheduler_type.value}, {targs.warmup_steps} warmup steps",
             "optimizer": f"AdamW(weight_decay={targs.weight_decay})",
@@ -358,7 +358,7 @@ def score(side: dict, training_smiles: set[str], n_samples: int) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--edm_dir", required=True, help="local checkout/export of EDM (never downloaded)")
+    p.add_argument("--edm_dir", default=None, help="local checkout/export of EDM (never downloaded)")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps for each side (rounded to EDM epochs)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--layers", type=int, default=4)
@@ -369,7 +369,20 @@ def main(argv=None):
     p.add_argument("--edm_ema_decay", type=float, default=0.9999, help="EDM's README QM9 setting (0 = off)")
     p.add_argument("--edm_weights", choices=["ema", "raw", "both"], default="both", help="EDM weights to sample")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "molecules_vs_edm.json"))
+    p.add_argument(
+        "--ours_args",
+        default="",
+        help='extra recipe flags for our side, one quoted string, e.g. "--beta_schedule polynomial_2"',
+    )
+    p.add_argument(
+        "--edm_from",
+        default=None,
+        help="reuse the EDM side of an earlier results JSON of the same protocol instead of rerunning EDM "
+        "(recorded in the output); --edm_dir is then not needed",
+    )
     a = p.parse_args(argv)
+    if not a.edm_from and not a.edm_dir:
+        p.error("--edm_dir is required unless --edm_from reuses an earlier EDM run")
 
     from hf_medai.evaluation.molecules import dataset_molecules, molecule_metrics, training_smiles_for_novelty
 
@@ -384,9 +397,15 @@ def main(argv=None):
     env = {**os.environ, "PYTHONPATH": "", "WANDB_MODE": "disabled"}
     with tempfile.TemporaryDirectory(prefix="edm_bench_") as tmp:
         work = Path(tmp)
-        edm = run_edm(a, work, mols, histogram, n_epochs, env)
+        if a.edm_from:
+            earlier = json.loads(Path(a.edm_from).read_text())
+            if earlier["protocol"]["optimizer_steps"] != steps or earlier["protocol"]["layers"] != a.layers:
+                raise SystemExit(f"{a.edm_from}: a different protocol (steps, layers); rerun EDM with --edm_dir")
+            edm = {**earlier["edm"], "reused_from": Path(a.edm_from).name}
+        else:
+            edm = run_edm(a, work, mols, histogram, n_epochs, env)
         ours = run_ours(a, steps, work)
-    for side in (edm, ours):
+    for side in (ours,) if a.edm_from else (edm, ours):
         score(side, training_smiles, a.n_samples)
     data_ref = molecule_metrics(mols, training_smiles)
 
@@ -432,7 +451,7 @@ def main(argv=None):
             "python": platform.python_version(),
             "torch": torch.__version__,
             "numpy": np.__version__,
-            "edm_commit": _edm_commit(Path(a.edm_dir)),
+            "edm_commit": _edm_commit(Path(a.edm_dir)) if a.edm_dir else earlier["environment"]["edm_commit"],
         },
     }
     _print_table(result)
