@@ -18,7 +18,6 @@ The ratio is fusion / single modality; the issue asks that fusion cost under 10%
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import statistics
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from _recipes import load_recipe
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, ViTConfig
 
 from hf_medai.clinical_tasks import load_task
@@ -41,14 +41,6 @@ from hf_medai.models.text import build_text_model, default_encoder_path
 from hf_medai.models.vision import TINY_VIT, build_image_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def train_rate(model, dataset, collator, args_kw, steps) -> float:

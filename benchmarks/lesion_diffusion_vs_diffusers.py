@@ -23,8 +23,6 @@ the training images is the floor. Needs the lesion classifier of the README's fi
 from __future__ import annotations
 
 import argparse
-import copy
-import importlib.util
 import json
 import platform
 import sys
@@ -35,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _recipes import load_recipe
 
 from hf_medai.data.image_batches import square_pixel_tensors
 from hf_medai.evaluation.generative import frechet_distance, kernel_distance
@@ -45,14 +44,6 @@ from hf_medai.pipelines.lesion_diffusion import LesionDiffusionPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_recipe():
-    spec = importlib.util.spec_from_file_location("image_diffusion_recipe", ROOT / "recipes" / "image_diffusion.py")
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = recipe
-    spec.loader.exec_module(recipe)
-    return recipe
 
 
 def plain_diffusers(train_pixels, train_labels, class_names, a, curve: FidCurve) -> dict:
@@ -111,15 +102,8 @@ def plain_diffusers(train_pixels, train_labels, class_names, a, curve: FidCurve)
     return {"train_steps_per_second": round(a.steps / seconds, 3), "curve": list(curve.rows)}
 
 
-def fresh(curve: FidCurve) -> FidCurve:
-    """The same scorer (classifier, training features) with no points yet."""
-    c = copy.copy(curve)
-    c.rows = []
-    return c
-
-
 def recipe_arm(a, work: Path, name: str, extra: list[str]) -> dict:
-    recipe = load_recipe()
+    recipe = load_recipe("image_diffusion")
     out = work / name
     recipe.main(
         [
@@ -210,7 +194,7 @@ def main(argv=None):
     for name in a.arms:
         start = time.perf_counter()
         if name == "plain":
-            arms[name] = plain_diffusers(train_pixels, train_labels, class_names, a, fresh(curve))
+            arms[name] = plain_diffusers(train_pixels, train_labels, class_names, a, curve)
         elif name == "hf_medai":
             arms[name] = recipe_arm(a, work, name, [])
         elif name == "hf_medai_min_snr":

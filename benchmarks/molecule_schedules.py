@@ -11,11 +11,12 @@ and seed); the stability sampled every `--sample_every` steps during training is
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
 from pathlib import Path
+
+from _recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEDULES = ("squaredcos_cap_v2", "polynomial_2")
@@ -23,10 +24,7 @@ KEYS = ("atom_stability", "molecule_stability", "molecule_stability_ci", "validi
 
 
 def train(schedule: str, a, work: Path) -> Path:
-    spec = importlib.util.spec_from_file_location("molecule_recipe", ROOT / "recipes" / "molecule_diffusion.py")
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = recipe
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("molecule_diffusion")
     out = work / schedule
     recipe.main(
         [

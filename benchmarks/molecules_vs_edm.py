@@ -33,7 +33,6 @@ the copy by text replacement: a no-op `wandb` module, the atom-count histogram a
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -49,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 Z = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
@@ -252,12 +252,7 @@ def run_edm(a, work: Path, mols, histogram, n_epochs: int, env: dict) -> dict:
 
 
 def run_ours(a, steps: int, work: Path) -> dict:
-    spec = importlib.util.spec_from_file_location(
-        "molecule_diffusion_recipe", ROOT / "recipes" / "molecule_diffusion.py"
-    )
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = recipe  # dataclasses look their module up there
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("molecule_diffusion")
     from functools import partial
 
     from hf_medai.config import parse_args

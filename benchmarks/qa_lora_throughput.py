@@ -31,18 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from _recipes import load_recipe
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ("hf_medai", "baseline", "hf_medai_packing", "full_finetune")
 
 
 def _recipe():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("recipe_medqa_lora", ROOT / "recipes" / "medqa_lora.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("medqa_lora")
 
 
 def _rss_mb() -> float:

@@ -177,8 +177,7 @@ def main(args=None):
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    curve = []  # FID/KID and fidelity at each sample point (main process): the card's FID-vs-steps table
-    fid_curve = None
+    fid_curve = None  # FID/KID and fidelity at each sample point (main process): the card's FID-vs-steps table
 
     def sample_grid(step, model):
         nonlocal fid_curve
@@ -194,7 +193,7 @@ def main(args=None):
         save_grid(images, rows=len(class_names), path=Path(training_args.output_dir) / "samples" / f"step-{step}.png")
         if gen_args.fid_curve and gen_args.classifier_dir:
             fid_curve = fid_curve or FidCurve(gen_args, train_pixels, training_args.device)
-            curve.append(fid_curve(step, pipe))
+            fid_curve(step, pipe)
 
     # Train!
     result = train_loop(
@@ -252,7 +251,7 @@ def main(args=None):
                 "library_name": "diffusers",
                 "class_names": class_names,
                 **evaluation,
-                "fid_curve": curve or None,
+                "fid_curve": fid_curve.rows if fid_curve else None,
                 "model": {
                     "space": "latent" if vae is not None else "pixel",
                     "vae": model_args.vae_name_or_path,

@@ -93,6 +93,22 @@ def subgroup_representation(nearest_training_index, train_subgroups) -> dict[str
     return out
 
 
+def _evaluation_images(pipe, args: GenerationEvalArguments) -> tuple[np.ndarray, np.ndarray, float]:
+    """(uint8 images, class index of each, images/s): `eval_images_per_class` per class with the evaluation's
+    sampler, steps, guidance, batch size and seed (the final evaluation and every FID-curve point alike)."""
+    labels = np.repeat(np.arange(len(pipe.config.class_names)), args.eval_images_per_class)
+    images, per_second = generate(
+        pipe,
+        labels,
+        args.eval_scheduler,
+        args.eval_inference_steps,
+        args.guidance_scale,
+        args.eval_batch_size,
+        args.eval_seed,
+    )
+    return images, labels, per_second
+
+
 def evaluate_generator(
     pipe,
     args: GenerationEvalArguments,
@@ -112,16 +128,7 @@ def evaluate_generator(
     """
     out_dir = Path(out_dir)
     class_names = list(pipe.config.class_names)
-    labels = np.repeat(np.arange(len(class_names)), args.eval_images_per_class)
-    images, images_per_second = generate(
-        pipe,
-        labels,
-        args.eval_scheduler,
-        args.eval_inference_steps,
-        args.guidance_scale,
-        args.eval_batch_size,
-        args.eval_seed,
-    )
+    images, labels, images_per_second = _evaluation_images(pipe, args)
     save_samples(images, labels, class_names, out_dir / "samples")
     per = args.grid_images_per_class
     grid_idx = np.concatenate([np.flatnonzero(labels == c)[:per] for c in range(len(class_names))])
@@ -254,17 +261,8 @@ class FidCurve:
         self.rows: list[dict[str, Any]] = []
 
     def __call__(self, step: int, pipe) -> dict[str, Any]:
-        args, class_names = self.args, list(pipe.config.class_names)
-        labels = np.repeat(np.arange(len(class_names)), args.eval_images_per_class)
-        images, _ = generate(
-            pipe,
-            labels,
-            args.eval_scheduler,
-            args.eval_inference_steps,
-            args.guidance_scale,
-            args.eval_batch_size,
-            args.eval_seed,
-        )
+        class_names = list(pipe.config.class_names)
+        images, labels, _ = _evaluation_images(pipe, self.args)
         feats, probs = self.classifier(images)
         kid, kid_std = kernel_distance(feats, self.train_feats)
         row = {
