@@ -41,6 +41,7 @@ def evaluate_image_classifier(
     from hf_medai.data.images import with_images
     from hf_medai.data.lesions import load_lesions, subgroup_frame
     from hf_medai.data.synthetic.lesions import is_synthetic
+    from hf_medai.models import efficientnet  # noqa: F401  (registers EfficientNet-Lite with the Auto classes)
     from hf_medai.paths import cache_root
     from hf_medai.run_outputs import write_classifier_report
 

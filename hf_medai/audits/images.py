@@ -69,6 +69,8 @@ def load_saved(model_dir: str | Path, fusion: bool):
         return model, FusionProcessor.from_pretrained(model_dir)
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    import hf_medai.models.efficientnet  # noqa: F401  (registers EfficientNet-Lite with the Auto classes)
+
     model = AutoModelForImageClassification.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
     return model, AutoImageProcessor.from_pretrained(model_dir)
 

