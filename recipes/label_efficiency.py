@@ -14,7 +14,9 @@ fraction the paired bootstrap difference pre-trained - baseline.
 Offline defaults (synthetic data, CPU):
     accelerate launch recipes/label_efficiency.py --output_dir runs/label_efficiency
     accelerate launch recipes/label_efficiency.py --modality notes --output_dir runs/label_efficiency_notes
-Your encoders: --pretrained <run folder or hub id>, --scratch <another> to compare two encoders.
+Your encoders: --pretrained <run folder or hub id>, --scratch <another> to compare two encoders; e.g. ImageNet
+pre-training: --pretrained efficientnet-lite0-imagenet --scratch efficientnet-lite0 (the same EfficientNet-Lite0 from
+random weights), recipes/configs/label_efficiency/efficientnet_imagenet.yaml.
 
 Its own run folder: README.md (the experiment's card), metrics.json and label_efficiency.md (the table),
 label_efficiency.png (AUROC against the fraction of labels), run_config.yaml, and one classifier run folder per
@@ -181,6 +183,7 @@ def summarise(runs: dict, sources: dict, exp: ExperimentArguments) -> dict:
         "test_positives": test.get("n_positive"),
         "positive_class": test.get("positive_class"),
         "synthetic_data": synthetic,
+        "pretrained_weights": m["pretrained"].get("pretrained_weights"),  # packaged weights: what, licence, origin
         "n_bootstrap": exp.n_bootstrap,
     }
     result["table"] = table_markdown(result)
@@ -246,12 +249,20 @@ def plot(r: dict, path: Path) -> Path:
 def experiment_card(r: dict) -> str:
     noun = NOUN[r["modality"]]
     model = {"lesion": "a lesion classifier", "notes": f"a note classifier of `{r['outcome']}`"}[r["modality"]]
-    caveat = (
-        f"Pre-trained, trained and tested on synthetic {'images' if r['modality'] == 'lesion' else 'notes'}: this "
-        "shows the experiment works, not how much pre-training helps on real patients."
-        if r["synthetic_data"]
-        else "One split and one seed: repeat with other seeds before concluding."
-    )
+    pw = r.get("pretrained_weights")  # packaged weights pre-trained on real data (ImageNet), not on the synthetic pool
+    if r["synthetic_data"] and pw:
+        caveat = (
+            f"Fine-tuned and tested on synthetic images, from {pw['weights']} ({pw['package']} "
+            f"{pw['package_version']}, {pw['license']}): this shows what those features give on synthetic lesions, "
+            "not how much they help on real patients."
+        )
+    elif r["synthetic_data"]:
+        caveat = (
+            f"Pre-trained, trained and tested on synthetic {'images' if r['modality'] == 'lesion' else 'notes'}: "
+            "this shows the experiment works, not how much pre-training helps on real patients."
+        )
+    else:
+        caveat = "One split and one seed: repeat with other seeds before concluding."
     fractions = ", ".join(f"{row['fraction']:.0%}" for row in r["rows"])
     return f"""# Label efficiency: a pre-trained encoder vs {r["scratch"]}
 
