@@ -212,3 +212,14 @@ def test_from_scratch_with_the_imagenet_name_is_refused():
     with pytest.raises(ConfigError, match="--model_name_or_path efficientnet-lite0"):
         lesion_backbone(args)
     assert lesion_backbone(LesionModelArguments(model_name_or_path="efficientnet-lite0")) == "efficientnet-lite0"
+
+
+def test_label_efficiency_card_does_not_call_imagenet_weights_synthetic():
+    label_efficiency = load_recipe("label_efficiency")
+    facts = efficientnet.weights_facts(efficientnet.IMAGENET_NAME, 2)["pretrained_weights"]
+    r = {"modality": "lesion", "outcome": "melanoma", "synthetic_data": True, "rows": [{"fraction": 0.1}]}
+    r.update(pretrained="efficientnet-lite0-imagenet", scratch="efficientnet-lite0", table="(table)")
+    card = label_efficiency.experiment_card({**r, "pretrained_weights": facts})
+    assert "Fine-tuned and tested on synthetic images" in card and "ImageNet-1k" in card
+    assert "Pre-trained, trained and tested on synthetic" not in card
+    assert "Pre-trained, trained and tested on synthetic" in label_efficiency.experiment_card(r)
