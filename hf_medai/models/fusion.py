@@ -39,6 +39,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_medai.data.tabular import KEYS, TabularSchema
+from hf_medai.models import efficientnet
 
 FUSIONS = ("late", "film", "cross_attention")
 PROCESSOR_FILE = "fusion_processor.json"
@@ -198,7 +199,10 @@ class FusionModel(FusionPreTrainedModel):
     ) -> FusionModel:
         """A new fusion model around a backbone: a path or hub id (pretrained weights, safetensors, no remote
         code), a loaded model, or a config (random weights). `schema=None` makes the single-modality model."""
-        if isinstance(backbone, str):
+        if isinstance(backbone, str) and backbone in efficientnet.MODEL_NAMES:  # by name: packaged or random weights
+            model, _ = efficientnet.build_efficientnet_lite0(backbone == efficientnet.IMAGENET_NAME, class_names)
+            backbone = model.efficientnet if backbone == efficientnet.IMAGENET_NAME else model.config
+        elif isinstance(backbone, str):
             backbone = AutoModel.from_pretrained(
                 backbone, add_pooling_layer=False, use_safetensors=True, trust_remote_code=False
             )
@@ -228,7 +232,10 @@ class FusionModel(FusionPreTrainedModel):
     # -- forward
     def encode_primary(self, pixel_values=None, input_ids=None, attention_mask=None, **kwargs) -> torch.Tensor:
         if self.config.modality == "image":
-            hidden = self.backbone(pixel_values=pixel_values).last_hidden_state
+            out = self.backbone(pixel_values=pixel_values)
+            if out.last_hidden_state.dim() == 4:  # a convolutional backbone: its feature map, average-pooled
+                return out.pooler_output
+            hidden = out.last_hidden_state
         else:
             extra = {"token_type_ids": kwargs["token_type_ids"]} if kwargs.get("token_type_ids") is not None else {}
             hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
