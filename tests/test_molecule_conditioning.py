@@ -135,3 +135,25 @@ def test_hit_and_retention_scores_match_rdkit_on_real_molecules():
     lost = scaffold_retention([symbols], [broken], fixed, scaffold)
     assert lost["retention"]["k"] == 0 and lost["max_fixed_atom_displacement"] == pytest.approx(3.0)
     assert scaffold_atoms(*ethanol) is None  # acyclic: no scaffold
+
+
+def test_scaffold_of_a_zwitterion_is_skipped_not_an_error(tmp_path):
+    """QM9 writes some molecules as zwitterions (GDB 74346: Cc1c[c-](C#N)oc1=[NH2+]); their Murcko scaffold
+    ([NH2+]=c1cc[c-]o1) no longer balances its charges and RDKit cannot read it back: no template, no crash (it once
+    stopped a QM9 run's evaluation after training)."""
+    from rdkit import Chem
+
+    from hf_medai.data.molecule_chemistry import build_molecule
+    from hf_medai.data.molecules import load_molecules
+    from hf_medai.evaluation.molecule_conditioning import _single_valid, _skeleton, common_scaffolds
+    from hf_medai.evaluation.molecules import dataset_molecules
+
+    dataset, vocab, _ = load_molecules("qm9", split="train", limit=1944, cache_dir=tmp_path)
+    row = dataset["qm9_index"].index(74346)
+    symbols, pos = dataset_molecules(dataset.select([row]), vocab)[0]
+    smiles = dataset[row]["smiles"]
+    assert _single_valid(build_molecule(symbols, pos)) is not None  # the geometry itself is fine
+    with pytest.raises(ValueError, match="not a valid SMILES"):
+        _skeleton("[NH2+]=c1cc[c-]o1")
+    assert Chem.MolFromSmiles(smiles) is not None and scaffold_atoms(symbols, pos, smiles) is None
+    assert all(e["scaffold"] != "[NH2+]=c1cc[c-]o1" for e in common_scaffolds(dataset.select([row, 0, 1]), vocab, 3))

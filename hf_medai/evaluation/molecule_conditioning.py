@@ -88,7 +88,8 @@ def scaffold_atoms(symbols: Sequence[str], positions, smiles: str | None = None)
     given as atoms and 3D positions. The scaffold comes from `smiles` (the molecule's real SMILES, so aromatic rings
     stay aromatic) or else from the molecule the distance rule builds; its atoms are found in the distance-built
     molecule by elements and connectivity. None when that molecule is invalid, has no ring (an acyclic molecule
-    has an empty scaffold) or does not contain the scaffold."""
+    has an empty scaffold), has a scaffold RDKit cannot read back (one cut from a zwitterion) or does not contain
+    the scaffold."""
     from rdkit import Chem
     from rdkit.Chem.Scaffolds import MurckoScaffold
 
@@ -103,6 +104,8 @@ def scaffold_atoms(symbols: Sequence[str], positions, smiles: str | None = None)
     if scaffold.GetNumAtoms() == 0:
         return None
     text = Chem.MolToSmiles(scaffold)
+    if Chem.MolFromSmiles(text) is None:  # cut out of a zwitterion ([NH2+]=c1cc[c-]o1): charges no longer balance
+        return None
     match = mol.GetSubstructMatch(_skeleton(text))  # indices into the explicit-H molecule = into `symbols`
     if not match:
         return None
