@@ -109,6 +109,10 @@ def test_recipe_on_qm9_conditioned_on_alpha_writes_card_with_provenance_and_prot
     assert c["property"] == "alpha" and c["disjoint"] is True and c["n_generated"] == 12
     assert c["predictor_training_molecules"] == 400 and c["real_molecules"] == 100
     assert c["predictor_mae_on_real_molecules"] < c["target_std"]  # the predictor knows alpha
+    assert c["mae_ci"][0] <= c["mae"] <= c["mae_ci"][1]
+    assert c["mae_minus_atom_count"] == pytest.approx(c["mae"] - c["mae_atom_count_baseline"])
+    low, high = c["mae_minus_atom_count_ci"]
+    assert low <= c["mae_minus_atom_count"] <= high
     assert m["training_molecules"] == 64 and "QM9, EDM's train_b split" in m["dataset"]
     card = (out / "README.md").read_text()
     assert "qm9pack" in card and "(MIT)" in card and "CC0" in card and "gen_splits_gdb9" in card
