@@ -78,8 +78,10 @@ def test_artefact_grid_shows_each_artefact(tmp_path):
 SHORTCUT_RUN = [
     *("--image_size", "48", "--from_scratch", "true"),
     *("--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128"),
-    *("--max_steps", "150", "--learning_rate", "0.001", "--warmup_steps", "0.1"),
-    *("--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "75", "--save_steps", "75"),
+    # 300 steps: at 150 the planted model had barely started to learn anything (ink +0.003 with transformers 5.25 /
+    # accelerate 1.16, where earlier versions had reached +0.076), a margin too thin for a test
+    *("--max_steps", "300", "--learning_rate", "0.001", "--warmup_steps", "0.1"),
+    *("--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "150", "--save_steps", "150"),
     *("--n_bootstrap", "200", "--min_group_size", "5", "--report_to", "none"),
 ]
 
@@ -106,7 +108,7 @@ def shortcut_runs(tmp_path_factory):
 @pytest.mark.slow
 def test_audit_finds_the_planted_shortcut(shortcut_runs):
     ink = shortcut_runs["planted"]["rows"]["ink"]
-    # Measured at these settings: +0.076 (0.066-0.085), 29% of decisions flip up; the clean twin moves by 0.001.
+    # Measured at these settings: +0.83 (0.80-0.86), 89% of decisions flip up; the clean twin moves by 0.001.
     assert ink["mean_change_ci"][0] > 0.05, ink  # ink alone raises the melanoma probability, far beyond chance
     assert ink["flipped_up"] > 0.1 and ink["material"]
     assert "ink" in shortcut_runs["planted"]["material"]
