@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,7 +66,24 @@ def default_cache_dir() -> Path:
     return cache_root() / "molecules"
 
 
-def save_cache(dataset: datasets.Dataset, vocab: list[str], report: DataReport, target: Path) -> datasets.Dataset:
+def rows_to_dataset(rows: list[dict], features: datasets.Features) -> tuple[datasets.Dataset, list[str]]:
+    """(dataset, elements_vocab) of processed rows whose `symbols` become `atom_types` (indices into the vocabulary
+    of the elements present, by atomic number)."""
+    vocab = vocabulary(rows)
+    index = {symbol: i for i, symbol in enumerate(vocab)}
+    columns: dict[str, list] = {name: [] for name in features}
+    for row in rows:
+        row["atom_types"] = [index[s] for s in row.pop("symbols")]
+        for name in columns:
+            columns[name].append(row[name])
+    return datasets.Dataset.from_dict(columns, features=features), vocab
+
+
+def save_cache(
+    dataset: datasets.Dataset, vocab: list[str], report: DataReport, target: Path, started: float
+) -> tuple[datasets.Dataset, list[str], DataReport]:
+    """Save the processed dataset under `target` and return it (memory-mapped) with its vocabulary and report, whose
+    notes["cache"] records the miss and the seconds since `started` (time.perf_counter())."""
     meta = {
         "elements_vocab": vocab,
         "report": {
@@ -76,10 +94,13 @@ def save_cache(dataset: datasets.Dataset, vocab: list[str], report: DataReport, 
             "notes": report.notes,
         },
     }
-    return save_dataset_cache(dataset, target, META_JSON, meta)
+    dataset = save_dataset_cache(dataset, target, META_JSON, meta)
+    report.notes["cache"] = {"hit": False, "path": str(target), "load_seconds": time.perf_counter() - started}
+    return dataset, vocab, report
 
 
-def load_cache(target: Path):
+def load_cache(target: Path, started: float):
+    """(dataset, elements_vocab, report) saved under `target`, notes["cache"] recording the hit; None if absent."""
     meta_path = target / META_JSON
     if not meta_path.is_file():
         return None
@@ -96,6 +117,7 @@ def load_cache(target: Path):
         examples=list(saved["examples"]),
         notes=dict(saved["notes"]),
     )
+    report.notes["cache"] = {"hit": True, "path": str(target), "load_seconds": time.perf_counter() - started}
     return dataset, list(meta["elements_vocab"]), report
 
 

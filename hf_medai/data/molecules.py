@@ -72,8 +72,8 @@ from hf_medai.data.molecule_store import (
     load_cache,
     molecule_features,
     rdkit_version,
+    rows_to_dataset,
     save_cache,
-    vocabulary,
 )
 from hf_medai.data.report import DataError, DataReport
 
@@ -130,7 +130,7 @@ def load_molecules(
         from hf_medai.data.qm9 import load_qm9
 
         kw = dict(max_heavy_atoms=max_heavy_atoms, elements=elements, neutral_only=neutral_only, cache_dir=cache_dir)
-        return load_qm9(split, limit=limit, skip_bad_rows=skip_bad_rows, **kw)
+        return load_qm9(split, limit=limit, **kw)  # packaged data: bad rows are always counted, never raised
     start = time.perf_counter()
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
@@ -161,29 +161,18 @@ def load_molecules(
     }
     target = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = target / f"molecules-{_cache_key(source, settings)}"
-    cached = load_cache(target)
+    cached = load_cache(target, start)
     if cached is not None:
-        dataset, vocab, report = cached
-        report.notes["cache"] = {"hit": True, "path": str(target), "load_seconds": time.perf_counter() - start}
-        return dataset, vocab, report
+        return cached
 
     report = DataReport(skip_bad_rows=skip_bad_rows)
     rows = _process(source, fmt, report, settings, elements)
     if not rows:
         reasons = dict(sorted(report.skipped.items()))
         raise DataError(source, None, f"no molecule left: {report.rows_read} read, removed by reason {reasons}")
-    vocab = vocabulary(rows)
-    index = {symbol: i for i, symbol in enumerate(vocab)}
-    columns: dict[str, list] = {name: [] for name in molecule_features()}
-    for row in rows:
-        row["atom_types"] = [index[s] for s in row.pop("symbols")]
-        for name in columns:
-            columns[name].append(row[name])
-    dataset = datasets.Dataset.from_dict(columns, features=molecule_features())
+    dataset, vocab = rows_to_dataset(rows, molecule_features())
     report.notes.update({"source": str(source), "format": fmt, "settings": settings, "elements_vocab": vocab})
-    dataset = save_cache(dataset, vocab, report, target)
-    report.notes["cache"] = {"hit": False, "path": str(target), "load_seconds": time.perf_counter() - start}
-    return dataset, vocab, report
+    return save_cache(dataset, vocab, report, target, start)
 
 
 def atom_count_distribution(dataset: datasets.Dataset) -> dict[int, float]:

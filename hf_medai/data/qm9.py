@@ -34,8 +34,8 @@ from hf_medai.data.molecule_store import (
     load_cache,
     molecule_features,
     rdkit_version,
+    rows_to_dataset,
     save_cache,
-    vocabulary,
 )
 from hf_medai.data.report import DataError, DataReport
 
@@ -135,7 +135,6 @@ def load_qm9(
     max_heavy_atoms: int | None = 9,
     elements=("H", "C", "N", "O", "F"),
     neutral_only: bool = False,
-    skip_bad_rows: bool = False,
     cache_dir=None,
     data_dir=None,
 ) -> tuple[datasets.Dataset, list[str], DataReport]:
@@ -145,7 +144,7 @@ def load_qm9(
     Filters as in `load_molecules` (QM9 has only H, C, N, O, F and <= 9 heavy atoms, so by default none applies;
     `neutral_only` drops the zwitterions that QM9's SMILES write with formal charges). Rows whose SMILES disagree
     with their XYZ are counted and skipped (the report's `skipped_by_reason`), never silently: this is packaged data
-    the user cannot fix, so `skip_bad_rows` is recorded but always on, as for the bundled NCI file.
+    the user cannot fix, so bad rows are always counted, never raised, as for the bundled NCI file.
     """
     start = time.perf_counter()
     if split not in SPLITS:
@@ -162,14 +161,12 @@ def load_qm9(
         "max_heavy_atoms": max_heavy_atoms,
         "elements": list(elements) if elements is not None else None,
         "neutral_only": neutral_only,
-        "skip_bad_rows": skip_bad_rows,
         "rdkit": rdkit_version(),
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
     target = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / f"qm9-{key}"
-    cached = load_cache(target)
+    cached = load_cache(target, start)
     if cached is not None:
-        cached[2].notes["cache"] = {"hit": True, "path": str(target), "load_seconds": time.perf_counter() - start}
         return cached
 
     table = read_qm9_table(folder)
@@ -180,24 +177,13 @@ def load_qm9(
         raise DataError(
             folder, None, f"no QM9 molecule left: removed by reason {dict(sorted(report.skipped.items()))}"
         )
-    vocab = vocabulary(rows)
-    index = {symbol: i for i, symbol in enumerate(vocab)}
-    columns: dict[str, list] = {name: [] for name in qm9_features()}
-    for row in rows:
-        row["atom_types"] = [index[s] for s in row.pop("symbols")]
-        for name in columns:
-            columns[name].append(row[name])
-    dataset = datasets.Dataset.from_dict(columns, features=qm9_features())
+    dataset, vocab = rows_to_dataset(rows, qm9_features())
     report.notes.update(
         {
             "source": "qm9",
             "format": "qm9",
             "provenance": PROVENANCE.format(version=settings["qm9pack"]),
-            "split": {
-                "name": split,
-                "rule": "EDM gen_splits_gdb9 (seed 0)",
-                **{k: v for k, v in EDM_SPLIT_SIZES.items()},
-            },
+            "split": {"name": split, "rule": "EDM gen_splits_gdb9 (seed 0)", **EDM_SPLIT_SIZES},
             "settings": settings,
             "elements_vocab": vocab,
             "survival": survival,
@@ -206,9 +192,7 @@ def load_qm9(
             "property_units": {name: unit for name, (_, _, unit) in PROPERTIES.items()},
         }
     )
-    dataset = save_cache(dataset, vocab, report, target)
-    report.notes["cache"] = {"hit": False, "path": str(target), "load_seconds": time.perf_counter() - start}
-    return dataset, vocab, report
+    return save_cache(dataset, vocab, report, target, start)
 
 
 def _rows(table, positions, limit, report: DataReport, settings: dict, folder: Path):

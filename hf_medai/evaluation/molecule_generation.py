@@ -129,7 +129,7 @@ def evaluate_molecule_generator(
     if prop in QM9_PROPERTIES:  # no RDKit descriptor: a predictor learnt on QM9 itself scores them (EDM's protocol)
         report["conditioning"] = evaluate_qm9_conditioning(
             prop,
-            [(list(map(str, a)), p) for a, p in zip(atoms, positions)],
+            list(zip(atoms, positions)),
             targets,
             qm9_split,
             args.predictor_molecules,

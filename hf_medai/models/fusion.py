@@ -199,10 +199,12 @@ class FusionModel(FusionPreTrainedModel):
     ) -> FusionModel:
         """A new fusion model around a backbone: a path or hub id (pretrained weights, safetensors, no remote
         code), a loaded model, or a config (random weights). `schema=None` makes the single-modality model."""
-        if isinstance(backbone, str) and backbone in efficientnet.MODEL_NAMES:  # by name: packaged or random weights
-            model, _ = efficientnet.build_efficientnet_lite0(backbone == efficientnet.IMAGENET_NAME, class_names)
-            backbone = model.efficientnet if backbone == efficientnet.IMAGENET_NAME else model.config
-        elif isinstance(backbone, str):
+        name = backbone if isinstance(backbone, str) else None
+        if name == efficientnet.IMAGENET_NAME:  # the packaged ImageNet weights (their classifier is not used)
+            backbone = efficientnet.build_efficientnet_lite0(True, class_names)[0].efficientnet
+        elif name == efficientnet.SCRATCH_NAME:  # the same architecture, random weights
+            backbone = efficientnet.EfficientNetLiteConfig()
+        elif name is not None:
             backbone = AutoModel.from_pretrained(
                 backbone, add_pooling_layer=False, use_safetensors=True, trust_remote_code=False
             )
